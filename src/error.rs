@@ -1,0 +1,171 @@
+//! The crate's one error type (S4-S6).
+
+use std::fmt;
+use std::io;
+
+/// Result alias used by every fallible call in the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Every error the crate returns.
+///
+/// Each variant stands for one HRESULT of the CLR hosting interface, and
+/// [`Error::hresult`] gives that exact code so a hosting layer can hand it on
+/// unchanged. The conversion into [`std::io::Error`] keeps `?` working in
+/// ordinary I/O code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// `HOST_E_CLRNOTAVAILABLE`: the manager is shut down or was poisoned by
+    /// an earlier [`Error::Fatal`] (S5).
+    #[error("the completion manager is not available (shut down or poisoned)")]
+    Unavailable,
+    /// `HOST_E_TIMEOUT`: a wait ran out of time.
+    #[error("the call timed out")]
+    Timeout,
+    /// `HOST_E_NOT_OWNER`: the caller does not own the object.
+    #[error("the caller does not own the object: {0}")]
+    NotOwner(String),
+    /// `HOST_E_ABANDONED`: the port was closed while the caller waited on it.
+    #[error("the wait was abandoned: the port was closed")]
+    Abandoned,
+    /// `E_FAIL`: a catastrophic failure. The manager that returned it is
+    /// unusable afterwards: every later call returns [`Error::Unavailable`].
+    #[error("catastrophic failure: {0}")]
+    Fatal(String),
+    /// `E_OUTOFMEMORY`: an allocation failed.
+    #[error("out of memory")]
+    OutOfMemory,
+    /// `E_INVALIDARG`: an argument was rejected; the message names it and its value.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// `E_NOTIMPL`: the operation is not supported on this handle or backend.
+    #[error("not implemented: {0}")]
+    NotImplemented(String),
+    /// An operating-system error (`HRESULT_FROM_WIN32` / errno).
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// `HOST_E_CLRNOTAVAILABLE`
+pub const HOST_E_CLRNOTAVAILABLE: u32 = 0x8013_1023;
+/// `HOST_E_TIMEOUT`
+pub const HOST_E_TIMEOUT: u32 = 0x8013_1024;
+/// `HOST_E_NOT_OWNER`
+pub const HOST_E_NOT_OWNER: u32 = 0x8013_1025;
+/// `HOST_E_ABANDONED`
+pub const HOST_E_ABANDONED: u32 = 0x8013_1026;
+/// `E_FAIL`
+pub const E_FAIL: u32 = 0x8000_4005;
+/// `E_OUTOFMEMORY`
+pub const E_OUTOFMEMORY: u32 = 0x8007_000E;
+/// `E_INVALIDARG`
+pub const E_INVALIDARG: u32 = 0x8007_0057;
+/// `E_NOTIMPL`
+pub const E_NOTIMPL: u32 = 0x8000_4001;
+
+impl Error {
+    /// Builds an [`Error::InvalidArgument`] naming the argument and its value.
+    pub(crate) fn invalid(arg: &str, value: impl fmt::Display, why: &str) -> Error {
+        Error::InvalidArgument(format!("{arg} = {value}: {why}"))
+    }
+
+    /// The HRESULT this error stands for.
+    ///
+    /// OS errors map like `HRESULT_FROM_WIN32`: `0x8007_0000 | (code & 0xFFFF)`
+    /// with the OS error code (a Win32 error on Windows, an errno elsewhere);
+    /// an I/O error with no OS code maps to `E_FAIL`.
+    pub fn hresult(&self) -> u32 {
+        match self {
+            Error::Unavailable => HOST_E_CLRNOTAVAILABLE,
+            Error::Timeout => HOST_E_TIMEOUT,
+            Error::NotOwner(_) => HOST_E_NOT_OWNER,
+            Error::Abandoned => HOST_E_ABANDONED,
+            Error::Fatal(_) => E_FAIL,
+            Error::OutOfMemory => E_OUTOFMEMORY,
+            Error::InvalidArgument(_) => E_INVALIDARG,
+            Error::NotImplemented(_) => E_NOTIMPL,
+            Error::Io(e) => match e.raw_os_error() {
+                Some(0) => 0,
+                Some(code) => 0x8007_0000 | (code as u32 & 0xFFFF),
+                None => E_FAIL,
+            },
+        }
+    }
+
+    /// True for [`Error::Fatal`], the one error that poisons a manager.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Error::Fatal(_))
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(e: Error) -> io::Error {
+        use io::ErrorKind as K;
+        let kind = match &e {
+            Error::Io(_) => {
+                let Error::Io(inner) = e else { unreachable!() };
+                return inner;
+            }
+            Error::Unavailable => K::NotConnected,
+            Error::Timeout => K::TimedOut,
+            Error::NotOwner(_) => K::PermissionDenied,
+            Error::Abandoned => K::ConnectionAborted,
+            Error::Fatal(_) => K::Other,
+            Error::OutOfMemory => K::OutOfMemory,
+            Error::InvalidArgument(_) => K::InvalidInput,
+            Error::NotImplemented(_) => K::Unsupported,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+/// The error of a request that could not be started: the reason, and the
+/// buffer handed back to the caller (S23, S26).
+///
+/// A request either starts (and later completes exactly once) or fails with
+/// this error and produces no completion; never both, never neither.
+pub struct StartError {
+    /// Why the request was not started.
+    pub error: Error,
+    /// The buffer the caller gave, returned untouched.
+    pub buffer: crate::Buffer,
+}
+
+impl StartError {
+    pub(crate) fn new(error: Error, buffer: crate::Buffer) -> StartError {
+        StartError { error, buffer }
+    }
+}
+
+impl fmt::Debug for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StartError")
+            .field("error", &self.error)
+            .field("buffer_len", &self.buffer.len())
+            .finish()
+    }
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "request not started: {}", self.error)
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl From<StartError> for Error {
+    fn from(e: StartError) -> Error {
+        e.error
+    }
+}
+
+impl From<StartError> for io::Error {
+    fn from(e: StartError) -> io::Error {
+        e.error.into()
+    }
+}

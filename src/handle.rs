@@ -1,0 +1,329 @@
+//! Handles: OS files and sockets that requests run on (S21-S27).
+
+use std::fmt;
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::OnceLock;
+
+use crate::error::{Error, Result, StartError};
+use crate::manager::IoCompletionManager;
+use crate::port::Port;
+use crate::request::{Buffer, Op, Request, RequestId};
+use crate::sink::CompletionSink;
+use crate::sync::{Arc, Mutex};
+use crate::sys;
+
+/// What kind of OS object a [`Handle`] is; it decides which requests the
+/// handle takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HandleKind {
+    /// A regular file: positional requests, served by the pool on Unix.
+    File,
+    /// A connected (or connectable) TCP socket.
+    TcpStream,
+    /// A listening TCP socket.
+    TcpListener,
+    /// A UDP socket.
+    Udp,
+    /// A local stream: a Unix domain socket, or a named pipe on Windows.
+    LocalStream,
+    /// A local listener: a Unix domain listener.
+    LocalListener,
+    /// Any other stream-like object (pipes, ttys, devices).
+    Stream,
+}
+
+/// Checks that `op` suits a handle of `kind` and its buffer, before any
+/// allocation or I/O.
+fn check(kind: HandleKind, op: Op, buffer: &Buffer) -> Result<()> {
+    use HandleKind as K;
+    let bad = |why: &str| Err(Error::invalid("op", format!("{op:?}"), &format!("{why} (the handle is {kind:?})")));
+    let needs_buffer = matches!(op, Op::Read | Op::Write | Op::ReadAt(_) | Op::WriteAt(_) | Op::SendTo(_) | Op::RecvFrom);
+    if needs_buffer && matches!(buffer, Buffer::None) {
+        return bad("this request needs a buffer");
+    }
+    let single = matches!(op, Op::ReadAt(_) | Op::WriteAt(_) | Op::SendTo(_) | Op::RecvFrom);
+    if single && matches!(buffer, Buffer::Vectored(_)) {
+        return bad("this request takes one buffer, not a vectored one");
+    }
+    let ok = match op {
+        Op::Read | Op::Write => matches!(kind, K::TcpStream | K::LocalStream | K::Stream),
+        Op::ReadAt(_) | Op::WriteAt(_) => kind == K::File,
+        Op::Accept => matches!(kind, K::TcpListener | K::LocalListener),
+        Op::Connect(_) => kind == K::TcpStream,
+        Op::SendTo(_) | Op::RecvFrom => kind == K::Udp,
+        Op::Post => return bad("user posts go to a port, not a handle"),
+    };
+    if !ok {
+        return bad(if kind == K::File {
+            "a regular file takes positional requests (read_at, write_at)"
+        } else {
+            "this handle does not support this request"
+        });
+    }
+    Ok(())
+}
+
+/// What a bind fixed for the handle's lifetime.
+pub(crate) struct Binding {
+    pub(crate) port: Port,
+    host: Arc<dyn IoCompletionManager>,
+    /// `host_overlapped_size()`, asked once at bind (S18).
+    ext_len: usize,
+    /// The `BindIoCompletionCallback` callback, if bound that way (S22).
+    callback: Option<Arc<dyn CompletionSink>>,
+}
+
+pub(crate) struct HandleInner {
+    pub(crate) sys: sys::Handle,
+    binding: OnceLock<Binding>,
+    bind_lock: Mutex<()>,
+}
+
+impl Drop for HandleInner {
+    fn drop(&mut self) {
+        // Pending requests complete aborted, with their buffers (S24).
+        self.sys.close();
+    }
+}
+
+/// An OS file or socket that requests run on. Cheap to clone; clones are
+/// the same handle. Dropping the last clone closes it, which aborts every
+/// request still pending on it (S24).
+///
+/// Make one from a std type (`TcpStream`, `TcpListener`, `UdpSocket`,
+/// `File`, and on Unix `UnixStream`, `UnixListener` or any `OwnedFd`), bind
+/// it to a port with [`IoCompletionManager::bind`] or
+/// [`Runtime::bind_io_completion_callback`](crate::Runtime::bind_io_completion_callback),
+/// then start requests. Each request owns its buffer until its completion
+/// hands it back (S26).
+///
+/// A start either returns the request's id, and the request then completes
+/// exactly once, or returns a [`StartError`] with the buffer, and nothing is
+/// posted (S23).
+#[derive(Clone)]
+pub struct Handle {
+    pub(crate) inner: Arc<HandleInner>,
+}
+
+impl Handle {
+    pub(crate) fn from_sys(sys: sys::Handle) -> Handle {
+        Handle {
+            inner: Arc::new(HandleInner { sys, binding: OnceLock::new(), bind_lock: Mutex::new(()) }),
+        }
+    }
+
+    /// A new, unconnected TCP socket of the address family of `addr`, ready
+    /// for [`Handle::connect`] once bound.
+    pub fn tcp_socket_for(addr: &SocketAddr) -> Result<Handle> {
+        Ok(Handle::from_sys(sys::Handle::tcp_socket_for(addr)?))
+    }
+
+    /// Binds the handle to `port` for `host` (the primitive behind
+    /// [`IoCompletionManager::bind`]; a custom host's `bind` calls it).
+    ///
+    /// Associates the OS handle with the port once, asks the host for its
+    /// `host_overlapped_size()` once, and records `callback` (if any) as the
+    /// handle's completion target. A second attach gives `InvalidArgument`
+    /// (S21), as does a closed handle or port.
+    pub fn attach(
+        &self,
+        port: &Port,
+        host: Arc<dyn IoCompletionManager>,
+        callback: Option<Arc<dyn CompletionSink>>,
+    ) -> Result<()> {
+        let _g = self.inner.bind_lock.lock();
+        if self.inner.binding.get().is_some() {
+            return Err(Error::invalid("handle", self.describe(), "is already bound to a port"));
+        }
+        if self.inner.sys.is_closed() {
+            return Err(Error::invalid("handle", self.describe(), "is closed"));
+        }
+        if port.is_closed() {
+            return Err(Error::invalid("port", port.id(), "is closed"));
+        }
+        let ext_len = host.host_overlapped_size()?;
+        self.inner.sys.associate(port)?;
+        let _ = self.inner.binding.set(Binding { port: port.clone(), host, ext_len, callback });
+        Ok(())
+    }
+
+    /// What kind of OS object the handle is.
+    pub fn kind(&self) -> HandleKind {
+        self.inner.sys.kind()
+    }
+
+    /// True once the handle is bound to a port.
+    pub fn is_bound(&self) -> bool {
+        self.inner.binding.get().is_some()
+    }
+
+    /// The port the handle is bound to.
+    pub fn port(&self) -> Option<Port> {
+        self.inner.binding.get().map(|b| b.port.clone())
+    }
+
+    /// True when both values are the same handle.
+    pub fn same(&self, other: &Handle) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// The socket's local address.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.inner.sys.local_addr()
+    }
+
+    /// The connected socket's peer address.
+    pub fn peer_addr(&self) -> Result<SocketAddr> {
+        self.inner.sys.peer_addr()
+    }
+
+    fn describe(&self) -> String {
+        self.inner.sys.describe()
+    }
+
+    /// Starts a request of any kind. The typed methods below call this.
+    ///
+    /// Order of events: the op is checked against the handle's kind, the
+    /// request is allocated with the host extension zeroed, the host's
+    /// `initialize_host_overlapped` runs (its error stops the request, S19),
+    /// then the backend starts the I/O.
+    pub fn start(&self, op: Op, buffer: Buffer) -> Result<RequestId, StartError> {
+        let Some(b) = self.inner.binding.get() else {
+            return Err(StartError::new(
+                Error::invalid("handle", self.describe(), "is not bound to a port"),
+                buffer,
+            ));
+        };
+        if let Err(e) = check(self.kind(), op, &buffer) {
+            return Err(StartError::new(e, buffer));
+        }
+        let mut req = match Request::alloc(op, buffer, b.ext_len) {
+            Ok(r) => r,
+            Err(buffer) => return Err(StartError::new(Error::OutOfMemory, buffer)),
+        };
+        if let Err(e) = b.host.initialize_host_overlapped(&mut req) {
+            return Err(StartError::new(e, req.into_buffer()));
+        }
+        {
+            let h = req.header_mut();
+            h.target = b.callback.clone();
+            h.origin = crate::pool::InFlight::current();
+        }
+        let id = req.id();
+        match self.inner.sys.submit(req, &b.port) {
+            Ok(()) => Ok(id),
+            Err((e, req)) => Err(StartError::new(e, req.into_buffer())),
+        }
+    }
+
+    /// Reads from a stream into `buf` (its initialized length).
+    pub fn read(&self, buf: Vec<u8>) -> Result<RequestId, StartError> {
+        self.start(Op::Read, Buffer::Single(buf))
+    }
+
+    /// Reads from a stream into several buffers in order.
+    pub fn read_vectored(&self, bufs: Vec<Vec<u8>>) -> Result<RequestId, StartError> {
+        self.start(Op::Read, Buffer::Vectored(bufs))
+    }
+
+    /// Writes `buf` to a stream (the completion tells how much was written).
+    pub fn write(&self, buf: Vec<u8>) -> Result<RequestId, StartError> {
+        self.start(Op::Write, Buffer::Single(buf))
+    }
+
+    /// Writes several buffers to a stream in order.
+    pub fn write_vectored(&self, bufs: Vec<Vec<u8>>) -> Result<RequestId, StartError> {
+        self.start(Op::Write, Buffer::Vectored(bufs))
+    }
+
+    /// Reads a regular file at `offset`; 0 bytes at or past its end.
+    pub fn read_at(&self, offset: u64, buf: Vec<u8>) -> Result<RequestId, StartError> {
+        self.start(Op::ReadAt(offset), Buffer::Single(buf))
+    }
+
+    /// Writes `buf` to a regular file at `offset`.
+    pub fn write_at(&self, offset: u64, buf: Vec<u8>) -> Result<RequestId, StartError> {
+        self.start(Op::WriteAt(offset), Buffer::Single(buf))
+    }
+
+    /// Accepts one connection on a listener; the completion's request holds
+    /// it ([`Request::take_accepted`]) and its peer address.
+    pub fn accept(&self) -> Result<RequestId, StartError> {
+        self.start(Op::Accept, Buffer::None)
+    }
+
+    /// Connects a socket made with [`Handle::tcp_socket_for`].
+    pub fn connect(&self, addr: SocketAddr) -> Result<RequestId, StartError> {
+        self.start(Op::Connect(addr), Buffer::None)
+    }
+
+    /// Sends `buf` as one datagram to `addr`.
+    pub fn send_to(&self, buf: Vec<u8>, addr: SocketAddr) -> Result<RequestId, StartError> {
+        self.start(Op::SendTo(addr), Buffer::Single(buf))
+    }
+
+    /// Receives one datagram into `buf`; the request's
+    /// [`addr`](Request::addr) is its source.
+    pub fn recv_from(&self, buf: Vec<u8>) -> Result<RequestId, StartError> {
+        self.start(Op::RecvFrom, Buffer::Single(buf))
+    }
+
+    /// `CancelIoEx` for one request (S25). The request still completes
+    /// exactly once: aborted, or normally if it won the race. A request that
+    /// already completed, or was never started here, gives a "not found" `Io` error.
+    pub fn cancel(&self, id: RequestId) -> Result<()> {
+        self.inner.sys.cancel(id)
+    }
+
+    /// `CancelIoEx(handle, NULL)`: cancels every pending request; returns
+    /// how many were cancelled. Each completes aborted with its buffer (S24).
+    pub fn cancel_all(&self) -> Result<usize> {
+        Ok(self.inner.sys.cancel_all())
+    }
+
+    /// Closes the handle: every pending request completes aborted with its
+    /// buffer (S24). Later requests fail at start. Closing twice is harmless.
+    pub fn close(&self) {
+        self.inner.sys.close();
+    }
+
+    /// True once the handle is closed.
+    pub fn is_closed(&self) -> bool {
+        self.inner.sys.is_closed()
+    }
+}
+
+impl fmt::Debug for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handle")
+            .field("handle", &self.describe())
+            .field("bound", &self.is_bound())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+impl From<TcpStream> for Handle {
+    fn from(s: TcpStream) -> Handle {
+        Handle::from_sys(sys::Handle::from(s))
+    }
+}
+
+impl From<TcpListener> for Handle {
+    fn from(s: TcpListener) -> Handle {
+        Handle::from_sys(sys::Handle::from(s))
+    }
+}
+
+impl From<UdpSocket> for Handle {
+    fn from(s: UdpSocket) -> Handle {
+        Handle::from_sys(sys::Handle::from(s))
+    }
+}
+
+impl From<std::fs::File> for Handle {
+    fn from(f: std::fs::File) -> Handle {
+        Handle::from_sys(sys::Handle::from(f))
+    }
+}

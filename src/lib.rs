@@ -1,0 +1,88 @@
+//! # iocompletion
+//!
+//! A cross-platform I/O completion runtime. Programs bind sockets and files
+//! to completion ports, start overlapped reads, writes, accepts and
+//! connects, and get exactly one completion per request (status, bytes
+//! transferred, the request with its buffer) on a thread pool whose minimum
+//! and maximum can be read and changed while it runs.
+//!
+//! On Windows a port is the kernel's IOCP. On Linux, macOS and the BSDs,
+//! mio's readiness (epoll/kqueue) is turned into completions, and regular
+//! files are served by the pool with positional reads and writes.
+//!
+//! The shape follows the CLR hosting interface `IHostIoCompletionManager`
+//! ([`IoCompletionManager`]), its runtime side `ICLRIoCompletionManager`
+//! ([`CompletionSink`]) and Win32's `BindIoCompletionCallback`
+//! ([`Runtime::bind_io_completion_callback`]).
+//!
+//! | seed method | Rust |
+//! | --- | --- |
+//! | `CreateIoCompletionPort` | [`IoCompletionManager::create_port`] |
+//! | `CloseIoCompletionPort` | [`IoCompletionManager::close_port`] |
+//! | `Bind` | [`IoCompletionManager::bind`] |
+//! | `GetAvailableThreads` | [`IoCompletionManager::available_threads`] |
+//! | `GetHostOverlappedSize` | [`IoCompletionManager::host_overlapped_size`] |
+//! | `GetMaxThreads` / `SetMaxThreads` | [`IoCompletionManager::max_threads`] / [`IoCompletionManager::set_max_threads`] |
+//! | `GetMinThreads` / `SetMinThreads` | [`IoCompletionManager::min_threads`] / [`IoCompletionManager::set_min_threads`] |
+//! | `InitializeHostOverlapped` | [`IoCompletionManager::initialize_host_overlapped`] |
+//! | `SetCLRIoCompletionManager` | [`IoCompletionManager::set_completion_sink`] |
+//! | `ICLRIoCompletionManager::OnComplete` | [`CompletionSink::on_complete`] |
+//! | `BindIoCompletionCallback` | [`Runtime::bind_io_completion_callback`] |
+//! | `PostQueuedCompletionStatus` | [`Port::post`], [`Runtime::post`] |
+//! | `GetQueuedCompletionStatus(Ex)` | [`Port::get`], [`Port::get_many`] |
+//! | `CancelIoEx` | [`Handle::cancel`], [`Handle::cancel_all`] |
+//!
+//! ## Example
+//! ```
+//! use iocompletion::{IoCompletionManager, Handle, Request, Runtime, Status};
+//! use std::io::Write;
+//! use std::net::{TcpListener, TcpStream};
+//! use std::sync::{mpsc, Arc, Mutex};
+//!
+//! let rt = Runtime::builder().min_threads(1).max_threads(4).build()?;
+//! let listener = TcpListener::bind("127.0.0.1:0")?;
+//! let mut client = TcpStream::connect(listener.local_addr()?)?;
+//! let (server, _) = listener.accept()?;
+//!
+//! let server = Handle::from(server);
+//! let (tx, rx) = mpsc::channel();
+//! let tx = Mutex::new(tx);
+//! rt.bind_io_completion_callback(&server, Arc::new(move |status: Status, bytes: usize, req: Request| {
+//!     let buf = req.into_buffer().into_vec();
+//!     tx.lock().unwrap().send((status, buf[..bytes].to_vec())).unwrap();
+//! }), 0)?;
+//!
+//! server.read(vec![0; 64])?;          // the request owns the buffer now
+//! client.write_all(b"ping")?;
+//! let (status, data) = rx.recv()?;    // one completion, buffer handed back
+//! assert!(status.is_success());
+//! assert_eq!(data, b"ping");
+//! rt.shutdown();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs, missing_debug_implementations)]
+
+mod error;
+mod handle;
+mod manager;
+mod pool;
+mod port;
+mod request;
+mod runtime;
+mod sink;
+mod sync;
+mod sys;
+
+pub use error::{Error, Result, StartError};
+pub use error::{
+    E_FAIL, E_INVALIDARG, E_NOTIMPL, E_OUTOFMEMORY, HOST_E_ABANDONED, HOST_E_CLRNOTAVAILABLE, HOST_E_NOT_OWNER,
+    HOST_E_TIMEOUT,
+};
+pub use handle::{Handle, HandleKind};
+pub use manager::IoCompletionManager;
+pub use pool::PoolStats;
+pub use port::{Packet, Port};
+pub use request::{Buffer, Op, Request, RequestId, Status};
+pub use runtime::{Builder, Initializer, Runtime, MAX_HOST_OVERLAPPED_SIZE};
+pub use sink::CompletionSink;

@@ -1,0 +1,155 @@
+//! Completion ports (S7-S11).
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::error::{Error, Result, StartError};
+use crate::request::{Request, Status};
+use crate::sync::{Arc, AtomicU64, Ordering};
+use crate::sys;
+
+/// One completion packet (S8): status, bytes transferred, the completion
+/// key and the request, if the packet carries one.
+#[derive(Debug)]
+pub struct Packet {
+    /// Success or the OS error of the request.
+    pub status: Status,
+    /// Bytes transferred (for a user post: the value posted).
+    pub bytes: usize,
+    /// The completion key (for a user post: the value posted).
+    pub key: usize,
+    /// The request, handed back with its buffer.
+    pub request: Option<Request>,
+}
+
+static NEXT_PORT: AtomicU64 = AtomicU64::new(1);
+
+pub(crate) struct PortInner {
+    pub(crate) sys: sys::Port,
+    id: u64,
+    owner: u64,
+}
+
+/// An I/O completion port: a queue of completion packets that threads wait
+/// on. Cheap to clone; clones are the same port.
+///
+/// The port belongs to the backend: on Windows it is the kernel's IOCP
+/// handle, elsewhere a portable queue joined to mio's poller, whose waiting
+/// threads also perform the ready I/O. Packets come out FIFO; waiting threads
+/// are woken LIFO, the most recently idle first (S8).
+///
+/// ```
+/// use iocompletion::Port;
+/// use std::time::Duration;
+///
+/// let port = Port::new(0)?;
+/// port.post(7, 42, None)?;
+/// let p = port.get(Some(Duration::from_secs(5)))?;
+/// assert_eq!((p.bytes, p.key), (7, 42));
+/// port.close()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Port {
+    pub(crate) inner: Arc<PortInner>,
+}
+
+impl Port {
+    /// Creates a port (`CreateIoCompletionPort(INVALID_HANDLE_VALUE, …)`).
+    /// `concurrency` is the number of threads allowed to run its
+    /// completions at once; 0 means the number of CPUs (S7).
+    pub fn new(concurrency: usize) -> Result<Port> {
+        Port::with_owner(concurrency, 0)
+    }
+
+    pub(crate) fn with_owner(concurrency: usize, owner: u64) -> Result<Port> {
+        let concurrency = if concurrency == 0 { num_cpus::get().max(1) } else { concurrency };
+        let sys = sys::Port::new(concurrency).map_err(|e| match e.kind() {
+            std::io::ErrorKind::OutOfMemory => Error::OutOfMemory,
+            _ => Error::Io(e),
+        })?;
+        Ok(Port {
+            inner: Arc::new(PortInner { sys, id: NEXT_PORT.fetch_add(1, Ordering::Relaxed), owner }),
+        })
+    }
+
+    /// The port's concurrency value.
+    pub fn concurrency(&self) -> usize {
+        self.inner.sys.concurrency()
+    }
+
+    /// A number unique to this port within the process.
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    pub(crate) fn owner(&self) -> u64 {
+        self.inner.owner
+    }
+
+    /// True when both values are the same port.
+    pub fn same(&self, other: &Port) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// True once the port is closed.
+    pub fn is_closed(&self) -> bool {
+        self.inner.sys.is_closed()
+    }
+
+    /// `PostQueuedCompletionStatus`: queues a packet whose bytes, key and
+    /// request come back verbatim, with a success status (S9).
+    ///
+    /// On a closed port it fails and hands the request's buffer back.
+    pub fn post(&self, bytes: usize, key: usize, request: Option<Request>) -> Result<(), StartError> {
+        self.inner.sys.post(Packet { status: Status::SUCCESS, bytes, key, request }).map_err(|(e, p)| {
+            StartError::new(e, p.request.map(Request::into_buffer).unwrap_or_default())
+        })
+    }
+
+    /// `GetQueuedCompletionStatus`: waits for one packet (S10). `None` waits
+    /// without limit. Gives `Timeout` when none came in time, and
+    /// `Abandoned` once the port is closed and drained.
+    pub fn get(&self, timeout: Option<Duration>) -> Result<Packet> {
+        let mut v = Vec::with_capacity(1);
+        self.inner.sys.get_many(&mut v, 1, timeout)?;
+        v.pop().ok_or(Error::Timeout)
+    }
+
+    /// `GetQueuedCompletionStatusEx`: waits like [`Port::get`], then appends
+    /// up to `max` packets to `out` in one call; returns how many (S10).
+    pub fn get_many(&self, out: &mut Vec<Packet>, max: usize, timeout: Option<Duration>) -> Result<usize> {
+        if max == 0 {
+            return Err(Error::invalid("max", max, "must be at least 1"));
+        }
+        self.inner.sys.get_many(out, max, timeout)
+    }
+
+    /// Closes the port (S11): requests pending on handles bound to it
+    /// complete with the aborted status (their packets can still be taken),
+    /// then waiting threads wake with `Abandoned`. A second close gives
+    /// `InvalidArgument`.
+    pub fn close(&self) -> Result<()> {
+        if self.inner.sys.close() {
+            Ok(())
+        } else {
+            Err(Error::invalid("port", self.inner.id, "already closed"))
+        }
+    }
+
+    /// True when packets or pending work wait on the port (a hint for the
+    /// pool's growth decision).
+    pub(crate) fn has_backlog(&self) -> bool {
+        self.inner.sys.has_backlog()
+    }
+}
+
+impl fmt::Debug for Port {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Port")
+            .field("id", &self.inner.id)
+            .field("concurrency", &self.concurrency())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}

@@ -1,0 +1,393 @@
+//! Requests: one allocation holding the header and the host extension (S18).
+
+use std::alloc::{self, Layout};
+use std::fmt;
+use std::net::SocketAddr;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::handle::Handle;
+use crate::sink::CompletionSink;
+use crate::sync::Arc;
+use crate::sys;
+
+/// The buffer a request owns while it is in flight (S26).
+///
+/// Reads fill the initialized bytes of the vector (`len()`, not its
+/// capacity); writes send them. The completion hands the buffer back.
+#[derive(Debug, Default)]
+pub enum Buffer {
+    /// No buffer (accept, connect, user posts without data).
+    #[default]
+    None,
+    /// One contiguous buffer.
+    Single(Vec<u8>),
+    /// A list of buffers for vectored reads and writes.
+    Vectored(Vec<Vec<u8>>),
+}
+
+impl Buffer {
+    /// Total number of bytes over all parts.
+    pub fn len(&self) -> usize {
+        match self {
+            Buffer::None => 0,
+            Buffer::Single(b) => b.len(),
+            Buffer::Vectored(v) => v.iter().map(Vec::len).sum(),
+        }
+    }
+
+    /// True when [`Buffer::len`] is 0.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The single buffer, or the parts concatenated, or an empty vector.
+    pub fn into_vec(self) -> Vec<u8> {
+        match self {
+            Buffer::None => Vec::new(),
+            Buffer::Single(b) => b,
+            Buffer::Vectored(v) => v.concat(),
+        }
+    }
+}
+
+impl From<Vec<u8>> for Buffer {
+    fn from(v: Vec<u8>) -> Buffer {
+        Buffer::Single(v)
+    }
+}
+
+impl From<Vec<Vec<u8>>> for Buffer {
+    fn from(v: Vec<Vec<u8>>) -> Buffer {
+        Buffer::Vectored(v)
+    }
+}
+
+/// The status a completion carries: success or an OS error code (S8).
+///
+/// On Windows the code is a Win32 error (`ERROR_OPERATION_ABORTED` = 995 for
+/// an aborted request); elsewhere it is an errno (`ECANCELED` when aborted).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Status(u32);
+
+impl Status {
+    /// The request succeeded.
+    pub const SUCCESS: Status = Status(0);
+
+    /// The status of a cancelled or aborted request (S24).
+    pub const ABORTED: Status = Status(sys::ABORTED_CODE);
+
+    /// A status from a raw OS error code.
+    pub const fn from_raw(code: u32) -> Status {
+        Status(code)
+    }
+
+    /// The status of an I/O error: its OS code, or a generic code when the
+    /// error carries none.
+    pub fn from_io_error(e: &std::io::Error) -> Status {
+        Status(sys::status_code_of(e))
+    }
+
+    /// The raw code: 0 for success, else the OS error code.
+    pub const fn code(self) -> u32 {
+        self.0
+    }
+
+    /// True when the request succeeded.
+    pub const fn is_success(self) -> bool {
+        self.0 == 0
+    }
+
+    /// True when the request was cancelled or aborted by a close.
+    pub const fn is_aborted(self) -> bool {
+        self.0 == sys::ABORTED_CODE
+    }
+
+    /// `Ok(bytes)` on success, else the OS error.
+    pub fn result(self, bytes: usize) -> std::io::Result<usize> {
+        match self.0 {
+            0 => Ok(bytes),
+            code => Err(std::io::Error::from_raw_os_error(code as i32)),
+        }
+    }
+}
+
+impl fmt::Debug for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 == 0 {
+            f.write_str("Status(SUCCESS)")
+        } else {
+            let e = std::io::Error::from_raw_os_error(self.0 as i32);
+            write!(f, "Status({}: {e})", self.0)
+        }
+    }
+}
+
+/// Identifies a started request, for [`Handle::cancel`](crate::Handle::cancel).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub struct RequestId(pub(crate) u64);
+
+impl RequestId {
+    /// The numeric id, unique within the process.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// What a request does. Platform-neutral: each backend performs it its way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Op {
+    /// A completion posted by the user; no I/O.
+    Post,
+    /// Stream read into the buffer (vectored when the buffer is).
+    Read,
+    /// Stream write of the buffer (vectored when the buffer is).
+    Write,
+    /// Positional read of a regular file.
+    ReadAt(u64),
+    /// Positional write of a regular file.
+    WriteAt(u64),
+    /// Accept one connection on a listener.
+    Accept,
+    /// Connect a stream socket.
+    Connect(SocketAddr),
+    /// Send a datagram.
+    SendTo(SocketAddr),
+    /// Receive a datagram and its source address.
+    RecvFrom,
+}
+
+/// The header every request starts with. `repr(C)` with the OS part first,
+/// so that on Windows a request pointer is an `OVERLAPPED` pointer.
+#[repr(C)]
+pub(crate) struct Header {
+    /// OS state; on Windows this starts with the `OVERLAPPED`.
+    pub(crate) os: sys::RequestOs,
+    pub(crate) ext_len: usize,
+    pub(crate) id: u64,
+    pub(crate) op: Op,
+    pub(crate) buffer: Buffer,
+    /// Where the completion goes when the host does not decide otherwise.
+    pub(crate) target: Option<Arc<dyn CompletionSink>>,
+    /// The source address of `RecvFrom`, the peer of `Accept`.
+    pub(crate) addr: Option<SocketAddr>,
+    /// The connection an `Accept` produced.
+    pub(crate) accepted: Option<Handle>,
+    /// User data travelling with the request.
+    pub(crate) user_data: usize,
+    /// Keeps the starting worker alive while in flight (S15).
+    pub(crate) origin: Option<crate::pool::InFlight>,
+}
+
+const EXT_ALIGN: usize = 16;
+
+fn layout(ext_len: usize) -> Option<(Layout, usize)> {
+    let header = Layout::new::<Header>();
+    let ext = Layout::from_size_align(ext_len, EXT_ALIGN).ok()?;
+    let (l, off) = header.extend(ext).ok()?;
+    Some((l.pad_to_align(), off))
+}
+
+/// One I/O request: a header followed by the host extension of
+/// `host_overlapped_size()` bytes, in a single allocation (S18).
+///
+/// The request owns its buffer while in flight and is handed back, with the
+/// buffer, in the completion (S26).
+pub struct Request {
+    ptr: NonNull<Header>,
+}
+
+// SAFETY: a Request owns its allocation exclusively (no aliasing pointer is
+// kept once it is handed out), and every field of the header is Send.
+unsafe impl Send for Request {}
+// SAFETY: shared access only reads through &self; the header's fields are Sync.
+unsafe impl Sync for Request {}
+
+impl Request {
+    /// Allocates a request with `ext_len` zeroed extension bytes.
+    pub(crate) fn alloc(op: Op, buffer: Buffer, ext_len: usize) -> Result<Request, Buffer> {
+        let Some((layout, off)) = layout(ext_len) else {
+            return Err(buffer);
+        };
+        debug_assert_eq!(off, Self::ext_offset());
+        // SAFETY: the layout has a non-zero size (the header is not a ZST).
+        let raw = unsafe { alloc::alloc(layout) } as *mut Header;
+        let Some(ptr) = NonNull::new(raw) else {
+            return Err(buffer);
+        };
+        let header = Header {
+            os: sys::RequestOs::default(),
+            ext_len,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            op,
+            buffer,
+            target: None,
+            addr: None,
+            accepted: None,
+            user_data: 0,
+            origin: None,
+        };
+        // SAFETY: `raw` is a fresh allocation of `layout`, big enough and
+        // aligned for a Header at offset 0 and `ext_len` bytes at `off`.
+        unsafe {
+            raw.write(header);
+            std::ptr::write_bytes((raw as *mut u8).add(off), 0, ext_len);
+        }
+        Ok(Request { ptr })
+    }
+
+    /// Creates a request for a user post ([`Op::Post`]) with no host
+    /// extension. Managers make requests with their extension through
+    /// their own constructors (for the default host, `Runtime::new_request`).
+    pub fn new(buffer: Buffer) -> Request {
+        match Request::alloc(Op::Post, buffer, 0) {
+            Ok(r) => r,
+            Err(_) => alloc::handle_alloc_error(Layout::new::<Header>()),
+        }
+    }
+
+    fn ext_offset() -> usize {
+        let header = Layout::new::<Header>();
+        header.size().next_multiple_of(EXT_ALIGN.max(header.align()))
+    }
+
+    pub(crate) fn header(&self) -> &Header {
+        // SAFETY: ptr is a live, initialized Header owned by self.
+        unsafe { self.ptr.as_ref() }
+    }
+
+    pub(crate) fn header_mut(&mut self) -> &mut Header {
+        // SAFETY: ptr is a live, initialized Header owned exclusively by self.
+        unsafe { self.ptr.as_mut() }
+    }
+
+    /// Gives up ownership; the pointer is the request's address (on Windows
+    /// also its `OVERLAPPED` address). Must come back through [`Request::from_raw`].
+    #[allow(dead_code)]
+    pub(crate) fn into_raw(self) -> *mut Header {
+        let p = self.ptr.as_ptr();
+        std::mem::forget(self);
+        p
+    }
+
+    /// Takes back a request given up with [`Request::into_raw`].
+    ///
+    /// # Safety
+    /// `p` must come from `into_raw` and not have been taken back before.
+    #[allow(dead_code)]
+    pub(crate) unsafe fn from_raw(p: *mut Header) -> Request {
+        Request {
+            // SAFETY: the caller passes a pointer from into_raw, never null.
+            ptr: unsafe { NonNull::new_unchecked(p) },
+        }
+    }
+
+    /// The request's id, the one its start returned.
+    pub fn id(&self) -> RequestId {
+        RequestId(self.header().id)
+    }
+
+    /// What the request did.
+    pub fn op(&self) -> Op {
+        self.header().op
+    }
+
+    /// The host extension: `host_overlapped_size()` bytes, as the host's
+    /// initializer left them (S20).
+    pub fn extension(&self) -> &[u8] {
+        let len = self.header().ext_len;
+        // SAFETY: the extension lies right after the header in the same
+        // allocation, initialized (zeroed at allocation), `len` bytes long.
+        unsafe {
+            std::slice::from_raw_parts((self.ptr.as_ptr() as *const u8).add(Self::ext_offset()), len)
+        }
+    }
+
+    /// The host extension, writable (S20).
+    pub fn extension_mut(&mut self) -> &mut [u8] {
+        let len = self.header().ext_len;
+        // SAFETY: as in `extension`, and `&mut self` makes the access unique.
+        unsafe {
+            std::slice::from_raw_parts_mut((self.ptr.as_ptr() as *mut u8).add(Self::ext_offset()), len)
+        }
+    }
+
+    /// The buffer, readable while the request is in the caller's hands.
+    pub fn buffer(&self) -> &Buffer {
+        &self.header().buffer
+    }
+
+    /// The buffer, writable.
+    pub fn buffer_mut(&mut self) -> &mut Buffer {
+        &mut self.header_mut().buffer
+    }
+
+    /// Takes the buffer out, leaving [`Buffer::None`].
+    pub fn take_buffer(&mut self) -> Buffer {
+        std::mem::take(&mut self.header_mut().buffer)
+    }
+
+    /// Consumes the request and returns its buffer.
+    pub fn into_buffer(mut self) -> Buffer {
+        self.take_buffer()
+    }
+
+    /// The source address of a `RecvFrom`, or the peer of an `Accept`.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.header().addr
+    }
+
+    /// Takes the connection an `Accept` produced; it is not yet bound.
+    pub fn take_accepted(&mut self) -> Option<Handle> {
+        self.header_mut().accepted.take()
+    }
+
+    /// User data carried by the request.
+    pub fn user_data(&self) -> usize {
+        self.header().user_data
+    }
+
+    /// Sets the user data carried by the request.
+    pub fn set_user_data(&mut self, data: usize) {
+        self.header_mut().user_data = data;
+    }
+
+    /// Sets where this request's completion goes, overriding the handle's
+    /// callback and the manager's sink.
+    pub fn set_callback(&mut self, callback: Arc<dyn CompletionSink>) {
+        self.header_mut().target = Some(callback);
+    }
+
+    pub(crate) fn target(&self) -> Option<&Arc<dyn CompletionSink>> {
+        self.header().target.as_ref()
+    }
+}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        let ext_len = self.header().ext_len;
+        let (layout, _) = layout(ext_len).expect("layout was valid at allocation");
+        // SAFETY: ptr owns an initialized Header allocated with `layout`;
+        // it is dropped once and freed once, here.
+        unsafe {
+            std::ptr::drop_in_place(self.ptr.as_ptr());
+            alloc::dealloc(self.ptr.as_ptr() as *mut u8, layout);
+        }
+    }
+}
+
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let h = self.header();
+        f.debug_struct("Request")
+            .field("id", &h.id)
+            .field("op", &h.op)
+            .field("buffer_len", &h.buffer.len())
+            .field("extension_len", &h.ext_len)
+            .field("addr", &h.addr)
+            .finish()
+    }
+}

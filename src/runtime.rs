@@ -1,0 +1,510 @@
+//! The default host: a `Runtime` built on the platform backend and the pool.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::error::{Error, Result, StartError};
+use crate::handle::Handle;
+use crate::manager::IoCompletionManager;
+use crate::pool::{Dispatch, Pool, PoolConfig, PoolStats};
+use crate::port::{Packet, Port};
+use crate::request::{Buffer, Op, Request};
+use crate::sink::CompletionSink;
+use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, RwLock};
+
+/// The host's initializer for the extension of each request (S19).
+pub type Initializer = dyn Fn(&mut Request) -> Result<()> + Send + Sync;
+
+type SinkSlot = Arc<RwLock<Option<Arc<dyn CompletionSink>>>>;
+
+static NEXT_RUNTIME: AtomicU64 = AtomicU64::new(1);
+
+/// Settings of a [`Runtime`]; see [`Runtime::builder`].
+pub struct Builder {
+    min_threads: usize,
+    max_threads: usize,
+    keep_alive: Duration,
+    gate_interval: Duration,
+    host_overlapped_size: usize,
+    initializer: Option<Arc<Initializer>>,
+    port_concurrency: usize,
+    thread_name: String,
+    stack_size: Option<usize>,
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("min_threads", &self.min_threads)
+            .field("max_threads", &self.max_threads)
+            .field("keep_alive", &self.keep_alive)
+            .field("gate_interval", &self.gate_interval)
+            .field("host_overlapped_size", &self.host_overlapped_size)
+            .field("port_concurrency", &self.port_concurrency)
+            .field("thread_name", &self.thread_name)
+            .finish()
+    }
+}
+
+/// The largest extension a request may carry: 1 MiB.
+pub const MAX_HOST_OVERLAPPED_SIZE: usize = 1 << 20;
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            min_threads: num_cpus::get().max(1),
+            max_threads: 1000,
+            keep_alive: Duration::from_secs(15),
+            gate_interval: Duration::from_millis(500),
+            host_overlapped_size: 0,
+            initializer: None,
+            port_concurrency: 0,
+            thread_name: "iocompletion-worker".into(),
+            stack_size: None,
+        }
+    }
+}
+
+impl Builder {
+    /// Threads the pool keeps once started; default: the number of CPUs (S13).
+    pub fn min_threads(mut self, n: usize) -> Self {
+        self.min_threads = n;
+        self
+    }
+
+    /// Threads the pool never exceeds; default 1000, the CLR's (S13).
+    pub fn max_threads(mut self, n: usize) -> Self {
+        self.max_threads = n;
+        self
+    }
+
+    /// How long an idle thread above the minimum lives; default 15 s (S15).
+    pub fn keep_alive(mut self, d: Duration) -> Self {
+        self.keep_alive = d;
+        self
+    }
+
+    /// At most one new thread per interval above the minimum; default 500 ms (S14).
+    pub fn gate_interval(mut self, d: Duration) -> Self {
+        self.gate_interval = d;
+        self
+    }
+
+    /// Bytes of host extension appended to every request; default 0 (S18).
+    pub fn host_overlapped_size(mut self, n: usize) -> Self {
+        self.host_overlapped_size = n;
+        self
+    }
+
+    /// Runs once for every request, on its zeroed extension, before the I/O
+    /// starts (S19). An error stops the request; `Error::Fatal` also
+    /// poisons the runtime (S5).
+    pub fn initializer<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&mut Request) -> Result<()> + Send + Sync + 'static,
+    {
+        self.initializer = Some(Arc::new(f));
+        self
+    }
+
+    /// Concurrency value of the ports the runtime creates; 0 = CPUs (S7).
+    pub fn port_concurrency(mut self, n: usize) -> Self {
+        self.port_concurrency = n;
+        self
+    }
+
+    /// Prefix of the worker threads' names (`<prefix>-<n>`).
+    pub fn thread_name(mut self, name: impl Into<String>) -> Self {
+        self.thread_name = name.into();
+        self
+    }
+
+    /// Stack size of the worker threads.
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    /// Builds the runtime. Bad settings give `InvalidArgument` naming the
+    /// setting and its value.
+    pub fn build(self) -> Result<Runtime> {
+        if self.keep_alive.is_zero() {
+            return Err(Error::invalid("keep_alive", format!("{:?}", self.keep_alive), "must be non-zero"));
+        }
+        if self.gate_interval.is_zero() {
+            return Err(Error::invalid("gate_interval", format!("{:?}", self.gate_interval), "must be non-zero"));
+        }
+        if self.host_overlapped_size > MAX_HOST_OVERLAPPED_SIZE {
+            return Err(Error::invalid(
+                "host_overlapped_size",
+                self.host_overlapped_size,
+                &format!("exceeds the maximum of {MAX_HOST_OVERLAPPED_SIZE}"),
+            ));
+        }
+        let sink: SinkSlot = Arc::new(RwLock::new(None));
+        let dispatch = dispatcher(sink.clone());
+        let pool = Pool::new(
+            PoolConfig {
+                name: self.thread_name,
+                min: self.min_threads,
+                max: self.max_threads,
+                keep_alive: self.keep_alive,
+                gate_interval: self.gate_interval,
+                stack_size: self.stack_size,
+            },
+            dispatch,
+        )?;
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                id: NEXT_RUNTIME.fetch_add(1, Ordering::Relaxed),
+                pool,
+                sink,
+                ext_size: self.host_overlapped_size,
+                initializer: self.initializer,
+                port_concurrency: self.port_concurrency,
+                default_port: Mutex::new(None),
+                ports: Mutex::new(Vec::new()),
+                poisoned: AtomicBool::new(false),
+                shut: AtomicBool::new(false),
+            }),
+        })
+    }
+}
+
+/// Runs one packet: the request's own target, else the sink.
+fn dispatcher(sink: SinkSlot) -> Box<Dispatch> {
+    Box::new(move |p: Packet| {
+        let Some(req) = p.request else { return false };
+        if let Some(t) = req.target().cloned() {
+            t.on_complete(p.status, p.bytes, req);
+            return true;
+        }
+        let s = sink.read().clone();
+        match s {
+            Some(s) => {
+                s.on_complete(p.status, p.bytes, req);
+                true
+            }
+            None => false,
+        }
+    })
+}
+
+struct Inner {
+    id: u64,
+    pool: Pool,
+    sink: SinkSlot,
+    ext_size: usize,
+    initializer: Option<Arc<Initializer>>,
+    port_concurrency: usize,
+    default_port: Mutex<Option<Port>>,
+    ports: Mutex<Vec<Port>>,
+    poisoned: AtomicBool,
+    shut: AtomicBool,
+}
+
+impl Inner {
+    fn all_ports(&self) -> Vec<Port> {
+        let mut v: Vec<Port> = self.ports.lock().clone();
+        v.extend(self.default_port.lock().clone());
+        v
+    }
+
+    fn stop(&self) {
+        for p in self.all_ports() {
+            let _ = p.close();
+        }
+        self.pool.shutdown();
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shut.store(true, Ordering::Release);
+        self.stop();
+    }
+}
+
+/// The default host: completion ports from the platform backend (IOCP on
+/// Windows, mio elsewhere) served by the crate's elastic thread pool.
+///
+/// A `Runtime` is a cheap handle: clones share the same ports and pool.
+/// Every handle bound to it also holds it, so it lives while they do;
+/// [`Runtime::shutdown`] stops it explicitly, completing or aborting
+/// everything pending (S17).
+///
+/// ```
+/// use iocompletion::{IoCompletionManager, Request, Runtime, Status};
+/// use std::sync::mpsc;
+///
+/// let rt = Runtime::builder().min_threads(1).max_threads(4).build()?;
+/// let (tx, rx) = mpsc::channel();
+/// let tx = std::sync::Mutex::new(tx);
+/// rt.set_completion_sink(std::sync::Arc::new(move |status: Status, bytes: usize, req: Request| {
+///     tx.lock().unwrap().send((status, bytes, req.into_buffer().into_vec())).unwrap();
+/// }))?;
+/// rt.post(None, 5, rt.new_request(b"hello".to_vec().into())?)?;
+/// let (status, bytes, buf) = rx.recv()?;
+/// assert!(status.is_success());
+/// assert_eq!((bytes, &buf[..]), (5, &b"hello"[..]));
+/// rt.shutdown();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime")
+            .field("id", &self.inner.id)
+            .field("min_threads", &self.inner.pool.min())
+            .field("max_threads", &self.inner.pool.max())
+            .field("stats", &self.inner.pool.stats())
+            .finish()
+    }
+}
+
+impl Runtime {
+    /// A builder with the defaults of S13.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// A runtime with the default settings.
+    pub fn new() -> Result<Runtime> {
+        Builder::default().build()
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.inner.poisoned.load(Ordering::Acquire) || self.inner.shut.load(Ordering::Acquire) {
+            return Err(Error::Unavailable);
+        }
+        Ok(())
+    }
+
+    /// Marks the runtime unusable after a `Fatal` (S5): closes its ports so
+    /// pending requests complete aborted, and nothing waits on it again.
+    fn poison(&self) {
+        if !self.inner.poisoned.swap(true, Ordering::AcqRel) {
+            for p in self.inner.all_ports() {
+                let _ = p.close();
+            }
+        }
+    }
+
+    /// Passes `r` through, poisoning the runtime when it is `Fatal`.
+    fn guard<T>(&self, r: Result<T>) -> Result<T> {
+        if let Err(e) = &r {
+            if e.is_fatal() {
+                self.poison();
+            }
+        }
+        r
+    }
+
+    /// The default port, created (and served) on first use (S21).
+    pub fn default_port(&self) -> Result<Port> {
+        self.check()?;
+        let mut slot = self.inner.default_port.lock();
+        if let Some(p) = slot.as_ref().filter(|p| !p.is_closed()) {
+            return Ok(p.clone());
+        }
+        let port = Port::with_owner(self.inner.port_concurrency, self.inner.id)?;
+        self.inner.pool.serve(port.clone())?;
+        *slot = Some(port.clone());
+        Ok(port)
+    }
+
+    fn resolve(&self, port: Option<&Port>) -> Result<Port> {
+        match port {
+            None => self.default_port(),
+            Some(p) => {
+                self.check_owned(p)?;
+                Ok(p.clone())
+            }
+        }
+    }
+
+    fn check_owned(&self, p: &Port) -> Result<()> {
+        if p.owner() != self.inner.id {
+            return Err(Error::invalid("port", p.id(), "was not created by this runtime"));
+        }
+        if p.is_closed() {
+            return Err(Error::invalid("port", p.id(), "is closed"));
+        }
+        Ok(())
+    }
+
+    /// A request for a user post, with the host extension initialized (S19).
+    pub fn new_request(&self, buffer: Buffer) -> Result<Request, StartError> {
+        if let Err(e) = self.check() {
+            return Err(StartError::new(e, buffer));
+        }
+        let mut req = match Request::alloc(Op::Post, buffer, self.inner.ext_size) {
+            Ok(r) => r,
+            Err(b) => return Err(StartError::new(Error::OutOfMemory, b)),
+        };
+        match self.initialize_host_overlapped(&mut req) {
+            Ok(()) => Ok(req),
+            Err(e) => Err(StartError::new(e, req.into_buffer())),
+        }
+    }
+
+    /// Posts a user completion to `port` (default port on `None`): a pool
+    /// worker hands `request` to its callback
+    /// ([`Request::set_callback`]) or else to the sink, with a success
+    /// status and `bytes` (S9).
+    pub fn post(&self, port: Option<&Port>, bytes: usize, request: Request) -> Result<(), StartError> {
+        let port = match self.resolve(port) {
+            Ok(p) => p,
+            Err(e) => return Err(StartError::new(e, request.into_buffer())),
+        };
+        if request.target().is_none() && self.inner.sink.read().is_none() {
+            return Err(StartError::new(
+                Error::invalid("request", request.id().as_u64(), "has no callback and no sink is set"),
+                request.into_buffer(),
+            ));
+        }
+        port.post(bytes, 0, Some(request))
+    }
+
+    /// Posts `bytes` to the default port with `callback` as the request's
+    /// target: the shortest way to run a completion on the pool.
+    pub fn post_callback<F>(&self, bytes: usize, callback: F) -> Result<(), StartError>
+    where
+        F: Fn(crate::Status, usize, Request) + Send + Sync + 'static,
+    {
+        let mut req = self.new_request(Buffer::None)?;
+        req.set_callback(Arc::new(callback));
+        self.post(None, bytes, req)
+    }
+
+    /// `BindIoCompletionCallback(handle, callback, flags)` (S22): binds the
+    /// handle to the pool's default port; each completion on it runs
+    /// `callback` on a pool worker with (status, bytes, request). `flags`
+    /// must be 0. A second bind of the same handle gives `InvalidArgument`.
+    pub fn bind_io_completion_callback(
+        &self,
+        handle: &Handle,
+        callback: Arc<dyn CompletionSink>,
+        flags: u32,
+    ) -> Result<()> {
+        self.check()?;
+        if flags != 0 {
+            return Err(Error::invalid("flags", flags, "must be 0"));
+        }
+        let port = self.default_port()?;
+        let r = handle.attach(&port, Arc::new(self.clone()), Some(callback));
+        self.guard(r)
+    }
+
+    /// A snapshot of the pool's counters.
+    pub fn stats(&self) -> PoolStats {
+        self.inner.pool.stats()
+    }
+
+    /// Stops the runtime (S17): no new work is accepted, every port is
+    /// closed (pending requests complete aborted, queued completions run),
+    /// the workers are joined. Dropping the last clone does the same;
+    /// calling it twice is harmless. Called from a worker thread, it does
+    /// not wait for that thread.
+    pub fn shutdown(&self) {
+        if self.inner.shut.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.inner.stop();
+    }
+
+    /// True once [`Runtime::shutdown`] ran or a `Fatal` poisoned it.
+    pub fn is_shut_down(&self) -> bool {
+        self.check().is_err()
+    }
+}
+
+impl IoCompletionManager for Runtime {
+    fn create_port(&self) -> Result<Port> {
+        self.check()?;
+        let port = Port::with_owner(self.inner.port_concurrency, self.inner.id)?;
+        self.inner.pool.serve(port.clone())?;
+        self.inner.ports.lock().push(port.clone());
+        Ok(port)
+    }
+
+    fn close_port(&self, port: &Port) -> Result<()> {
+        self.check()?;
+        if port.owner() != self.inner.id {
+            return Err(Error::invalid("port", port.id(), "was not created by this runtime"));
+        }
+        port.close()?;
+        self.inner.pool.forget(port);
+        self.inner.ports.lock().retain(|p| !p.same(port));
+        Ok(())
+    }
+
+    fn bind(&self, port: Option<&Port>, handle: &Handle) -> Result<()> {
+        self.check()?;
+        let port = self.resolve(port)?;
+        let r = handle.attach(&port, Arc::new(self.clone()), None);
+        self.guard(r)
+    }
+
+    fn available_threads(&self) -> Result<usize> {
+        self.check()?;
+        Ok(self.inner.pool.available())
+    }
+
+    fn host_overlapped_size(&self) -> Result<usize> {
+        self.check()?;
+        Ok(self.inner.ext_size)
+    }
+
+    fn max_threads(&self) -> Result<usize> {
+        self.check()?;
+        Ok(self.inner.pool.max())
+    }
+
+    fn set_max_threads(&self, n: usize) -> Result<()> {
+        self.check()?;
+        self.inner.pool.set_max(n)
+    }
+
+    fn min_threads(&self) -> Result<usize> {
+        self.check()?;
+        Ok(self.inner.pool.min())
+    }
+
+    fn set_min_threads(&self, n: usize) -> Result<()> {
+        self.check()?;
+        self.inner.pool.set_min(n)
+    }
+
+    fn initialize_host_overlapped(&self, request: &mut Request) -> Result<()> {
+        self.check()?;
+        if request.extension().len() != self.inner.ext_size {
+            return Err(Error::invalid(
+                "request",
+                request.id().as_u64(),
+                &format!(
+                    "extension is {} bytes, host_overlapped_size is {}",
+                    request.extension().len(),
+                    self.inner.ext_size
+                ),
+            ));
+        }
+        match &self.inner.initializer {
+            Some(init) => {
+                let r = init(request);
+                self.guard(r)
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn set_completion_sink(&self, sink: Arc<dyn CompletionSink>) -> Result<()> {
+        self.check()?;
+        *self.inner.sink.write() = Some(sink);
+        Ok(())
+    }
+}

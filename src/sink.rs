@@ -1,0 +1,29 @@
+//! The runtime side of the interface: `ICLRIoCompletionManager` (S2).
+
+use crate::request::{Request, Status};
+
+/// Receives one call for every request that was started, whether it
+/// succeeded, failed, was cancelled or was aborted by a close (S2).
+///
+/// This is `ICLRIoCompletionManager::OnComplete`. The default host calls it
+/// on a pool worker thread; the request comes back owning its buffer and its
+/// host extension. A closure `Fn(Status, usize, Request)` is a sink too.
+///
+/// A panic in `on_complete` is caught by the default host's pool, counted,
+/// and the pool goes on (S6).
+pub trait CompletionSink: Send + Sync {
+    /// `OnComplete(dwErrorCode, NumberOfBytesTransferred, pvOverlapped)`.
+    fn on_complete(&self, status: Status, bytes_transferred: usize, request: Request);
+}
+
+impl<F> CompletionSink for F
+where
+    F: Fn(Status, usize, Request) + Send + Sync,
+{
+    fn on_complete(&self, status: Status, bytes_transferred: usize, request: Request) {
+        self(status, bytes_transferred, request)
+    }
+}
+
+// Object safety is part of the contract (S3): this fails to compile if broken.
+const _: Option<&dyn CompletionSink> = None;

@@ -1,0 +1,19 @@
+//! Platform backends. The backend is chosen here, once; the portable core
+//! only ever names `sys::Port`, `sys::Handle`, `sys::RequestOs`,
+//! `sys::Slot`, `sys::ABORTED_CODE` and `sys::status_code_of`.
+//!
+//! | OS | port | readiness / completion |
+//! | --- | --- | --- |
+//! | Linux, Android | portable queue | mio over epoll |
+//! | macOS, iOS, FreeBSD, NetBSD, OpenBSD, DragonFly | portable queue | mio over kqueue |
+//! | Windows | IOCP handle | the kernel (IOCP) |
+
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+pub(crate) use unix::*;
+
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+pub(crate) use windows::*;

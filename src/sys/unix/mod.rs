@@ -1,0 +1,27 @@
+//! The mio backend: readiness (epoll/kqueue) turned into completions (S29).
+
+mod handle;
+mod port;
+
+pub(crate) use handle::Handle;
+pub(crate) use port::{Port, Slot};
+
+/// `ECANCELED`: the status of an aborted request (S24).
+pub(crate) const ABORTED_CODE: u32 = libc::ECANCELED as u32;
+
+/// The errno of `e`, or `EIO` when it carries none.
+pub(crate) fn status_code_of(e: &std::io::Error) -> u32 {
+    e.raw_os_error().unwrap_or(libc::EIO) as u32
+}
+
+/// Per-request OS state: how far a write got, and whether a connect was issued.
+#[derive(Debug, Default)]
+pub(crate) struct RequestOs {
+    pub(crate) progress: usize,
+    pub(crate) started: bool,
+}
+
+/// The "not found" error of a cancel that found nothing (S25).
+pub(crate) fn not_found() -> std::io::Error {
+    std::io::Error::from_raw_os_error(libc::ENOENT)
+}

@@ -1,0 +1,387 @@
+//! The portable completion port, joined to a mio poller.
+//!
+//! One thread at a time among those waiting in `get_many` is the poller: it
+//! sleeps in `epoll_wait`/`kevent`, performs the non-blocking calls of
+//! handles that became ready, and takes the completions it produced itself,
+//! with no wake-up. The others park, LIFO. A post wakes a parked thread, or
+//! the poller (through mio's waker) only when no thread is parked, and only
+//! once until it runs again. When the poller leaves with work, it wakes one
+//! parked thread to take the poller's place, so readiness is always watched
+//! while anyone waits.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use slab::Slab;
+
+use super::handle::Io;
+use crate::error::{Error, Result};
+use crate::port::Packet;
+use crate::request::{Request, Status};
+use crate::sync::{thread, Arc, AtomicBool, AtomicUsize, Mutex, Ordering, Weak};
+
+const WAKER: Token = Token(usize::MAX);
+const EVENTS: usize = 256;
+
+/// A packet, or a file request that the thread taking it performs first.
+pub(super) enum Item {
+    Packet(Packet),
+    Work(Request, Arc<Io>),
+}
+
+struct Waiter {
+    thread: thread::Thread,
+    notified: AtomicBool,
+}
+
+struct State {
+    queue: VecDeque<Item>,
+    /// Parked threads, most recent last (woken LIFO).
+    waiters: Vec<Arc<Waiter>>,
+    /// Threads released to run completions (IOCP's concurrency count).
+    active: usize,
+    polling: bool,
+    poll_woken: bool,
+    closing: bool,
+    closed: bool,
+}
+
+pub(super) struct Inner {
+    state: Mutex<State>,
+    concurrency: usize,
+    poll: Mutex<(Poll, Events)>,
+    pub(super) registry: Registry,
+    waker: Waker,
+    pub(super) sources: Mutex<Slab<Arc<Io>>>,
+    /// Requests queued on handles of this port, waiting for readiness.
+    pub(super) pending: AtomicUsize,
+    me: Weak<Inner>,
+}
+
+/// A thread's claim on one of the port's concurrency slots. A thread holds
+/// one from the moment it takes packets until it waits on a port again; the
+/// pool releases it early for a thread that stays busy (as the kernel does
+/// for a thread that blocks).
+#[derive(Clone)]
+pub(crate) struct Slot(Arc<SlotInner>);
+
+struct SlotInner {
+    port: Weak<Inner>,
+    counted: AtomicBool,
+}
+
+impl Slot {
+    /// Gives the slot back; harmless when already given back.
+    pub(crate) fn release(&self) {
+        if self.0.counted.swap(false, Ordering::AcqRel) {
+            if let Some(p) = self.0.port.upgrade() {
+                let mut st = p.state.lock();
+                st.active -= 1;
+                p.wake_one(&mut st);
+            }
+        }
+    }
+}
+
+struct Assoc(Option<Slot>);
+
+impl Drop for Assoc {
+    fn drop(&mut self) {
+        if let Some(s) = self.0.take() {
+            s.release();
+        }
+    }
+}
+
+thread_local! {
+    static ASSOC: RefCell<Assoc> = const { RefCell::new(Assoc(None)) };
+}
+
+/// The port. Cheap to share; the core holds it in an `Arc`.
+pub(crate) struct Port {
+    pub(super) inner: Arc<Inner>,
+}
+
+impl Port {
+    pub(crate) fn new(concurrency: usize) -> io::Result<Port> {
+        let poll = Poll::new()?;
+        let registry = poll.registry().try_clone()?;
+        let waker = Waker::new(&registry, WAKER)?;
+        Ok(Port {
+            inner: Arc::new_cyclic(|me| Inner {
+                state: Mutex::new(State {
+                    queue: VecDeque::new(),
+                    waiters: Vec::new(),
+                    active: 0,
+                    polling: false,
+                    poll_woken: false,
+                    closing: false,
+                    closed: false,
+                }),
+                concurrency,
+                poll: Mutex::new((poll, Events::with_capacity(EVENTS))),
+                registry,
+                waker,
+                sources: Mutex::new(Slab::new()),
+                pending: AtomicUsize::new(0),
+                me: me.clone(),
+            }),
+        })
+    }
+
+    pub(crate) fn concurrency(&self) -> usize {
+        self.inner.concurrency
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        let st = self.inner.state.lock();
+        st.closed || st.closing
+    }
+
+    pub(crate) fn has_backlog(&self) -> bool {
+        !self.inner.state.lock().queue.is_empty() || self.inner.pending.load(Ordering::Acquire) > 0
+    }
+
+    /// The calling thread's concurrency slot on any port, if it holds one.
+    pub(crate) fn current_slot() -> Option<Slot> {
+        ASSOC.with(|a| a.borrow().0.clone())
+    }
+
+    pub(crate) fn post(&self, p: Packet) -> std::result::Result<(), (Error, Packet)> {
+        let mut st = self.inner.state.lock();
+        if st.closing || st.closed {
+            return Err((Error::invalid("port", "<closed>", "is closed"), p));
+        }
+        st.queue.push_back(Item::Packet(p));
+        self.inner.wake_one(&mut st);
+        Ok(())
+    }
+
+    pub(crate) fn get_many(&self, out: &mut Vec<Packet>, max: usize, timeout: Option<Duration>) -> Result<usize> {
+        self.inner.get_many(out, max, timeout)
+    }
+
+    /// Closes the port: aborts what is pending on its handles and queued
+    /// file work, then marks it closed and wakes every waiter. False when
+    /// it was already closed.
+    pub(crate) fn close(&self) -> bool {
+        {
+            let mut st = self.inner.state.lock();
+            if st.closing || st.closed {
+                return false;
+            }
+            st.closing = true;
+        }
+        let ios: Vec<Arc<Io>> = self.inner.sources.lock().drain().collect();
+        let mut aborted = Vec::new();
+        for io in ios {
+            io.abort_for_port_close(&self.inner, &mut aborted);
+        }
+        let mut st = self.inner.state.lock();
+        for item in st.queue.iter_mut() {
+            abort_work(item);
+        }
+        st.queue.extend(aborted.into_iter().map(Item::Packet));
+        st.closed = true;
+        for w in st.waiters.drain(..) {
+            w.notify();
+        }
+        if st.polling {
+            let _ = self.inner.waker.wake();
+        }
+        true
+    }
+}
+
+/// Turns a queued file request into its aborted completion.
+fn abort_work(item: &mut Item) {
+    if let Item::Work(..) = item {
+        let Item::Work(req, _) = std::mem::replace(item, Item::Packet(placeholder())) else { unreachable!() };
+        *item = Item::Packet(aborted(req));
+    }
+}
+
+fn placeholder() -> Packet {
+    Packet { status: Status::SUCCESS, bytes: 0, key: 0, request: None }
+}
+
+/// The aborted completion of `req` (S24).
+pub(super) fn aborted(req: Request) -> Packet {
+    Packet { status: Status::ABORTED, bytes: 0, key: 0, request: Some(req) }
+}
+
+impl Waiter {
+    fn notify(&self) {
+        self.notified.store(true, Ordering::Release);
+        self.thread.unpark();
+    }
+}
+
+impl Inner {
+    /// Wakes one thread for newly queued work: a parked one (LIFO), else
+    /// the poller, once.
+    fn wake_one(&self, st: &mut State) {
+        if st.active >= self.concurrency {
+            return;
+        }
+        if let Some(w) = st.waiters.pop() {
+            w.notify();
+        } else if st.polling && !st.poll_woken {
+            st.poll_woken = true;
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Queues completions produced outside `get_many` (immediate results,
+    /// cancels, closes), waking a thread for them.
+    pub(super) fn push(&self, packets: impl IntoIterator<Item = Packet>) {
+        let mut st = self.state.lock();
+        let before = st.queue.len();
+        st.queue.extend(packets.into_iter().map(Item::Packet));
+        if st.queue.len() > before {
+            self.wake_one(&mut st);
+        }
+    }
+
+    /// Queues a file request for the pool (S29).
+    pub(super) fn push_work(&self, req: Request, io: Arc<Io>) -> std::result::Result<(), Request> {
+        let mut st = self.state.lock();
+        if st.closing || st.closed {
+            return Err(req);
+        }
+        st.queue.push_back(Item::Work(req, io));
+        self.wake_one(&mut st);
+        Ok(())
+    }
+
+    /// Turns the queued file requests of `io` (or the one with `id`) into
+    /// aborted completions; returns how many.
+    pub(super) fn abort_work_of(&self, io: &Arc<Io>, id: Option<u64>) -> usize {
+        let mut st = self.state.lock();
+        let mut n = 0;
+        for item in st.queue.iter_mut() {
+            let hit = matches!(item, Item::Work(r, w) if Arc::ptr_eq(w, io) && id.map_or(true, |id| r.header().id == id));
+            if hit {
+                abort_work(item);
+                n += 1;
+            }
+        }
+        if n > 0 {
+            self.wake_one(&mut st);
+        }
+        n
+    }
+
+    fn get_many(&self, out: &mut Vec<Packet>, max: usize, timeout: Option<Duration>) -> Result<usize> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        // Give back the slot this thread held, on this port or another.
+        if let Some(slot) = ASSOC.with(|a| a.borrow_mut().0.take()) {
+            slot.release();
+        }
+        let mut st = self.state.lock();
+        loop {
+            if !st.queue.is_empty() && st.active < self.concurrency {
+                // A fair share when others wait too, so one thread does not
+                // hoard a batch while its siblings sleep.
+                let share = st.queue.len().div_ceil(st.waiters.len() + 1);
+                let n = share.min(max);
+                let taken: Vec<Item> = st.queue.drain(..n).collect();
+                st.active += 1;
+                if !st.queue.is_empty() {
+                    self.wake_one(&mut st);
+                } else if !st.waiters.is_empty() && self.pending.load(Ordering::Acquire) > 0 && !st.polling {
+                    // Someone must watch readiness while this thread works.
+                    self.wake_one(&mut st);
+                }
+                drop(st);
+                let slot = Slot(Arc::new(SlotInner { port: self.me.clone(), counted: AtomicBool::new(true) }));
+                ASSOC.with(|a| a.borrow_mut().0 = Some(slot));
+                let before = out.len();
+                for item in taken {
+                    out.push(match item {
+                        Item::Packet(p) => p,
+                        Item::Work(req, io) => io.perform_work(req),
+                    });
+                }
+                return Ok(out.len() - before);
+            }
+            if st.closed && st.queue.is_empty() {
+                return Err(Error::Abandoned);
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(Error::Timeout);
+            }
+            let remaining = deadline.map(|d| d - now);
+            if !st.polling && !st.closed {
+                st.polling = true;
+                st.poll_woken = false;
+                drop(st);
+                let mut done = Vec::new();
+                let r = self.poll_once(remaining, &mut done);
+                st = self.state.lock();
+                st.polling = false;
+                st.queue.extend(done.into_iter().map(Item::Packet));
+                if let Err(e) = r {
+                    return Err(Error::Io(e));
+                }
+                continue;
+            }
+            let w = Arc::new(Waiter { thread: thread::current(), notified: AtomicBool::new(false) });
+            st.waiters.push(w.clone());
+            drop(st);
+            while !w.notified.load(Ordering::Acquire) {
+                match deadline {
+                    Some(d) => {
+                        let now = Instant::now();
+                        if now >= d {
+                            break;
+                        }
+                        thread::park_timeout(d - now);
+                    }
+                    None => thread::park(),
+                }
+            }
+            st = self.state.lock();
+            if !w.notified.load(Ordering::Acquire) {
+                st.waiters.retain(|x| !Arc::ptr_eq(x, &w));
+            }
+        }
+    }
+
+    /// One round of `epoll_wait`/`kevent`: performs the ready handles'
+    /// requests and appends their completions to `done`.
+    fn poll_once(&self, timeout: Option<Duration>, done: &mut Vec<Packet>) -> io::Result<()> {
+        let mut guard = self.poll.lock();
+        let (poll, events) = &mut *guard;
+        match poll.poll(events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        for ev in events.iter() {
+            if ev.token() == WAKER {
+                continue;
+            }
+            let io = self.sources.lock().get(ev.token().0).cloned();
+            if let Some(io) = io {
+                let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
+                io.on_ready(self, readable, writable, done);
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn register(&self, io: &Arc<Io>, source: &mut impl mio::event::Source) -> io::Result<usize> {
+        let mut sources = self.sources.lock();
+        let entry = sources.vacant_entry();
+        let token = entry.key();
+        self.registry.register(source, Token(token), Interest::READABLE | Interest::WRITABLE)?;
+        entry.insert(io.clone());
+        Ok(token)
+    }
+}

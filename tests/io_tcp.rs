@@ -1,0 +1,534 @@
+//! TCP requests on real loopback sockets: read, write (and vectored),
+//! accept, connect, and what a closing or resetting peer does (S23, S26, S27).
+
+mod util;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use iocompletion::{Error, Handle, Op};
+use util::{bind, pattern, runtime, started, tcp_pair};
+
+#[test]
+fn s27_tcp_read_completes_with_the_bytes_the_peer_wrote() {
+    let rt = runtime();
+    let (mut client, server) = tcp_pair();
+    let h = Handle::from(server);
+    let c = bind(&rt, &h);
+
+    let id = started(h.read(vec![0; 64]));
+    client.write_all(b"hello, completion").unwrap();
+
+    let done = c.recv();
+    assert_eq!(done.id(), id);
+    assert_eq!(done.request.op(), Op::Read);
+    assert_eq!(done.ok(), 17);
+    assert_eq!(done.data(), b"hello, completion");
+}
+
+#[test]
+fn s26_read_hands_back_the_buffer_at_its_full_length() {
+    let rt = runtime();
+    let (mut client, server) = tcp_pair();
+    let h = Handle::from(server);
+    let c = bind(&rt, &h);
+
+    started(h.read(vec![0xAA; 100]));
+    client.write_all(b"abc").unwrap();
+    let done = c.recv();
+    assert_eq!(done.ok(), 3);
+    let buf = done.request.into_buffer().into_vec();
+    assert_eq!(buf.len(), 100, "the buffer comes back whole, not cut");
+    assert_eq!(&buf[..3], b"abc");
+    assert!(buf[3..].iter().all(|&b| b == 0xAA), "bytes past the read are untouched");
+}
+
+#[test]
+fn s27_tcp_write_sends_the_whole_buffer() {
+    let rt = runtime();
+    let (mut client, server) = tcp_pair();
+    let h = Handle::from(server);
+    let c = bind(&rt, &h);
+
+    // Much more than the socket buffers hold: the write completes only once
+    // the reader has taken most of it.
+    let data = pattern(8 << 20, 1);
+    let reader = std::thread::spawn(move || {
+        let mut got = vec![0; 8 << 20];
+        client.read_exact(&mut got).unwrap();
+        got
+    });
+    started(h.write(data.clone()));
+    let done = c.recv();
+    assert_eq!(done.ok(), data.len());
+    assert_eq!(done.request.into_buffer().into_vec(), data, "the written buffer comes back");
+    assert!(reader.join().unwrap() == data, "the peer read other bytes than were written");
+}
+
+#[test]
+fn s27_tcp_read_vectored_fills_the_parts_in_order() {
+    let rt = runtime();
+    let (mut client, server) = tcp_pair();
+    client.write_all(b"0123456789").unwrap();
+    let h = Handle::from(server);
+    let c = bind(&rt, &h);
+
+    // The data is there before the read starts, so one call takes it all.
+    std::thread::sleep(Duration::from_millis(50));
+    started(h.read_vectored(vec![vec![0; 3], vec![0; 4], vec![0; 8]]));
+    let done = c.recv();
+    let n = done.ok();
+    let bytes = &b"0123456789"[..n];
+    let parts = match done.request.into_buffer() {
+        iocompletion::Buffer::Vectored(v) => v,
+        other => panic!("a vectored read hands back its parts, got {other:?}"),
+    };
+    assert_eq!(parts.iter().map(Vec::len).collect::<Vec<_>>(), [3, 4, 8], "each part keeps its length");
+    assert_eq!(&parts.concat()[..n], bytes);
+    assert!(n >= 1);
+}
+
+#[test]
+fn s27_tcp_write_vectored_sends_the_parts_in_order() {
+    let rt = runtime();
+    let (mut client, server) = tcp_pair();
+    let h = Handle::from(server);
+    let c = bind(&rt, &h);
+
+    let parts = vec![pattern(10, 1), Vec::new(), pattern(300_000, 2), pattern(7, 3)];
+    let expect = parts.concat();
+    let n = expect.len();
+    let reader = std::thread::spawn(move || {
+        let mut got = vec![0; n];
+        client.read_exact(&mut got).unwrap();
+        got
+    });
+    started(h.write_vectored(parts));
+    let done = c.recv();
+    assert_eq!(done.ok(), n);
+    assert!(reader.join().unwrap() == expect);
+}
+
+#[test]
+fn s27_reads_queued_on_one_socket_take_the_stream_in_start_order() {
+    let rt = runtime();
+    let (mut client, server) = tcp_pair();
+    let h = Handle::from(server);
+    let c = bind(&rt, &h);
+
+    let ids: Vec<_> = (0..10).map(|_| started(h.read(vec![0; 4]))).collect();
+    let data = pattern(40, 9);
+    client.write_all(&data).unwrap();
+
+    // Each read may take fewer than 4 bytes; together, in start order, they
+    // must be a prefix of the stream with nothing lost or repeated.
+    let mut by_id: Vec<_> = c.recv_n(10).into_iter().map(|d| (d.id(), d)).collect();
+    by_id.sort_by_key(|(id, _)| *id);
+    assert_eq!(by_id.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ids);
+    let mut stream = Vec::new();
+    for (_, d) in by_id {
+        d.ok();
+        stream.extend(d.data());
+    }
+    assert_eq!(stream, data[..stream.len()]);
+}
+
+#[test]
+fn s27_tcp_accept_hands_back_the_connection_and_its_peer() {
+    let rt = runtime();
+    let l = util::listener();
+    let addr = l.local_addr().unwrap();
+    let lh = Handle::from(l);
+    let c = bind(&rt, &lh);
+
+    let id = started(lh.accept());
+    let mut client = TcpStream::connect(addr).unwrap();
+    let mut done = c.recv();
+    assert_eq!(done.id(), id);
+    assert_eq!(done.request.op(), Op::Accept);
+    done.ok();
+    assert_eq!(done.request.addr(), Some(client.local_addr().unwrap()), "accept gives the peer's address");
+    let conn = done.request.take_accepted().expect("accept hands back the connection");
+    assert!(!conn.is_bound(), "an accepted connection starts unbound");
+    assert_eq!(conn.peer_addr().unwrap(), client.local_addr().unwrap());
+
+    // The accepted connection works like any other.
+    let cc = bind(&rt, &conn);
+    started(conn.write(b"welcome".to_vec()));
+    assert_eq!(cc.recv().ok(), 7);
+    let mut got = [0; 7];
+    client.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"welcome");
+}
+
+#[test]
+fn s27_tcp_connect_reaches_a_listener() {
+    let rt = runtime();
+    let l = util::listener();
+    let addr = l.local_addr().unwrap();
+    let h = Handle::tcp_socket_for(&addr).unwrap();
+    let c = bind(&rt, &h);
+
+    let id = started(h.connect(addr));
+    let (mut peer, _) = l.accept().unwrap();
+    let done = c.recv();
+    assert_eq!(done.id(), id);
+    assert!(matches!(done.request.op(), Op::Connect(a) if a == addr));
+    done.ok();
+    assert_eq!(h.peer_addr().unwrap(), addr);
+
+    started(h.write(b"after connect".to_vec()));
+    c.recv().ok();
+    let mut got = [0; 13];
+    peer.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"after connect");
+}
+
+/// A connect to a port nobody listens on fails with "connection refused".
+/// The mio backend reports it as an error completion (the non-blocking
+/// `connect` says "in progress", the refusal comes with readiness), as
+/// IOCP's `ConnectEx` does; an immediate `Err` would satisfy S23 as well,
+/// so the portable part accepts either, and Linux pins the completion.
+#[test]
+fn s23_connect_to_a_port_nobody_listens_on_is_refused_exactly_once() {
+    let rt = runtime();
+    let addr = util::unused_addr();
+    let h = Handle::tcp_socket_for(&addr).unwrap();
+    let c = bind(&rt, &h);
+
+    let err = match h.connect(addr) {
+        Ok(id) => {
+            let done = c.recv();
+            assert_eq!(done.id(), id);
+            assert!(!done.status.is_success(), "connect to {addr} succeeded: {done:?}");
+            assert_eq!(done.bytes, 0);
+            done.status.result(0).unwrap_err()
+        }
+        Err(e) => {
+            assert!(cfg!(not(target_os = "linux")), "Linux reports the refusal as a completion, got {e}");
+            std::io::Error::from(e.error)
+        }
+    };
+    assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
+    c.expect_none(Duration::from_millis(100));
+}
+
+#[test]
+fn s27_peer_close_completes_a_pending_read_with_zero_bytes() {
+    let rt = runtime();
+    let (client, server) = tcp_pair();
+    let h = Handle::from(server);
+    let c = bind(&rt, &h);
+
+    started(h.read(vec![0; 64]));
+    drop(client);
+    let done = c.recv();
+    assert_eq!(done.ok(), 0, "end of stream is a successful 0-byte read");
+
+    // And a read started after the end is the same.
+    started(h.read(vec![0; 64]));
+    assert_eq!(c.recv().ok(), 0);
+}
+
+#[test]
+fn s27_peer_reset_fails_a_pending_read() {
+    let rt = runtime();
+    let (client, server) = tcp_pair();
+    let h = Handle::from(server);
+    let c = bind(&rt, &h);
+
+    started(h.read(vec![0; 64]));
+    // Linger 0: closing sends a reset instead of a FIN.
+    socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO)).unwrap();
+    drop(client);
+    let done = c.recv();
+    assert!(!done.status.is_success(), "a reset is an error, got {done:?}");
+    assert!(!done.status.is_aborted(), "a reset is not an abort: {done:?}");
+    let err = done.status.result(0).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConnectionReset, "{err}");
+    assert_eq!(done.request.into_buffer().len(), 64, "the buffer comes back on failure too");
+}
+
+#[test]
+fn s23_write_to_a_reset_peer_fails_exactly_once() {
+    let rt = runtime();
+    let (client, server) = tcp_pair();
+    let h = Handle::from(server);
+    let c = bind(&rt, &h);
+    socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO)).unwrap();
+    drop(client);
+
+    // The reset may not have landed before the first write; keep writing
+    // until a write fails. Each write fails at once or completes once.
+    let mut failed = false;
+    for _ in 0..100 {
+        match h.write(vec![7; 1024]) {
+            Ok(id) => {
+                let done = c.recv();
+                assert_eq!(done.id(), id);
+                assert_eq!(done.request.into_buffer().len(), 1024);
+                if !done.status.is_success() {
+                    failed = true;
+                    break;
+                }
+            }
+            Err(e) => {
+                assert!(matches!(e.error, Error::Io(_)), "{e:?}");
+                assert_eq!(e.buffer.len(), 1024, "a failed start hands the buffer back");
+                failed = true;
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(failed, "writes to a reset connection kept succeeding");
+    c.expect_none(Duration::from_millis(100));
+}
+
+#[test]
+fn s26_zero_length_write_completes_with_zero_bytes() {
+    let rt = runtime();
+    let (_client, server) = tcp_pair();
+    let h = Handle::from(server);
+    let c = bind(&rt, &h);
+
+    started(h.write(Vec::new()));
+    let done = c.recv();
+    assert_eq!(done.ok(), 0);
+    assert!(done.request.into_buffer().is_empty());
+}
+
+#[test]
+fn s26_zero_length_read_with_data_waiting_completes_with_zero_bytes() {
+    let rt = runtime();
+    let (mut client, server) = tcp_pair();
+    client.write_all(b"still here").unwrap();
+    let h = Handle::from(server);
+    let c = bind(&rt, &h);
+    std::thread::sleep(Duration::from_millis(50));
+
+    started(h.read(Vec::new()));
+    assert_eq!(c.recv().ok(), 0);
+    // The zero-length read consumed nothing.
+    started(h.read(vec![0; 32]));
+    assert_eq!(c.recv().data(), b"still here");
+}
+
+#[test]
+fn s23_requests_that_do_not_suit_a_tcp_stream_fail_at_start() {
+    let rt = runtime();
+    let (_client, server) = tcp_pair();
+    let h = Handle::from(server);
+    let c = bind(&rt, &h);
+
+    // (what, the start, the buffer length it must hand back)
+    for (what, r, len) in [
+        ("read_at", h.read_at(0, vec![1; 8]), 8),
+        ("write_at", h.write_at(0, vec![2; 8]), 8),
+        ("accept", h.accept(), 0),
+        ("recv_from", h.recv_from(vec![3; 8]), 8),
+        ("send_to", h.send_to(vec![4; 8], "127.0.0.1:9".parse().unwrap()), 8),
+        ("read without a buffer", h.start(Op::Read, iocompletion::Buffer::None), 0),
+        ("user post", h.start(Op::Post, iocompletion::Buffer::None), 0),
+    ] {
+        let e = r.expect_err(what);
+        assert!(matches!(e.error, Error::InvalidArgument(_)), "{what}: {e:?}");
+        assert_eq!(e.buffer.len(), len, "{what} hands its buffer back");
+    }
+    c.expect_none(Duration::from_millis(100));
+}
+
+#[test]
+fn s23_request_on_an_unbound_handle_fails_at_start_and_returns_the_buffer() {
+    let (_client, server) = tcp_pair();
+    let h = Handle::from(server);
+    let e = h.read(vec![5; 16]).unwrap_err();
+    assert!(matches!(e.error, Error::InvalidArgument(_)), "{e:?}");
+    assert_eq!(e.buffer.into_vec(), vec![5; 16]);
+}
+
+/// Echo on the runtime itself: each server completion starts the
+/// connection's next request from the callback, on a pool thread.
+mod echo {
+    use super::*;
+    use iocompletion::{CompletionSink, Request, Runtime, Status};
+    use std::collections::HashMap;
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{mpsc, Arc, Mutex, Weak};
+
+    const BUF: usize = 16 * 1024;
+    type Table = Mutex<HashMap<usize, Handle>>;
+
+    /// A server that echoes every byte back until the peer closes.
+    ///
+    /// Callbacks reach their handles through the tables here, by weak
+    /// reference, so no handle owns itself through its own callback.
+    pub struct Server {
+        pub addr: SocketAddr,
+        listener: Arc<Mutex<Option<Handle>>>,
+        conns: Arc<Table>,
+        pub closed: Arc<AtomicUsize>,
+    }
+
+    impl Server {
+        pub fn start(rt: &Runtime, accepts: usize) -> Server {
+            let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            sock.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+            sock.listen(1024).unwrap();
+            let l: std::net::TcpListener = sock.into();
+            let addr = l.local_addr().unwrap();
+            let listener = Handle::from(l);
+            let slot = Arc::new(Mutex::new(Some(listener.clone())));
+            let conns: Arc<Table> = Arc::default();
+            let closed = Arc::new(AtomicUsize::new(0));
+
+            let (rt2, slot2, table, closed2) = (rt.clone(), Arc::downgrade(&slot), Arc::downgrade(&conns), closed.clone());
+            let next = AtomicUsize::new(0);
+            let on_accept = move |status: Status, _: usize, mut req: Request| {
+                if !status.is_success() {
+                    return; // aborted: the listener was closed
+                }
+                let conn = req.take_accepted().expect("an accept hands back its connection");
+                serve(&rt2, conn, next.fetch_add(1, Ordering::Relaxed), table.clone(), closed2.clone());
+                if let Some(l) = slot2.upgrade().and_then(|s| s.lock().unwrap().clone()) {
+                    let _ = l.accept();
+                }
+            };
+            rt.bind_io_completion_callback(&listener, Arc::new(on_accept), 0).unwrap();
+            for _ in 0..accepts {
+                started(listener.accept());
+            }
+            Server { addr, listener: slot, conns, closed }
+        }
+
+        pub fn stop(&self) {
+            if let Some(l) = self.listener.lock().unwrap().take() {
+                l.close();
+            }
+            for (_, h) in self.conns.lock().unwrap().drain() {
+                h.close();
+            }
+        }
+    }
+
+    fn serve(rt: &Runtime, conn: Handle, key: usize, table: Weak<Table>, closed: Arc<AtomicUsize>) {
+        let Some(t) = table.upgrade() else { return };
+        t.lock().unwrap().insert(key, conn.clone());
+        let on_complete = move |status: Status, bytes: usize, mut req: Request| {
+            let Some(t) = table.upgrade() else { return };
+            let Some(conn) = t.lock().unwrap().get(&key).cloned() else { return };
+            let op = req.op();
+            let mut buf = req.take_buffer().into_vec();
+            let next = match op {
+                Op::Read if status.is_success() && bytes > 0 => {
+                    buf.truncate(bytes);
+                    conn.write(buf)
+                }
+                Op::Write if status.is_success() => {
+                    buf.resize(BUF, 0);
+                    conn.read(buf)
+                }
+                _ => {
+                    // End of stream, an error, or an abort.
+                    t.lock().unwrap().remove(&key);
+                    conn.close();
+                    closed.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            };
+            if next.is_err() {
+                t.lock().unwrap().remove(&key);
+                conn.close();
+                closed.fetch_add(1, Ordering::Relaxed);
+            }
+        };
+        rt.bind_io_completion_callback(&conn, Arc::new(on_complete), 0).unwrap();
+        started(conn.read(vec![0; BUF]));
+    }
+
+    /// Client state for one connection.
+    pub struct Client {
+        pub handle: Handle,
+        pub sent: Vec<u8>,
+        pub received: usize,
+        pub write_done: bool,
+    }
+
+    /// A callback that tags each completion with `tag` and sends it on.
+    pub fn tagged(tx: &mpsc::Sender<(usize, util::Completion)>, tag: usize) -> Arc<dyn CompletionSink> {
+        let tx = tx.clone();
+        Arc::new(move |status: Status, bytes: usize, request: Request| {
+            let _ = tx.send((tag, util::Completion { status, bytes, request }));
+        })
+    }
+}
+
+#[test]
+fn s27_echo_1000_connections_64k_each_every_byte_checked() {
+    use iocompletion::Op;
+    use std::sync::atomic::Ordering;
+    use std::sync::mpsc;
+
+    const CONNS: usize = 1000;
+    const SIZE: usize = 64 * 1024;
+    let limit = util::raise_fd_limit(4 * CONNS as u64 + 256);
+    assert!(limit >= 2 * CONNS as u64 + 64, "needs about {} descriptors, the limit is {limit}", 2 * CONNS + 64);
+
+    let rt = iocompletion::Runtime::builder().min_threads(2).max_threads(8).build().unwrap();
+    let server = echo::Server::start(&rt, 64);
+    let (tx, rx) = mpsc::channel();
+    let mut clients: Vec<echo::Client> = (0..CONNS)
+        .map(|i| {
+            let handle = Handle::tcp_socket_for(&server.addr).unwrap();
+            rt.bind_io_completion_callback(&handle, echo::tagged(&tx, i), 0).unwrap();
+            started(handle.connect(server.addr));
+            echo::Client { handle, sent: pattern(SIZE, i as u64), received: 0, write_done: false }
+        })
+        .collect();
+
+    let mut finished = 0;
+    while finished < CONNS {
+        let (i, done) = rx
+            .recv_timeout(util::DEADLINE)
+            .unwrap_or_else(|_| panic!("no progress for {:?}; {finished} of {CONNS} connections done", util::DEADLINE));
+        let cl = &mut clients[i];
+        assert!(done.status.is_success(), "connection {i}: {done:?}");
+        match done.request.op() {
+            Op::Connect(_) => {
+                started(cl.handle.write(cl.sent.clone()));
+                started(cl.handle.read(vec![0; 16 * 1024]));
+            }
+            Op::Write => {
+                assert_eq!(done.bytes, SIZE);
+                cl.write_done = true;
+            }
+            Op::Read => {
+                let n = done.bytes;
+                assert!(n > 0, "connection {i}: server closed after {} of {SIZE} bytes", cl.received);
+                let data = done.data();
+                let at = cl.received;
+                assert!(at + n <= SIZE, "connection {i}: echo longer than what was sent");
+                if data[..] != cl.sent[at..at + n] {
+                    panic!("connection {i}: bytes {at}..{} differ from what was sent", at + n);
+                }
+                cl.received += n;
+                if cl.received < SIZE {
+                    started(cl.handle.read(vec![0; 16 * 1024]));
+                }
+            }
+            op => panic!("unexpected {op:?}"),
+        }
+        if cl.write_done && cl.received == SIZE {
+            cl.handle.close();
+            finished += 1;
+            cl.write_done = false; // count once
+        }
+    }
+    util::wait_until("the server saw every connection close", || {
+        server.closed.load(Ordering::Relaxed) == CONNS
+    });
+    server.stop();
+    rt.shutdown();
+}

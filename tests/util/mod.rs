@@ -1,0 +1,246 @@
+//! Helpers shared by the integration tests: a completion collector, waiting
+//! with a deadline, loopback sockets, temporary files and byte patterns.
+//!
+//! Nothing here asserts a time: every wait polls until its condition holds
+//! or fails with a message after [`DEADLINE`].
+#![allow(dead_code)]
+
+use std::fmt;
+use std::fs;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use iocompletion::{CompletionSink, Handle, Request, RequestId, Runtime, StartError, Status};
+
+/// How long any wait in a test may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// One completion as a sink received it.
+pub struct Completion {
+    pub status: Status,
+    pub bytes: usize,
+    pub request: Request,
+}
+
+impl Completion {
+    /// The id of the completed request.
+    pub fn id(&self) -> RequestId {
+        self.request.id()
+    }
+
+    /// Panics unless the request succeeded; returns the bytes transferred.
+    #[track_caller]
+    pub fn ok(&self) -> usize {
+        assert!(self.status.is_success(), "expected a successful completion, got {self:?}");
+        self.bytes
+    }
+
+    /// The buffer handed back, cut to the bytes transferred.
+    pub fn data(self) -> Vec<u8> {
+        let mut v = self.request.into_buffer().into_vec();
+        v.truncate(self.bytes);
+        v
+    }
+}
+
+impl fmt::Debug for Completion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Completion")
+            .field("status", &self.status)
+            .field("bytes", &self.bytes)
+            .field("request", &self.request)
+            .finish()
+    }
+}
+
+/// A sink that sends every completion into a channel, and ways to wait for
+/// them with a deadline.
+pub struct Collector {
+    tx: Sender<Completion>,
+    rx: Receiver<Completion>,
+}
+
+impl Default for Collector {
+    fn default() -> Self {
+        Collector::new()
+    }
+}
+
+impl Collector {
+    pub fn new() -> Collector {
+        let (tx, rx) = mpsc::channel();
+        Collector { tx, rx }
+    }
+
+    /// A sink (or handle callback) feeding this collector.
+    pub fn sink(&self) -> Arc<dyn CompletionSink> {
+        let tx = self.tx.clone();
+        Arc::new(move |status: Status, bytes: usize, request: Request| {
+            // The test may have finished and dropped the collector already.
+            let _ = tx.send(Completion { status, bytes, request });
+        })
+    }
+
+    /// The next completion; fails the test after [`DEADLINE`].
+    #[track_caller]
+    pub fn recv(&self) -> Completion {
+        match self.rx.recv_timeout(DEADLINE) {
+            Ok(c) => c,
+            Err(RecvTimeoutError::Timeout) => panic!("no completion within {DEADLINE:?}"),
+            Err(RecvTimeoutError::Disconnected) => unreachable!("the collector holds a sender"),
+        }
+    }
+
+    /// The next `n` completions, in arrival order; each may take up to
+    /// [`DEADLINE`] to come.
+    #[track_caller]
+    pub fn recv_n(&self, n: usize) -> Vec<Completion> {
+        (0..n)
+            .map(|i| match self.rx.recv_timeout(DEADLINE) {
+                Ok(c) => c,
+                Err(_) => panic!("only {i} of {n} completions came within {DEADLINE:?} of each other"),
+            })
+            .collect()
+    }
+
+    /// A completion if one is queued now.
+    pub fn try_recv(&self) -> Option<Completion> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Fails the test if a completion arrives within `grace`. Used after all
+    /// expected completions came, to catch a duplicate.
+    #[track_caller]
+    pub fn expect_none(&self, grace: Duration) {
+        if let Ok(c) = self.rx.recv_timeout(grace) {
+            panic!("unexpected extra completion: {c:?}");
+        }
+    }
+}
+
+/// A small runtime for one test.
+pub fn runtime() -> Runtime {
+    Runtime::builder().min_threads(2).max_threads(16).build().expect("runtime")
+}
+
+/// Binds `handle` to `rt` with a new collector as its callback.
+#[track_caller]
+pub fn bind(rt: &Runtime, handle: &Handle) -> Collector {
+    let c = Collector::new();
+    rt.bind_io_completion_callback(handle, c.sink(), 0).expect("bind_io_completion_callback");
+    c
+}
+
+/// Unwraps a start, failing with the start error.
+#[track_caller]
+pub fn started(r: Result<RequestId, StartError>) -> RequestId {
+    match r {
+        Ok(id) => id,
+        Err(e) => panic!("request did not start: {e} ({e:?})"),
+    }
+}
+
+/// Polls `cond` until it holds; fails naming `what` after [`DEADLINE`].
+#[track_caller]
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(Instant::now() < end, "not true within {DEADLINE:?}: {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A listener on an ephemeral loopback port.
+pub fn listener() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")
+}
+
+/// A connected loopback pair: (client, server side).
+pub fn tcp_pair() -> (TcpStream, TcpStream) {
+    let l = listener();
+    let client = TcpStream::connect(l.local_addr().unwrap()).expect("connect");
+    let (server, _) = l.accept().expect("accept");
+    (client, server)
+}
+
+/// A loopback address nobody listens on: a port that was just bound and
+/// released.
+pub fn unused_addr() -> SocketAddr {
+    listener().local_addr().unwrap()
+}
+
+/// `len` bytes that differ with `seed` and with position, so a misplaced or
+/// repeated chunk shows.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A file under the system temp dir with a unique name, removed on drop.
+pub struct TempFile {
+    path: PathBuf,
+}
+
+impl TempFile {
+    /// A new, empty file.
+    pub fn new(tag: &str) -> TempFile {
+        TempFile::with_contents(tag, &[])
+    }
+
+    /// A new file holding `data`.
+    pub fn with_contents(tag: &str, data: &[u8]) -> TempFile {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let name = format!("iocompletion-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        let path = std::env::temp_dir().join(name);
+        fs::write(&path, data).expect("create temp file");
+        TempFile { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Raises the soft limit on open files to at least `want` (up to the hard
+/// limit) and returns the limit in force.
+#[cfg(unix)]
+pub fn raise_fd_limit(want: u64) -> u64 {
+    // SAFETY: getrlimit/setrlimit with a valid resource and a pointer to a
+    // local rlimit.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return 0;
+        }
+        if (r.rlim_cur as u64) < want {
+            let new = libc::rlimit { rlim_cur: (want as libc::rlim_t).min(r.rlim_max), rlim_max: r.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &new) == 0 {
+                r = new;
+            }
+        }
+        r.rlim_cur as u64
+    }
+}
+
+/// Windows has no per-process descriptor limit to speak of.
+#[cfg(not(unix))]
+pub fn raise_fd_limit(want: u64) -> u64 {
+    want
+}

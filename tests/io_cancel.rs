@@ -1,0 +1,356 @@
+//! Cancellation and close (S24, S25): every pending request completes
+//! exactly once, aborted, and hands its buffer back.
+
+mod util;
+
+use std::collections::HashSet;
+use std::io::{ErrorKind, Write};
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use iocompletion::{Error, Handle, IoCompletionManager, Status};
+use util::{bind, runtime, started, tcp_pair, Collector};
+
+/// Checks that `done` are exactly the requests `ids`, each aborted with its
+/// buffer of `len` bytes handed back.
+#[track_caller]
+fn assert_all_aborted(done: Vec<util::Completion>, ids: &[iocompletion::RequestId], len: usize) {
+    let mut seen = HashSet::new();
+    for d in done {
+        assert!(d.status.is_aborted(), "expected an aborted completion, got {d:?}");
+        assert_eq!(d.status, Status::ABORTED);
+        assert_eq!(d.bytes, 0);
+        assert!(seen.insert(d.id()), "request {:?} completed twice", d.id());
+        assert_eq!(d.request.into_buffer().len(), len, "the buffer comes back whole");
+    }
+    let want: HashSet<_> = ids.iter().copied().collect();
+    assert_eq!(seen, want, "every started request completes, and only those");
+}
+
+#[test]
+fn s24_close_with_100_reads_pending_aborts_each() {
+    let rt = runtime();
+    let (_client, server) = tcp_pair();
+    let h = Handle::from(server);
+    let c = bind(&rt, &h);
+
+    let ids: Vec<_> = (0..100).map(|i| started(h.read(vec![i as u8; 1000 + i]))).collect();
+    h.close();
+    assert!(h.is_closed());
+    let done = c.recv_n(100);
+    let mut lens: Vec<usize> = Vec::new();
+    let mut seen = HashSet::new();
+    for d in done {
+        assert!(d.status.is_aborted(), "{d:?}");
+        assert!(seen.insert(d.id()));
+        let i = ids.iter().position(|&id| id == d.id()).expect("a request that was started");
+        let buf = d.request.into_buffer().into_vec();
+        assert_eq!(buf, vec![i as u8; 1000 + i], "request {i} gets its own buffer back, untouched");
+        lens.push(buf.len());
+    }
+    assert_eq!(lens.len(), 100);
+    c.expect_none(Duration::from_millis(100));
+}
+
+#[test]
+fn s24_closing_the_port_with_100_reads_pending_aborts_each() {
+    let rt = runtime();
+    let port = rt.create_port().unwrap();
+    let (_client, server) = tcp_pair();
+    let h = Handle::from(server);
+    let c = Collector::new();
+    rt.set_completion_sink(c.sink()).unwrap();
+    rt.bind(Some(&port), &h).unwrap();
+
+    let ids: Vec<_> = (0..100).map(|_| started(h.read(vec![0; 512]))).collect();
+    rt.close_port(&port).unwrap();
+    assert_all_aborted(c.recv_n(100), &ids, 512);
+    c.expect_none(Duration::from_millis(100));
+}
+
+#[test]
+fn s24_dropping_the_last_clone_of_a_handle_aborts_its_reads() {
+    let rt = runtime();
+    let (_client, server) = tcp_pair();
+    let h = Handle::from(server);
+    let c = bind(&rt, &h);
+
+    let ids: Vec<_> = (0..10).map(|_| started(h.read(vec![0; 64]))).collect();
+    let clone = h.clone();
+    drop(h);
+    assert!(!clone.is_closed(), "a clone keeps the handle open");
+    drop(clone);
+    assert_all_aborted(c.recv_n(10), &ids, 64);
+}
+
+#[test]
+fn s24_runtime_shutdown_aborts_pending_reads() {
+    let rt = runtime();
+    let (_client, server) = tcp_pair();
+    let h = Handle::from(server);
+    let c = bind(&rt, &h);
+
+    let ids: Vec<_> = (0..10).map(|_| started(h.read(vec![0; 64]))).collect();
+    rt.shutdown();
+    assert_all_aborted(c.recv_n(10), &ids, 64);
+}
+
+#[test]
+fn s24_close_aborts_a_pending_accept() {
+    let rt = runtime();
+    let l = Handle::from(util::listener());
+    let c = bind(&rt, &l);
+    let ids = [started(l.accept()), started(l.accept())];
+    l.close();
+    let done = c.recv_n(2);
+    for d in &done {
+        assert!(d.request.addr().is_none());
+    }
+    let mut done = done;
+    for d in &mut done {
+        assert!(d.request.take_accepted().is_none(), "an aborted accept has no connection");
+    }
+    assert_all_aborted(done, &ids, 0);
+}
+
+#[test]
+fn s24_close_aborts_a_write_blocked_on_a_full_socket() {
+    let rt = runtime();
+    let (_client, server) = tcp_pair(); // the client never reads
+    let h = Handle::from(server);
+    let c = bind(&rt, &h);
+
+    // Write until a write stays pending: the socket buffers are full.
+    let mut ids = Vec::new();
+    loop {
+        ids.push(started(h.write(vec![1; 1 << 20])));
+        if let Some(d) = c.try_recv() {
+            assert_eq!(d.ok(), 1 << 20);
+            ids.retain(|&id| id != d.id());
+            continue;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        match c.try_recv() {
+            Some(d) => {
+                assert_eq!(d.ok(), 1 << 20);
+                ids.retain(|&id| id != d.id());
+            }
+            None => break,
+        }
+        assert!(ids.len() < 1000, "writes never blocked");
+    }
+    h.close();
+    // The blocked write may have sent part of its buffer; it still comes
+    // back aborted, with the whole buffer.
+    assert_all_aborted(c.recv_n(ids.len()), &ids, 1 << 20);
+}
+
+#[test]
+fn s25_cancel_aborts_one_request_and_leaves_the_others_pending() {
+    let rt = runtime();
+    let (mut client, server) = tcp_pair();
+    let h = Handle::from(server);
+    let c = bind(&rt, &h);
+
+    let a = started(h.read(vec![0; 4]));
+    let b = started(h.read(vec![0; 4]));
+    let d = started(h.read(vec![0; 4]));
+    h.cancel(b).unwrap();
+    let done = c.recv();
+    assert_eq!(done.id(), b);
+    assert!(done.status.is_aborted(), "{done:?}");
+    assert_eq!(done.request.into_buffer().len(), 4);
+
+    // The others still read, in order.
+    client.write_all(b"abcdefgh").unwrap();
+    let mut rest = c.recv_n(2);
+    rest.sort_by_key(|x| x.id());
+    assert_eq!(rest.iter().map(|x| x.id()).collect::<Vec<_>>(), [a, d]);
+    let bytes: Vec<u8> = rest.into_iter().flat_map(|x| x.data()).collect();
+    assert_eq!(bytes, &b"abcdefgh"[..bytes.len()]);
+}
+
+#[test]
+fn s25_cancel_all_returns_the_count_and_aborts_each() {
+    let rt = runtime();
+    let (_client, server) = tcp_pair();
+    let h = Handle::from(server);
+    let c = bind(&rt, &h);
+
+    let ids: Vec<_> = (0..25).map(|_| started(h.read(vec![0; 8]))).collect();
+    assert_eq!(h.cancel_all().unwrap(), 25);
+    assert_all_aborted(c.recv_n(25), &ids, 8);
+    assert_eq!(h.cancel_all().unwrap(), 0, "nothing left to cancel");
+
+    // The handle is still usable.
+    assert!(!h.is_closed());
+    started(h.read(vec![0; 8]));
+    assert_eq!(h.cancel_all().unwrap(), 1);
+    assert!(c.recv().status.is_aborted());
+}
+
+#[test]
+fn s25_cancel_of_a_completed_request_is_not_found() {
+    let rt = runtime();
+    let (mut client, server) = tcp_pair();
+    let h = Handle::from(server);
+    let c = bind(&rt, &h);
+
+    let id = started(h.read(vec![0; 8]));
+    client.write_all(b"x").unwrap();
+    assert_eq!(c.recv().ok(), 1);
+    let e = h.cancel(id).unwrap_err();
+    assert_not_found(&e);
+    c.expect_none(Duration::from_millis(100));
+}
+
+#[test]
+fn s25_cancel_of_a_request_of_another_handle_is_not_found() {
+    let rt = runtime();
+    let (_c1, s1) = tcp_pair();
+    let (_c2, s2) = tcp_pair();
+    let (h1, h2) = (Handle::from(s1), Handle::from(s2));
+    let c1 = bind(&rt, &h1);
+    let _c2 = bind(&rt, &h2);
+
+    let id = started(h1.read(vec![0; 8]));
+    assert_not_found(&h2.cancel(id).unwrap_err());
+    // It is still pending on its own handle.
+    h1.cancel(id).unwrap();
+    assert!(c1.recv().status.is_aborted());
+}
+
+#[track_caller]
+fn assert_not_found(e: &Error) {
+    match e {
+        Error::Io(io) => assert_eq!(io.kind(), ErrorKind::NotFound, "{io}"),
+        other => panic!("expected a not-found I/O error, got {other:?}"),
+    }
+}
+
+/// Cancels race the data that completes the reads: every request completes
+/// exactly once, aborted or with data, whatever the cancel returned. The
+/// gap between the write and the cancel varies, so both sides win.
+#[test]
+fn s25_cancel_racing_a_completion_yields_exactly_one_completion() {
+    let rt = runtime();
+    let (mut client, server) = tcp_pair();
+    let h = Handle::from(server);
+    let c = bind(&rt, &h);
+
+    const ROUNDS: usize = 600;
+    let (mut cancelled, mut not_found) = (0, 0);
+    let mut written = Vec::new();
+    let mut read = Vec::new();
+    for i in 0..ROUNDS {
+        let id = started(h.read(vec![0; 1]));
+        let byte = i as u8;
+        let found = if i % 3 == 0 {
+            // Cancel first: the read loses, and its byte is left for the next.
+            let found = cancel(&h, id, &mut cancelled, &mut not_found);
+            client.write_all(&[byte]).unwrap();
+            found
+        } else {
+            client.write_all(&[byte]).unwrap();
+            for _ in 0..(i % 97) * 50 {
+                std::hint::spin_loop();
+            }
+            cancel(&h, id, &mut cancelled, &mut not_found)
+        };
+        written.push(byte);
+        let d = c.recv();
+        assert_eq!(d.id(), id);
+        // Only a cancel that found the request can abort it. On the mio
+        // backend the converse holds too: a found request is taken off its
+        // queue, so it cannot complete with data any more. (IOCP may still
+        // complete it normally, S25.)
+        assert!(found || !d.status.is_aborted(), "a request aborted by a cancel that missed it: {d:?}");
+        if cfg!(unix) {
+            assert_eq!(d.status.is_aborted(), found, "a cancel that found its request aborts it: {d:?}");
+        }
+        if d.status.is_aborted() {
+            // The byte is still in the socket: take it, so that the next
+            // round starts with nothing to read.
+            started(h.read(vec![0; 1]));
+            let d = c.recv();
+            assert_eq!(d.ok(), 1);
+            read.extend(d.data());
+        } else {
+            assert_eq!(d.ok(), 1);
+            read.extend(d.data());
+        }
+    }
+    assert_eq!(cancelled + not_found, ROUNDS);
+    assert!(cancelled >= ROUNDS / 3, "the cancels issued before the data all find their request");
+    assert_eq!(read, written, "every byte was read once, in order");
+    c.expect_none(Duration::from_millis(100));
+}
+
+/// Cancels `id`, counting the outcome; true when the cancel found it.
+fn cancel(h: &Handle, id: iocompletion::RequestId, cancelled: &mut usize, not_found: &mut usize) -> bool {
+    match h.cancel(id) {
+        Ok(()) => {
+            *cancelled += 1;
+            true
+        }
+        Err(e) => {
+            assert_not_found(&e);
+            *not_found += 1;
+            false
+        }
+    }
+}
+
+#[test]
+fn s25_cancel_aborts_a_pending_recv_from() {
+    let rt = runtime();
+    let u = Handle::from(UdpSocket::bind("127.0.0.1:0").unwrap());
+    let c = bind(&rt, &u);
+    let id = started(u.recv_from(vec![0; 1500]));
+    u.cancel(id).unwrap();
+    let d = c.recv();
+    assert!(d.status.is_aborted());
+    assert!(d.request.addr().is_none());
+    assert_eq!(d.request.into_buffer().len(), 1500);
+}
+
+#[test]
+fn s24_requests_after_close_fail_at_start_and_post_nothing() {
+    let rt = runtime();
+    let (_client, server) = tcp_pair();
+    let h = Handle::from(server);
+    let c = bind(&rt, &h);
+    h.close();
+    h.close(); // twice is harmless
+
+    let e = h.read(vec![9; 32]).unwrap_err();
+    assert!(matches!(e.error, Error::InvalidArgument(_)), "{e:?}");
+    assert_eq!(e.buffer.into_vec(), vec![9; 32]);
+    let e = h.write(vec![9; 32]).unwrap_err();
+    assert_eq!(e.buffer.len(), 32);
+    assert_eq!(h.cancel_all().unwrap(), 0);
+    c.expect_none(Duration::from_millis(100));
+}
+
+#[test]
+fn s24_requests_on_a_handle_whose_port_was_closed_fail_at_start() {
+    let rt = runtime();
+    let port = rt.create_port().unwrap();
+    let c = Collector::new();
+    rt.set_completion_sink(c.sink()).unwrap();
+    let (_client, server) = tcp_pair();
+    let h = Handle::from(server);
+    rt.bind(Some(&port), &h).unwrap();
+    let file = util::TempFile::with_contents("port-closed", b"data");
+    let f = Handle::from(std::fs::File::open(file.path()).unwrap());
+    rt.bind(Some(&port), &f).unwrap();
+
+    rt.close_port(&port).unwrap();
+    let e = h.read(vec![1; 16]).unwrap_err();
+    assert!(matches!(e.error, Error::InvalidArgument(_)), "{e:?}");
+    assert_eq!(e.buffer.len(), 16);
+    let e = f.read_at(0, vec![1; 16]).unwrap_err();
+    assert!(matches!(e.error, Error::InvalidArgument(_)), "{e:?}");
+    assert_eq!(e.buffer.len(), 16);
+    c.expect_none(Duration::from_millis(100));
+}

@@ -1,0 +1,249 @@
+//! Positional requests on regular files (S27; on Unix they run on the pool,
+//! S29): offsets, end of file, read-only files, many requests in flight.
+
+mod util;
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::time::Duration;
+
+use iocompletion::{Error, Handle, HandleKind, Op};
+use util::{bind, pattern, runtime, started, TempFile};
+
+fn open_rw(f: &TempFile) -> Handle {
+    Handle::from(OpenOptions::new().read(true).write(true).open(f.path()).unwrap())
+}
+
+#[test]
+fn s27_a_regular_file_is_a_file_handle() {
+    let f = TempFile::new("kind");
+    assert_eq!(open_rw(&f).kind(), HandleKind::File);
+}
+
+#[test]
+fn s27_write_at_then_read_at_round_trips() {
+    let rt = runtime();
+    let f = TempFile::new("roundtrip");
+    let h = open_rw(&f);
+    let c = bind(&rt, &h);
+
+    let data = pattern(100_000, 5);
+    let id = started(h.write_at(0, data.clone()));
+    let done = c.recv();
+    assert_eq!(done.id(), id);
+    assert_eq!(done.request.op(), Op::WriteAt(0));
+    assert_eq!(done.ok(), data.len());
+    assert_eq!(done.request.into_buffer().into_vec(), data, "the written buffer comes back");
+
+    started(h.read_at(0, vec![0; 100_000]));
+    let done = c.recv();
+    assert_eq!(done.ok(), data.len());
+    assert!(done.data() == data);
+    assert!(std::fs::read(f.path()).unwrap() == data, "the bytes are in the file");
+}
+
+#[test]
+fn s27_read_at_reads_from_the_offset() {
+    let rt = runtime();
+    let data = pattern(10_000, 6);
+    let f = TempFile::with_contents("offset", &data);
+    let h = Handle::from(File::open(f.path()).unwrap());
+    let c = bind(&rt, &h);
+
+    for off in [0u64, 1, 4095, 4096, 9_990] {
+        started(h.read_at(off, vec![0; 10]));
+        let done = c.recv();
+        assert_eq!(done.request.op(), Op::ReadAt(off));
+        let n = done.ok();
+        assert_eq!(n, 10.min(10_000 - off as usize));
+        assert_eq!(done.data(), &data[off as usize..off as usize + n], "at offset {off}");
+    }
+}
+
+#[test]
+fn s27_read_at_or_past_the_end_reads_zero_bytes() {
+    let rt = runtime();
+    let f = TempFile::with_contents("eof", b"0123456789");
+    let h = Handle::from(File::open(f.path()).unwrap());
+    let c = bind(&rt, &h);
+
+    for off in [10u64, 11, 4096, 1 << 40] {
+        started(h.read_at(off, vec![0xEE; 16]));
+        let done = c.recv();
+        assert_eq!(done.ok(), 0, "read at {off} of a 10-byte file");
+        assert_eq!(done.request.into_buffer().into_vec(), vec![0xEE; 16], "the buffer comes back untouched");
+    }
+    // Straddling the end: the bytes that are there.
+    started(h.read_at(8, vec![0; 16]));
+    assert_eq!(c.recv().data(), b"89");
+}
+
+#[test]
+fn s27_write_at_past_the_end_extends_the_file_with_zeros() {
+    let rt = runtime();
+    let f = TempFile::with_contents("extend", b"head");
+    let h = open_rw(&f);
+    let c = bind(&rt, &h);
+
+    started(h.write_at(10, b"tail".to_vec()));
+    assert_eq!(c.recv().ok(), 4);
+    assert_eq!(std::fs::read(f.path()).unwrap(), b"head\0\0\0\0\0\0tail");
+}
+
+#[test]
+fn s26_zero_length_requests_on_a_file_complete_with_zero_bytes() {
+    let rt = runtime();
+    let f = TempFile::with_contents("zero", b"abc");
+    let h = open_rw(&f);
+    let c = bind(&rt, &h);
+
+    started(h.read_at(0, Vec::new()));
+    assert_eq!(c.recv().ok(), 0);
+    started(h.write_at(1, Vec::new()));
+    assert_eq!(c.recv().ok(), 0);
+    assert_eq!(std::fs::read(f.path()).unwrap(), b"abc");
+}
+
+/// Offsets beyond what the OS can address fail or read nothing, once; they
+/// never panic. (Linux: `pread` at an offset that does not fit `off_t`, or
+/// whose end overflows it, is `EINVAL`.)
+#[test]
+fn s23_read_at_an_offset_beyond_the_os_range_completes_once() {
+    let rt = runtime();
+    let f = TempFile::with_contents("huge-offset", b"0123456789");
+    let h = Handle::from(File::open(f.path()).unwrap());
+    let c = bind(&rt, &h);
+
+    for off in [i64::MAX as u64, i64::MAX as u64 + 1, u64::MAX] {
+        match h.read_at(off, vec![0; 16]) {
+            Ok(_) => {
+                let done = c.recv();
+                assert!(!done.status.is_success() || done.bytes == 0, "read at {off}: {done:?}");
+                #[cfg(target_os = "linux")]
+                assert_eq!(done.status.code(), libc::EINVAL as u32, "read at {off}: {done:?}");
+                assert_eq!(done.request.into_buffer().len(), 16);
+            }
+            Err(e) => assert_eq!(e.buffer.len(), 16, "read at {off}: {e}"),
+        }
+    }
+    c.expect_none(Duration::from_millis(100));
+}
+
+/// A write to a file opened read-only fails once: an error completion (the
+/// mio backend runs the `pwrite` on the pool, which reports `EBADF`) or an
+/// immediate error (IOCP's `WriteFile` fails before it is pending).
+#[test]
+fn s23_write_to_a_file_opened_read_only_fails_exactly_once() {
+    let rt = runtime();
+    let f = TempFile::with_contents("readonly", b"keep me");
+    let h = Handle::from(File::open(f.path()).unwrap());
+    let c = bind(&rt, &h);
+
+    match h.write_at(0, b"overwrite".to_vec()) {
+        Ok(id) => {
+            let done = c.recv();
+            assert_eq!(done.id(), id);
+            assert!(!done.status.is_success(), "{done:?}");
+            assert!(!done.status.is_aborted(), "{done:?}");
+            assert_eq!(done.bytes, 0);
+            #[cfg(unix)]
+            assert_eq!(done.status.code(), libc::EBADF as u32, "{done:?}");
+            assert_eq!(done.request.into_buffer().into_vec(), b"overwrite", "the buffer comes back");
+        }
+        Err(e) => {
+            assert!(cfg!(windows), "the mio backend reports this as a completion, got {e}");
+            assert_eq!(e.buffer.into_vec(), b"overwrite");
+        }
+    }
+    c.expect_none(Duration::from_millis(100));
+    assert_eq!(std::fs::read(f.path()).unwrap(), b"keep me");
+}
+
+#[test]
+fn s23_stream_requests_on_a_file_fail_at_start() {
+    let rt = runtime();
+    let f = TempFile::with_contents("stream-op", b"abc");
+    let h = open_rw(&f);
+    let c = bind(&rt, &h);
+
+    for (what, r) in [
+        ("read", h.read(vec![0; 4])),
+        ("write", h.write(vec![0; 4])),
+        ("read_vectored", h.read_vectored(vec![vec![0; 2], vec![0; 2]])),
+        ("recv_from", h.recv_from(vec![0; 4])),
+    ] {
+        let e = r.expect_err(what);
+        assert!(matches!(e.error, Error::InvalidArgument(_)), "{what}: {e:?}");
+        assert_eq!(e.buffer.len(), 4, "{what} hands its buffer back");
+    }
+    c.expect_none(Duration::from_millis(100));
+}
+
+/// Copies a file with 16 reads in flight, each followed by its write, and
+/// checks the copy byte for byte.
+#[test]
+fn s27_file_copy_with_16_requests_in_flight() {
+    const CHUNK: usize = 64 * 1024;
+    const IN_FLIGHT: usize = 16;
+    let rt = runtime();
+    let data = pattern(3 * 1024 * 1024 + 12_345, 7);
+    let src = TempFile::with_contents("copy-src", &data);
+    let dst = TempFile::new("copy-dst");
+    let input = Handle::from(File::open(src.path()).unwrap());
+    let output = open_rw(&dst);
+    let cin = bind(&rt, &input);
+    let cout = bind(&rt, &output);
+
+    let mut next = 0u64;
+    let mut reads: HashMap<_, u64> = HashMap::new();
+    let mut writes = 0;
+    let mut copied = 0;
+    while next < data.len() as u64 && reads.len() < IN_FLIGHT {
+        reads.insert(started(input.read_at(next, vec![0; CHUNK])), next);
+        next += CHUNK as u64;
+    }
+    while !reads.is_empty() {
+        let done = cin.recv();
+        let off = reads.remove(&done.id()).expect("a read that was started");
+        let n = done.ok();
+        let buf = done.data();
+        started(output.write_at(off, buf));
+        writes += 1;
+        copied += n;
+        if next < data.len() as u64 {
+            reads.insert(started(input.read_at(next, vec![0; CHUNK])), next);
+            next += CHUNK as u64;
+        }
+    }
+    for d in cout.recv_n(writes) {
+        d.ok();
+    }
+    assert_eq!(copied, data.len());
+    assert!(std::fs::read(dst.path()).unwrap() == data, "the copy differs from the source");
+}
+
+/// Closing a file with requests queued for the pool: each completes exactly
+/// once, with data if it ran before the close, aborted if not.
+#[test]
+fn s24_close_with_file_requests_queued_completes_each_once() {
+    let rt = iocompletion::Runtime::builder().min_threads(1).max_threads(1).build().unwrap();
+    let data = pattern(1 << 20, 8);
+    let f = TempFile::with_contents("close-queued", &data);
+    let h = Handle::from(File::open(f.path()).unwrap());
+    let c = bind(&rt, &h);
+
+    let ids: Vec<_> = (0..200u64).map(|i| started(h.read_at(i * 4096, vec![0; 4096]))).collect();
+    h.close();
+    let mut seen = std::collections::HashSet::new();
+    for d in c.recv_n(ids.len()) {
+        assert!(seen.insert(d.id()), "{:?} completed twice", d.id());
+        let i = ids.iter().position(|&id| id == d.id()).unwrap();
+        if d.status.is_aborted() {
+            assert_eq!(d.request.into_buffer().len(), 4096);
+        } else {
+            assert_eq!(d.ok(), 4096);
+            assert!(d.data() == data[i * 4096..(i + 1) * 4096]);
+        }
+    }
+    c.expect_none(Duration::from_millis(100));
+}

@@ -99,12 +99,14 @@ impl Collector {
     /// [`DEADLINE`] to come.
     #[track_caller]
     pub fn recv_n(&self, n: usize) -> Vec<Completion> {
-        (0..n)
-            .map(|i| match self.rx.recv_timeout(DEADLINE) {
-                Ok(c) => c,
+        let mut v = Vec::with_capacity(n);
+        for i in 0..n {
+            match self.rx.recv_timeout(DEADLINE) {
+                Ok(c) => v.push(c),
                 Err(_) => panic!("only {i} of {n} completions came within {DEADLINE:?} of each other"),
-            })
-            .collect()
+            }
+        }
+        v
     }
 
     /// A completion if one is queued now.

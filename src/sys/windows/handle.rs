@@ -1,0 +1,735 @@
+//! Windows handles: an owned socket or file handle opened for overlapped
+//! I/O, the port it is associated with, and its started requests.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::windows::io::{AsRawHandle, AsRawSocket, FromRawHandle, OwnedHandle, OwnedSocket, RawHandle};
+use std::sync::OnceLock;
+
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use windows_sys::Wdk::Foundation::{NtQueryObject, ObjectBasicInformation};
+use windows_sys::Win32::Foundation::{
+    GetLastError, ERROR_BROKEN_PIPE, ERROR_HANDLE_EOF, ERROR_IO_PENDING, ERROR_NOT_FOUND, GENERIC_READ, GENERIC_WRITE,
+    HANDLE, INVALID_HANDLE_VALUE,
+};
+use windows_sys::Win32::Networking::WinSock::{
+    setsockopt, WSARecv, WSARecvFrom, WSASend, WSASendTo, SOCKADDR, SOCKET, SOL_SOCKET, SO_UPDATE_ACCEPT_CONTEXT,
+    SO_UPDATE_CONNECT_CONTEXT, WSABUF, WSA_IO_PENDING,
+};
+use windows_sys::Win32::Storage::FileSystem::{
+    CreateFileW, GetFileType, ReOpenFile, ReadFile, WriteFile, FILE_FLAG_FIRST_PIPE_INSTANCE, FILE_FLAG_OVERLAPPED,
+    FILE_SHARE_DELETE, FILE_SHARE_READ, FILE_SHARE_WRITE, FILE_TYPE_DISK, FILE_TYPE_PIPE, OPEN_EXISTING,
+    PIPE_ACCESS_DUPLEX,
+};
+use windows_sys::Win32::System::Pipes::{
+    CreateNamedPipeW, PIPE_READMODE_BYTE, PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE, PIPE_UNLIMITED_INSTANCES,
+    PIPE_WAIT,
+};
+use windows_sys::Win32::System::WindowsProgramming::PUBLIC_OBJECT_BASIC_INFORMATION;
+use windows_sys::Win32::System::IO::{CancelIoEx, CreateIoCompletionPort, OVERLAPPED};
+
+use super::net;
+use super::port::Inner as PortInner;
+use crate::error::{Error, Result};
+use crate::handle::HandleKind;
+use crate::port::{Packet, Port};
+use crate::request::{Buffer, Header, Op, Request, RequestId, Status};
+use crate::sync::{Arc, Mutex, RwLock, Weak};
+
+/// The OS object behind a handle.
+enum Raw {
+    Socket(OwnedSocket),
+    File(OwnedHandle),
+}
+
+impl Raw {
+    fn handle(&self) -> HANDLE {
+        match self {
+            Raw::Socket(s) => s.as_raw_socket() as HANDLE,
+            Raw::File(h) => h.as_raw_handle() as HANDLE,
+        }
+    }
+
+    fn socket(&self) -> Option<SOCKET> {
+        match self {
+            Raw::Socket(s) => Some(s.as_raw_socket() as SOCKET),
+            Raw::File(_) => None,
+        }
+    }
+}
+
+struct State {
+    /// Taken (and closed) by `close`.
+    raw: Option<Raw>,
+    closed: bool,
+    port_closed: bool,
+    /// False for a file that could not be opened for overlapped I/O.
+    overlapped: bool,
+}
+
+/// The I/O state of one handle, shared with its requests while they run.
+pub(crate) struct Io {
+    kind: HandleKind,
+    socket: bool,
+    /// Read-locked while a request starts, write-locked to cancel all and
+    /// close, so that no request starts unseen by a cancel-all.
+    state: RwLock<State>,
+    /// Started requests whose packets have not been taken yet: id to
+    /// `OVERLAPPED` address, for `cancel`.
+    pending: Mutex<HashMap<u64, usize>>,
+    port: OnceLock<Weak<PortInner>>,
+}
+
+/// The backend's handle.
+pub(crate) struct Handle {
+    io: Arc<Io>,
+}
+
+fn closed() -> Error {
+    Error::invalid("handle", "closed", "is closed")
+}
+
+/// True when a Win32 call returned `FALSE` with anything but `ERROR_IO_PENDING`.
+fn win32_started(ok: i32) -> io::Result<()> {
+    if ok != 0 {
+        return Ok(());
+    }
+    // SAFETY: GetLastError only reads the calling thread's error value.
+    match unsafe { GetLastError() } {
+        ERROR_IO_PENDING => Ok(()),
+        code => Err(io::Error::from_raw_os_error(code as i32)),
+    }
+}
+
+fn wsa_started(r: i32) -> io::Result<()> {
+    if !net::failed(r) {
+        return Ok(());
+    }
+    let e = net::last_wsa_error();
+    match e.raw_os_error() {
+        Some(WSA_IO_PENDING) => Ok(()),
+        _ => Err(e),
+    }
+}
+
+/// `WSABUF`s over the buffer's parts (each at most 4 GiB - 1).
+fn wsabufs(buf: &mut Buffer) -> Vec<WSABUF> {
+    let one = |b: &mut Vec<u8>| WSABUF { len: b.len().min(u32::MAX as usize) as u32, buf: b.as_mut_ptr() };
+    match buf {
+        Buffer::None => Vec::new(),
+        Buffer::Single(b) => vec![one(b)],
+        Buffer::Vectored(v) => v.iter_mut().map(one).collect(),
+    }
+}
+
+/// The one part a file-handle request transfers: the single buffer, or the
+/// first non-empty part of a vectored one.
+fn first_part(buf: &mut Buffer) -> (*mut u8, u32) {
+    let part = match buf {
+        Buffer::None => None,
+        Buffer::Single(b) => Some(b),
+        Buffer::Vectored(v) => v.iter_mut().find(|b| !b.is_empty()),
+    };
+    match part {
+        Some(b) => (b.as_mut_ptr(), b.len().min(u32::MAX as usize) as u32),
+        None => (std::ptr::null_mut(), 0),
+    }
+}
+
+impl Handle {
+    fn new(raw: Raw, kind: HandleKind, overlapped: bool) -> Handle {
+        Handle {
+            io: Arc::new(Io {
+                kind,
+                socket: matches!(raw, Raw::Socket(_)),
+                state: RwLock::new(State { raw: Some(raw), closed: false, port_closed: false, overlapped }),
+                pending: Mutex::new(HashMap::new()),
+                port: OnceLock::new(),
+            }),
+        }
+    }
+
+    pub(crate) fn tcp_socket_for(addr: &SocketAddr) -> io::Result<Handle> {
+        // socket2 initializes Winsock and creates the socket overlapped.
+        let s = Socket::new(Domain::for_address(*addr), Type::STREAM, Some(Protocol::TCP))?;
+        Ok(Handle::new(Raw::Socket(s.into()), HandleKind::TcpStream, true))
+    }
+
+    pub(crate) fn kind(&self) -> HandleKind {
+        self.io.kind
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.io.state.read().closed
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        match self.io.state.read().raw.as_ref() {
+            Some(Raw::Socket(s)) => format!("socket {} ({:?})", s.as_raw_socket(), self.io.kind),
+            Some(Raw::File(h)) => format!("handle {:?} ({:?})", h.as_raw_handle(), self.io.kind),
+            None => format!("closed handle ({:?})", self.io.kind),
+        }
+    }
+
+    fn with_sock<T>(&self, f: impl FnOnce(SockRef<'_>) -> io::Result<T>) -> Result<T> {
+        let st = self.io.state.read();
+        match st.raw.as_ref() {
+            Some(Raw::Socket(s)) => Ok(f(SockRef::from(s))?),
+            Some(Raw::File(_)) => Err(Error::invalid("handle", self.describe_kind(), "is not a socket")),
+            None => Err(closed()),
+        }
+    }
+
+    fn describe_kind(&self) -> String {
+        format!("{:?}", self.io.kind)
+    }
+
+    pub(crate) fn local_addr(&self) -> Result<SocketAddr> {
+        self.with_sock(|s| s.local_addr())?
+            .as_socket()
+            .ok_or_else(|| Error::invalid("handle", self.describe(), "has no IP address"))
+    }
+
+    pub(crate) fn peer_addr(&self) -> Result<SocketAddr> {
+        self.with_sock(|s| s.peer_addr())?
+            .as_socket()
+            .ok_or_else(|| Error::invalid("handle", self.describe(), "has no IP peer"))
+    }
+
+    /// `CreateIoCompletionPort(handle, port, 0, 0)`, once. The handle is
+    /// not put in `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS` mode: every
+    /// started request posts its packet (see the module documentation).
+    pub(crate) fn associate(&self, port: &Port) -> Result<()> {
+        let inner = &port.inner.sys.inner;
+        let st = self.io.state.read();
+        let raw = st.raw.as_ref().ok_or_else(closed)?;
+        let mut handles = inner.handles.lock();
+        if inner.is_closing() {
+            return Err(Error::invalid("port", port.id(), "is closed"));
+        }
+        // SAFETY: both handles are open (the handle's state lock and the
+        // port's Arc keep them so); key 0; concurrency is the port's.
+        let r = unsafe { CreateIoCompletionPort(raw.handle(), inner.handle(), 0, 0) };
+        if r.is_null() {
+            return Err(Error::Io(io::Error::last_os_error()));
+        }
+        handles.retain(|w| w.strong_count() > 0);
+        handles.push(Arc::downgrade(&self.io));
+        let _ = self.io.port.set(Arc::downgrade(inner));
+        Ok(())
+    }
+
+    /// Starts `req`. When the OS takes the request (at once or pending),
+    /// exactly one packet will reach the port; when it fails at once,
+    /// nothing is posted and the request comes back with the error (S23).
+    pub(crate) fn submit(&self, mut req: Request, port: &Port) -> std::result::Result<(), (Error, Request)> {
+        let inner = &port.inner.sys.inner;
+        let io = &self.io;
+        let st = io.state.read();
+        let Some(raw) = st.raw.as_ref().filter(|_| !st.closed) else {
+            return Err((closed(), req));
+        };
+        if st.port_closed || inner.is_closing() {
+            return Err((Error::invalid("port", port.id(), "is closed"), req));
+        }
+        if !st.overlapped {
+            return Err((
+                Error::NotImplemented(
+                    "this file handle is not open for overlapped I/O and could not be reopened for it".into(),
+                ),
+                req,
+            ));
+        }
+        if !inner.begin() {
+            return Err((Error::invalid("port", port.id(), "is closed"), req));
+        }
+        let id = req.header().id;
+        req.header_mut().os.io = Some(io.clone());
+        let p = req.into_raw();
+        io.pending.lock().insert(id, p as usize);
+        // SAFETY: `p` is a request given up with into_raw; it is not used
+        // again here unless the start fails (then no packet will come).
+        let r = unsafe { start(io.kind, raw, p, inner) };
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                io.pending.lock().remove(&id);
+                // SAFETY: the start failed, so the OS holds no reference to
+                // the request and no packet carries it.
+                let mut req = unsafe { Request::from_raw(p) };
+                let os = &mut req.header_mut().os;
+                os.io = None;
+                os.accept = None;
+                inner.end(1);
+                Err((e, req))
+            }
+        }
+    }
+
+    pub(crate) fn cancel(&self, id: RequestId) -> Result<()> {
+        let st = self.io.state.read();
+        let Some(raw) = st.raw.as_ref() else {
+            return Err(Error::Io(super::not_found()));
+        };
+        let pending = self.io.pending.lock();
+        let Some(&ov) = pending.get(&id.0) else {
+            return Err(Error::Io(super::not_found()));
+        };
+        // SAFETY: the handle is open (state lock held); `ov` is the
+        // OVERLAPPED of a request whose packet has not been taken (the
+        // pending lock keeps it from being taken and freed meanwhile).
+        let ok = unsafe { CancelIoEx(raw.handle(), ov as *const OVERLAPPED) };
+        if ok == 0 {
+            // SAFETY: reads the calling thread's error value.
+            return Err(Error::Io(match unsafe { GetLastError() } {
+                ERROR_NOT_FOUND => super::not_found(),
+                code => io::Error::from_raw_os_error(code as i32),
+            }));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn cancel_all(&self) -> usize {
+        let st = self.io.state.read();
+        let Some(raw) = st.raw.as_ref() else { return 0 };
+        let n = self.io.pending.lock().len();
+        // SAFETY: the handle is open (state lock held); NULL cancels all.
+        let ok = unsafe { CancelIoEx(raw.handle(), std::ptr::null()) };
+        if ok == 0 {
+            0
+        } else {
+            n
+        }
+    }
+
+    /// Cancels what is pending (each completes aborted, S24) and closes
+    /// the socket or handle. False when it was closed before.
+    pub(crate) fn close(&self) -> bool {
+        let raw = {
+            let mut st = self.io.state.write();
+            if st.closed {
+                return false;
+            }
+            st.closed = true;
+            if let Some(raw) = st.raw.as_ref() {
+                // SAFETY: the handle is open; NULL cancels all its requests.
+                unsafe { CancelIoEx(raw.handle(), std::ptr::null()) };
+            }
+            st.raw.take()
+        };
+        drop(raw);
+        true
+    }
+}
+
+/// Issues the OS call for the request at `p`. `Ok` means a packet will
+/// come (queued by the kernel, or posted here for a request that finished
+/// without one).
+///
+/// # Safety
+/// `p` is a live request given up with into_raw, with `os.io` set, and
+/// `raw` is open for the duration of the call.
+unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &PortInner) -> Result<()> {
+    // SAFETY: the caller gives up `p`; until the OS call below returns,
+    // nothing else can reach it. After the call `h` is not used.
+    let h = unsafe { &mut *p };
+    let ov: *mut OVERLAPPED = &mut h.os.overlapped;
+    let op = h.op;
+    let invalid = || Error::invalid("op", format!("{op:?}"), &format!("is not supported on {kind:?}"));
+    match (op, raw.socket()) {
+        (Op::Read, _) if h.buffer.is_empty() => {
+            // A zero-length read completes at once, as on Unix (a zero-byte
+            // WSARecv would instead wait for data).
+            // SAFETY: `p` is a started request; the packet owns it now.
+            Ok(unsafe { port.post_raw(p, 0) }?)
+        }
+        (Op::Read, Some(s)) => {
+            let bufs = wsabufs(&mut h.buffer);
+            // SAFETY: the WSABUFs point into the request's buffer, which
+            // lives until the packet is taken; Winsock copies the array
+            // itself; flags and OVERLAPPED live in the request.
+            let r = unsafe {
+                WSARecv(s, bufs.as_ptr(), bufs.len() as u32, std::ptr::null_mut(), &mut h.os.flags, ov, None)
+            };
+            Ok(wsa_started(r)?)
+        }
+        (Op::Write, Some(s)) => {
+            let bufs = wsabufs(&mut h.buffer);
+            // SAFETY: as for WSARecv; the data is only read.
+            let r = unsafe { WSASend(s, bufs.as_ptr(), bufs.len() as u32, std::ptr::null_mut(), 0, ov, None) };
+            Ok(wsa_started(r)?)
+        }
+        (Op::Read | Op::ReadAt(_), None) => {
+            if let Op::ReadAt(off) = op {
+                h.os.overlapped.Anonymous.Anonymous.Offset = off as u32;
+                h.os.overlapped.Anonymous.Anonymous.OffsetHigh = (off >> 32) as u32;
+            }
+            let (ptr, len) = first_part(&mut h.buffer);
+            // SAFETY: the buffer and OVERLAPPED live in the request until
+            // its packet is taken.
+            let ok = unsafe { ReadFile(raw.handle(), ptr, len, std::ptr::null_mut(), ov) };
+            match win32_started(ok) {
+                Ok(()) => Ok(()),
+                // End of file, or of a pipe whose writer closed: a read of
+                // 0 bytes, as on Unix. No packet was queued; post one.
+                Err(e) if matches!(e.raw_os_error().map(|c| c as u32), Some(ERROR_HANDLE_EOF | ERROR_BROKEN_PIPE)) => {
+                    h.os.overlapped.Internal = 0;
+                    h.os.overlapped.InternalHigh = 0;
+                    // SAFETY: `p` is a started request; the packet owns it now.
+                    Ok(unsafe { port.post_raw(p, 0) }?)
+                }
+                Err(e) => Err(Error::Io(e)),
+            }
+        }
+        (Op::Write | Op::WriteAt(_), None) => {
+            if let Op::WriteAt(off) = op {
+                h.os.overlapped.Anonymous.Anonymous.Offset = off as u32;
+                h.os.overlapped.Anonymous.Anonymous.OffsetHigh = (off >> 32) as u32;
+            }
+            if let Buffer::Vectored(v) = &h.buffer {
+                if v.iter().filter(|b| !b.is_empty()).count() > 1 {
+                    return Err(Error::NotImplemented(
+                        "vectored writes on a pipe or file handle (only sockets gather)".into(),
+                    ));
+                }
+            }
+            let (ptr, len) = first_part(&mut h.buffer);
+            // SAFETY: as for ReadFile; the data is only read.
+            let ok = unsafe { WriteFile(raw.handle(), ptr, len, std::ptr::null_mut(), ov) };
+            Ok(win32_started(ok)?)
+        }
+        (Op::Accept, Some(s)) => {
+            let local = SockRef::from(match raw {
+                Raw::Socket(o) => o,
+                Raw::File(_) => return Err(invalid()),
+            })
+            .local_addr()?;
+            let domain = local.domain();
+            let accept: OwnedSocket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?.into();
+            let a = accept.as_raw_socket() as SOCKET;
+            h.os.accept = Some(accept);
+            let Some(accept_ex) = net::accept_ex(s)? else { return Err(invalid()) };
+            let mut got = 0u32;
+            // SAFETY: both sockets are open; the output buffer (two
+            // addresses of ACCEPT_ADDR_LEN, no data) and the OVERLAPPED
+            // live in the request, which also keeps the accept socket.
+            let ok = unsafe {
+                accept_ex(
+                    s,
+                    a,
+                    h.os.addr.as_mut_ptr() as *mut _,
+                    0,
+                    net::ACCEPT_ADDR_LEN,
+                    net::ACCEPT_ADDR_LEN,
+                    &mut got,
+                    ov,
+                )
+            };
+            Ok(wsa_started(if ok != 0 { 0 } else { -1 })?)
+        }
+        (Op::Connect(addr), Some(s)) => {
+            let sock = SockRef::from(match raw {
+                Raw::Socket(o) => o,
+                Raw::File(_) => return Err(invalid()),
+            });
+            // ConnectEx needs a bound socket.
+            if sock.local_addr().is_err() {
+                let any: SocketAddr = match addr {
+                    SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+                    SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+                };
+                sock.bind(&any.into())?;
+            }
+            let len = net::encode(&addr, &mut h.os.addr);
+            let Some(connect_ex) = net::connect_ex(s)? else { return Err(invalid()) };
+            // SAFETY: the socket is open and bound; the address and the
+            // OVERLAPPED live in the request; no data is sent.
+            let ok = unsafe {
+                connect_ex(
+                    s,
+                    h.os.addr.as_ptr() as *const SOCKADDR,
+                    len,
+                    std::ptr::null(),
+                    0,
+                    std::ptr::null_mut(),
+                    ov,
+                )
+            };
+            Ok(wsa_started(if ok != 0 { 0 } else { -1 })?)
+        }
+        (Op::SendTo(addr), Some(s)) => {
+            let len = net::encode(&addr, &mut h.os.addr);
+            let bufs = wsabufs(&mut h.buffer);
+            // SAFETY: as for WSASend; the address lives in the request.
+            let r = unsafe {
+                WSASendTo(
+                    s,
+                    bufs.as_ptr(),
+                    bufs.len() as u32,
+                    std::ptr::null_mut(),
+                    0,
+                    h.os.addr.as_ptr() as *const SOCKADDR,
+                    len,
+                    ov,
+                    None,
+                )
+            };
+            Ok(wsa_started(r)?)
+        }
+        (Op::RecvFrom, Some(s)) => {
+            h.os.addr_len = (super::ADDR_WORDS * 8) as i32;
+            let bufs = wsabufs(&mut h.buffer);
+            // SAFETY: as for WSARecv; the source address and its length are
+            // written at completion into the request, which lives until then.
+            let r = unsafe {
+                WSARecvFrom(
+                    s,
+                    bufs.as_ptr(),
+                    bufs.len() as u32,
+                    std::ptr::null_mut(),
+                    &mut h.os.flags,
+                    h.os.addr.as_mut_ptr() as *mut SOCKADDR,
+                    &mut h.os.addr_len,
+                    ov,
+                    None,
+                )
+            };
+            Ok(wsa_started(r)?)
+        }
+        _ => Err(invalid()),
+    }
+}
+
+impl Io {
+    /// The port is closing: refuse new requests and cancel the pending ones.
+    pub(super) fn abort_for_port_close(&self) {
+        let mut st = self.state.write();
+        st.port_closed = true;
+        if let Some(raw) = st.raw.as_ref() {
+            // SAFETY: the handle is open; NULL cancels all its requests.
+            unsafe { CancelIoEx(raw.handle(), std::ptr::null()) };
+        }
+    }
+
+    /// The packet of a started request, taken from the port: its status
+    /// from the `NTSTATUS` in its `OVERLAPPED`, and what the op must do on
+    /// completion (update the accept/connect context, read the source).
+    pub(super) fn complete(&self, mut req: Request, bytes: u32) -> Packet {
+        let id = req.header().id;
+        self.pending.lock().remove(&id);
+        let is_socket = self.socket;
+        let h = req.header_mut();
+        let nt = h.os.overlapped.Internal as u32 as i32;
+        let mut code = net::error_of(nt, is_socket);
+        let mut bytes = bytes as usize;
+        match h.op {
+            Op::Read | Op::ReadAt(_) if code == ERROR_HANDLE_EOF || (code == ERROR_BROKEN_PIPE && !is_socket) => {
+                code = 0;
+                bytes = 0;
+            }
+            Op::Accept => {
+                let accepted = h.os.accept.take();
+                if let (0, Some(sock)) = (code, accepted) {
+                    let st = self.state.read();
+                    if let Some(listen) = st.raw.as_ref().and_then(Raw::socket) {
+                        // SAFETY: both sockets are open; the option value is
+                        // the listening socket, with its exact size.
+                        unsafe {
+                            setsockopt(
+                                sock.as_raw_socket() as SOCKET,
+                                SOL_SOCKET,
+                                SO_UPDATE_ACCEPT_CONTEXT,
+                                &listen as *const SOCKET as *const u8,
+                                std::mem::size_of::<SOCKET>() as i32,
+                            )
+                        };
+                    }
+                    drop(st);
+                    h.addr = SockRef::from(&sock).peer_addr().ok().and_then(|a| a.as_socket());
+                    h.accepted = Some(crate::Handle::from(TcpStream::from(sock)));
+                }
+            }
+            Op::Connect(_) if code == 0 => {
+                let st = self.state.read();
+                if let Some(s) = st.raw.as_ref().and_then(Raw::socket) {
+                    // SAFETY: the socket is open; this option takes no value.
+                    unsafe { setsockopt(s, SOL_SOCKET, SO_UPDATE_CONNECT_CONTEXT, std::ptr::null(), 0) };
+                }
+            }
+            Op::RecvFrom if code == 0 => {
+                h.addr = net::decode(&h.os.addr, h.os.addr_len);
+            }
+            _ => {}
+        }
+        Packet { status: Status::from_raw(code), bytes, key: 0, request: Some(req) }
+    }
+}
+
+impl From<TcpStream> for Handle {
+    fn from(s: TcpStream) -> Handle {
+        Handle::new(Raw::Socket(s.into()), HandleKind::TcpStream, true)
+    }
+}
+
+impl From<TcpListener> for Handle {
+    fn from(s: TcpListener) -> Handle {
+        Handle::new(Raw::Socket(s.into()), HandleKind::TcpListener, true)
+    }
+}
+
+impl From<UdpSocket> for Handle {
+    fn from(s: UdpSocket) -> Handle {
+        Handle::new(Raw::Socket(s.into()), HandleKind::Udp, true)
+    }
+}
+
+/// The kind of a file handle: a disk file takes positional requests, a
+/// pipe is a local stream, anything else (console, device) a stream.
+fn kind_of(h: RawHandle) -> HandleKind {
+    // SAFETY: GetFileType only queries the handle; an invalid one gives
+    // FILE_TYPE_UNKNOWN.
+    match unsafe { GetFileType(h as HANDLE) } {
+        FILE_TYPE_DISK => HandleKind::File,
+        FILE_TYPE_PIPE => HandleKind::LocalStream,
+        _ => HandleKind::Stream,
+    }
+}
+
+/// The access rights the handle was opened with, if the OS tells.
+fn granted_access(h: RawHandle) -> Option<u32> {
+    let mut info = PUBLIC_OBJECT_BASIC_INFORMATION::default();
+    let mut len = 0u32;
+    // SAFETY: the out-buffer is a PUBLIC_OBJECT_BASIC_INFORMATION of the
+    // size given; the handle is open (owned by the caller).
+    let status = unsafe {
+        NtQueryObject(
+            h as HANDLE,
+            ObjectBasicInformation,
+            &mut info as *mut _ as *mut _,
+            std::mem::size_of::<PUBLIC_OBJECT_BASIC_INFORMATION>() as u32,
+            &mut len,
+        )
+    };
+    (status >= 0 && info.GrantedAccess != 0).then_some(info.GrantedAccess)
+}
+
+/// `ReOpenFile` with `FILE_FLAG_OVERLAPPED` and the access the original
+/// handle had (read and write when that cannot be asked, then read only).
+fn reopen_overlapped(h: RawHandle) -> Option<OwnedHandle> {
+    let share = FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE;
+    let tries: Vec<u32> = match granted_access(h) {
+        Some(a) => vec![a],
+        None => vec![GENERIC_READ | GENERIC_WRITE, GENERIC_READ],
+    };
+    for access in tries {
+        // SAFETY: `h` is open; ReOpenFile returns a new handle or
+        // INVALID_HANDLE_VALUE.
+        let new = unsafe { ReOpenFile(h as HANDLE, access, share, FILE_FLAG_OVERLAPPED) };
+        if new != INVALID_HANDLE_VALUE && !new.is_null() {
+            // SAFETY: `new` is a fresh handle that nothing else owns.
+            return Some(unsafe { OwnedHandle::from_raw_handle(new as RawHandle) });
+        }
+    }
+    None
+}
+
+/// A std `File` is opened for synchronous I/O, which IOCP cannot drive; it
+/// is reopened with `ReOpenFile(…, FILE_FLAG_OVERLAPPED)` with the same
+/// access and the original handle is closed. When that fails (a pipe or
+/// device that cannot be reopened), the handle keeps the original and every
+/// request on it fails at start with `NotImplemented`; open such objects
+/// overlapped yourself and use `Handle::from(OwnedHandle)`.
+impl From<File> for Handle {
+    fn from(f: File) -> Handle {
+        let raw = f.as_raw_handle();
+        let kind = kind_of(raw);
+        match reopen_overlapped(raw) {
+            Some(h) => Handle::new(Raw::File(h), kind, true),
+            None => Handle::new(Raw::File(f.into()), kind, false),
+        }
+    }
+}
+
+fn wide(s: &str) -> Vec<u16> {
+    s.encode_utf16().chain(std::iter::once(0)).collect()
+}
+
+fn pipe_name(name: &str) -> Result<Vec<u16>> {
+    if name.contains('\0') {
+        return Err(Error::invalid("name", name.escape_debug(), "contains a NUL character"));
+    }
+    let full = if name.starts_with(r"\\") { name.to_string() } else { format!(r"\\.\pipe\{name}") };
+    Ok(wide(&full))
+}
+
+impl crate::Handle {
+    /// A handle over an OS file, pipe or device handle that was opened for
+    /// overlapped I/O (`FILE_FLAG_OVERLAPPED`); it is used as it is. A
+    /// handle opened without that flag cannot be driven by a completion
+    /// port: its requests would block the starting thread. Use
+    /// `Handle::from(File)` for those, which reopens the file.
+    pub fn from_overlapped_handle(h: OwnedHandle) -> crate::Handle {
+        let kind = kind_of(h.as_raw_handle());
+        crate::Handle::from_sys(Handle::new(Raw::File(h), kind, true))
+    }
+
+    /// Creates the server end of a named pipe (S27): a byte-mode, duplex,
+    /// overlapped instance of `name` (`\\.\pipe\name` unless `name`
+    /// already starts with `\\`), local clients only. With `first` set, it
+    /// fails when an instance of that name exists already. A client that
+    /// opens the name with [`Handle::named_pipe_client`] connects to it;
+    /// the two are then [`HandleKind::LocalStream`]s that take reads and
+    /// writes.
+    pub fn named_pipe_server(name: &str, first: bool) -> Result<crate::Handle> {
+        let w = pipe_name(name)?;
+        let mut mode = PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED;
+        if first {
+            mode |= FILE_FLAG_FIRST_PIPE_INSTANCE;
+        }
+        // SAFETY: `w` is a NUL-terminated UTF-16 name; default security.
+        let h = unsafe {
+            CreateNamedPipeW(
+                w.as_ptr(),
+                mode,
+                PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS,
+                PIPE_UNLIMITED_INSTANCES,
+                65536,
+                65536,
+                0,
+                std::ptr::null(),
+            )
+        };
+        if h == INVALID_HANDLE_VALUE {
+            return Err(Error::Io(io::Error::last_os_error()));
+        }
+        // SAFETY: `h` is a fresh handle that nothing else owns.
+        let h = unsafe { OwnedHandle::from_raw_handle(h as RawHandle) };
+        Ok(crate::Handle::from_sys(Handle::new(Raw::File(h), HandleKind::LocalStream, true)))
+    }
+
+    /// Opens the client end of the named pipe `name` (see
+    /// [`Handle::named_pipe_server`]) for overlapped reads and writes.
+    pub fn named_pipe_client(name: &str) -> Result<crate::Handle> {
+        let w = pipe_name(name)?;
+        // SAFETY: `w` is a NUL-terminated UTF-16 name; no template.
+        let h = unsafe {
+            CreateFileW(
+                w.as_ptr(),
+                GENERIC_READ | GENERIC_WRITE,
+                0,
+                std::ptr::null(),
+                OPEN_EXISTING,
+                FILE_FLAG_OVERLAPPED,
+                std::ptr::null_mut(),
+            )
+        };
+        if h == INVALID_HANDLE_VALUE {
+            return Err(Error::Io(io::Error::last_os_error()));
+        }
+        // SAFETY: `h` is a fresh handle that nothing else owns.
+        let h = unsafe { OwnedHandle::from_raw_handle(h as RawHandle) };
+        Ok(crate::Handle::from_sys(Handle::new(Raw::File(h), HandleKind::LocalStream, true)))
+    }
+}

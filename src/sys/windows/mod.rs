@@ -1,0 +1,101 @@
+//! The Windows backend: the kernel's I/O completion ports (S28).
+//!
+//! A [`Port`] is an IOCP handle. A request's header starts with the
+//! `OVERLAPPED` (see [`RequestOs`]), so the pointer the kernel hands back in
+//! a completion packet is the request itself: no lookup, no copy.
+//!
+//! # Completion on immediate success
+//!
+//! Handles are associated with their port without
+//! `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS`. A request that the OS starts
+//! (the call succeeds at once or returns `ERROR_IO_PENDING`) therefore always
+//! posts exactly one packet, taken from the port like any other; a request
+//! that fails at once posts nothing and its start returns the error with
+//! the buffer (S23). Skipping the packet would save a kernel transition on
+//! immediate success, but then the starting thread would have to deliver the
+//! completion itself, outside the pool and out of the port's FIFO order.
+//!
+//! # Close and cancel
+//!
+//! `CancelIoEx` is the one cancellation primitive: a cancelled request is
+//! completed by the kernel with `STATUS_CANCELLED`, which arrives as
+//! `ERROR_OPERATION_ABORTED` (995) with its buffer (S24, S25). Closing a
+//! handle cancels its requests, then closes the socket or file handle.
+//! Closing a port marks it closing (new posts and requests are refused),
+//! cancels every request on every handle associated with it, and leaves the
+//! kernel port open so that those aborted packets, and packets already
+//! queued, can still be taken. When the last expected packet has been taken
+//! a sentinel packet is posted; whoever takes it puts it back and returns
+//! `Abandoned`, so every waiter, present or future, wakes. The kernel handle
+//! is closed when the last reference to the port is dropped.
+
+mod handle;
+mod net;
+mod port;
+
+pub(crate) use handle::Handle;
+pub(crate) use port::{Port, Slot};
+
+use std::sync::Arc;
+
+use windows_sys::Win32::Foundation::{ERROR_NOT_FOUND, ERROR_OPERATION_ABORTED};
+use windows_sys::Win32::System::IO::OVERLAPPED;
+
+/// `ERROR_OPERATION_ABORTED`: the status of an aborted request (S24).
+pub(crate) const ABORTED_CODE: u32 = ERROR_OPERATION_ABORTED;
+
+/// `ERROR_GEN_FAILURE`, for errors that carry no OS code.
+const ERROR_GEN_FAILURE: u32 = 31;
+
+/// The Win32 (or Winsock) error code of `e`, or `ERROR_GEN_FAILURE` when it
+/// carries none.
+pub(crate) fn status_code_of(e: &std::io::Error) -> u32 {
+    e.raw_os_error().map_or(ERROR_GEN_FAILURE, |c| c as u32)
+}
+
+/// The "not found" error of a cancel that found nothing (S25).
+pub(crate) fn not_found() -> std::io::Error {
+    std::io::Error::from_raw_os_error(ERROR_NOT_FOUND as i32)
+}
+
+/// Bytes of address space a request keeps for the OS: one IPv6 socket
+/// address for `WSARecvFrom`/`WSASendTo`/`ConnectEx`, or the two addresses
+/// (each `sizeof(SOCKADDR_IN6) + 16`) that `AcceptEx` writes.
+pub(super) const ADDR_WORDS: usize = 11;
+
+/// Per-request OS state. It starts with the `OVERLAPPED`, and the request
+/// header starts with it, so an `OVERLAPPED` pointer is a request pointer.
+#[repr(C)]
+pub(crate) struct RequestOs {
+    pub(super) overlapped: OVERLAPPED,
+    /// The handle a started I/O request runs on; `None` for a user post.
+    /// Set before the OS sees the request, taken when its packet is taken.
+    pub(super) io: Option<Arc<handle::Io>>,
+    /// The socket `AcceptEx` accepts into.
+    pub(super) accept: Option<std::os::windows::io::OwnedSocket>,
+    /// Socket address space (see [`ADDR_WORDS`]), 8-byte aligned.
+    pub(super) addr: [u64; ADDR_WORDS],
+    /// The length of the address in `addr` (in-out for `WSARecvFrom`).
+    pub(super) addr_len: i32,
+    /// `WSARecv`/`WSARecvFrom` flags.
+    pub(super) flags: u32,
+}
+
+impl Default for RequestOs {
+    fn default() -> RequestOs {
+        RequestOs {
+            overlapped: OVERLAPPED::default(),
+            io: None,
+            accept: None,
+            addr: [0; ADDR_WORDS],
+            addr_len: 0,
+            flags: 0,
+        }
+    }
+}
+
+impl std::fmt::Debug for RequestOs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestOs").field("started", &self.io.is_some()).finish()
+    }
+}

@@ -1,0 +1,335 @@
+//! The port: a kernel I/O completion port.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use windows_sys::Win32::Foundation::{
+    CloseHandle, ERROR_ABANDONED_WAIT_0, ERROR_INVALID_HANDLE, HANDLE, INVALID_HANDLE_VALUE, WAIT_TIMEOUT,
+};
+use windows_sys::Win32::System::IO::{
+    CreateIoCompletionPort, GetQueuedCompletionStatusEx, PostQueuedCompletionStatus, OVERLAPPED, OVERLAPPED_ENTRY,
+};
+
+use super::handle::Io;
+use crate::error::{Error, Result};
+use crate::port::Packet;
+use crate::request::{Header, Request, Status};
+use crate::sync::{Arc, AtomicBool, AtomicUsize, Mutex, Ordering, Weak};
+
+/// Entries taken from the kernel in one `GetQueuedCompletionStatusEx`.
+const BATCH: usize = 64;
+
+/// `INFINITE`
+const INFINITE: u32 = u32::MAX;
+
+/// The address whose packet means "closed and drained". No request can
+/// have it: requests live on the heap.
+static SENTINEL: u8 = 0;
+
+fn sentinel() -> *mut OVERLAPPED {
+    &SENTINEL as *const u8 as *mut OVERLAPPED
+}
+
+/// The kernel port handle, owned.
+struct Raw(HANDLE);
+
+// SAFETY: a completion port handle may be used from any thread; every call
+// made on it (post, get, associate, close) is thread-safe in the kernel.
+unsafe impl Send for Raw {}
+// SAFETY: as above; shared use only passes the handle value to the kernel.
+unsafe impl Sync for Raw {}
+
+pub(crate) struct Inner {
+    raw: Raw,
+    concurrency: usize,
+    /// Set by `close`: posts and new requests are refused from then on.
+    closing: AtomicBool,
+    /// Set once the sentinel is posted: the port is closed and drained.
+    finished: AtomicBool,
+    /// Packets that will reach the port and have not been taken yet: user
+    /// posts, and started requests (pending or already completed).
+    outstanding: AtomicUsize,
+    /// The handles associated with the port, for `close` to cancel.
+    pub(super) handles: Mutex<Vec<Weak<Io>>>,
+}
+
+/// The port. Cheap to share; the core holds it in an `Arc`.
+pub(crate) struct Port {
+    pub(super) inner: Arc<Inner>,
+}
+
+/// The kernel tracks concurrency on Windows, so a thread never holds a
+/// slot of the crate's own; this type has no values.
+#[derive(Clone)]
+pub(crate) enum Slot {}
+
+impl Slot {
+    /// Nothing to give back: the kernel counts running threads itself.
+    pub(crate) fn release(&self) {
+        match *self {}
+    }
+}
+
+impl Port {
+    pub(crate) fn new(concurrency: usize) -> io::Result<Port> {
+        let n = u32::try_from(concurrency).unwrap_or(u32::MAX);
+        // SAFETY: creating a new port: no file handle, no existing port.
+        let h = unsafe { CreateIoCompletionPort(INVALID_HANDLE_VALUE, std::ptr::null_mut(), 0, n) };
+        if h.is_null() {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Port {
+            inner: Arc::new(Inner {
+                raw: Raw(h),
+                concurrency,
+                closing: AtomicBool::new(false),
+                finished: AtomicBool::new(false),
+                outstanding: AtomicUsize::new(0),
+                handles: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    pub(crate) fn concurrency(&self) -> usize {
+        self.inner.concurrency
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.inner.is_closing()
+    }
+
+    pub(crate) fn has_backlog(&self) -> bool {
+        self.inner.outstanding.load(Ordering::Acquire) > 0
+    }
+
+    /// Always `None`: the kernel limits the threads running a port's
+    /// completions to its concurrency value by itself.
+    pub(crate) fn current_slot() -> Option<Slot> {
+        None
+    }
+
+    /// `PostQueuedCompletionStatus`. The request, if any, travels as its
+    /// `OVERLAPPED` pointer.
+    pub(crate) fn post(&self, p: Packet) -> std::result::Result<(), (Error, Packet)> {
+        let Ok(bytes) = u32::try_from(p.bytes) else {
+            return Err((Error::invalid("bytes", p.bytes, "must fit in 32 bits on Windows"), p));
+        };
+        let inner = &self.inner;
+        if !inner.begin() {
+            return Err((Error::invalid("port", "<closed>", "is closed"), p));
+        }
+        let Packet { status, key, request, .. } = p;
+        let raw = match request {
+            Some(mut r) => {
+                let os = &mut r.header_mut().os;
+                os.io = None;
+                os.overlapped = OVERLAPPED::default();
+                r.into_raw()
+            }
+            None => std::ptr::null_mut(),
+        };
+        // SAFETY: the port handle is open (closed only on drop); `raw` is
+        // null or a request given up with into_raw, which the packet carries
+        // until get_many takes it back.
+        let ok = unsafe { PostQueuedCompletionStatus(inner.raw.0, bytes, key, raw as *const OVERLAPPED) };
+        if ok == 0 {
+            let e = io::Error::last_os_error();
+            // SAFETY: the post failed, so nothing else holds `raw`.
+            let request = (!raw.is_null()).then(|| unsafe { Request::from_raw(raw) });
+            inner.end(1);
+            return Err((Error::Io(e), Packet { status, bytes: bytes as usize, key, request }));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn get_many(&self, out: &mut Vec<Packet>, max: usize, timeout: Option<Duration>) -> Result<usize> {
+        self.inner.get_many(out, max, timeout)
+    }
+
+    /// Marks the port closing, cancels what is pending on its handles, and
+    /// arranges for waiters to get `Abandoned` once every expected packet
+    /// has been taken. False when it was already closed.
+    pub(crate) fn close(&self) -> bool {
+        let inner = &self.inner;
+        if inner.closing.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        inner.cancel_handles();
+        if inner.outstanding.load(Ordering::SeqCst) == 0 {
+            inner.finish();
+        }
+        true
+    }
+}
+
+impl Inner {
+    pub(super) fn handle(&self) -> HANDLE {
+        self.raw.0
+    }
+
+    pub(super) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
+    /// Counts one packet to come; false (counting nothing) when closing.
+    pub(super) fn begin(&self) -> bool {
+        self.outstanding.fetch_add(1, Ordering::SeqCst);
+        if self.is_closing() {
+            self.end(1);
+            return false;
+        }
+        true
+    }
+
+    /// `n` expected packets were taken (or will never come).
+    pub(super) fn end(&self, n: usize) {
+        if n > 0 && self.outstanding.fetch_sub(n, Ordering::SeqCst) == n && self.is_closing() {
+            self.finish();
+        }
+    }
+
+    /// Closed and drained: post the sentinel, once.
+    fn finish(&self) {
+        if !self.finished.swap(true, Ordering::SeqCst) {
+            self.post_sentinel();
+        }
+    }
+
+    fn post_sentinel(&self) {
+        // SAFETY: the port handle is open; the sentinel pointer is never
+        // dereferenced by the kernel or by get_many.
+        unsafe { PostQueuedCompletionStatus(self.raw.0, 0, 0, sentinel()) };
+    }
+
+    /// Posts the completion of a started request that finished without
+    /// the kernel queueing a packet (its status is in its `OVERLAPPED`).
+    ///
+    /// # Safety
+    /// `raw` is a started request (its `os.io` set) given up with into_raw.
+    pub(super) unsafe fn post_raw(&self, raw: *mut Header, bytes: u32) -> io::Result<()> {
+        // SAFETY: the port handle is open; the caller passes a request
+        // pointer that the packet will own.
+        let ok = unsafe { PostQueuedCompletionStatus(self.raw.0, bytes, 0, raw as *const OVERLAPPED) };
+        if ok == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn cancel_handles(&self) {
+        let handles: Vec<Weak<Io>> = std::mem::take(&mut *self.handles.lock());
+        for io in handles.iter().filter_map(Weak::upgrade) {
+            io.abort_for_port_close();
+        }
+    }
+
+    /// One `GetQueuedCompletionStatusEx`, retried until a packet, the
+    /// deadline or the sentinel.
+    fn get_many(&self, out: &mut Vec<Packet>, max: usize, timeout: Option<Duration>) -> Result<usize> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut entries = [OVERLAPPED_ENTRY::default(); BATCH];
+        let want = max.clamp(1, BATCH) as u32;
+        loop {
+            if self.finished.load(Ordering::SeqCst) {
+                return Err(Error::Abandoned);
+            }
+            let ms = match deadline {
+                None => INFINITE,
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    // Round up so that a short wait is not a busy poll.
+                    let ms = left.as_nanos().div_ceil(1_000_000);
+                    u32::try_from(ms).unwrap_or(INFINITE - 1).min(INFINITE - 1)
+                }
+            };
+            let mut removed = 0u32;
+            // SAFETY: the port handle is open; `entries` has room for
+            // `want` entries; not alertable.
+            let ok = unsafe {
+                GetQueuedCompletionStatusEx(self.raw.0, entries.as_mut_ptr(), want, &mut removed, ms, 0)
+            };
+            if ok == 0 {
+                let e = io::Error::last_os_error();
+                return Err(match e.raw_os_error().map(|c| c as u32) {
+                    Some(WAIT_TIMEOUT) => Error::Timeout,
+                    Some(ERROR_ABANDONED_WAIT_0 | ERROR_INVALID_HANDLE) => Error::Abandoned,
+                    _ => Error::Io(e),
+                });
+            }
+            let before = out.len();
+            let mut saw_sentinel = false;
+            for e in &entries[..(removed as usize).min(BATCH)] {
+                if e.lpOverlapped == sentinel() {
+                    saw_sentinel = true;
+                } else {
+                    out.push(packet_of(e));
+                }
+            }
+            let taken = out.len() - before;
+            if saw_sentinel {
+                // Put it back for the next waiter.
+                self.post_sentinel();
+            }
+            self.end(taken);
+            if taken > 0 {
+                return Ok(taken);
+            }
+            if saw_sentinel {
+                return Err(Error::Abandoned);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(Error::Timeout);
+            }
+        }
+    }
+}
+
+/// The packet of one kernel entry.
+fn packet_of(e: &OVERLAPPED_ENTRY) -> Packet {
+    let raw = e.lpOverlapped as *mut Header;
+    let bytes = e.dwNumberOfBytesTransferred;
+    if raw.is_null() {
+        return Packet { status: Status::SUCCESS, bytes: bytes as usize, key: e.lpCompletionKey, request: None };
+    }
+    // SAFETY: every non-null, non-sentinel OVERLAPPED pointer queued on a
+    // port of this crate is a request given up with into_raw (by `post`,
+    // `post_raw` or a started request), and the kernel hands each packet
+    // out exactly once.
+    let mut req = unsafe { Request::from_raw(raw) };
+    match req.header_mut().os.io.take() {
+        Some(io) => io.complete(req, bytes),
+        None => Packet { status: Status::SUCCESS, bytes: bytes as usize, key: e.lpCompletionKey, request: Some(req) },
+    }
+}
+
+impl Drop for Inner {
+    /// Cancels what is still pending on the port's handles and takes the
+    /// packets still expected (dropping them frees their requests and
+    /// buffers), waiting a bounded time, then closes the kernel port.
+    fn drop(&mut self) {
+        self.closing.store(true, Ordering::SeqCst);
+        self.cancel_handles();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut entries = [OVERLAPPED_ENTRY::default(); BATCH];
+        while self.outstanding.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            let mut removed = 0u32;
+            // SAFETY: as in get_many; the port is still open here.
+            let ok = unsafe {
+                GetQueuedCompletionStatusEx(self.raw.0, entries.as_mut_ptr(), BATCH as u32, &mut removed, 50, 0)
+            };
+            if ok == 0 {
+                continue;
+            }
+            for e in &entries[..(removed as usize).min(BATCH)] {
+                if e.lpOverlapped != sentinel() {
+                    drop(packet_of(e));
+                    self.outstanding.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+        }
+        // SAFETY: the handle is owned and closed once, here. Packets that
+        // did not arrive in time are leaked with their requests, never freed
+        // while the kernel may still write to them.
+        unsafe { CloseHandle(self.raw.0) };
+    }
+}

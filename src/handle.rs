@@ -37,8 +37,10 @@ pub enum HandleKind {
 /// allocation or I/O.
 fn check(kind: HandleKind, op: Op, buffer: &Buffer) -> Result<()> {
     use HandleKind as K;
-    let bad = |why: &str| Err(Error::invalid("op", format!("{op:?}"), &format!("{why} (the handle is {kind:?})")));
-    let needs_buffer = matches!(op, Op::Read | Op::Write | Op::ReadAt(_) | Op::WriteAt(_) | Op::SendTo(_) | Op::RecvFrom);
+    let bad =
+        |why: &str| Err(Error::invalid("op", format!("{op:?}"), &format!("{why} (the handle is {kind:?})")));
+    let needs_buffer =
+        matches!(op, Op::Read | Op::Write | Op::ReadAt(_) | Op::WriteAt(_) | Op::SendTo(_) | Op::RecvFrom);
     if needs_buffer && matches!(buffer, Buffer::None) {
         return bad("this request needs a buffer");
     }
@@ -108,9 +110,7 @@ pub struct Handle {
 
 impl Handle {
     pub(crate) fn from_sys(sys: sys::Handle) -> Handle {
-        Handle {
-            inner: Arc::new(HandleInner { sys, binding: OnceLock::new(), bind_lock: Mutex::new(()) }),
-        }
+        Handle { inner: Arc::new(HandleInner { sys, binding: OnceLock::new(), bind_lock: Mutex::new(()) }) }
     }
 
     /// A new, unconnected TCP socket of the address family of `addr`, ready

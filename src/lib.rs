@@ -76,8 +76,8 @@ mod sys;
 
 pub use error::{Error, Result, StartError};
 pub use error::{
-    E_FAIL, E_INVALIDARG, E_NOTIMPL, E_OUTOFMEMORY, HOST_E_ABANDONED, HOST_E_CLRNOTAVAILABLE, HOST_E_NOT_OWNER,
-    HOST_E_TIMEOUT,
+    E_FAIL, E_INVALIDARG, E_NOTIMPL, E_OUTOFMEMORY, HOST_E_ABANDONED, HOST_E_CLRNOTAVAILABLE,
+    HOST_E_NOT_OWNER, HOST_E_TIMEOUT,
 };
 pub use handle::{Handle, HandleKind};
 pub use manager::IoCompletionManager;

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::port::{Packet, Port};
-use crate::sys;
 use crate::sync::{thread, Arc, AtomicBool, AtomicU64, AtomicUsize, Condvar, Mutex, Ordering, Weak};
+use crate::sys;
 
 /// How many packets a worker takes from its port in one call.
 const BATCH: usize = 64;
@@ -109,6 +109,11 @@ struct PortSlot {
 }
 
 impl PortSlot {
+    /// Work waits: on the port, or taken into a worker's local queue.
+    fn has_backlog(&self) -> bool {
+        self.port.has_backlog() || self.workers.lock().iter().any(|w| !w.local.lock().is_empty())
+    }
+
     fn steal(&self) -> Option<Packet> {
         let workers = self.workers.lock();
         workers.iter().find_map(|w| w.local.try_lock().and_then(|mut q| q.pop_back()))
@@ -402,7 +407,7 @@ fn gate(weak: Weak<Shared>) {
             return;
         }
         let now = shared.now();
-        let backlogged: Vec<Arc<PortSlot>> = st.slots.iter().filter(|s| s.port.has_backlog()).cloned().collect();
+        let backlogged: Vec<Arc<PortSlot>> = st.slots.iter().filter(|s| s.has_backlog()).cloned().collect();
         for s in &backlogged {
             s.release_stuck(now, interval);
         }
@@ -448,8 +453,16 @@ fn worker(weak: Weak<Shared>, slot: Arc<PortSlot>) {
     let mut retired = false;
 
     loop {
-        let next = local.lock().pop_front().or_else(|| slot.steal());
-        if let Some(packet) = next {
+        let mine = local.lock().pop_front();
+        if let Some(packet) = mine {
+            run(&shared, &me, packet);
+            continue;
+        }
+        if let Some(packet) = slot.steal() {
+            // Stolen work means a sibling is stuck with more: grow if no one waits.
+            if slot.waiting.load(Ordering::Acquire) == 0 {
+                on_starving(&shared, &slot);
+            }
             run(&shared, &me, packet);
             continue;
         }

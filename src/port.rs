@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result, StartError};
 use crate::request::{Request, Status};
-use crate::sync::{Arc, AtomicU64, Ordering};
+use crate::sync::{Arc, AtomicU64, AtomicUsize, Ordering};
 use crate::sys;
 
 /// One completion packet (S8): status, bytes transferred, the completion
@@ -28,6 +28,23 @@ pub(crate) struct PortInner {
     pub(crate) sys: sys::Port,
     id: u64,
     owner: u64,
+    waiting: AtomicUsize,
+}
+
+/// Counts a thread as waiting for as long as it is inside `get_many`.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn enter(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::AcqRel);
+        Waiting(n)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// An I/O completion port: a queue of completion packets that threads wait
@@ -69,7 +86,12 @@ impl Port {
             _ => Error::Io(e),
         })?;
         Ok(Port {
-            inner: Arc::new(PortInner { sys, id: NEXT_PORT.fetch_add(1, Ordering::Relaxed), owner }),
+            inner: Arc::new(PortInner {
+                sys,
+                id: NEXT_PORT.fetch_add(1, Ordering::Relaxed),
+                owner,
+                waiting: AtomicUsize::new(0),
+            }),
         })
     }
 
@@ -92,6 +114,12 @@ impl Port {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
+    /// How many threads are inside [`Port::get`] or [`Port::get_many`] on
+    /// this port right now (a diagnostic; the value may change at once).
+    pub fn waiting_threads(&self) -> usize {
+        self.inner.waiting.load(Ordering::Acquire)
+    }
+
     /// True once the port is closed.
     pub fn is_closed(&self) -> bool {
         self.inner.sys.is_closed()
@@ -102,9 +130,10 @@ impl Port {
     ///
     /// On a closed port it fails and hands the request's buffer back.
     pub fn post(&self, bytes: usize, key: usize, request: Option<Request>) -> Result<(), StartError> {
-        self.inner.sys.post(Packet { status: Status::SUCCESS, bytes, key, request }).map_err(|(e, p)| {
-            StartError::new(e, p.request.map(Request::into_buffer).unwrap_or_default())
-        })
+        self.inner
+            .sys
+            .post(Packet { status: Status::SUCCESS, bytes, key, request })
+            .map_err(|(e, p)| StartError::new(e, p.request.map(Request::into_buffer).unwrap_or_default()))
     }
 
     /// `GetQueuedCompletionStatus`: waits for one packet (S10). `None` waits
@@ -112,6 +141,7 @@ impl Port {
     /// `Abandoned` once the port is closed and drained.
     pub fn get(&self, timeout: Option<Duration>) -> Result<Packet> {
         let mut v = Vec::with_capacity(1);
+        let _w = Waiting::enter(&self.inner.waiting);
         self.inner.sys.get_many(&mut v, 1, timeout)?;
         v.pop().ok_or(Error::Timeout)
     }
@@ -122,6 +152,7 @@ impl Port {
         if max == 0 {
             return Err(Error::invalid("max", max, "must be at least 1"));
         }
+        let _w = Waiting::enter(&self.inner.waiting);
         self.inner.sys.get_many(out, max, timeout)
     }
 

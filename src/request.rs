@@ -301,18 +301,14 @@ impl Request {
         let len = self.header().ext_len;
         // SAFETY: the extension lies right after the header in the same
         // allocation, initialized (zeroed at allocation), `len` bytes long.
-        unsafe {
-            std::slice::from_raw_parts((self.ptr.as_ptr() as *const u8).add(Self::ext_offset()), len)
-        }
+        unsafe { std::slice::from_raw_parts((self.ptr.as_ptr() as *const u8).add(Self::ext_offset()), len) }
     }
 
     /// The host extension, writable (S20).
     pub fn extension_mut(&mut self) -> &mut [u8] {
         let len = self.header().ext_len;
         // SAFETY: as in `extension`, and `&mut self` makes the access unique.
-        unsafe {
-            std::slice::from_raw_parts_mut((self.ptr.as_ptr() as *mut u8).add(Self::ext_offset()), len)
-        }
+        unsafe { std::slice::from_raw_parts_mut((self.ptr.as_ptr() as *mut u8).add(Self::ext_offset()), len) }
     }
 
     /// The buffer, readable while the request is in the caller's hands.

@@ -132,7 +132,11 @@ impl Builder {
             return Err(Error::invalid("keep_alive", format!("{:?}", self.keep_alive), "must be non-zero"));
         }
         if self.gate_interval.is_zero() {
-            return Err(Error::invalid("gate_interval", format!("{:?}", self.gate_interval), "must be non-zero"));
+            return Err(Error::invalid(
+                "gate_interval",
+                format!("{:?}", self.gate_interval),
+                "must be non-zero",
+            ));
         }
         if self.host_overlapped_size > MAX_HOST_OVERLAPPED_SIZE {
             return Err(Error::invalid(

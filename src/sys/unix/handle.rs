@@ -134,7 +134,9 @@ impl Handle {
         }
         if io.kind == HandleKind::File {
             drop(q);
-            return inner.push_work(req, io.clone()).map_err(|r| (Error::invalid("port", port.id(), "is closed"), r));
+            return inner
+                .push_work(req, io.clone())
+                .map_err(|r| (Error::invalid("port", port.id(), "is closed"), r));
         }
         let fd_guard = io.fd.read();
         let Some(fd) = fd_guard.as_ref() else {
@@ -387,10 +389,12 @@ fn perform(kind: HandleKind, fd: &OwnedFd, req: &mut Request) -> io::Result<Opti
             _ => Err(io::Error::from(io::ErrorKind::InvalidInput)),
         },
         Op::RecvFrom => match &mut h.buffer {
-            Buffer::Single(b) => Ok(pending(retry(|| borrow::<UdpSocket>(fd).recv_from(b)))?.map(|(n, a)| {
-                h.addr = Some(a);
-                n
-            })),
+            Buffer::Single(b) => {
+                Ok(pending(retry(|| borrow::<UdpSocket>(fd).recv_from(b)))?.map(|(n, a)| {
+                    h.addr = Some(a);
+                    n
+                }))
+            }
             _ => Err(io::Error::from(io::ErrorKind::InvalidInput)),
         },
         Op::Post | Op::ReadAt(_) | Op::WriteAt(_) => Err(io::Error::from(io::ErrorKind::InvalidInput)),
@@ -399,7 +403,12 @@ fn perform(kind: HandleKind, fd: &OwnedFd, req: &mut Request) -> io::Result<Opti
 
 /// Writes the whole buffer, as IOCP does for a stream: progress is kept in
 /// the request across readiness rounds; completes with the total.
-fn write_stream(kind: HandleKind, fd: &OwnedFd, buf: &Buffer, progress: &mut usize) -> io::Result<Option<usize>> {
+fn write_stream(
+    kind: HandleKind,
+    fd: &OwnedFd,
+    buf: &Buffer,
+    progress: &mut usize,
+) -> io::Result<Option<usize>> {
     let total = buf.len();
     while *progress < total {
         let r = match buf {

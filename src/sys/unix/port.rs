@@ -160,7 +160,12 @@ impl Port {
         Ok(())
     }
 
-    pub(crate) fn get_many(&self, out: &mut Vec<Packet>, max: usize, timeout: Option<Duration>) -> Result<usize> {
+    pub(crate) fn get_many(
+        &self,
+        out: &mut Vec<Packet>,
+        max: usize,
+        timeout: Option<Duration>,
+    ) -> Result<usize> {
         self.inner.get_many(out, max, timeout)
     }
 
@@ -297,7 +302,8 @@ impl Inner {
                     self.wake_one(&mut st);
                 }
                 drop(st);
-                let slot = Slot(Arc::new(SlotInner { port: self.me.clone(), counted: AtomicBool::new(true) }));
+                let slot =
+                    Slot(Arc::new(SlotInner { port: self.me.clone(), counted: AtomicBool::new(true) }));
                 ASSOC.with(|a| a.borrow_mut().0 = Some(slot));
                 let before = out.len();
                 for item in taken {

@@ -11,21 +11,21 @@ use std::sync::OnceLock;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use windows_sys::Wdk::Foundation::{NtQueryObject, ObjectBasicInformation};
 use windows_sys::Win32::Foundation::{
-    GetLastError, ERROR_BROKEN_PIPE, ERROR_HANDLE_EOF, ERROR_IO_PENDING, ERROR_NOT_FOUND, GENERIC_READ, GENERIC_WRITE,
-    HANDLE, INVALID_HANDLE_VALUE,
+    GetLastError, ERROR_BROKEN_PIPE, ERROR_HANDLE_EOF, ERROR_IO_PENDING, ERROR_NOT_FOUND, GENERIC_READ,
+    GENERIC_WRITE, HANDLE, INVALID_HANDLE_VALUE,
 };
 use windows_sys::Win32::Networking::WinSock::{
-    setsockopt, WSARecv, WSARecvFrom, WSASend, WSASendTo, SOCKADDR, SOCKET, SOL_SOCKET, SO_UPDATE_ACCEPT_CONTEXT,
-    SO_UPDATE_CONNECT_CONTEXT, WSABUF, WSA_IO_PENDING,
+    setsockopt, WSARecv, WSARecvFrom, WSASend, WSASendTo, SOCKADDR, SOCKET, SOL_SOCKET,
+    SO_UPDATE_ACCEPT_CONTEXT, SO_UPDATE_CONNECT_CONTEXT, WSABUF, WSA_IO_PENDING,
 };
 use windows_sys::Win32::Storage::FileSystem::{
-    CreateFileW, GetFileType, ReOpenFile, ReadFile, WriteFile, FILE_FLAG_FIRST_PIPE_INSTANCE, FILE_FLAG_OVERLAPPED,
-    FILE_SHARE_DELETE, FILE_SHARE_READ, FILE_SHARE_WRITE, FILE_TYPE_DISK, FILE_TYPE_PIPE, OPEN_EXISTING,
-    PIPE_ACCESS_DUPLEX,
+    CreateFileW, GetFileType, ReOpenFile, ReadFile, WriteFile, FILE_FLAG_FIRST_PIPE_INSTANCE,
+    FILE_FLAG_OVERLAPPED, FILE_SHARE_DELETE, FILE_SHARE_READ, FILE_SHARE_WRITE, FILE_TYPE_DISK,
+    FILE_TYPE_PIPE, OPEN_EXISTING, PIPE_ACCESS_DUPLEX,
 };
 use windows_sys::Win32::System::Pipes::{
-    CreateNamedPipeW, PIPE_READMODE_BYTE, PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE, PIPE_UNLIMITED_INSTANCES,
-    PIPE_WAIT,
+    CreateNamedPipeW, PIPE_READMODE_BYTE, PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE,
+    PIPE_UNLIMITED_INSTANCES, PIPE_WAIT,
 };
 use windows_sys::Win32::System::WindowsProgramming::PUBLIC_OBJECT_BASIC_INFORMATION;
 use windows_sys::Win32::System::IO::{CancelIoEx, CreateIoCompletionPort, OVERLAPPED};
@@ -358,7 +358,8 @@ unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &PortInner) -
         (Op::Write, Some(s)) => {
             let bufs = wsabufs(&mut h.buffer);
             // SAFETY: as for WSARecv; the data is only read.
-            let r = unsafe { WSASend(s, bufs.as_ptr(), bufs.len() as u32, std::ptr::null_mut(), 0, ov, None) };
+            let r =
+                unsafe { WSASend(s, bufs.as_ptr(), bufs.len() as u32, std::ptr::null_mut(), 0, ov, None) };
             Ok(wsa_started(r)?)
         }
         (Op::Read | Op::ReadAt(_), None) => {
@@ -374,7 +375,12 @@ unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &PortInner) -
                 Ok(()) => Ok(()),
                 // End of file, or of a pipe whose writer closed: a read of
                 // 0 bytes, as on Unix. No packet was queued; post one.
-                Err(e) if matches!(e.raw_os_error().map(|c| c as u32), Some(ERROR_HANDLE_EOF | ERROR_BROKEN_PIPE)) => {
+                Err(e)
+                    if matches!(
+                        e.raw_os_error().map(|c| c as u32),
+                        Some(ERROR_HANDLE_EOF | ERROR_BROKEN_PIPE)
+                    ) =>
+                {
                     h.os.overlapped.Internal = 0;
                     h.os.overlapped.InternalHigh = 0;
                     // SAFETY: `p` is a started request; the packet owns it now.
@@ -525,7 +531,9 @@ impl Io {
         let mut code = net::error_of(nt, is_socket);
         let mut bytes = bytes as usize;
         match h.op {
-            Op::Read | Op::ReadAt(_) if code == ERROR_HANDLE_EOF || (code == ERROR_BROKEN_PIPE && !is_socket) => {
+            Op::Read | Op::ReadAt(_)
+                if code == ERROR_HANDLE_EOF || (code == ERROR_BROKEN_PIPE && !is_socket) =>
+            {
                 code = 0;
                 bytes = 0;
             }

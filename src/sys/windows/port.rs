@@ -7,7 +7,8 @@ use windows_sys::Win32::Foundation::{
     CloseHandle, ERROR_ABANDONED_WAIT_0, ERROR_INVALID_HANDLE, HANDLE, INVALID_HANDLE_VALUE, WAIT_TIMEOUT,
 };
 use windows_sys::Win32::System::IO::{
-    CreateIoCompletionPort, GetQueuedCompletionStatusEx, PostQueuedCompletionStatus, OVERLAPPED, OVERLAPPED_ENTRY,
+    CreateIoCompletionPort, GetQueuedCompletionStatusEx, PostQueuedCompletionStatus, OVERLAPPED,
+    OVERLAPPED_ENTRY,
 };
 
 use super::handle::Io;
@@ -142,7 +143,12 @@ impl Port {
         Ok(())
     }
 
-    pub(crate) fn get_many(&self, out: &mut Vec<Packet>, max: usize, timeout: Option<Duration>) -> Result<usize> {
+    pub(crate) fn get_many(
+        &self,
+        out: &mut Vec<Packet>,
+        max: usize,
+        timeout: Option<Duration>,
+    ) -> Result<usize> {
         self.inner.get_many(out, max, timeout)
     }
 
@@ -289,7 +295,12 @@ fn packet_of(e: &OVERLAPPED_ENTRY) -> Packet {
     let raw = e.lpOverlapped as *mut Header;
     let bytes = e.dwNumberOfBytesTransferred;
     if raw.is_null() {
-        return Packet { status: Status::SUCCESS, bytes: bytes as usize, key: e.lpCompletionKey, request: None };
+        return Packet {
+            status: Status::SUCCESS,
+            bytes: bytes as usize,
+            key: e.lpCompletionKey,
+            request: None,
+        };
     }
     // SAFETY: every non-null, non-sentinel OVERLAPPED pointer queued on a
     // port of this crate is a request given up with into_raw (by `post`,
@@ -298,7 +309,12 @@ fn packet_of(e: &OVERLAPPED_ENTRY) -> Packet {
     let mut req = unsafe { Request::from_raw(raw) };
     match req.header_mut().os.io.take() {
         Some(io) => io.complete(req, bytes),
-        None => Packet { status: Status::SUCCESS, bytes: bytes as usize, key: e.lpCompletionKey, request: Some(req) },
+        None => Packet {
+            status: Status::SUCCESS,
+            bytes: bytes as usize,
+            key: e.lpCompletionKey,
+            request: Some(req),
+        },
     }
 }
 
@@ -315,7 +331,14 @@ impl Drop for Inner {
             let mut removed = 0u32;
             // SAFETY: as in get_many; the port is still open here.
             let ok = unsafe {
-                GetQueuedCompletionStatusEx(self.raw.0, entries.as_mut_ptr(), BATCH as u32, &mut removed, 50, 0)
+                GetQueuedCompletionStatusEx(
+                    self.raw.0,
+                    entries.as_mut_ptr(),
+                    BATCH as u32,
+                    &mut removed,
+                    50,
+                    0,
+                )
             };
             if ok == 0 {
                 continue;

@@ -1,0 +1,196 @@
+//! S7-S11: ports, packets, waiting, closing.
+
+mod common;
+
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use common::{wait_until, DEADLINE};
+use iocompletion::{Buffer, Error, IoCompletionManager, Port, Request, Runtime};
+
+#[test]
+fn s7_concurrency_defaults_to_cpu_count() {
+    let p = Port::new(0).unwrap();
+    assert_eq!(p.concurrency(), num_cpus());
+    assert_eq!(Port::new(3).unwrap().concurrency(), 3);
+    let rt = Runtime::builder().min_threads(1).build().unwrap();
+    assert_eq!(rt.create_port().unwrap().concurrency(), num_cpus());
+    let rt2 = Runtime::builder().min_threads(1).port_concurrency(5).build().unwrap();
+    assert_eq!(rt2.create_port().unwrap().concurrency(), 5);
+}
+
+fn num_cpus() -> usize {
+    thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+#[test]
+fn s7_each_created_port_is_a_distinct_open_port() {
+    let rt = Runtime::builder().min_threads(1).build().unwrap();
+    let a = rt.create_port().unwrap();
+    let b = rt.create_port().unwrap();
+    assert!(!a.same(&b));
+    assert_ne!(a.id(), b.id());
+    assert!(!a.is_closed() && !b.is_closed());
+}
+
+#[test]
+fn s8_packets_come_out_fifo() {
+    let p = Port::new(1).unwrap();
+    for i in 0..100 {
+        p.post(i, 1000 + i, None).unwrap();
+    }
+    for i in 0..100 {
+        let pk = p.get(Some(DEADLINE)).unwrap();
+        assert_eq!((pk.bytes, pk.key), (i, 1000 + i));
+        assert!(pk.status.is_success());
+        assert!(pk.request.is_none());
+    }
+}
+
+#[test]
+fn s8_waiting_threads_are_woken_lifo() {
+    let p = Port::new(8).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let mut joins = Vec::new();
+    for t in 0..3 {
+        let (p2, tx) = (p.clone(), tx.clone());
+        joins.push(thread::spawn(move || {
+            let pk = p2.get(Some(DEADLINE)).unwrap();
+            tx.send((t, pk.key)).unwrap();
+        }));
+        wait_until("the thread waits on the port", || p.waiting_threads() == t + 1);
+        // Give it time to park for real, not only to enter get.
+        thread::sleep(Duration::from_millis(50));
+    }
+    let mut order = Vec::new();
+    for k in 0..3 {
+        p.post(0, k, None).unwrap();
+        let (t, key) = rx.recv_timeout(DEADLINE).unwrap();
+        assert_eq!(key, k);
+        order.push(t);
+    }
+    assert_eq!(order, vec![2, 1, 0], "the most recently idle thread goes first");
+    for j in joins {
+        j.join().unwrap();
+    }
+}
+
+#[test]
+fn s9_posted_values_come_back_verbatim() {
+    let p = Port::new(0).unwrap();
+    let mut req = Request::new(Buffer::Single(b"payload".to_vec()));
+    req.set_user_data(0xDEAD_BEEF);
+    let id = req.id();
+    p.post(usize::MAX, usize::MAX - 1, Some(req)).unwrap();
+    let pk = p.get(Some(DEADLINE)).unwrap();
+    assert_eq!(pk.bytes, usize::MAX);
+    assert_eq!(pk.key, usize::MAX - 1);
+    let req = pk.request.expect("the request comes back");
+    assert_eq!(req.id(), id);
+    assert_eq!(req.user_data(), 0xDEAD_BEEF);
+    assert_eq!(req.into_buffer().into_vec(), b"payload");
+}
+
+#[test]
+fn s10_get_gives_timeout_when_nothing_comes() {
+    let p = Port::new(0).unwrap();
+    assert!(matches!(p.get(Some(Duration::from_millis(20))), Err(Error::Timeout)));
+    assert!(matches!(p.get(Some(Duration::ZERO)), Err(Error::Timeout)));
+    let mut v = Vec::new();
+    assert!(matches!(p.get_many(&mut v, 8, Some(Duration::from_millis(10))), Err(Error::Timeout)));
+    assert!(v.is_empty());
+}
+
+#[test]
+fn s10_get_many_takes_a_batch_in_one_call() {
+    let p = Port::new(1).unwrap();
+    for i in 0..10 {
+        p.post(i, 0, None).unwrap();
+    }
+    let mut v = Vec::new();
+    assert_eq!(p.get_many(&mut v, 4, Some(DEADLINE)).unwrap(), 4);
+    assert_eq!(v.iter().map(|p| p.bytes).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+    assert_eq!(p.get_many(&mut v, 100, Some(DEADLINE)).unwrap(), 6);
+    assert_eq!(v.len(), 10, "get_many appends");
+    assert!(matches!(p.get_many(&mut v, 0, None), Err(Error::InvalidArgument(_))));
+}
+
+#[test]
+fn s10_close_wakes_a_waiter_with_abandoned() {
+    let p = Port::new(0).unwrap();
+    let p2 = p.clone();
+    let t = thread::spawn(move || p2.get(None));
+    wait_until("the thread waits", || p.waiting_threads() == 1);
+    p.close().unwrap();
+    assert!(matches!(t.join().unwrap(), Err(Error::Abandoned)));
+    assert!(matches!(p.get(Some(Duration::ZERO)), Err(Error::Abandoned)));
+}
+
+#[test]
+fn s11_closing_twice_or_an_unknown_port_is_invalid() {
+    let p = Port::new(0).unwrap();
+    p.close().unwrap();
+    assert!(matches!(p.close(), Err(Error::InvalidArgument(_))));
+
+    let rt = Runtime::builder().min_threads(1).build().unwrap();
+    let other = Runtime::builder().min_threads(1).build().unwrap();
+    let mine = rt.create_port().unwrap();
+    // A port of another manager, or a standalone one, is unknown here.
+    assert!(matches!(rt.close_port(&other.create_port().unwrap()), Err(Error::InvalidArgument(_))));
+    assert!(matches!(rt.close_port(&Port::new(0).unwrap()), Err(Error::InvalidArgument(_))));
+    rt.close_port(&mine).unwrap();
+    assert!(matches!(rt.close_port(&mine), Err(Error::InvalidArgument(_))));
+}
+
+#[test]
+fn s11_posting_to_a_closed_port_fails_and_returns_the_buffer() {
+    let p = Port::new(0).unwrap();
+    p.close().unwrap();
+    let e = p.post(1, 2, Some(Request::new(Buffer::Single(vec![9; 3])))).unwrap_err();
+    assert!(matches!(e.error, Error::InvalidArgument(_)));
+    assert_eq!(e.buffer.into_vec(), vec![9; 3]);
+}
+
+#[test]
+fn s11_packets_queued_before_close_are_still_delivered_then_abandoned() {
+    let p = Port::new(0).unwrap();
+    p.post(1, 0, None).unwrap();
+    p.post(2, 0, None).unwrap();
+    p.close().unwrap();
+    assert_eq!(p.get(Some(DEADLINE)).unwrap().bytes, 1);
+    assert_eq!(p.get(Some(DEADLINE)).unwrap().bytes, 2);
+    assert!(matches!(p.get(Some(DEADLINE)), Err(Error::Abandoned)));
+}
+
+/// Wine ignores a port's concurrency value, so this runs where the value is
+/// honoured: the portable backend, and Windows itself.
+#[test]
+#[cfg_attr(windows, ignore = "skip_on_wine: Wine ignores the concurrency value of a completion port")]
+fn s7_concurrency_value_limits_threads_released_at_once() {
+    let p = Port::new(1).unwrap();
+    p.post(1, 0, None).unwrap();
+    p.post(2, 0, None).unwrap();
+    // The holder takes a packet and, until it waits again or exits, holds
+    // the only slot.
+    let (took, took_rx) = mpsc::channel::<usize>();
+    let (release, released) = mpsc::channel::<()>();
+    let p1 = p.clone();
+    let holder = thread::spawn(move || {
+        took.send(p1.get(Some(DEADLINE)).unwrap().bytes).unwrap();
+        released.recv_timeout(DEADLINE).unwrap();
+    });
+    assert_eq!(took_rx.recv_timeout(DEADLINE).unwrap(), 1);
+    let p2 = p.clone();
+    let other = thread::spawn(move || p2.get(Some(Duration::from_millis(300))).map(|pk| pk.bytes));
+    assert!(
+        matches!(other.join().unwrap(), Err(Error::Timeout)),
+        "a second thread must not run a completion while the holder has the only slot"
+    );
+    // The holder exits: its slot is free and the second packet flows.
+    let p3 = p.clone();
+    let other = thread::spawn(move || p3.get(Some(DEADLINE)).map(|pk| pk.bytes));
+    release.send(()).unwrap();
+    holder.join().unwrap();
+    assert_eq!(other.join().unwrap().unwrap(), 2);
+}

@@ -1,0 +1,181 @@
+//! A TCP echo server driven entirely by completions.
+//!
+//! ```text
+//! cargo run --release --example echo_server -- [ADDR] [MIN_THREADS] [MAX_THREADS]
+//! ```
+//!
+//! Defaults: `127.0.0.1:7878`, the number of CPUs, 64. Every few seconds it
+//! prints its counters; stop it with Ctrl-C. Try it with
+//! `cargo run --release --example echo_client`.
+//!
+//! Each completion runs on a pool worker and starts the connection's next
+//! request: an accept starts a read, a read starts a write of the bytes it
+//! got, a write starts the next read. A read of 0 bytes (the peer closed)
+//! or an error ends the connection.
+
+use std::collections::HashMap;
+use std::error::Error;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use iocompletion::{Handle, Op, Request, Runtime, Status};
+
+/// Bytes read per request.
+const BUF_SIZE: usize = 16 * 1024;
+/// Accepts kept pending, so a burst of connections is taken at once.
+const ACCEPTS: usize = 32;
+
+#[derive(Default)]
+struct Counters {
+    accepted: AtomicU64,
+    closed: AtomicU64,
+    bytes: AtomicU64,
+    errors: AtomicU64,
+}
+
+struct Server {
+    rt: Runtime,
+    listener: Handle,
+    /// Open connections. Callbacks reach their handle through this table
+    /// and hold the server only weakly, so nothing owns itself.
+    conns: Mutex<HashMap<u64, Handle>>,
+    next_id: AtomicU64,
+    counters: Counters,
+}
+
+impl Server {
+    fn start(rt: &Runtime, addr: SocketAddr) -> Result<Arc<Server>, Box<dyn Error>> {
+        let listener = Handle::from(TcpListener::bind(addr)?);
+        let server = Arc::new(Server {
+            rt: rt.clone(),
+            listener,
+            conns: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            counters: Counters::default(),
+        });
+        let weak = Arc::downgrade(&server);
+        rt.bind_io_completion_callback(
+            &server.listener,
+            Arc::new(move |status: Status, _bytes: usize, req: Request| {
+                if let Some(server) = weak.upgrade() {
+                    server.on_accept(status, req);
+                }
+            }),
+            0,
+        )?;
+        for _ in 0..ACCEPTS {
+            server.listener.accept()?;
+        }
+        Ok(server)
+    }
+
+    fn on_accept(self: &Arc<Self>, status: Status, mut req: Request) {
+        if status.is_aborted() {
+            return; // the listener was closed
+        }
+        // Keep the number of pending accepts constant.
+        if let Err(e) = self.listener.accept() {
+            eprintln!("accept: {e}");
+        }
+        if let Err(e) = status.result(0) {
+            eprintln!("accept failed: {e}");
+            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let conn = req.take_accepted().expect("a successful accept holds its connection");
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let weak: Weak<Server> = Arc::downgrade(self);
+        let bound = self.rt.bind_io_completion_callback(
+            &conn,
+            Arc::new(move |status: Status, bytes: usize, req: Request| {
+                if let Some(server) = weak.upgrade() {
+                    server.on_io(id, status, bytes, req);
+                }
+            }),
+            0,
+        );
+        if let Err(e) = bound {
+            eprintln!("bind: {e}");
+            return;
+        }
+        self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+        self.conns.lock().unwrap().insert(id, conn.clone());
+        if conn.read(vec![0; BUF_SIZE]).is_err() {
+            self.close(id);
+        }
+    }
+
+    fn on_io(&self, id: u64, status: Status, bytes: usize, mut req: Request) {
+        let Some(conn) = self.conns.lock().unwrap().get(&id).cloned() else { return };
+        let op = req.op();
+        let mut buf = req.take_buffer().into_vec();
+        let next = match op {
+            _ if !status.is_success() => {
+                if !status.is_aborted() {
+                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                }
+                return self.close(id);
+            }
+            Op::Read if bytes == 0 => return self.close(id), // the peer closed
+            Op::Read => {
+                // Echo what came in: the write sends the whole buffer.
+                buf.truncate(bytes);
+                conn.write(buf)
+            }
+            Op::Write => {
+                self.counters.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+                buf.resize(BUF_SIZE, 0);
+                conn.read(buf)
+            }
+            other => unreachable!("no {other:?} is started on a connection"),
+        };
+        if next.is_err() {
+            self.close(id);
+        }
+    }
+
+    /// Drops the connection from the table; the last clone closes it.
+    fn close(&self, id: u64) {
+        if self.conns.lock().unwrap().remove(&id).is_some() {
+            self.counters.closed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let mut args = std::env::args().skip(1);
+    let addr: SocketAddr = args.next().as_deref().unwrap_or("127.0.0.1:7878").parse()?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let min: usize = args.next().map_or(Ok(cpus), |s| s.parse())?;
+    let max: usize = args.next().map_or(Ok(64), |s| s.parse())?;
+
+    let rt = Runtime::builder().min_threads(min).max_threads(max).build()?;
+    let server = Server::start(&rt, addr)?;
+    println!("echo server on {addr} ({min}..{max} threads); Ctrl-C to stop");
+
+    let start = Instant::now();
+    let mut last_bytes = 0;
+    loop {
+        std::thread::sleep(Duration::from_secs(5));
+        let c = &server.counters;
+        let bytes = c.bytes.load(Ordering::Relaxed);
+        let stats = rt.stats();
+        println!(
+            "[{:>5.0}s] connections: {} open, {} accepted, {} closed; echoed {:.1} MiB ({:.1} MiB/s); errors {}; \
+             threads {} (peak {}), completions {}",
+            start.elapsed().as_secs_f64(),
+            server.conns.lock().unwrap().len(),
+            c.accepted.load(Ordering::Relaxed),
+            c.closed.load(Ordering::Relaxed),
+            bytes as f64 / (1 << 20) as f64,
+            (bytes - last_bytes) as f64 / (1 << 20) as f64 / 5.0,
+            c.errors.load(Ordering::Relaxed),
+            stats.threads,
+            stats.peak_threads,
+            stats.completions,
+        );
+        last_bytes = bytes;
+    }
+}

@@ -1,0 +1,135 @@
+//! S21-S22: binding handles to ports and BindIoCompletionCallback.
+
+mod common;
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+
+use common::{collector, next};
+use iocompletion::{Error, Handle, IoCompletionManager, Runtime};
+
+fn pair() -> (TcpStream, Handle) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    (c, Handle::from(l.accept().unwrap().0))
+}
+
+fn runtime() -> Runtime {
+    Runtime::builder().min_threads(1).max_threads(4).build().unwrap()
+}
+
+#[test]
+fn s21_bind_none_uses_the_default_port_created_on_first_use() {
+    let rt = runtime();
+    let (_c, h) = pair();
+    rt.bind(None, &h).unwrap();
+    let port = h.port().expect("bound");
+    assert!(port.same(&rt.default_port().unwrap()));
+    let (_c2, h2) = pair();
+    rt.bind(None, &h2).unwrap();
+    assert!(h2.port().unwrap().same(&port), "one default port");
+}
+
+#[test]
+fn s21_bind_to_a_created_port_delivers_there() {
+    let rt = runtime();
+    let (sink, rx) = collector();
+    rt.set_completion_sink(sink).unwrap();
+    let port = rt.create_port().unwrap();
+    let (mut c, h) = pair();
+    rt.bind(Some(&port), &h).unwrap();
+    assert!(h.port().unwrap().same(&port));
+    h.read(vec![0; 3]).unwrap();
+    c.write_all(b"abc").unwrap();
+    let d = next(&rx, "read on a created port");
+    assert_eq!(d.bytes, 3);
+    assert_eq!(&d.request.into_buffer().into_vec(), b"abc");
+}
+
+#[test]
+fn s21_a_second_bind_of_the_same_handle_is_invalid() {
+    let rt = runtime();
+    let (_c, h) = pair();
+    rt.bind(None, &h).unwrap();
+    assert!(matches!(rt.bind(None, &h), Err(Error::InvalidArgument(_))));
+    let other = rt.create_port().unwrap();
+    assert!(matches!(rt.bind(Some(&other), &h.clone()), Err(Error::InvalidArgument(_))));
+    let rt2 = runtime();
+    assert!(matches!(rt2.bind(None, &h), Err(Error::InvalidArgument(_))), "not even by another manager");
+}
+
+#[test]
+fn s21_a_closed_handle_or_port_is_refused() {
+    let rt = runtime();
+    let (_c, h) = pair();
+    h.close();
+    assert!(matches!(rt.bind(None, &h), Err(Error::InvalidArgument(_))));
+    let port = rt.create_port().unwrap();
+    rt.close_port(&port).unwrap();
+    let (_c2, h2) = pair();
+    assert!(matches!(rt.bind(Some(&port), &h2), Err(Error::InvalidArgument(_))));
+    let foreign = runtime().create_port().unwrap();
+    assert!(matches!(rt.bind(Some(&foreign), &h2), Err(Error::InvalidArgument(_))));
+    rt.bind(None, &h2).unwrap();
+}
+
+#[test]
+fn s21_requests_on_an_unbound_handle_fail_at_start() {
+    let (_c, h) = pair();
+    let e = h.read(vec![5; 2]).unwrap_err();
+    assert!(matches!(e.error, Error::InvalidArgument(_)), "{e}");
+    assert_eq!(e.buffer.into_vec(), vec![5; 2]);
+}
+
+#[test]
+fn s22_flags_must_be_zero() {
+    let rt = runtime();
+    let (_c, h) = pair();
+    for flags in [1, 0x8000_0000, u32::MAX] {
+        let e = rt.bind_io_completion_callback(&h, Arc::new(|_, _, _| {}), flags).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)));
+    }
+    assert!(!h.is_bound(), "a refused bind binds nothing");
+    rt.bind_io_completion_callback(&h, Arc::new(|_, _, _| {}), 0).unwrap();
+}
+
+#[test]
+fn s22_the_callback_runs_on_a_pool_worker_with_status_bytes_and_request() {
+    let rt = Runtime::builder().min_threads(1).thread_name("cbpool").build().unwrap();
+    let (cb, rx) = collector();
+    let (mut c, h) = pair();
+    rt.bind_io_completion_callback(&h, cb, 0).unwrap();
+    let id = h.read(vec![0; 16]).unwrap();
+    c.write_all(b"hello").unwrap();
+    let d = next(&rx, "read");
+    assert!(d.status.is_success());
+    assert_eq!(d.bytes, 5);
+    assert_eq!(d.request.id(), id);
+    assert!(d.thread.starts_with("cbpool-"), "ran on {:?}", d.thread);
+    assert_eq!(&d.request.into_buffer().into_vec()[..5], b"hello");
+}
+
+#[test]
+fn s22_the_callback_wins_over_the_sink() {
+    let rt = runtime();
+    let (sink, sink_rx) = collector();
+    rt.set_completion_sink(sink).unwrap();
+    let (cb, cb_rx) = collector();
+    let (mut c, h) = pair();
+    rt.bind_io_completion_callback(&h, cb, 0).unwrap();
+    h.read(vec![0; 1]).unwrap();
+    c.write_all(b"x").unwrap();
+    next(&cb_rx, "callback");
+    common::assert_quiet(&sink_rx, "the sink, for a handle bound with a callback");
+}
+
+#[test]
+fn s22_a_second_bind_is_invalid() {
+    let rt = runtime();
+    let (_c, h) = pair();
+    rt.bind_io_completion_callback(&h, Arc::new(|_, _, _| {}), 0).unwrap();
+    let e = rt.bind_io_completion_callback(&h, Arc::new(|_, _, _| {}), 0).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument(_)));
+    assert!(matches!(rt.bind(None, &h), Err(Error::InvalidArgument(_))));
+}

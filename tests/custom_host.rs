@@ -1,0 +1,173 @@
+//! S1-S3: a host written here, with its own threads and extension data,
+//! driven by the crate's request path through `dyn IoCompletionManager`.
+
+mod common;
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread;
+use std::time::Duration;
+
+use iocompletion::{CompletionSink, Error, Handle, IoCompletionManager, Port, Request, Result, Status};
+
+/// A host that runs exactly one thread per port and stamps a magic value
+/// and a sequence number into a 16-byte extension.
+struct OneThreadHost {
+    me: Weak<OneThreadHost>,
+    sink: Mutex<Option<Arc<dyn CompletionSink>>>,
+    ports: Mutex<Vec<(Port, thread::JoinHandle<()>)>>,
+    seq: AtomicUsize,
+    busy: Arc<AtomicUsize>,
+    max: AtomicUsize,
+}
+
+const MAGIC: &[u8; 8] = b"MYHOST!!";
+
+impl OneThreadHost {
+    fn new() -> Arc<OneThreadHost> {
+        Arc::new_cyclic(|me| OneThreadHost {
+            me: me.clone(),
+            sink: Mutex::new(None),
+            ports: Mutex::new(Vec::new()),
+            seq: AtomicUsize::new(0),
+            busy: Arc::new(AtomicUsize::new(0)),
+            max: AtomicUsize::new(1),
+        })
+    }
+}
+
+impl IoCompletionManager for OneThreadHost {
+    fn create_port(&self) -> Result<Port> {
+        let port = Port::new(1)?;
+        let sink =
+            self.sink.lock().unwrap().clone().ok_or_else(|| Error::InvalidArgument("no sink".into()))?;
+        let (p, busy) = (port.clone(), self.busy.clone());
+        let t = thread::Builder::new()
+            .name("one-thread-host".into())
+            .spawn(move || {
+                // The host's own thread policy: one thread, packets one by one.
+                while let Ok(pk) = p.get(None) {
+                    if let Some(req) = pk.request {
+                        busy.fetch_add(1, Ordering::SeqCst);
+                        sink.on_complete(pk.status, pk.bytes, req);
+                        busy.fetch_sub(1, Ordering::SeqCst);
+                    }
+                }
+            })
+            .map_err(Error::Io)?;
+        self.ports.lock().unwrap().push((port.clone(), t));
+        Ok(port)
+    }
+
+    fn close_port(&self, port: &Port) -> Result<()> {
+        let mut ports = self.ports.lock().unwrap();
+        let i = ports
+            .iter()
+            .position(|(p, _)| p.same(port))
+            .ok_or_else(|| Error::InvalidArgument(format!("port = {}: unknown", port.id())))?;
+        let (p, t) = ports.remove(i);
+        p.close()?;
+        t.join().map_err(|_| Error::Fatal("host thread panicked".into()))
+    }
+
+    fn bind(&self, port: Option<&Port>, handle: &Handle) -> Result<()> {
+        let port =
+            port.cloned().ok_or_else(|| Error::NotImplemented("this host has no default port".into()))?;
+        let me: Arc<dyn IoCompletionManager> = self.me.upgrade().ok_or(Error::Unavailable)?;
+        handle.attach(&port, me, None)
+    }
+
+    fn available_threads(&self) -> Result<usize> {
+        Ok(self.max.load(Ordering::SeqCst) - self.busy.load(Ordering::SeqCst))
+    }
+
+    fn host_overlapped_size(&self) -> Result<usize> {
+        Ok(16)
+    }
+
+    fn max_threads(&self) -> Result<usize> {
+        Ok(self.max.load(Ordering::SeqCst))
+    }
+
+    fn set_max_threads(&self, n: usize) -> Result<()> {
+        if n != 1 {
+            return Err(Error::InvalidArgument(format!("max_threads = {n}: this host runs one thread")));
+        }
+        Ok(())
+    }
+
+    fn min_threads(&self) -> Result<usize> {
+        Ok(1)
+    }
+
+    fn set_min_threads(&self, n: usize) -> Result<()> {
+        self.set_max_threads(n)
+    }
+
+    fn initialize_host_overlapped(&self, request: &mut Request) -> Result<()> {
+        let ext = request.extension_mut();
+        ext[..8].copy_from_slice(MAGIC);
+        let n = self.seq.fetch_add(1, Ordering::SeqCst) as u64;
+        ext[8..].copy_from_slice(&n.to_le_bytes());
+        Ok(())
+    }
+
+    fn set_completion_sink(&self, sink: Arc<dyn CompletionSink>) -> Result<()> {
+        *self.sink.lock().unwrap() = Some(sink);
+        Ok(())
+    }
+}
+
+#[test]
+fn s3_a_custom_host_is_driven_through_dyn_io_completion_manager() {
+    let host = OneThreadHost::new();
+    let manager: Arc<dyn IoCompletionManager> = host.clone();
+    let (sink, rx) = common::collector();
+    manager.set_completion_sink(sink).unwrap();
+    let port = manager.create_port().unwrap();
+
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let server = Handle::from(l.accept().unwrap().0);
+    assert!(matches!(manager.bind(None, &server), Err(Error::NotImplemented(_))));
+    manager.bind(Some(&port), &server).unwrap();
+
+    for _ in 0..3 {
+        server.read(vec![0; 2]).unwrap();
+    }
+    client.write_all(b"aabbcc").unwrap();
+    let mut seqs = Vec::new();
+    for _ in 0..3 {
+        let d = common::next(&rx, "read through the custom host");
+        assert!(d.status.is_success());
+        assert_eq!(d.thread, "one-thread-host", "the host's own thread ran it");
+        assert_eq!(&d.request.extension()[..8], MAGIC, "the host's extension data");
+        seqs.push(u64::from_le_bytes(d.request.extension()[8..].try_into().unwrap()));
+        assert_eq!(d.bytes, 2);
+    }
+    assert_eq!(seqs, vec![0, 1, 2]);
+    // Its own thread policy answers through the trait.
+    assert!(matches!(manager.set_max_threads(4), Err(Error::InvalidArgument(_))));
+    assert_eq!(manager.max_threads().unwrap(), 1);
+
+    // Closing the host's port aborts what is pending there, through its thread.
+    server.read(vec![0; 2]).unwrap();
+    manager.close_port(&port).unwrap();
+    let d = common::next(&rx, "aborted read");
+    assert!(d.status.is_aborted());
+    assert_eq!(d.status, Status::ABORTED);
+    assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
+}
+
+#[test]
+fn s3_the_traits_are_object_safe_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync + ?Sized>() {}
+    assert_send_sync::<dyn IoCompletionManager>();
+    assert_send_sync::<dyn CompletionSink>();
+    assert_send_sync::<iocompletion::Runtime>();
+    assert_send_sync::<Handle>();
+    assert_send_sync::<Port>();
+    assert_send_sync::<Request>();
+}

@@ -25,7 +25,9 @@ use iocompletion::{Handle, IoCompletionManager, Op, Request, Runtime, Status};
 fn main() -> Result<(), Box<dyn Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (src, dst, temp, rest) = match args.as_slice() {
-        [src, dst, rest @ ..] if src.parse::<usize>().is_err() => (PathBuf::from(src), PathBuf::from(dst), false, rest),
+        [src, dst, rest @ ..] if src.parse::<usize>().is_err() => {
+            (PathBuf::from(src), PathBuf::from(dst), false, rest)
+        }
         rest => {
             let dir = std::env::temp_dir();
             let src = dir.join(format!("file_copy-src-{}", std::process::id()));

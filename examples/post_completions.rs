@@ -56,7 +56,11 @@ fn main() -> Result<(), Box<dyn Error>> {
     let expect_sum: u64 = (0..count).map(|i| i % 1000).sum();
     assert_eq!(sum.load(Ordering::Relaxed), expect_sum, "every posted value came back once");
     let stats = rt.stats();
-    println!("{count} completions posted in {:.3} s, all run in {:.3} s", posted.as_secs_f64(), elapsed.as_secs_f64());
+    println!(
+        "{count} completions posted in {:.3} s, all run in {:.3} s",
+        posted.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
     println!("  {:.0} completions/s with {min}..{max} threads", count as f64 / elapsed.as_secs_f64());
     println!(
         "  threads used: peak {} (alive now {}, started {}, retired {})",

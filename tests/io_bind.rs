@@ -26,7 +26,10 @@ fn s21_binding_a_closed_handle_is_invalid_argument() {
     let h = Handle::from(server);
     h.close();
     assert_invalid(rt.bind(None, &h), "bind");
-    assert_invalid(rt.bind_io_completion_callback(&h, Collector::new().sink(), 0), "bind_io_completion_callback");
+    assert_invalid(
+        rt.bind_io_completion_callback(&h, Collector::new().sink(), 0),
+        "bind_io_completion_callback",
+    );
     assert!(!h.is_bound());
 
     let f = util::TempFile::new("closed-bind");
@@ -44,7 +47,10 @@ fn s21_a_socket_binds_to_one_port_only() {
     rt.bind(None, &h).unwrap();
     assert_invalid(rt.bind(None, &h), "second bind, same port");
     assert_invalid(rt.bind(Some(&other), &h), "second bind, another port");
-    assert_invalid(rt.bind_io_completion_callback(&h, Collector::new().sink(), 0), "callback bind after bind");
+    assert_invalid(
+        rt.bind_io_completion_callback(&h, Collector::new().sink(), 0),
+        "callback bind after bind",
+    );
     assert!(h.port().unwrap().same(&rt.default_port().unwrap()));
 }
 

@@ -384,7 +384,8 @@ mod echo {
             let conns: Arc<Table> = Arc::default();
             let closed = Arc::new(AtomicUsize::new(0));
 
-            let (rt2, slot2, table, closed2) = (rt.clone(), Arc::downgrade(&slot), Arc::downgrade(&conns), closed.clone());
+            let (rt2, slot2, table, closed2) =
+                (rt.clone(), Arc::downgrade(&slot), Arc::downgrade(&conns), closed.clone());
             let next = AtomicUsize::new(0);
             let on_accept = move |status: Status, _: usize, mut req: Request| {
                 if !status.is_success() {
@@ -474,7 +475,11 @@ fn s27_echo_1000_connections_64k_each_every_byte_checked() {
     const CONNS: usize = 1000;
     const SIZE: usize = 64 * 1024;
     let limit = util::raise_fd_limit(4 * CONNS as u64 + 256);
-    assert!(limit >= 2 * CONNS as u64 + 64, "needs about {} descriptors, the limit is {limit}", 2 * CONNS + 64);
+    assert!(
+        limit >= 2 * CONNS as u64 + 64,
+        "needs about {} descriptors, the limit is {limit}",
+        2 * CONNS + 64
+    );
 
     let rt = iocompletion::Runtime::builder().min_threads(2).max_threads(8).build().unwrap();
     let server = echo::Server::start(&rt, 64);
@@ -490,9 +495,9 @@ fn s27_echo_1000_connections_64k_each_every_byte_checked() {
 
     let mut finished = 0;
     while finished < CONNS {
-        let (i, done) = rx
-            .recv_timeout(util::DEADLINE)
-            .unwrap_or_else(|_| panic!("no progress for {:?}; {finished} of {CONNS} connections done", util::DEADLINE));
+        let (i, done) = rx.recv_timeout(util::DEADLINE).unwrap_or_else(|_| {
+            panic!("no progress for {:?}; {finished} of {CONNS} connections done", util::DEADLINE)
+        });
         let cl = &mut clients[i];
         assert!(done.status.is_success(), "connection {i}: {done:?}");
         match done.request.op() {

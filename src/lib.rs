@@ -86,3 +86,8 @@ pub use port::{Packet, Port};
 pub use request::{Buffer, Op, Request, RequestId, Status};
 pub use runtime::{Builder, Initializer, Runtime, MAX_HOST_OVERLAPPED_SIZE};
 pub use sink::CompletionSink;
+
+/// The README's example runs as a doctest, so it cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

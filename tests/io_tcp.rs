@@ -539,3 +539,79 @@ fn s27_echo_1000_connections_64k_each_every_byte_checked() {
     server.stop();
     rt.shutdown();
 }
+
+/// Writes started from many threads at once on one socket never interleave:
+/// each buffer reaches the peer whole, as IOCP's sends do.
+#[test]
+fn s27_concurrent_writes_on_one_socket_do_not_interleave() {
+    const THREADS: usize = 8;
+    const PER_THREAD: usize = 50;
+    const RECORD: usize = 20_000;
+    let rt = runtime();
+    let (mut client, server) = tcp_pair();
+    let h = Handle::from(server);
+    let c = bind(&rt, &h);
+
+    // A record is RECORD bytes of one value: thread * PER_THREAD + n, mod 251.
+    let reader = std::thread::spawn(move || {
+        let mut counts = vec![0usize; 251];
+        let mut rec = vec![0; RECORD];
+        for _ in 0..THREADS * PER_THREAD {
+            client.read_exact(&mut rec).unwrap();
+            let v = rec[0];
+            assert!(rec.iter().all(|&b| b == v), "a record was interleaved with another");
+            counts[v as usize] += 1;
+        }
+        counts
+    });
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let h = &h;
+            s.spawn(move || {
+                for n in 0..PER_THREAD {
+                    started(h.write(vec![((t * PER_THREAD + n) % 251) as u8; RECORD]));
+                }
+            });
+        }
+    });
+    for d in c.recv_n(THREADS * PER_THREAD) {
+        assert_eq!(d.ok(), RECORD);
+    }
+    let counts = reader.join().unwrap();
+    let mut want = vec![0usize; 251];
+    for i in 0..THREADS * PER_THREAD {
+        want[i % 251] += 1;
+    }
+    assert_eq!(counts, want);
+}
+
+/// The last handle of a runtime dropped inside its own completion callback,
+/// on a pool worker: the runtime goes away without hanging or panicking.
+#[test]
+fn s24_last_handle_dropped_in_its_own_callback() {
+    use std::sync::{Arc, Mutex};
+    let rt = runtime();
+    let (mut client, server) = tcp_pair();
+    let h = Handle::from(server);
+    let slot = Arc::new(Mutex::new(Some(h.clone())));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (s2, tx) = (slot.clone(), Mutex::new(tx));
+    rt.bind_io_completion_callback(
+        &h,
+        Arc::new(move |status: iocompletion::Status, bytes: usize, _req: iocompletion::Request| {
+            let last = s2.lock().unwrap().take();
+            drop(last); // the last handle, and with it the last runtime reference
+            let _ = tx.lock().unwrap().send((status, bytes));
+        }),
+        0,
+    )
+    .unwrap();
+    started(h.read(vec![0; 8]));
+    drop(h);
+    drop(rt);
+    drop(slot);
+    client.write_all(b"bye").unwrap();
+    let (status, bytes) = rx.recv_timeout(util::DEADLINE).expect("the callback ran");
+    assert!(status.is_success());
+    assert_eq!(bytes, 3);
+}

@@ -447,8 +447,19 @@ impl IoCompletionManager for Runtime {
         Ok(())
     }
 
+    /// Binds for the sink: set it first with `set_completion_sink` (the CLR
+    /// does too), so no completion can arrive with nowhere to go; without
+    /// one this gives `InvalidArgument`. `bind_io_completion_callback` needs
+    /// no sink.
     fn bind(&self, port: Option<&Port>, handle: &Handle) -> Result<()> {
         self.check()?;
+        if self.inner.sink.read().is_none() {
+            return Err(Error::invalid(
+                "sink",
+                "None",
+                "set a completion sink before bind, or use bind_io_completion_callback",
+            ));
+        }
         let port = self.resolve(port)?;
         let r = handle.attach(&port, Arc::new(self.clone()), None);
         self.guard(r)

@@ -16,7 +16,20 @@ fn pair() -> (TcpStream, Handle) {
 }
 
 fn runtime() -> Runtime {
-    Runtime::builder().min_threads(1).max_threads(4).build().unwrap()
+    let rt = Runtime::builder().min_threads(1).max_threads(4).build().unwrap();
+    rt.set_completion_sink(Arc::new(|_, _, _| {})).unwrap();
+    rt
+}
+
+#[test]
+fn s2_bind_without_a_sink_is_refused_so_no_completion_is_lost() {
+    let rt = Runtime::builder().min_threads(1).build().unwrap();
+    let (_c, h) = pair();
+    let e = rt.bind(None, &h).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument(ref m) if m.contains("sink")), "{e}");
+    assert!(!h.is_bound());
+    rt.set_completion_sink(Arc::new(|_, _, _| {})).unwrap();
+    rt.bind(None, &h).unwrap();
 }
 
 #[test]

@@ -615,3 +615,42 @@ fn s24_last_handle_dropped_in_its_own_callback() {
     assert!(status.is_success());
     assert_eq!(bytes, 3);
 }
+
+#[test]
+fn s27_half_close_reads_zero_bytes_and_the_other_way_still_works() {
+    let rt = runtime();
+    let (mut client, server) = tcp_pair();
+    let h = Handle::from(server);
+    let c = bind(&rt, &h);
+
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    started(h.read(vec![0; 16]));
+    assert_eq!(c.recv().ok(), 0, "the peer's half close is the end of its stream");
+    started(h.write(b"still open".to_vec()));
+    assert_eq!(c.recv().ok(), 10);
+    let mut got = [0; 10];
+    client.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"still open");
+}
+
+/// A read on a socket that never connected fails exactly once: at once
+/// (not connected) or as an error completion.
+#[test]
+fn s23_read_on_a_socket_that_never_connected_fails_exactly_once() {
+    let rt = runtime();
+    let addr = util::unused_addr();
+    let h = Handle::tcp_socket_for(&addr).unwrap();
+    let c = bind(&rt, &h);
+    match h.read(vec![0; 8]) {
+        Ok(id) => {
+            let d = c.recv();
+            assert_eq!(d.id(), id);
+            assert!(!d.status.is_success(), "{d:?}");
+        }
+        Err(e) => {
+            assert!(matches!(e.error, Error::Io(_)), "{e:?}");
+            assert_eq!(e.buffer.len(), 8);
+        }
+    }
+    c.expect_none(Duration::from_millis(100));
+}

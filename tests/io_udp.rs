@@ -123,3 +123,26 @@ fn s24_close_aborts_pending_receives() {
         .collect();
     assert_eq!(done, ids);
 }
+
+/// A datagram to an address of the other family fails exactly once, and
+/// the buffer comes back either way.
+#[test]
+fn s23_send_to_an_address_of_the_wrong_family_fails_exactly_once() {
+    let rt = runtime();
+    let (a, _) = udp();
+    let c = bind(&rt, &a);
+    let v6: std::net::SocketAddr = "[::1]:9".parse().unwrap();
+    match a.send_to(b"nowhere".to_vec(), v6) {
+        Ok(id) => {
+            let d = c.recv();
+            assert_eq!(d.id(), id);
+            assert!(!d.status.is_success(), "{d:?}");
+            assert_eq!(d.request.into_buffer().into_vec(), b"nowhere");
+        }
+        Err(e) => {
+            assert!(matches!(e.error, Error::Io(_)), "{e:?}");
+            assert_eq!(e.buffer.into_vec(), b"nowhere");
+        }
+    }
+    c.expect_none(Duration::from_millis(100));
+}

@@ -12,9 +12,11 @@ use iocompletion::{Error, Handle, IoCompletionManager, Request, Status};
 use util::{runtime, started, tcp_pair, Collector};
 
 #[track_caller]
-fn assert_invalid(r: iocompletion::Result<()>, what: &str) {
+fn assert_invalid(r: iocompletion::Result<()>, what: &str, because: &str) {
     match r {
-        Err(Error::InvalidArgument(msg)) => assert!(!msg.is_empty()),
+        Err(Error::InvalidArgument(msg)) => {
+            assert!(msg.contains(because), "{what}: {msg:?} does not say {because:?}")
+        }
         other => panic!("{what}: expected InvalidArgument, got {other:?}"),
     }
 }
@@ -22,34 +24,38 @@ fn assert_invalid(r: iocompletion::Result<()>, what: &str) {
 #[test]
 fn s21_binding_a_closed_handle_is_invalid_argument() {
     let rt = runtime();
+    rt.set_completion_sink(Collector::new().sink()).unwrap();
     let (_client, server) = tcp_pair();
     let h = Handle::from(server);
     h.close();
-    assert_invalid(rt.bind(None, &h), "bind");
+    assert_invalid(rt.bind(None, &h), "bind", "closed");
     assert_invalid(
         rt.bind_io_completion_callback(&h, Collector::new().sink(), 0),
         "bind_io_completion_callback",
+        "closed",
     );
     assert!(!h.is_bound());
 
     let f = util::TempFile::new("closed-bind");
     let fh = Handle::from(File::open(f.path()).unwrap());
     fh.close();
-    assert_invalid(rt.bind(None, &fh), "bind of a closed file");
+    assert_invalid(rt.bind(None, &fh), "bind of a closed file", "closed");
 }
 
 #[test]
 fn s21_a_socket_binds_to_one_port_only() {
     let rt = runtime();
+    rt.set_completion_sink(Collector::new().sink()).unwrap();
     let other = rt.create_port().unwrap();
     let (_client, server) = tcp_pair();
     let h = Handle::from(server);
     rt.bind(None, &h).unwrap();
-    assert_invalid(rt.bind(None, &h), "second bind, same port");
-    assert_invalid(rt.bind(Some(&other), &h), "second bind, another port");
+    assert_invalid(rt.bind(None, &h), "second bind, same port", "already bound");
+    assert_invalid(rt.bind(Some(&other), &h), "second bind, another port", "already bound");
     assert_invalid(
         rt.bind_io_completion_callback(&h, Collector::new().sink(), 0),
         "callback bind after bind",
+        "already bound",
     );
     assert!(h.port().unwrap().same(&rt.default_port().unwrap()));
 }
@@ -57,11 +63,12 @@ fn s21_a_socket_binds_to_one_port_only() {
 #[test]
 fn s21_binding_to_a_closed_port_is_invalid_argument() {
     let rt = runtime();
+    rt.set_completion_sink(Collector::new().sink()).unwrap();
     let port = rt.create_port().unwrap();
     rt.close_port(&port).unwrap();
     let (_client, server) = tcp_pair();
     let h = Handle::from(server);
-    assert_invalid(rt.bind(Some(&port), &h), "bind to a closed port");
+    assert_invalid(rt.bind(Some(&port), &h), "bind to a closed port", "closed");
     // The handle is still free to bind elsewhere.
     rt.bind(None, &h).unwrap();
 }

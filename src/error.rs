@@ -92,6 +92,18 @@ impl Error {
         }
     }
 
+    /// True for the "not found" of a cancel that found nothing (S25):
+    /// `ENOENT` on Unix, `ERROR_NOT_FOUND` on Windows.
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            Error::Io(e) => {
+                e.kind() == io::ErrorKind::NotFound
+                    || e.raw_os_error() == crate::sys::not_found().raw_os_error()
+            }
+            _ => false,
+        }
+    }
+
     /// True for [`Error::Fatal`], the one error that poisons a manager.
     pub fn is_fatal(&self) -> bool {
         matches!(self, Error::Fatal(_))

@@ -189,6 +189,13 @@ impl Handle {
     /// `initialize_host_overlapped` runs (its error stops the request, S19),
     /// then the backend starts the I/O.
     pub fn start(&self, op: Op, buffer: Buffer) -> Result<RequestId, StartError> {
+        self.start_with(op, buffer, 0)
+    }
+
+    /// Like [`Handle::start`], with `user_data` set on the request before it
+    /// starts (and before the host's initializer runs); the completion's
+    /// [`Request::user_data`] gives it back.
+    pub fn start_with(&self, op: Op, buffer: Buffer, user_data: usize) -> Result<RequestId, StartError> {
         let Some(b) = self.inner.binding.get() else {
             return Err(StartError::new(
                 Error::invalid("handle", self.describe(), "is not bound to a port"),
@@ -202,6 +209,11 @@ impl Handle {
             Ok(r) => r,
             Err(buffer) => return Err(StartError::new(Error::OutOfMemory, buffer)),
         };
+        {
+            let h = req.header_mut();
+            h.user_data = user_data;
+            h.handle = Some(Arc::downgrade(&self.inner));
+        }
         if let Err(e) = b.host.initialize_host_overlapped(&mut req) {
             return Err(StartError::new(e, req.into_buffer()));
         }

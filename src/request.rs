@@ -178,6 +178,9 @@ pub(crate) struct Header {
     pub(crate) accepted: Option<Handle>,
     /// User data travelling with the request.
     pub(crate) user_data: usize,
+    /// The handle the request was started on, held weakly so an in-flight
+    /// request never keeps its handle open.
+    pub(crate) handle: Option<crate::sync::Weak<crate::handle::HandleInner>>,
     /// Keeps the starting worker alive while in flight (S15).
     pub(crate) origin: Option<crate::pool::InFlight>,
 }
@@ -228,6 +231,7 @@ impl Request {
             addr: None,
             accepted: None,
             user_data: 0,
+            handle: None,
             origin: None,
         };
         // SAFETY: `raw` is a fresh allocation of `layout`, big enough and
@@ -339,6 +343,12 @@ impl Request {
     /// Takes the connection an `Accept` produced; it is not yet bound.
     pub fn take_accepted(&mut self) -> Option<Handle> {
         self.header_mut().accepted.take()
+    }
+
+    /// The handle the request was started on, while it is still open
+    /// somewhere (`None` for user posts, or once every clone is dropped).
+    pub fn handle(&self) -> Option<Handle> {
+        self.header().handle.as_ref()?.upgrade().map(|inner| Handle { inner })
     }
 
     /// User data carried by the request.

@@ -146,3 +146,40 @@ fn s22_a_second_bind_is_invalid() {
     assert!(matches!(e, Error::InvalidArgument(_)));
     assert!(matches!(rt.bind(None, &h), Err(Error::InvalidArgument(_))));
 }
+
+#[test]
+fn s26_a_completion_names_its_handle_and_carries_user_data_from_the_start() {
+    let rt = Runtime::builder().min_threads(1).build().unwrap();
+    let (sink, rx) = collector();
+    rt.set_completion_sink(sink).unwrap();
+    let (mut c, h) = pair();
+    rt.bind(None, &h).unwrap();
+    h.start_with(iocompletion::Op::Read, vec![0; 4].into(), 77).unwrap();
+    c.write_all(b"data").unwrap();
+    let d = next(&rx, "read");
+    assert_eq!(d.request.user_data(), 77);
+    assert!(d.request.handle().expect("the handle is open").same(&h));
+
+    // A request never keeps its handle alive: dropping the last clone
+    // aborts the read, and the completion no longer reaches the handle.
+    h.read(vec![0; 4]).unwrap();
+    drop(h);
+    let d = next(&rx, "aborted read");
+    assert!(d.status.is_aborted());
+    assert!(d.request.handle().is_none());
+    let req = rt.new_request(iocompletion::Buffer::None).unwrap();
+    assert!(req.handle().is_none(), "a user post has no handle");
+}
+
+#[test]
+fn s25_cancel_of_an_unknown_request_is_not_found() {
+    let rt = runtime();
+    let (mut c, h) = pair();
+    rt.bind(None, &h).unwrap();
+    let id = h.read(vec![0; 1]).unwrap();
+    c.write_all(b"x").unwrap();
+    common::wait_until("the read completed", || h.cancel(id).is_err());
+    let e = h.cancel(id).unwrap_err();
+    assert!(e.is_not_found(), "{e:?}");
+    assert!(!Error::Timeout.is_not_found());
+}

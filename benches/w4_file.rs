@@ -136,7 +136,13 @@ mod imp {
         start.elapsed()
     }
 
-    fn tokio_fs(rt: &tokio::runtime::Runtime, path: &PathBuf, n: u64, depth: usize, offs: &Arc<Vec<u64>>) -> Duration {
+    fn tokio_fs(
+        rt: &tokio::runtime::Runtime,
+        path: &PathBuf,
+        n: u64,
+        depth: usize,
+        offs: &Arc<Vec<u64>>,
+    ) -> Duration {
         use tokio::io::{AsyncReadExt, AsyncSeekExt};
         rt.block_on(async {
             let mut files = Vec::new();
@@ -168,7 +174,13 @@ mod imp {
         })
     }
 
-    fn tokio_blocking(rt: &tokio::runtime::Runtime, f: &Arc<File>, n: u64, depth: usize, offs: &Arc<Vec<u64>>) -> Duration {
+    fn tokio_blocking(
+        rt: &tokio::runtime::Runtime,
+        f: &Arc<File>,
+        n: u64,
+        depth: usize,
+        offs: &Arc<Vec<u64>>,
+    ) -> Duration {
         rt.block_on(async {
             let start = Instant::now();
             let tasks: Vec<_> = (0..depth)
@@ -210,7 +222,11 @@ mod imp {
         let ours = Ours::new(&path, offs.clone());
         let std_file = File::open(&path).expect("open");
         let shared = Arc::new(File::open(&path).expect("open"));
-        let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(cpus()).enable_all().build().expect("tokio");
+        let tokio = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cpus())
+            .enable_all()
+            .build()
+            .expect("tokio");
         let names = ["iocompletion", "std pread", "tokio::fs", "tokio spawn_blocking"];
         let run = |c: usize, n: u64, depth: usize| -> Duration {
             match c {
@@ -222,12 +238,18 @@ mod imp {
         };
         let mut cases = Vec::new();
         if s.harness {
-            let n: u64 = s.pick(100_000, 10_000);
+            let n: u64 = s.pick(50_000, 10_000);
             for depth in [1usize, 32] {
                 for c in 0..names.len() {
                     run(c, n / 10, depth);
                 }
-                let mut case = Case::new("W4", &format!("depth {depth}, {n} reads of 4 KiB"), "reads/s", Better::Higher, &names);
+                let mut case = Case::new(
+                    "W4",
+                    &format!("depth {depth}, {n} reads of 4 KiB"),
+                    "reads/s",
+                    Better::Higher,
+                    &names,
+                );
                 case.run_rounds(s.rounds, |c| n as f64 / run(c, n, depth).as_secs_f64());
                 cases.push(case);
             }
@@ -238,7 +260,9 @@ mod imp {
             for depth in [1usize, 32] {
                 let mut g = cr.benchmark_group(format!("w4_file/depth_{depth}"));
                 g.throughput(criterion::Throughput::Bytes(BLOCK as u64));
-                for (c, name) in ["iocompletion", "std_pread", "tokio_fs", "tokio_spawn_blocking"].iter().enumerate() {
+                for (c, name) in
+                    ["iocompletion", "std_pread", "tokio_fs", "tokio_spawn_blocking"].iter().enumerate()
+                {
                     g.bench_function(*name, |b| b.iter_custom(|i| run(c, i.max(depth as u64), depth)));
                 }
                 g.finish();

@@ -180,7 +180,8 @@ struct Tokio {
 
 impl Tokio {
     fn new() -> Tokio {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads()).build().expect("tokio");
+        let rt =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(threads()).build().expect("tokio");
         Tokio { rt, epoch: Instant::now() }
     }
 
@@ -236,7 +237,13 @@ fn harness(s: &Settings, ours: &Ours, chan: &Chan, tok: &Tokio) -> Vec<Case> {
         ours.run(n / 4, p);
         chan.run(n / 4, p);
         tok.run(n / 4, p);
-        let mut case = Case::new("W1", &format!("{p} producer(s), {n} completions"), "completions/s", Better::Higher, &names);
+        let mut case = Case::new(
+            "W1",
+            &format!("{p} producer(s), {n} completions"),
+            "completions/s",
+            Better::Higher,
+            &names,
+        );
         case.run_rounds(s.rounds, |c| {
             let d = match c {
                 0 => ours.run(n, p),

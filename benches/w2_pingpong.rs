@@ -87,7 +87,8 @@ fn main() {
         for c in 0..3 {
             srv.run(c, n / 10);
         }
-        let mut case = Case::new("W2", &format!("64 B ping-pong, {n} round trips"), "us", Better::Lower, &names);
+        let mut case =
+            Case::new("W2", &format!("64 B ping-pong, {n} round trips"), "us", Better::Lower, &names);
         case.run_rounds(s.rounds, |c| srv.run(c, n).as_secs_f64() * 1e6 / n as f64);
         common::report("w2", &[case]);
     }

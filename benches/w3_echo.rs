@@ -42,7 +42,9 @@ impl Load {
         for (i, s) in streams.into_iter().enumerate() {
             s.set_nonblocking(true).expect("nonblocking");
             let mut s = TcpStream::from_std(s);
-            poll.registry().register(&mut s, Token(i), Interest::READABLE | Interest::WRITABLE).expect("register");
+            poll.registry()
+                .register(&mut s, Token(i), Interest::READABLE | Interest::WRITABLE)
+                .expect("register");
             conns.push(Conn { s, sent: 0, got: 0, busy: false });
         }
         Load { poll, events: Events::with_capacity(1024), conns, scratch: vec![0; 64 * 1024] }
@@ -147,7 +149,8 @@ struct Setup {
 fn setup(conns: usize) -> Setup {
     let cpus = thread::available_parallelism().map_or(2, |n| n.get());
     let rt = Runtime::builder().min_threads(cpus).max_threads(64).build().expect("runtime");
-    let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(cpus).enable_all().build().expect("tokio");
+    let tokio =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(cpus).enable_all().build().expect("tokio");
     let (oc, os): (Vec<_>, Vec<_>) = echo::pairs(conns).into_iter().unzip();
     let (tc, ts): (Vec<_>, Vec<_>) = echo::pairs(conns).into_iter().unzip();
     let handles = os.into_iter().map(|s| echo::ours_serve(&rt, s)).collect();

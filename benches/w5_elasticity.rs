@@ -108,8 +108,9 @@ impl Tokio {
         let grow = until(start, || running.load(Ordering::Acquire) == MAX);
         release.store(true, Ordering::Release);
         let t = Instant::now();
-        let shrink =
-            until(t, || self.live.load(Ordering::Acquire) <= self.base && running.load(Ordering::Acquire) == 0);
+        let shrink = until(t, || {
+            self.live.load(Ordering::Acquire) <= self.base && running.load(Ordering::Acquire) == 0
+        });
         (grow, shrink)
     }
 }
@@ -139,7 +140,13 @@ fn main() {
     let tok = Tokio::new();
 
     let names = ["iocompletion", "tokio spawn_blocking"];
-    let mut grow = Case::new("W5", &format!("grow to {MAX} threads under blocking callbacks"), "ms", Better::Lower, &names);
+    let mut grow = Case::new(
+        "W5",
+        &format!("grow to {MAX} threads under blocking callbacks"),
+        "ms",
+        Better::Lower,
+        &names,
+    );
     let mut shrink = Case::new(
         "W5",
         &format!("back to min after the burst (keep-alive {} s)", KEEP_ALIVE.as_secs()),

@@ -165,7 +165,11 @@ impl Case {
             "\n{} {} ({} rounds, median; ratio > 1 means ours is better)\n",
             self.workload, self.case, rounds
         );
-        let _ = writeln!(s, "| comparator | median {} | min-max | ours vs it (median ratio) | ratio min-max |", self.unit);
+        let _ = writeln!(
+            s,
+            "| comparator | median {} | min-max | ours vs it (median ratio) | ratio min-max |",
+            self.unit
+        );
         let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: |");
         for c in 0..self.names.len() {
             let (lo, hi) = min_max(&self.values[c]);

@@ -92,8 +92,13 @@ thread_local! {
 struct WorkerInfo {
     /// Packets taken but not yet run; idle siblings steal from the back.
     local: Mutex<VecDeque<Packet>>,
-    /// When the running callback started (ns since the pool's epoch); 0 when idle.
-    busy_since: AtomicU64,
+    /// True while the worker runs completions (set per batch, not per packet).
+    busy: AtomicBool,
+    /// Completions this worker ran; written only by it, so counting costs
+    /// no shared cache line.
+    seq: AtomicU64,
+    /// `seq` as the gate thread saw it at its previous tick.
+    seen: AtomicU64,
     /// The port concurrency slot the worker holds, if the backend has one.
     slot: Mutex<Option<sys::Slot>>,
 }
@@ -119,19 +124,25 @@ impl PortSlot {
         workers.iter().find_map(|w| w.local.try_lock().and_then(|mut q| q.pop_back()))
     }
 
-    /// Frees the concurrency slots of workers busy for at least `limit`:
-    /// the kernel frees the slot of a thread that blocks; user space can only
-    /// see that a callback has run long, so it treats that as blocked.
-    fn release_stuck(&self, now: u64, limit: Duration) {
-        let limit = limit.as_nanos() as u64;
+    /// Frees the concurrency slots of workers that finished no completion
+    /// for a whole gate interval while busy: the kernel frees the slot of a
+    /// thread that blocks; user space can only see that a callback has run
+    /// long, so it treats that as blocked.
+    fn release_stuck(&self) {
         for w in self.workers.lock().iter() {
-            let since = w.busy_since.load(Ordering::Acquire);
-            if since != 0 && now.saturating_sub(since) >= limit {
+            let seq = w.seq.load(Ordering::Acquire);
+            let seen = w.seen.swap(seq, Ordering::AcqRel);
+            if w.busy.load(Ordering::Acquire) && seq == seen {
                 if let Some(s) = w.slot.lock().take() {
                     s.release();
                 }
             }
         }
+    }
+
+    /// Completions run by the live workers.
+    fn completions(&self) -> u64 {
+        self.workers.lock().iter().map(|w| w.seq.load(Ordering::Acquire)).sum()
     }
 }
 
@@ -159,14 +170,6 @@ pub(crate) struct Shared {
     gate: Condvar,
     dispatch: Box<Dispatch>,
     id: usize,
-    epoch: Instant,
-}
-
-impl Shared {
-    /// Nanoseconds since the pool started, never 0.
-    fn now(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64 + 1
-    }
 }
 
 /// The pool. Cheap to share through its `Arc`.
@@ -202,7 +205,6 @@ impl Pool {
             gate: Condvar::new(),
             dispatch,
             id: NEXT_POOL.fetch_add(1, Ordering::Relaxed),
-            epoch: Instant::now(),
         });
         let weak = Arc::downgrade(&shared);
         let name = format!("{}-gate", shared.config.name);
@@ -294,13 +296,17 @@ impl Pool {
 
     pub(crate) fn stats(&self) -> PoolStats {
         let s = &self.shared;
+        let (threads, live) = {
+            let st = s.state.lock();
+            (st.threads, st.slots.iter().map(|p| p.completions()).sum::<u64>())
+        };
         PoolStats {
-            threads: s.state.lock().threads,
+            threads,
             busy: s.busy.load(Ordering::Acquire),
             peak_threads: s.peak.load(Ordering::Acquire),
             started: s.started.load(Ordering::Acquire),
             retired: s.retired.load(Ordering::Acquire),
-            completions: s.completions.load(Ordering::Acquire),
+            completions: s.completions.load(Ordering::Acquire) + live,
             panics: s.panics.load(Ordering::Acquire),
             unclaimed: s.unclaimed.load(Ordering::Acquire),
         }
@@ -406,10 +412,9 @@ fn gate(weak: Weak<Shared>) {
         if st.shutdown {
             return;
         }
-        let now = shared.now();
         let backlogged: Vec<Arc<PortSlot>> = st.slots.iter().filter(|s| s.has_backlog()).cloned().collect();
         for s in &backlogged {
-            s.release_stuck(now, interval);
+            s.release_stuck();
         }
         let due = st.last_spawn.map_or(true, |t| t.elapsed() >= interval);
         let starving = backlogged.into_iter().find(|s| s.waiting.load(Ordering::Acquire) == 0);
@@ -443,28 +448,39 @@ fn worker(weak: Weak<Shared>, slot: Arc<PortSlot>) {
     CURRENT.with(|c| *c.borrow_mut() = Some(in_flight.clone()));
     let me = Arc::new(WorkerInfo {
         local: Mutex::new(VecDeque::with_capacity(BATCH)),
-        busy_since: AtomicU64::new(0),
+        busy: AtomicBool::new(false),
+        seq: AtomicU64::new(0),
+        seen: AtomicU64::new(0),
         slot: Mutex::new(None),
     });
     slot.workers.lock().push(me.clone());
+    slot.port.serve_from_this_thread(true);
     let local = &me.local;
     let mut batch = Vec::with_capacity(BATCH);
     let keep_alive = shared.config.keep_alive;
     let mut retired = false;
 
+    let mut busy = false;
     loop {
-        let mine = local.lock().pop_front();
-        if let Some(packet) = mine {
-            run(&shared, &me, packet);
-            continue;
-        }
-        if let Some(packet) = slot.steal() {
+        let mut next = local.lock().pop_front();
+        if next.is_none() {
+            next = slot.steal();
             // Stolen work means a sibling is stuck with more: grow if no one waits.
-            if slot.waiting.load(Ordering::Acquire) == 0 {
+            if next.is_some() && slot.waiting.load(Ordering::Acquire) == 0 {
                 on_starving(&shared, &slot);
+            }
+        }
+        if let Some(packet) = next {
+            if !busy {
+                busy = true;
+                set_busy(&shared, &me, true);
             }
             run(&shared, &me, packet);
             continue;
+        }
+        if busy {
+            busy = false;
+            set_busy(&shared, &me, false);
         }
         slot.waiting.fetch_add(1, Ordering::AcqRel);
         let r = slot.port.get_many(&mut batch, BATCH, Some(keep_alive));
@@ -487,25 +503,42 @@ fn worker(weak: Weak<Shared>, slot: Arc<PortSlot>) {
         }
     }
 
-    // Hand back anything still queued locally before leaving.
+    // Run anything still queued locally before leaving.
     let rest: Vec<Packet> = local.lock().drain(..).collect();
-    for p in rest {
-        run(&shared, &me, p);
+    if !rest.is_empty() {
+        set_busy(&shared, &me, true);
+        for p in rest {
+            run(&shared, &me, p);
+        }
+        set_busy(&shared, &me, false);
     }
-    slot.workers.lock().retain(|w| !Arc::ptr_eq(w, &me));
+    {
+        let mut workers = slot.workers.lock();
+        shared.completions.fetch_add(me.seq.load(Ordering::Acquire), Ordering::AcqRel);
+        workers.retain(|w| !Arc::ptr_eq(w, &me));
+    }
     if !retired {
         let mut st = shared.state.lock();
         st.threads -= 1;
         slot.threads.fetch_sub(1, Ordering::AcqRel);
     }
     CURRENT.with(|c| c.borrow_mut().take());
+    slot.port.serve_from_this_thread(false);
     let _g = slot.exited_lock.lock();
     slot.exited.notify_all();
 }
 
+/// Marks the worker running completions or not: per batch, not per packet.
+fn set_busy(shared: &Shared, me: &WorkerInfo, busy: bool) {
+    me.busy.store(busy, Ordering::Release);
+    if busy {
+        shared.busy.fetch_add(1, Ordering::AcqRel);
+    } else {
+        shared.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 fn run(shared: &Shared, me: &WorkerInfo, packet: Packet) {
-    shared.busy.fetch_add(1, Ordering::AcqRel);
-    me.busy_since.store(shared.now(), Ordering::Release);
     match catch_unwind(AssertUnwindSafe(|| (shared.dispatch)(packet))) {
         Ok(true) => {}
         Ok(false) => {
@@ -515,7 +548,6 @@ fn run(shared: &Shared, me: &WorkerInfo, packet: Packet) {
             shared.panics.fetch_add(1, Ordering::Relaxed);
         }
     }
-    me.busy_since.store(0, Ordering::Release);
-    shared.completions.fetch_add(1, Ordering::Relaxed);
-    shared.busy.fetch_sub(1, Ordering::AcqRel);
+    // Only this worker writes `seq`: a plain load and store, no locked op.
+    me.seq.store(me.seq.load(Ordering::Relaxed) + 1, Ordering::Release);
 }

@@ -168,6 +168,12 @@ impl Port {
         }
     }
 
+    /// Marks the calling thread as a pool worker of this port, which comes
+    /// back to it after every batch, or clears the mark.
+    pub(crate) fn serve_from_this_thread(&self, serving: bool) {
+        self.inner.sys.serve_from_this_thread(serving);
+    }
+
     /// True when packets or pending work wait on the port (a hint for the
     /// pool's growth decision).
     pub(crate) fn has_backlog(&self) -> bool {

@@ -1,6 +1,7 @@
 //! The default host: a `Runtime` built on the platform backend and the pool.
 
 use std::fmt;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::error::{Error, Result, StartError};
@@ -15,7 +16,62 @@ use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, RwLock};
 /// The host's initializer for the extension of each request (S19).
 pub type Initializer = dyn Fn(&mut Request) -> Result<()> + Send + Sync;
 
-type SinkSlot = Arc<RwLock<Option<Arc<dyn CompletionSink>>>>;
+/// The runtime's sink. Workers read it through a per-thread cache keyed by
+/// (id, version), so running a completion takes no lock and touches no
+/// shared reference count.
+struct Sink {
+    id: u64,
+    version: AtomicU64,
+    is_set: AtomicBool,
+    slot: RwLock<Option<Arc<dyn CompletionSink>>>,
+}
+
+type SinkSlot = Arc<Sink>;
+
+static NEXT_SINK: AtomicU64 = AtomicU64::new(1);
+
+type CachedSink = Option<(u64, u64, Arc<dyn CompletionSink>)>;
+
+thread_local! {
+    static SINK_CACHE: std::cell::RefCell<CachedSink> = const { std::cell::RefCell::new(None) };
+}
+
+impl Sink {
+    fn set(&self, sink: Arc<dyn CompletionSink>) {
+        let mut slot = self.slot.write();
+        *slot = Some(sink);
+        self.version.fetch_add(1, Ordering::AcqRel);
+        self.is_set.store(true, Ordering::Release);
+    }
+
+    /// Hands the completion to the sink; false when none is set. The call
+    /// goes through a shared borrow of the thread's cache: no lock, no
+    /// reference count.
+    fn deliver(&self, status: crate::Status, bytes: usize, req: Request) -> bool {
+        let version = self.version.load(Ordering::Acquire);
+        SINK_CACHE.with(|cache| {
+            let fresh = matches!(&*cache.borrow(), Some((id, v, _)) if *id == self.id && *v == version);
+            if !fresh {
+                let Some(s) = self.slot.read().clone() else { return false };
+                match cache.try_borrow_mut() {
+                    Ok(mut m) => *m = Some((self.id, version, s)),
+                    Err(_) => {
+                        // Called from inside a sink on this thread: go direct.
+                        s.on_complete(status, bytes, req);
+                        return true;
+                    }
+                }
+            }
+            match &*cache.borrow() {
+                Some((_, _, s)) => {
+                    s.on_complete(status, bytes, req);
+                    true
+                }
+                None => false,
+            }
+        })
+    }
+}
 
 static NEXT_RUNTIME: AtomicU64 = AtomicU64::new(1);
 
@@ -145,7 +201,12 @@ impl Builder {
                 &format!("exceeds the maximum of {MAX_HOST_OVERLAPPED_SIZE}"),
             ));
         }
-        let sink: SinkSlot = Arc::new(RwLock::new(None));
+        let sink: SinkSlot = Arc::new(Sink {
+            id: NEXT_SINK.fetch_add(1, Ordering::Relaxed),
+            version: AtomicU64::new(0),
+            is_set: AtomicBool::new(false),
+            slot: RwLock::new(None),
+        });
         let dispatch = dispatcher(sink.clone());
         let pool = Pool::new(
             PoolConfig {
@@ -166,7 +227,8 @@ impl Builder {
                 ext_size: self.host_overlapped_size,
                 initializer: self.initializer,
                 port_concurrency: self.port_concurrency,
-                default_port: Mutex::new(None),
+                default_port: OnceLock::new(),
+                default_lock: Mutex::new(()),
                 ports: Mutex::new(Vec::new()),
                 poisoned: AtomicBool::new(false),
                 shut: AtomicBool::new(false),
@@ -178,19 +240,13 @@ impl Builder {
 /// Runs one packet: the request's own target, else the sink.
 fn dispatcher(sink: SinkSlot) -> Box<Dispatch> {
     Box::new(move |p: Packet| {
-        let Some(req) = p.request else { return false };
-        if let Some(t) = req.target().cloned() {
+        let Some(mut req) = p.request else { return false };
+        // Moved out, not cloned: no shared reference count is touched.
+        if let Some(t) = req.header_mut().target.take() {
             t.on_complete(p.status, p.bytes, req);
             return true;
         }
-        let s = sink.read().clone();
-        match s {
-            Some(s) => {
-                s.on_complete(p.status, p.bytes, req);
-                true
-            }
-            None => false,
-        }
+        sink.deliver(p.status, p.bytes, req)
     })
 }
 
@@ -201,7 +257,9 @@ struct Inner {
     ext_size: usize,
     initializer: Option<Arc<Initializer>>,
     port_concurrency: usize,
-    default_port: Mutex<Option<Port>>,
+    /// Created on first use (S21); once closed, it stays closed.
+    default_port: OnceLock<Port>,
+    default_lock: Mutex<()>,
     ports: Mutex<Vec<Port>>,
     poisoned: AtomicBool,
     shut: AtomicBool,
@@ -210,7 +268,7 @@ struct Inner {
 impl Inner {
     fn all_ports(&self) -> Vec<Port> {
         let mut v: Vec<Port> = self.ports.lock().clone();
-        v.extend(self.default_port.lock().clone());
+        v.extend(self.default_port.get().cloned());
         v
     }
 
@@ -308,16 +366,31 @@ impl Runtime {
         r
     }
 
-    /// The default port, created (and served) on first use (S21).
+    /// The default port, created (and served) on first use (S21). Once it
+    /// is closed (by `close_port`), using it gives `InvalidArgument`.
     pub fn default_port(&self) -> Result<Port> {
+        self.default_port_ref().cloned()
+    }
+
+    fn default_port_ref(&self) -> Result<&Port> {
         self.check()?;
-        let mut slot = self.inner.default_port.lock();
-        if let Some(p) = slot.as_ref().filter(|p| !p.is_closed()) {
-            return Ok(p.clone());
+        let port = match self.inner.default_port.get() {
+            Some(p) => p,
+            None => {
+                let _g = self.inner.default_lock.lock();
+                match self.inner.default_port.get() {
+                    Some(p) => p,
+                    None => {
+                        let port = Port::with_owner(self.inner.port_concurrency, self.inner.id)?;
+                        self.inner.pool.serve(port.clone())?;
+                        self.inner.default_port.get_or_init(|| port)
+                    }
+                }
+            }
+        };
+        if port.is_closed() {
+            return Err(Error::invalid("port", port.id(), "the default port is closed"));
         }
-        let port = Port::with_owner(self.inner.port_concurrency, self.inner.id)?;
-        self.inner.pool.serve(port.clone())?;
-        *slot = Some(port.clone());
         Ok(port)
     }
 
@@ -361,11 +434,15 @@ impl Runtime {
     /// ([`Request::set_callback`]) or else to the sink, with a success
     /// status and `bytes` (S9).
     pub fn post(&self, port: Option<&Port>, bytes: usize, request: Request) -> Result<(), StartError> {
-        let port = match self.resolve(port) {
+        let port = match port {
+            None => self.default_port_ref(),
+            Some(p) => self.check_owned(p).map(|()| p),
+        };
+        let port = match port {
             Ok(p) => p,
             Err(e) => return Err(StartError::new(e, request.into_buffer())),
         };
-        if request.target().is_none() && self.inner.sink.read().is_none() {
+        if request.target().is_none() && !self.inner.sink.is_set.load(Ordering::Acquire) {
             return Err(StartError::new(
                 Error::invalid("request", request.id().as_u64(), "has no callback and no sink is set"),
                 request.into_buffer(),
@@ -453,7 +530,7 @@ impl IoCompletionManager for Runtime {
     /// no sink.
     fn bind(&self, port: Option<&Port>, handle: &Handle) -> Result<()> {
         self.check()?;
-        if self.inner.sink.read().is_none() {
+        if !self.inner.sink.is_set.load(Ordering::Acquire) {
             return Err(Error::invalid(
                 "sink",
                 "None",
@@ -519,7 +596,7 @@ impl IoCompletionManager for Runtime {
 
     fn set_completion_sink(&self, sink: Arc<dyn CompletionSink>) -> Result<()> {
         self.check()?;
-        *self.inner.sink.write() = Some(sink);
+        self.inner.sink.set(sink);
         Ok(())
     }
 }

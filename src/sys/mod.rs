@@ -17,3 +17,10 @@ pub(crate) use unix::*;
 mod windows;
 #[cfg(windows)]
 pub(crate) use windows::*;
+
+#[cfg(windows)]
+impl windows::Port {
+    /// The kernel decides which waiting thread an IOCP packet releases, so
+    /// the pool's "this thread comes back to the port" hint has nothing to do.
+    pub(crate) fn serve_from_this_thread(&self, _serving: bool) {}
+}

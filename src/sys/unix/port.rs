@@ -45,6 +45,8 @@ struct State {
     active: usize,
     polling: bool,
     poll_woken: bool,
+    /// Threads spinning before they park: they will see new work unwoken.
+    spinning: usize,
     closing: bool,
     closed: bool,
 }
@@ -58,6 +60,8 @@ pub(super) struct Inner {
     pub(super) sources: Mutex<Slab<Arc<Io>>>,
     /// Requests queued on handles of this port, waiting for readiness.
     pub(super) pending: AtomicUsize,
+    /// `queue.len()`, readable without the lock by spinning threads.
+    queued: AtomicUsize,
     me: Weak<Inner>,
 }
 
@@ -98,7 +102,13 @@ impl Drop for Assoc {
 
 thread_local! {
     static ASSOC: RefCell<Assoc> = const { RefCell::new(Assoc(None)) };
+    /// The port this thread serves and comes back to after each batch (a
+    /// pool worker): work it queues there needs no wake-up.
+    static RETURNS_TO: std::cell::Cell<*const Inner> = const { std::cell::Cell::new(std::ptr::null()) };
 }
+
+/// How long a thread spins for new work before it parks.
+const SPIN: Duration = Duration::from_micros(20);
 
 /// The port. Cheap to share; the core holds it in an `Arc`.
 pub(crate) struct Port {
@@ -118,6 +128,7 @@ impl Port {
                     active: 0,
                     polling: false,
                     poll_woken: false,
+                    spinning: 0,
                     closing: false,
                     closed: false,
                 }),
@@ -127,6 +138,7 @@ impl Port {
                 waker,
                 sources: Mutex::new(Slab::new()),
                 pending: AtomicUsize::new(0),
+                queued: AtomicUsize::new(0),
                 me: me.clone(),
             }),
         })
@@ -145,6 +157,13 @@ impl Port {
         !self.inner.state.lock().queue.is_empty() || self.inner.pending.load(Ordering::Acquire) > 0
     }
 
+    /// Marks the calling thread as one that serves this port and returns to
+    /// it after every batch (a pool worker), or clears the mark.
+    pub(crate) fn serve_from_this_thread(&self, serving: bool) {
+        let p = if serving { Arc::as_ptr(&self.inner) } else { std::ptr::null() };
+        RETURNS_TO.with(|r| r.set(p));
+    }
+
     /// The calling thread's concurrency slot on any port, if it holds one.
     pub(crate) fn current_slot() -> Option<Slot> {
         ASSOC.with(|a| a.borrow().0.clone())
@@ -156,7 +175,8 @@ impl Port {
             return Err((Error::invalid("port", "<closed>", "is closed"), p));
         }
         st.queue.push_back(Item::Packet(p));
-        self.inner.wake_one(&mut st);
+        self.inner.queued_changed(&st);
+        self.inner.wake_for_new_work(&mut st);
         Ok(())
     }
 
@@ -190,6 +210,7 @@ impl Port {
             abort_work(item);
         }
         st.queue.extend(aborted.into_iter().map(Item::Packet));
+        self.inner.queued_changed(&st);
         st.closed = true;
         for w in st.waiters.drain(..) {
             w.notify();
@@ -226,10 +247,22 @@ impl Waiter {
 }
 
 impl Inner {
-    /// Wakes one thread for newly queued work: a parked one (LIFO), else
-    /// the poller, once.
+    fn queued_changed(&self, st: &State) {
+        self.queued.store(st.queue.len(), Ordering::Release);
+    }
+
+    /// Work was queued by the calling thread: wake a thread for it, unless
+    /// the caller serves this port and will take it after its batch.
+    fn wake_for_new_work(&self, st: &mut State) {
+        if RETURNS_TO.with(|r| r.get()) != self as *const Inner {
+            self.wake_one(st);
+        }
+    }
+
+    /// Wakes one thread for queued work: none if one is spinning (it will
+    /// see the work), else a parked one (LIFO), else the poller, once.
     fn wake_one(&self, st: &mut State) {
-        if st.active >= self.concurrency {
+        if st.active >= self.concurrency || st.spinning > 0 {
             return;
         }
         if let Some(w) = st.waiters.pop() {
@@ -247,7 +280,8 @@ impl Inner {
         let before = st.queue.len();
         st.queue.extend(packets.into_iter().map(Item::Packet));
         if st.queue.len() > before {
-            self.wake_one(&mut st);
+            self.queued_changed(&st);
+            self.wake_for_new_work(&mut st);
         }
     }
 
@@ -258,7 +292,8 @@ impl Inner {
             return Err(req);
         }
         st.queue.push_back(Item::Work(req, io));
-        self.wake_one(&mut st);
+        self.queued_changed(&st);
+        self.wake_for_new_work(&mut st);
         Ok(())
     }
 
@@ -282,6 +317,7 @@ impl Inner {
 
     fn get_many(&self, out: &mut Vec<Packet>, max: usize, timeout: Option<Duration>) -> Result<usize> {
         let deadline = timeout.map(|t| Instant::now() + t);
+        let mut spun = false;
         // Give back the slot this thread held, on this port or another.
         if let Some(slot) = ASSOC.with(|a| a.borrow_mut().0.take()) {
             slot.release();
@@ -294,6 +330,7 @@ impl Inner {
                 let share = st.queue.len().div_ceil(st.waiters.len() + 1);
                 let n = share.min(max);
                 let taken: Vec<Item> = st.queue.drain(..n).collect();
+                self.queued_changed(&st);
                 st.active += 1;
                 if !st.queue.is_empty() {
                     self.wake_one(&mut st);
@@ -322,6 +359,28 @@ impl Inner {
                 return Err(Error::Timeout);
             }
             let remaining = deadline.map(|d| d - now);
+            if !spun && !st.closed && remaining.map_or(true, |r| r > SPIN) {
+                // Spin briefly first: work that comes within microseconds
+                // is taken with no park, no wake-up, no system call.
+                spun = true;
+                st.spinning += 1;
+                drop(st);
+                let end = Instant::now() + SPIN;
+                'spin: loop {
+                    for _ in 0..32 {
+                        if self.queued.load(Ordering::Acquire) > 0 {
+                            break 'spin;
+                        }
+                        std::hint::spin_loop();
+                    }
+                    if Instant::now() >= end {
+                        break;
+                    }
+                }
+                st = self.state.lock();
+                st.spinning -= 1;
+                continue;
+            }
             if !st.polling && !st.closed {
                 st.polling = true;
                 st.poll_woken = false;
@@ -331,6 +390,7 @@ impl Inner {
                 st = self.state.lock();
                 st.polling = false;
                 st.queue.extend(done.into_iter().map(Item::Packet));
+                self.queued_changed(&st);
                 if let Err(e) = r {
                     return Err(Error::Io(e));
                 }

@@ -324,6 +324,24 @@ impl Handle {
     }
 }
 
+/// Puts a file offset in the `OVERLAPPED`. Windows takes signed 64-bit
+/// offsets (negative ones mean "append" or "current position") and fails a
+/// transfer that would end past 2^63 - 1, so such requests are refused
+/// before they start. (Wine also queues a packet for that immediate
+/// failure, which Windows does not; refusing first keeps both exact.)
+fn set_offset(ov: &mut OVERLAPPED, off: u64, len: usize) -> Result<()> {
+    if off.checked_add(len as u64).map_or(true, |end| end > i64::MAX as u64) {
+        return Err(Error::invalid(
+            "offset",
+            off,
+            "plus the length is beyond the largest file offset (2^63 - 1)",
+        ));
+    }
+    ov.Anonymous.Anonymous.Offset = off as u32;
+    ov.Anonymous.Anonymous.OffsetHigh = (off >> 32) as u32;
+    Ok(())
+}
+
 /// Issues the OS call for the request at `p`. `Ok` means a packet will
 /// come (queued by the kernel, or posted here for a request that finished
 /// without one).
@@ -364,8 +382,7 @@ unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &PortInner) -
         }
         (Op::Read | Op::ReadAt(_), None) => {
             if let Op::ReadAt(off) = op {
-                h.os.overlapped.Anonymous.Anonymous.Offset = off as u32;
-                h.os.overlapped.Anonymous.Anonymous.OffsetHigh = (off >> 32) as u32;
+                set_offset(&mut h.os.overlapped, off, h.buffer.len())?;
             }
             let (ptr, len) = first_part(&mut h.buffer);
             // SAFETY: the buffer and OVERLAPPED live in the request until
@@ -391,8 +408,7 @@ unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &PortInner) -
         }
         (Op::Write | Op::WriteAt(_), None) => {
             if let Op::WriteAt(off) = op {
-                h.os.overlapped.Anonymous.Anonymous.Offset = off as u32;
-                h.os.overlapped.Anonymous.Anonymous.OffsetHigh = (off >> 32) as u32;
+                set_offset(&mut h.os.overlapped, off, h.buffer.len())?;
             }
             if let Buffer::Vectored(v) = &h.buffer {
                 if v.iter().filter(|b| !b.is_empty()).count() > 1 {
@@ -519,16 +535,27 @@ impl Io {
         }
     }
 
-    /// The packet of a started request, taken from the port: its status
-    /// from the `NTSTATUS` in its `OVERLAPPED`, and what the op must do on
-    /// completion (update the accept/connect context, read the source).
-    pub(super) fn complete(&self, mut req: Request, bytes: u32) -> Packet {
+    /// The packet of a started request, taken from the port, with the
+    /// `NTSTATUS` and byte count the packet carried; does what the op must
+    /// do on completion (update the accept/connect context, read the source).
+    pub(super) fn complete(&self, mut req: Request, nt: i32, bytes: u32) -> Packet {
         let id = req.header().id;
         self.pending.lock().remove(&id);
         let is_socket = self.socket;
         let h = req.header_mut();
-        let nt = h.os.overlapped.Internal as u32 as i32;
         let mut code = net::error_of(nt, is_socket);
+        if std::env::var_os("IOC_DEBUG").is_some()
+            && matches!(h.op, Op::Write)
+            && bytes as usize != h.buffer.len()
+        {
+            eprintln!(
+                "DEBUG write completion nt={:#x} ov={:#x} high={} bytes={bytes} len={}",
+                nt,
+                h.os.overlapped.Internal,
+                h.os.overlapped.InternalHigh,
+                h.buffer.len()
+            );
+        }
         let mut bytes = bytes as usize;
         match h.op {
             Op::Read | Op::ReadAt(_)

@@ -4,7 +4,8 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use windows_sys::Win32::Foundation::{
-    CloseHandle, ERROR_ABANDONED_WAIT_0, ERROR_INVALID_HANDLE, HANDLE, INVALID_HANDLE_VALUE, WAIT_TIMEOUT,
+    CloseHandle, ERROR_ABANDONED_WAIT_0, ERROR_INVALID_HANDLE, HANDLE, INVALID_HANDLE_VALUE, STATUS_ALERTED,
+    STATUS_PENDING, WAIT_TIMEOUT,
 };
 use windows_sys::Win32::System::IO::{
     CreateIoCompletionPort, GetQueuedCompletionStatusEx, PostQueuedCompletionStatus, OVERLAPPED,
@@ -110,21 +111,28 @@ impl Port {
     }
 
     /// `PostQueuedCompletionStatus`. The request, if any, travels as its
-    /// `OVERLAPPED` pointer.
+    /// `OVERLAPPED` pointer, and then carries the byte count too (the
+    /// kernel's count is 32 bits wide); without a request the byte count
+    /// must fit in 32 bits.
     pub(crate) fn post(&self, p: Packet) -> std::result::Result<(), (Error, Packet)> {
-        let Ok(bytes) = u32::try_from(p.bytes) else {
-            return Err((Error::invalid("bytes", p.bytes, "must fit in 32 bits on Windows"), p));
-        };
+        if p.request.is_none() && u32::try_from(p.bytes).is_err() {
+            return Err((
+                Error::invalid("bytes", p.bytes, "must fit in 32 bits on Windows when no request is posted"),
+                p,
+            ));
+        }
+        let bytes = p.bytes as u32;
         let inner = &self.inner;
         if !inner.begin() {
             return Err((Error::invalid("port", "<closed>", "is closed"), p));
         }
-        let Packet { status, key, request, .. } = p;
+        let Packet { status, key, request, bytes: full } = p;
         let raw = match request {
             Some(mut r) => {
                 let os = &mut r.header_mut().os;
                 os.io = None;
                 os.overlapped = OVERLAPPED::default();
+                os.overlapped.InternalHigh = full;
                 r.into_raw()
             }
             None => std::ptr::null_mut(),
@@ -138,7 +146,7 @@ impl Port {
             // SAFETY: the post failed, so nothing else holds `raw`.
             let request = (!raw.is_null()).then(|| unsafe { Request::from_raw(raw) });
             inner.end(1);
-            return Err((Error::Io(e), Packet { status, bytes: bytes as usize, key, request }));
+            return Err((Error::Io(e), Packet { status, bytes: full, key, request }));
         }
         Ok(())
     }
@@ -268,7 +276,9 @@ impl Inner {
                 if e.lpOverlapped == sentinel() {
                     saw_sentinel = true;
                 } else {
-                    out.push(packet_of(e));
+                    if let Some(p) = packet_of(e) {
+                        out.push(p);
+                    }
                 }
             }
             let taken = out.len() - before;
@@ -291,31 +301,55 @@ impl Inner {
 }
 
 /// The packet of one kernel entry.
-fn packet_of(e: &OVERLAPPED_ENTRY) -> Packet {
+///
+/// A started request's status is the `NTSTATUS` the packet carries (the
+/// entry's `Internal`, the packet's `IO_STATUS_BLOCK.Status`), which on
+/// Windows is also what the kernel wrote into the request's `OVERLAPPED`.
+/// The packet is read rather than the `OVERLAPPED` because Wine may queue
+/// the packet before it writes the `OVERLAPPED`.
+///
+/// `None` for a packet that is not a completion: Wine sometimes queues a
+/// packet with an interim status (`STATUS_ALERTED` or `STATUS_PENDING`,
+/// which Windows never completes a request with) for a send that several
+/// threads start at once on one socket, and queues the real completion
+/// later. The request stays in flight until then.
+fn packet_of(e: &OVERLAPPED_ENTRY) -> Option<Packet> {
     let raw = e.lpOverlapped as *mut Header;
     let bytes = e.dwNumberOfBytesTransferred;
     if raw.is_null() {
-        return Packet {
+        return Some(Packet {
             status: Status::SUCCESS,
             bytes: bytes as usize,
             key: e.lpCompletionKey,
             request: None,
-        };
+        });
     }
     // SAFETY: every non-null, non-sentinel OVERLAPPED pointer queued on a
     // port of this crate is a request given up with into_raw (by `post`,
     // `post_raw` or a started request), and the kernel hands each packet
     // out exactly once.
     let mut req = unsafe { Request::from_raw(raw) };
-    match req.header_mut().os.io.take() {
-        Some(io) => io.complete(req, bytes),
-        None => Packet {
-            status: Status::SUCCESS,
-            bytes: bytes as usize,
-            key: e.lpCompletionKey,
-            request: Some(req),
-        },
+    let nt = e.Internal as u32 as i32;
+    if req.header().os.io.is_some() && (nt == STATUS_PENDING || nt == STATUS_ALERTED) {
+        if std::env::var_os("IOC_DEBUG").is_some() {
+            eprintln!("DEBUG interim packet {nt:#x} for {}", req.header().id);
+        }
+        req.into_raw();
+        return None;
     }
+    Some(match req.header_mut().os.io.take() {
+        Some(io) => {
+            if std::env::var_os("IOC_DEBUG").is_some() && matches!(req.op(), crate::Op::Write) {
+                eprintln!("DEBUG final packet {nt:#x} bytes={bytes} for {}", req.header().id);
+            }
+            io.complete(req, nt, bytes)
+        }
+        None => {
+            // A user post: the full byte count travels in the request.
+            let bytes = req.header().os.overlapped.InternalHigh;
+            Packet { status: Status::SUCCESS, bytes, key: e.lpCompletionKey, request: Some(req) }
+        }
+    })
 }
 
 impl Drop for Inner {
@@ -345,8 +379,9 @@ impl Drop for Inner {
             }
             for e in &entries[..(removed as usize).min(BATCH)] {
                 if e.lpOverlapped != sentinel() {
-                    drop(packet_of(e));
-                    self.outstanding.fetch_sub(1, Ordering::SeqCst);
+                    if packet_of(e).is_some() {
+                        self.outstanding.fetch_sub(1, Ordering::SeqCst);
+                    }
                 }
             }
         }

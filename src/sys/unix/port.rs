@@ -254,7 +254,7 @@ impl Inner {
     /// Work was queued by the calling thread: wake a thread for it, unless
     /// the caller serves this port and will take it after its batch.
     fn wake_for_new_work(&self, st: &mut State) {
-        if RETURNS_TO.with(|r| r.get()) != self as *const Inner {
+        if !std::ptr::eq(RETURNS_TO.with(|r| r.get()), self) {
             self.wake_one(st);
         }
     }

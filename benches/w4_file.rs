@@ -108,8 +108,8 @@ mod imp {
             self.target.store(n, Ordering::Release);
             self.next.store(depth as u64, Ordering::Release);
             let start = Instant::now();
-            for i in 0..depth {
-                self.h.read_at(offs[i], vec![0; BLOCK]).expect("read_at");
+            for &off in &offs[..depth] {
+                self.h.read_at(off, vec![0; BLOCK]).expect("read_at");
             }
             while self.done.load(Ordering::Acquire) < n {
                 thread::sleep(Duration::from_micros(200));

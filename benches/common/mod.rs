@@ -40,7 +40,7 @@ pub struct Settings {
 
 impl Settings {
     pub fn from_env() -> Settings {
-        let flag = |k: &str| std::env::var(k).map_or(false, |v| v != "0" && !v.is_empty());
+        let flag = |k: &str| std::env::var(k).is_ok_and(|v| v != "0" && !v.is_empty());
         let rounds = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(7usize);
         Settings {
             rounds: rounds.max(1),
@@ -146,8 +146,8 @@ impl Case {
                 let c = (r + k) % n;
                 got[c] = run(c);
             }
-            for c in 0..n {
-                self.values[c].push(got[c]);
+            for (values, g) in self.values.iter_mut().zip(&got) {
+                values.push(*g);
             }
             let line: Vec<String> =
                 (0..n).map(|c| format!("{} {}", self.names[c], fmt_value(got[c], &self.unit))).collect();
@@ -280,6 +280,7 @@ pub fn raise_fd_limit() -> u64 {
 /// Raises the soft limit on open files to the hard limit (W3 opens two
 /// sockets per connection and per server).
 #[cfg(unix)]
+#[allow(clippy::unnecessary_cast)] // rlim_t is u64 on Linux, i64 on FreeBSD
 pub fn raise_fd_limit() -> u64 {
     // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
     unsafe {

@@ -161,9 +161,9 @@ fn main() {
             let c = (r + k) % 2;
             got[c] = if c == 0 { ours(&rt, min) } else { tok.run() };
         }
-        for c in 0..2 {
-            grow.values[c].push(got[c].0.as_secs_f64() * 1e3);
-            shrink.values[c].push(got[c].1.as_secs_f64() * 1e3);
+        for (c, (g, s)) in got.iter().enumerate() {
+            grow.values[c].push(g.as_secs_f64() * 1e3);
+            shrink.values[c].push(s.as_secs_f64() * 1e3);
         }
         eprintln!(
             "  [W5] round {}/{rounds}: iocompletion grow {:.3} s shrink {:.3} s; tokio grow {:.3} s shrink {:.3} s",

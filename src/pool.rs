@@ -398,20 +398,32 @@ fn on_starving(shared: &Arc<Shared>, slot: &Arc<PortSlot>) {
     }
 }
 
-/// The gate thread, alive as long as the pool (S14). Every interval, for
-/// each port with work waiting: frees the concurrency slots of workers stuck
-/// in long callbacks, and starts one thread when none waits on the port.
+/// How often the gate thread checks that readiness is watched.
+const WATCHDOG: Duration = Duration::from_millis(10);
+
+/// The gate thread, alive as long as the pool (S14). Every few milliseconds
+/// it makes sure each port's readiness is watched; every gate interval, for
+/// each port with work waiting, it frees the concurrency slots of workers
+/// stuck in long callbacks and starts one thread when none waits on the port.
 fn gate(weak: Weak<Shared>) {
+    let mut last_round = Instant::now();
     loop {
         let Some(shared) = weak.upgrade() else { return };
         let interval = shared.config.gate_interval;
         let mut st = shared.state.lock();
         if !st.shutdown {
-            shared.gate.wait_for(&mut st, interval);
+            shared.gate.wait_for(&mut st, interval.min(WATCHDOG));
         }
         if st.shutdown {
             return;
         }
+        for s in &st.slots {
+            s.port.watchdog();
+        }
+        if last_round.elapsed() < interval {
+            continue;
+        }
+        last_round = Instant::now();
         let backlogged: Vec<Arc<PortSlot>> = st.slots.iter().filter(|s| s.has_backlog()).cloned().collect();
         for s in &backlogged {
             s.release_stuck();

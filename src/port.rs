@@ -174,6 +174,12 @@ impl Port {
         self.inner.sys.serve_from_this_thread(serving);
     }
 
+    /// Makes sure readiness is watched while requests wait for it (the pool
+    /// calls this every few milliseconds).
+    pub(crate) fn watchdog(&self) {
+        self.inner.sys.watchdog();
+    }
+
     /// True when packets or pending work wait on the port (a hint for the
     /// pool's growth decision).
     pub(crate) fn has_backlog(&self) -> bool {

@@ -23,4 +23,7 @@ impl windows::Port {
     /// The kernel decides which waiting thread an IOCP packet releases, so
     /// the pool's "this thread comes back to the port" hint has nothing to do.
     pub(crate) fn serve_from_this_thread(&self, _serving: bool) {}
+
+    /// The kernel watches every handle bound to an IOCP; nothing to rescue.
+    pub(crate) fn watchdog(&self) {}
 }

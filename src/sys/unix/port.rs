@@ -84,7 +84,10 @@ impl Slot {
             if let Some(p) = self.0.port.upgrade() {
                 let mut st = p.state.lock();
                 st.active -= 1;
-                p.wake_one(&mut st);
+                // Only work held back by the concurrency value needs a thread.
+                if !st.queue.is_empty() {
+                    p.wake_one(&mut st);
+                }
             }
         }
     }
@@ -155,6 +158,18 @@ impl Port {
 
     pub(crate) fn has_backlog(&self) -> bool {
         !self.inner.state.lock().queue.is_empty() || self.inner.pending.load(Ordering::Acquire) > 0
+    }
+
+    /// Called by the pool every few milliseconds: if requests wait for
+    /// readiness, nobody polls and a thread is parked, wake it to poll (the
+    /// thread that left the poller may be held by a long callback).
+    pub(crate) fn watchdog(&self) {
+        let mut st = self.inner.state.lock();
+        if !st.polling && !st.closed && self.inner.pending.load(Ordering::Acquire) > 0 {
+            if let Some(w) = st.waiters.pop() {
+                w.notify();
+            }
+        }
     }
 
     /// Marks the calling thread as one that serves this port and returns to
@@ -318,11 +333,20 @@ impl Inner {
     fn get_many(&self, out: &mut Vec<Packet>, max: usize, timeout: Option<Duration>) -> Result<usize> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut spun = false;
-        // Give back the slot this thread held, on this port or another.
-        if let Some(slot) = ASSOC.with(|a| a.borrow_mut().0.take()) {
+        // Give back the slot this thread held: on another port through that
+        // port; on this one under the lock taken here anyway, with no wake-up
+        // (this thread is about to look at the queue itself).
+        let held = ASSOC.with(|a| a.borrow_mut().0.take());
+        let mine = held.as_ref().is_some_and(|s| std::ptr::eq(s.0.port.as_ptr(), self));
+        if let (Some(slot), false) = (&held, mine) {
             slot.release();
         }
         let mut st = self.state.lock();
+        if let (Some(slot), true) = (held, mine) {
+            if slot.0.counted.swap(false, Ordering::AcqRel) {
+                st.active -= 1;
+            }
+        }
         loop {
             if !st.queue.is_empty() && st.active < self.concurrency {
                 // A fair share when others wait too, so one thread does not
@@ -334,8 +358,15 @@ impl Inner {
                 st.active += 1;
                 if !st.queue.is_empty() {
                     self.wake_one(&mut st);
-                } else if !st.waiters.is_empty() && self.pending.load(Ordering::Acquire) > 0 && !st.polling {
-                    // Someone must watch readiness while this thread works.
+                } else if n > 1
+                    && !st.waiters.is_empty()
+                    && self.pending.load(Ordering::Acquire) > 0
+                    && !st.polling
+                {
+                    // A batch: someone else should watch readiness while this
+                    // thread works. For a single packet this thread is soon
+                    // back at the poller itself, and a wake-up would cost more
+                    // than it saves; the watchdog covers a callback that stays.
                     self.wake_one(&mut st);
                 }
                 drop(st);
@@ -359,9 +390,12 @@ impl Inner {
                 return Err(Error::Timeout);
             }
             let remaining = deadline.map(|d| d - now);
-            if !spun && !st.closed && remaining.map_or(true, |r| r > SPIN) {
+            let io_unwatched = !st.polling && self.pending.load(Ordering::Acquire) > 0;
+            if !spun && !st.closed && !io_unwatched && remaining.map_or(true, |r| r > SPIN) {
                 // Spin briefly first: work that comes within microseconds
-                // is taken with no park, no wake-up, no system call.
+                // is taken with no park, no wake-up, no system call. Not
+                // while requests wait for readiness and nobody polls: then
+                // this thread goes straight to the poller.
                 spun = true;
                 st.spinning += 1;
                 drop(st);

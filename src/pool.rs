@@ -109,6 +109,9 @@ struct PortSlot {
     threads: AtomicUsize,
     waiting: AtomicUsize,
     workers: Mutex<Vec<Arc<WorkerInfo>>>,
+    /// Set when a worker may be stuck holding a batch (starvation, or the
+    /// gate saw a stuck worker): only then do idle workers try to steal.
+    steal_hint: AtomicBool,
     exited: Condvar,
     exited_lock: Mutex<()>,
 }
@@ -135,6 +138,9 @@ impl PortSlot {
             if w.busy.load(Ordering::Acquire) && seq == seen {
                 if let Some(s) = w.slot.lock().take() {
                     s.release();
+                }
+                if !w.local.lock().is_empty() {
+                    self.steal_hint.store(true, Ordering::Release);
                 }
             }
         }
@@ -220,6 +226,7 @@ impl Pool {
             threads: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
             workers: Mutex::new(Vec::new()),
+            steal_hint: AtomicBool::new(false),
             exited: Condvar::new(),
             exited_lock: Mutex::new(()),
         });
@@ -384,6 +391,7 @@ fn spawn(shared: &Arc<Shared>, st: &mut State, slot: &Arc<PortSlot>) -> Result<(
 
 /// The last waiter of `slot` took work: make sure someone will wait.
 fn on_starving(shared: &Arc<Shared>, slot: &Arc<PortSlot>) {
+    slot.steal_hint.store(true, Ordering::Release);
     let mut st = shared.state.lock();
     if st.shutdown || slot.waiting.load(Ordering::Acquire) > 0 {
         return;
@@ -475,8 +483,11 @@ fn worker(weak: Weak<Shared>, slot: Arc<PortSlot>) {
     let mut busy = false;
     loop {
         let mut next = local.lock().pop_front();
-        if next.is_none() {
+        if next.is_none() && slot.steal_hint.load(Ordering::Acquire) {
             next = slot.steal();
+            if next.is_none() {
+                slot.steal_hint.store(false, Ordering::Release);
+            }
             // Stolen work means a sibling is stuck with more: grow if no one waits.
             if next.is_some() && slot.waiting.load(Ordering::Acquire) == 0 {
                 on_starving(&shared, &slot);

@@ -342,10 +342,13 @@ impl Inner {
             slot.release();
         }
         let mut st = self.state.lock();
+        // This port's slot object is reused for the next claim: no allocation.
+        let mut reuse = None;
         if let (Some(slot), true) = (held, mine) {
             if slot.0.counted.swap(false, Ordering::AcqRel) {
                 st.active -= 1;
             }
+            reuse = Some(slot);
         }
         loop {
             if !st.queue.is_empty() && st.active < self.concurrency {
@@ -353,7 +356,19 @@ impl Inner {
                 // hoard a batch while its siblings sleep.
                 let share = st.queue.len().div_ceil(st.waiters.len() + 1);
                 let n = share.min(max);
-                let taken: Vec<Item> = st.queue.drain(..n).collect();
+                // Packets go straight to `out`; file work (performed below,
+                // outside the lock) leaves a placeholder and a note.
+                let before = out.len();
+                let mut work = Vec::new();
+                for item in st.queue.drain(..n) {
+                    match item {
+                        Item::Packet(p) => out.push(p),
+                        Item::Work(req, io) => {
+                            work.push((out.len(), req, io));
+                            out.push(placeholder());
+                        }
+                    }
+                }
                 self.queued_changed(&st);
                 st.active += 1;
                 if !st.queue.is_empty() {
@@ -370,15 +385,18 @@ impl Inner {
                     self.wake_one(&mut st);
                 }
                 drop(st);
-                let slot =
-                    Slot(Arc::new(SlotInner { port: self.me.clone(), counted: AtomicBool::new(true) }));
+                let slot = match reuse {
+                    Some(slot) => {
+                        slot.0.counted.store(true, Ordering::Release);
+                        slot
+                    }
+                    None => {
+                        Slot(Arc::new(SlotInner { port: self.me.clone(), counted: AtomicBool::new(true) }))
+                    }
+                };
                 ASSOC.with(|a| a.borrow_mut().0 = Some(slot));
-                let before = out.len();
-                for item in taken {
-                    out.push(match item {
-                        Item::Packet(p) => p,
-                        Item::Work(req, io) => io.perform_work(req),
-                    });
+                for (i, req, io) in work {
+                    out[i] = io.perform_work(req);
                 }
                 return Ok(out.len() - before);
             }

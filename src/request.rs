@@ -167,6 +167,8 @@ pub(crate) struct Header {
     /// OS state; on Windows this starts with the `OVERLAPPED`.
     pub(crate) os: sys::RequestOs,
     pub(crate) ext_len: usize,
+    /// Bytes reserved for the extension (its size class).
+    ext_cap: usize,
     pub(crate) id: u64,
     pub(crate) op: Op,
     pub(crate) buffer: Buffer,
@@ -187,11 +189,115 @@ pub(crate) struct Header {
 
 const EXT_ALIGN: usize = 16;
 
-fn layout(ext_len: usize) -> Option<(Layout, usize)> {
+fn layout(ext_cap: usize) -> Option<(Layout, usize)> {
     let header = Layout::new::<Header>();
-    let ext = Layout::from_size_align(ext_len, EXT_ALIGN).ok()?;
+    let ext = Layout::from_size_align(ext_cap, EXT_ALIGN).ok()?;
     let (l, off) = header.extend(ext).ok()?;
     Some((l.pad_to_align(), off))
+}
+
+/// Recycles request allocations. Requests are usually made on one thread
+/// and freed on another (a pool worker), which defeats the allocator's
+/// per-thread caches; here each thread keeps a stash per size class and
+/// threads trade full stashes in batches through a bounded channel, so a
+/// request costs a push and a pop, and one channel operation per batch.
+mod recycle {
+    use super::layout;
+    use std::alloc::{self, Layout};
+    use std::cell::RefCell;
+    use std::ptr::NonNull;
+    use std::sync::OnceLock;
+
+    /// Extension capacities of the cached classes; larger ones are not cached.
+    const CLASSES: [usize; 5] = [0, 16, 64, 256, 1024];
+    const BATCH: usize = 32;
+    const LOCAL_MAX: usize = 2 * BATCH;
+    const GLOBAL_BATCHES: usize = 64;
+
+    /// A free block, not owned by any request.
+    pub(super) struct Block(NonNull<u8>);
+    // SAFETY: a free block is plain memory that no one points into; moving
+    // it between threads moves its ownership.
+    unsafe impl Send for Block {}
+
+    type Batches = (crossbeam_channel::Sender<Vec<Block>>, crossbeam_channel::Receiver<Vec<Block>>);
+
+    fn global() -> &'static [Batches; CLASSES.len()] {
+        static G: OnceLock<[Batches; CLASSES.len()]> = OnceLock::new();
+        G.get_or_init(|| std::array::from_fn(|_| crossbeam_channel::bounded(GLOBAL_BATCHES)))
+    }
+
+    struct Local([Vec<Block>; CLASSES.len()]);
+
+    impl Drop for Local {
+        fn drop(&mut self) {
+            for (class, stash) in self.0.iter_mut().enumerate() {
+                for b in stash.drain(..) {
+                    free_block(class, b);
+                }
+            }
+        }
+    }
+
+    thread_local! {
+        static LOCAL: RefCell<Local> = RefCell::new(Local(std::array::from_fn(|_| Vec::new())));
+    }
+
+    /// The class and capacity for an extension of `ext_len` bytes.
+    pub(super) fn class_of(ext_len: usize) -> Option<(usize, usize)> {
+        CLASSES.iter().position(|&c| ext_len <= c).map(|i| (i, CLASSES[i]))
+    }
+
+    fn block_layout(class: usize) -> Layout {
+        layout(CLASSES[class]).expect("class layouts are valid").0
+    }
+
+    fn free_block(class: usize, b: Block) {
+        // SAFETY: every block of this class was allocated with this layout.
+        unsafe { alloc::dealloc(b.0.as_ptr(), block_layout(class)) }
+    }
+
+    /// A block of `class`, recycled or new.
+    pub(super) fn take(class: usize) -> Option<NonNull<u8>> {
+        let cached = LOCAL.try_with(|l| {
+            let mut l = l.try_borrow_mut().ok()?;
+            let stash = &mut l.0[class];
+            if stash.is_empty() {
+                *stash = global()[class].1.try_recv().ok()?;
+            }
+            stash.pop()
+        });
+        if let Ok(Some(b)) = cached {
+            return Some(b.0);
+        }
+        // SAFETY: the layout has a non-zero size (the header is not a ZST).
+        NonNull::new(unsafe { alloc::alloc(block_layout(class)) })
+    }
+
+    /// Gives a block of `class` back for reuse.
+    pub(super) fn give(class: usize, p: NonNull<u8>) {
+        let b = Block(p);
+        let rest = LOCAL.try_with(|l| {
+            let Ok(mut l) = l.try_borrow_mut() else { return Some(b) };
+            let stash = &mut l.0[class];
+            stash.push(b);
+            if stash.len() >= LOCAL_MAX {
+                let batch = stash.split_off(LOCAL_MAX - BATCH);
+                if let Err(e) = global()[class].0.try_send(batch) {
+                    for b in e.into_inner() {
+                        free_block(class, b);
+                    }
+                }
+            }
+            None
+        });
+        match rest {
+            Ok(None) => {}
+            Ok(Some(b)) => free_block(class, b),
+            // The thread is exiting and its stash is gone: free the block.
+            Err(_) => free_block(class, Block(p)),
+        }
+    }
 }
 
 /// One I/O request: a header followed by the host extension of
@@ -212,18 +318,24 @@ unsafe impl Sync for Request {}
 impl Request {
     /// Allocates a request with `ext_len` zeroed extension bytes.
     pub(crate) fn alloc(op: Op, buffer: Buffer, ext_len: usize) -> Result<Request, Buffer> {
-        let Some((layout, off)) = layout(ext_len) else {
+        let (raw, ext_cap) = match recycle::class_of(ext_len) {
+            Some((class, cap)) => (recycle::take(class), cap),
+            None => {
+                let Some((layout, _)) = layout(ext_len) else {
+                    return Err(buffer);
+                };
+                // SAFETY: the layout has a non-zero size (the header is not a ZST).
+                (NonNull::new(unsafe { alloc::alloc(layout) }), ext_len)
+            }
+        };
+        let Some(raw) = raw else {
             return Err(buffer);
         };
-        debug_assert_eq!(off, Self::ext_offset());
-        // SAFETY: the layout has a non-zero size (the header is not a ZST).
-        let raw = unsafe { alloc::alloc(layout) } as *mut Header;
-        let Some(ptr) = NonNull::new(raw) else {
-            return Err(buffer);
-        };
+        let raw = raw.as_ptr() as *mut Header;
         let header = Header {
             os: sys::RequestOs::default(),
             ext_len,
+            ext_cap,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             op,
             buffer,
@@ -234,13 +346,16 @@ impl Request {
             handle: None,
             origin: None,
         };
-        // SAFETY: `raw` is a fresh allocation of `layout`, big enough and
-        // aligned for a Header at offset 0 and `ext_len` bytes at `off`.
+        // SAFETY: `raw` is a block of layout(ext_cap): big enough and aligned
+        // for a Header at offset 0 and `ext_cap >= ext_len` bytes after it.
         unsafe {
             raw.write(header);
-            std::ptr::write_bytes((raw as *mut u8).add(off), 0, ext_len);
+            std::ptr::write_bytes((raw as *mut u8).add(Self::ext_offset()), 0, ext_len);
         }
-        Ok(Request { ptr })
+        Ok(Request {
+            // SAFETY: raw came from a NonNull above.
+            ptr: unsafe { NonNull::new_unchecked(raw) },
+        })
     }
 
     /// Creates a request for a user post ([`Op::Post`]) with no host
@@ -374,13 +489,18 @@ impl Request {
 
 impl Drop for Request {
     fn drop(&mut self) {
-        let ext_len = self.header().ext_len;
-        let (layout, _) = layout(ext_len).expect("layout was valid at allocation");
-        // SAFETY: ptr owns an initialized Header allocated with `layout`;
-        // it is dropped once and freed once, here.
-        unsafe {
-            std::ptr::drop_in_place(self.ptr.as_ptr());
-            alloc::dealloc(self.ptr.as_ptr() as *mut u8, layout);
+        let ext_cap = self.header().ext_cap;
+        // SAFETY: ptr owns an initialized Header; it is dropped once, here,
+        // and the block is not touched through `self` afterwards.
+        unsafe { std::ptr::drop_in_place(self.ptr.as_ptr()) };
+        let block = self.ptr.cast::<u8>();
+        match recycle::class_of(ext_cap) {
+            Some((class, cap)) if cap == ext_cap => recycle::give(class, block),
+            _ => {
+                let (layout, _) = layout(ext_cap).expect("layout was valid at allocation");
+                // SAFETY: the block was allocated with exactly this layout.
+                unsafe { alloc::dealloc(block.as_ptr(), layout) }
+            }
         }
     }
 }

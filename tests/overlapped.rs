@@ -135,3 +135,24 @@ fn s20_the_callback_reads_and_writes_the_extension() {
     assert_eq!(req.extension(), b"DONEdata", "and its writes stay with the request");
     rt.shutdown();
 }
+
+#[test]
+fn s19_recycled_requests_start_zeroed_at_every_size() {
+    // Sizes on both sides of the allocator's size classes.
+    for size in [0, 1, 16, 17, 64, 65, 255, 256, 1024, 1025, 4096] {
+        let rt = Runtime::builder().min_threads(1).host_overlapped_size(size).build().unwrap();
+        for round in 0..3 {
+            let mut reqs: Vec<Request> = (0..100).map(|_| rt.new_request(Buffer::None).unwrap()).collect();
+            for r in &mut reqs {
+                assert_eq!(r.extension().len(), size);
+                assert!(r.extension().iter().all(|&b| b == 0), "size {size}, round {round}: not zeroed");
+                r.extension_mut().fill(0xA5);
+                r.set_user_data(7);
+            }
+            drop(reqs); // back to the recycler, dirty
+        }
+        let r = rt.new_request(Buffer::Single(vec![1, 2, 3])).unwrap();
+        assert_eq!(r.user_data(), 0, "a recycled request starts with fresh fields");
+        assert_eq!(r.buffer().len(), 3);
+    }
+}

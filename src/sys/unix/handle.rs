@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::handle::HandleKind;
 use crate::port::{Packet, Port};
 use crate::request::{Buffer, Op, Request, RequestId, Status};
-use crate::sync::{Arc, Mutex, Ordering, RwLock, Weak};
+use crate::sync::{Arc, AtomicBool, Mutex, Ordering, RwLock, Weak};
 
 struct Queues {
     reads: VecDeque<Request>,
@@ -35,6 +35,10 @@ pub(crate) struct Io {
     q: Mutex<Queues>,
     port: OnceLock<Weak<PortInner>>,
     token: OnceLock<usize>,
+    /// Mirrors of `Queues::closed` / `Queues::port_closed`, for the file
+    /// path, which never queues on the handle.
+    closed: AtomicBool,
+    port_closed: AtomicBool,
 }
 
 /// The backend's handle.
@@ -60,6 +64,8 @@ impl Handle {
                 }),
                 port: OnceLock::new(),
                 token: OnceLock::new(),
+                closed: AtomicBool::new(false),
+                port_closed: AtomicBool::new(false),
             }),
         }
     }
@@ -74,7 +80,7 @@ impl Handle {
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.io.q.lock().closed
+        self.io.closed.load(Ordering::Acquire)
     }
 
     pub(crate) fn describe(&self) -> String {
@@ -125,18 +131,26 @@ impl Handle {
     pub(crate) fn submit(&self, mut req: Request, port: &Port) -> std::result::Result<(), (Error, Request)> {
         let inner = &port.inner.sys.inner;
         let io = &self.io;
+        if io.kind == HandleKind::File {
+            // No handle lock: a close racing this start finds the work in
+            // the port's queue and aborts it, or the work finds no fd and
+            // completes aborted; either way it completes once.
+            if io.closed.load(Ordering::Acquire) {
+                return Err((Error::invalid("handle", "closed", "is closed"), req));
+            }
+            if io.port_closed.load(Ordering::Acquire) {
+                return Err((Error::invalid("port", port.id(), "is closed"), req));
+            }
+            return inner
+                .push_work(req, io.clone())
+                .map_err(|r| (Error::invalid("port", port.id(), "is closed"), r));
+        }
         let mut q = io.q.lock();
         if q.closed {
             return Err((Error::invalid("handle", "closed", "is closed"), req));
         }
         if q.port_closed {
             return Err((Error::invalid("port", port.id(), "is closed"), req));
-        }
-        if io.kind == HandleKind::File {
-            drop(q);
-            return inner
-                .push_work(req, io.clone())
-                .map_err(|r| (Error::invalid("port", port.id(), "is closed"), r));
         }
         let fd_guard = io.fd.read();
         let Some(fd) = fd_guard.as_ref() else {
@@ -215,6 +229,7 @@ impl Handle {
                 return false;
             }
             q.closed = true;
+            io.closed.store(true, Ordering::Release);
             drop(q);
             io.take_all(&mut out);
             io.fd.write().take()
@@ -247,6 +262,7 @@ impl Io {
         {
             let mut q = self.q.lock();
             q.port_closed = true;
+            self.port_closed.store(true, Ordering::Release);
         }
         self.take_all(out);
         port.pending.fetch_sub(out.len() - before, Ordering::AcqRel);

@@ -12,7 +12,7 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use windows_sys::Wdk::Foundation::{NtQueryObject, ObjectBasicInformation};
 use windows_sys::Win32::Foundation::{
     GetLastError, ERROR_BROKEN_PIPE, ERROR_HANDLE_EOF, ERROR_IO_PENDING, ERROR_NOT_FOUND, GENERIC_READ,
-    GENERIC_WRITE, HANDLE, INVALID_HANDLE_VALUE,
+    GENERIC_WRITE, HANDLE, INVALID_HANDLE_VALUE, STATUS_ALERTED, STATUS_PENDING,
 };
 use windows_sys::Win32::Networking::WinSock::{
     setsockopt, WSARecv, WSARecvFrom, WSASend, WSASendTo, SOCKADDR, SOCKET, SOL_SOCKET,
@@ -79,6 +79,9 @@ pub(crate) struct Io {
     /// Started requests whose packets have not been taken yet: id to
     /// `OVERLAPPED` address, for `cancel`.
     pending: Mutex<HashMap<u64, usize>>,
+    /// Held while a request is handed to the OS, so requests on one handle
+    /// start one at a time, in a definite order.
+    starting: Mutex<()>,
     port: OnceLock<Weak<PortInner>>,
 }
 
@@ -146,6 +149,7 @@ impl Handle {
                 socket: matches!(raw, Raw::Socket(_)),
                 state: RwLock::new(State { raw: Some(raw), closed: false, port_closed: false, overlapped }),
                 pending: Mutex::new(HashMap::new()),
+                starting: Mutex::new(()),
                 port: OnceLock::new(),
             }),
         }
@@ -249,9 +253,15 @@ impl Handle {
         req.header_mut().os.io = Some(io.clone());
         let p = req.into_raw();
         io.pending.lock().insert(id, p as usize);
-        // SAFETY: `p` is a request given up with into_raw; it is not used
-        // again here unless the start fails (then no packet will come).
-        let r = unsafe { start(io.kind, raw, p, inner) };
+        let r = {
+            // Starts on one handle are serialized: the order of a handle's
+            // requests is their start order, and Wine loses sends that
+            // several threads start at once on one socket.
+            let _one_at_a_time = io.starting.lock();
+            // SAFETY: `p` is a request given up with into_raw; it is not
+            // used again here unless the start fails (then no packet comes).
+            unsafe { start(io.kind, raw, p, inner) }
+        };
         match r {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -544,17 +554,11 @@ impl Io {
         let is_socket = self.socket;
         let h = req.header_mut();
         let mut code = net::error_of(nt, is_socket);
-        if std::env::var_os("IOC_DEBUG").is_some()
-            && matches!(h.op, Op::Write)
-            && bytes as usize != h.buffer.len()
-        {
-            eprintln!(
-                "DEBUG write completion nt={:#x} ov={:#x} high={} bytes={bytes} len={}",
-                nt,
-                h.os.overlapped.Internal,
-                h.os.overlapped.InternalHigh,
-                h.buffer.len()
-            );
+        if nt == STATUS_PENDING || nt == STATUS_ALERTED {
+            // An interim status is never a completion on Windows; Wine has
+            // been seen to queue one for a send and then drop the send.
+            // Report a failure rather than a success of 0 bytes.
+            code = super::ERROR_GEN_FAILURE;
         }
         let mut bytes = bytes as usize;
         match h.op {

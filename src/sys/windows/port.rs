@@ -4,8 +4,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use windows_sys::Win32::Foundation::{
-    CloseHandle, ERROR_ABANDONED_WAIT_0, ERROR_INVALID_HANDLE, HANDLE, INVALID_HANDLE_VALUE, STATUS_ALERTED,
-    STATUS_PENDING, WAIT_TIMEOUT,
+    CloseHandle, ERROR_ABANDONED_WAIT_0, ERROR_INVALID_HANDLE, HANDLE, INVALID_HANDLE_VALUE, WAIT_TIMEOUT,
 };
 use windows_sys::Win32::System::IO::{
     CreateIoCompletionPort, GetQueuedCompletionStatusEx, PostQueuedCompletionStatus, OVERLAPPED,
@@ -276,9 +275,7 @@ impl Inner {
                 if e.lpOverlapped == sentinel() {
                     saw_sentinel = true;
                 } else {
-                    if let Some(p) = packet_of(e) {
-                        out.push(p);
-                    }
+                    out.push(packet_of(e));
                 }
             }
             let taken = out.len() - before;
@@ -307,49 +304,30 @@ impl Inner {
 /// Windows is also what the kernel wrote into the request's `OVERLAPPED`.
 /// The packet is read rather than the `OVERLAPPED` because Wine may queue
 /// the packet before it writes the `OVERLAPPED`.
-///
-/// `None` for a packet that is not a completion: Wine sometimes queues a
-/// packet with an interim status (`STATUS_ALERTED` or `STATUS_PENDING`,
-/// which Windows never completes a request with) for a send that several
-/// threads start at once on one socket, and queues the real completion
-/// later. The request stays in flight until then.
-fn packet_of(e: &OVERLAPPED_ENTRY) -> Option<Packet> {
+fn packet_of(e: &OVERLAPPED_ENTRY) -> Packet {
     let raw = e.lpOverlapped as *mut Header;
     let bytes = e.dwNumberOfBytesTransferred;
     if raw.is_null() {
-        return Some(Packet {
+        return Packet {
             status: Status::SUCCESS,
             bytes: bytes as usize,
             key: e.lpCompletionKey,
             request: None,
-        });
+        };
     }
     // SAFETY: every non-null, non-sentinel OVERLAPPED pointer queued on a
     // port of this crate is a request given up with into_raw (by `post`,
     // `post_raw` or a started request), and the kernel hands each packet
     // out exactly once.
     let mut req = unsafe { Request::from_raw(raw) };
-    let nt = e.Internal as u32 as i32;
-    if req.header().os.io.is_some() && (nt == STATUS_PENDING || nt == STATUS_ALERTED) {
-        if std::env::var_os("IOC_DEBUG").is_some() {
-            eprintln!("DEBUG interim packet {nt:#x} for {}", req.header().id);
-        }
-        req.into_raw();
-        return None;
-    }
-    Some(match req.header_mut().os.io.take() {
-        Some(io) => {
-            if std::env::var_os("IOC_DEBUG").is_some() && matches!(req.op(), crate::Op::Write) {
-                eprintln!("DEBUG final packet {nt:#x} bytes={bytes} for {}", req.header().id);
-            }
-            io.complete(req, nt, bytes)
-        }
+    match req.header_mut().os.io.take() {
+        Some(io) => io.complete(req, e.Internal as u32 as i32, bytes),
         None => {
             // A user post: the full byte count travels in the request.
             let bytes = req.header().os.overlapped.InternalHigh;
             Packet { status: Status::SUCCESS, bytes, key: e.lpCompletionKey, request: Some(req) }
         }
-    })
+    }
 }
 
 impl Drop for Inner {
@@ -379,9 +357,8 @@ impl Drop for Inner {
             }
             for e in &entries[..(removed as usize).min(BATCH)] {
                 if e.lpOverlapped != sentinel() {
-                    if packet_of(e).is_some() {
-                        self.outstanding.fetch_sub(1, Ordering::SeqCst);
-                    }
+                    drop(packet_of(e));
+                    self.outstanding.fetch_sub(1, Ordering::SeqCst);
                 }
             }
         }

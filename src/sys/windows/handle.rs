@@ -718,7 +718,7 @@ impl crate::Handle {
     /// overlapped instance of `name` (`\\.\pipe\name` unless `name`
     /// already starts with `\\`), local clients only. With `first` set, it
     /// fails when an instance of that name exists already. A client that
-    /// opens the name with [`Handle::named_pipe_client`] connects to it;
+    /// opens the name with [`Handle::named_pipe_client`](crate::Handle::named_pipe_client) connects to it;
     /// the two are then [`HandleKind::LocalStream`]s that take reads and
     /// writes.
     pub fn named_pipe_server(name: &str, first: bool) -> Result<crate::Handle> {
@@ -749,7 +749,7 @@ impl crate::Handle {
     }
 
     /// Opens the client end of the named pipe `name` (see
-    /// [`Handle::named_pipe_server`]) for overlapped reads and writes.
+    /// [`Handle::named_pipe_server`](crate::Handle::named_pipe_server)) for overlapped reads and writes.
     pub fn named_pipe_client(name: &str) -> Result<crate::Handle> {
         let w = pipe_name(name)?;
         // SAFETY: `w` is a NUL-terminated UTF-16 name; no template.

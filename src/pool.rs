@@ -83,10 +83,17 @@ impl Drop for InFlight {
     }
 }
 
-thread_local! {
-    static CURRENT: std::cell::RefCell<Option<Arc<AtomicUsize>>> = const { std::cell::RefCell::new(None) };
-    static WORKER_OF: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+// Both initializers are `const` already; clippy 1.96 still reports
+// missing_const_for_thread_local here when checking x86_64-pc-windows-gnu.
+#[allow(clippy::missing_const_for_thread_local)]
+mod worker_tls {
+    use super::{Arc, AtomicUsize};
+    thread_local! {
+        pub(super) static CURRENT: std::cell::RefCell<Option<Arc<AtomicUsize>>> = const { std::cell::RefCell::new(None) };
+        pub(super) static WORKER_OF: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
 }
+use worker_tls::{CURRENT, WORKER_OF};
 
 /// What the pool and the gate thread see of one worker.
 struct WorkerInfo {

@@ -82,3 +82,29 @@ impl Gate {
         cv.notify_all();
     }
 }
+
+/// True when the tests run under Wine, whose IOCP differs from Windows in
+/// a few documented ways (see docs/backends.md). Tests that Wine cannot
+/// exercise skip themselves there, by name, and still run on Windows.
+pub fn under_wine() -> bool {
+    #[cfg(windows)]
+    {
+        use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleA, GetProcAddress};
+        // SAFETY: both names are NUL-terminated; ntdll is always loaded.
+        unsafe {
+            let ntdll = GetModuleHandleA(c"ntdll.dll".as_ptr().cast());
+            !ntdll.is_null() && GetProcAddress(ntdll, c"wine_get_version".as_ptr().cast()).is_some()
+        }
+    }
+    #[cfg(not(windows))]
+    false
+}
+
+/// Skips the calling test under Wine, saying why; true when skipped.
+pub fn skip_on_wine(why: &str) -> bool {
+    let skip = under_wine();
+    if skip {
+        eprintln!("skip_on_wine: {why}");
+    }
+    skip
+}

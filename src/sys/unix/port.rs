@@ -62,6 +62,8 @@ pub(super) struct Inner {
     pub(super) pending: AtomicUsize,
     /// `queue.len()`, readable without the lock by spinning threads.
     queued: AtomicUsize,
+    /// Set once `close` starts; read without the lock by `is_closed`.
+    closing: AtomicBool,
     me: Weak<Inner>,
 }
 
@@ -142,6 +144,7 @@ impl Port {
                 sources: Mutex::new(Slab::new()),
                 pending: AtomicUsize::new(0),
                 queued: AtomicUsize::new(0),
+                closing: AtomicBool::new(false),
                 me: me.clone(),
             }),
         })
@@ -152,8 +155,7 @@ impl Port {
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        let st = self.inner.state.lock();
-        st.closed || st.closing
+        self.inner.closing.load(Ordering::Acquire)
     }
 
     pub(crate) fn has_backlog(&self) -> bool {
@@ -214,6 +216,7 @@ impl Port {
                 return false;
             }
             st.closing = true;
+            self.inner.closing.store(true, Ordering::Release);
         }
         let ios: Vec<Arc<Io>> = self.inner.sources.lock().drain().collect();
         let mut aborted = Vec::new();

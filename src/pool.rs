@@ -249,10 +249,11 @@ impl Pool {
             ));
         }
         st.slots.push(slot.clone());
-        spawn(&self.shared, &mut st, &slot).map_err(|e| {
+        let r = spawn(&self.shared, &mut st, &slot);
+        if r.is_err() {
             st.slots.retain(|s| !Arc::ptr_eq(s, &slot));
-            e
-        })
+        }
+        r
     }
 
     /// Stops serving `port` after it was closed: waits for its workers to

@@ -189,6 +189,11 @@ pub(crate) struct Header {
 
 const EXT_ALIGN: usize = 16;
 
+// S18: the OS part comes first, so on Windows a request pointer is its
+// `OVERLAPPED` pointer and a completion maps back to the request without a
+// lookup. Checked at compile time on every target.
+const _: () = assert!(std::mem::offset_of!(Header, os) == 0);
+
 fn layout(ext_cap: usize) -> Option<(Layout, usize)> {
     let header = Layout::new::<Header>();
     let ext = Layout::from_size_align(ext_cap, EXT_ALIGN).ok()?;

@@ -171,3 +171,36 @@ fn s3_the_traits_are_object_safe_send_and_sync() {
     assert_send_sync::<Port>();
     assert_send_sync::<Request>();
 }
+
+#[test]
+fn s1_the_default_host_answers_all_eleven_methods_through_dyn() {
+    let rt = iocompletion::Runtime::builder()
+        .min_threads(1)
+        .max_threads(8)
+        .host_overlapped_size(32)
+        .build()
+        .unwrap();
+    let m: &dyn IoCompletionManager = &rt;
+    let (sink, rx) = common::collector();
+    m.set_completion_sink(sink).unwrap(); // SetCLRIoCompletionManager
+    let port = m.create_port().unwrap(); // CreateIoCompletionPort
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let server = Handle::from(l.accept().unwrap().0);
+    m.bind(Some(&port), &server).unwrap(); // Bind
+    assert_eq!(m.host_overlapped_size().unwrap(), 32); // GetHostOverlappedSize
+    assert_eq!(m.max_threads().unwrap(), 8); // GetMaxThreads
+    m.set_max_threads(6).unwrap(); // SetMaxThreads
+    assert_eq!(m.min_threads().unwrap(), 1); // GetMinThreads
+    m.set_min_threads(2).unwrap(); // SetMinThreads
+    assert_eq!((m.min_threads().unwrap(), m.max_threads().unwrap()), (2, 6));
+    assert_eq!(m.available_threads().unwrap(), 6); // GetAvailableThreads
+    let mut req = rt.new_request(iocompletion::Buffer::None).unwrap();
+    m.initialize_host_overlapped(&mut req).unwrap(); // InitializeHostOverlapped
+    assert_eq!(req.extension().len(), 32);
+    server.read(vec![0; 2]).unwrap();
+    client.write_all(b"ok").unwrap();
+    assert_eq!(common::next(&rx, "read").bytes, 2);
+    m.close_port(&port).unwrap(); // CloseIoCompletionPort
+    rt.shutdown();
+}

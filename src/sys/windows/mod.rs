@@ -81,6 +81,10 @@ pub(crate) struct RequestOs {
     pub(super) flags: u32,
 }
 
+// S18: the `OVERLAPPED` is the first field, so (with the header's `os`
+// first too) the pointer the kernel returns is the request's address.
+const _: () = assert!(std::mem::offset_of!(RequestOs, overlapped) == 0);
+
 impl Default for RequestOs {
     fn default() -> RequestOs {
         RequestOs {

@@ -1,13 +1,13 @@
 //! S21-S22: binding handles to ports and BindIoCompletionCallback.
 
-mod common;
+mod util;
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 
-use common::{collector, next};
 use iocompletion::{Error, Handle, IoCompletionManager, Runtime};
+use util::collector;
 
 fn pair() -> (TcpStream, Handle) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -55,7 +55,7 @@ fn s21_bind_to_a_created_port_delivers_there() {
     assert!(h.port().unwrap().same(&port));
     h.read(vec![0; 3]).unwrap();
     c.write_all(b"abc").unwrap();
-    let d = next(&rx, "read on a created port");
+    let d = rx.recv_for("read on a created port");
     assert_eq!(d.bytes, 3);
     assert_eq!(&d.request.into_buffer().into_vec(), b"abc");
 }
@@ -115,7 +115,7 @@ fn s22_the_callback_runs_on_a_pool_worker_with_status_bytes_and_request() {
     rt.bind_io_completion_callback(&h, cb, 0).unwrap();
     let id = h.read(vec![0; 16]).unwrap();
     c.write_all(b"hello").unwrap();
-    let d = next(&rx, "read");
+    let d = rx.recv_for("read");
     assert!(d.status.is_success());
     assert_eq!(d.bytes, 5);
     assert_eq!(d.request.id(), id);
@@ -133,8 +133,8 @@ fn s22_the_callback_wins_over_the_sink() {
     rt.bind_io_completion_callback(&h, cb, 0).unwrap();
     h.read(vec![0; 1]).unwrap();
     c.write_all(b"x").unwrap();
-    next(&cb_rx, "callback");
-    common::assert_quiet(&sink_rx, "the sink, for a handle bound with a callback");
+    cb_rx.recv_for("callback");
+    sink_rx.expect_quiet("the sink, for a handle bound with a callback");
 }
 
 #[test]
@@ -156,7 +156,7 @@ fn s26_a_completion_names_its_handle_and_carries_user_data_from_the_start() {
     rt.bind(None, &h).unwrap();
     h.start_with(iocompletion::Op::Read, vec![0; 4].into(), 77).unwrap();
     c.write_all(b"data").unwrap();
-    let d = next(&rx, "read");
+    let d = rx.recv_for("read");
     assert_eq!(d.request.user_data(), 77);
     assert!(d.request.handle().expect("the handle is open").same(&h));
 
@@ -164,7 +164,7 @@ fn s26_a_completion_names_its_handle_and_carries_user_data_from_the_start() {
     // aborts the read, and the completion no longer reaches the handle.
     h.read(vec![0; 4]).unwrap();
     drop(h);
-    let d = next(&rx, "aborted read");
+    let d = rx.recv_for("aborted read");
     assert!(d.status.is_aborted());
     assert!(d.request.handle().is_none());
     let req = rt.new_request(iocompletion::Buffer::None).unwrap();
@@ -178,7 +178,7 @@ fn s25_cancel_of_an_unknown_request_is_not_found() {
     rt.bind(None, &h).unwrap();
     let id = h.read(vec![0; 1]).unwrap();
     c.write_all(b"x").unwrap();
-    common::wait_until("the read completed", || h.cancel(id).is_err());
+    util::wait_until("the read completed", || h.cancel(id).is_err());
     let e = h.cancel(id).unwrap_err();
     assert!(e.is_not_found(), "{e:?}");
     assert!(!Error::Timeout.is_not_found());

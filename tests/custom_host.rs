@@ -1,7 +1,7 @@
 //! S1-S3: a host written here, with its own threads and extension data,
 //! driven by the crate's request path through `dyn IoCompletionManager`.
 
-mod common;
+mod util;
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
@@ -124,7 +124,7 @@ impl IoCompletionManager for OneThreadHost {
 fn s3_a_custom_host_is_driven_through_dyn_io_completion_manager() {
     let host = OneThreadHost::new();
     let manager: Arc<dyn IoCompletionManager> = host.clone();
-    let (sink, rx) = common::collector();
+    let (sink, rx) = util::collector();
     manager.set_completion_sink(sink).unwrap();
     let port = manager.create_port().unwrap();
 
@@ -140,7 +140,7 @@ fn s3_a_custom_host_is_driven_through_dyn_io_completion_manager() {
     client.write_all(b"aabbcc").unwrap();
     let mut seqs = Vec::new();
     for _ in 0..3 {
-        let d = common::next(&rx, "read through the custom host");
+        let d = rx.recv_for("read through the custom host");
         assert!(d.status.is_success());
         assert_eq!(d.thread, "one-thread-host", "the host's own thread ran it");
         assert_eq!(&d.request.extension()[..8], MAGIC, "the host's extension data");
@@ -155,10 +155,10 @@ fn s3_a_custom_host_is_driven_through_dyn_io_completion_manager() {
     // Closing the host's port aborts what is pending there, through its thread.
     server.read(vec![0; 2]).unwrap();
     manager.close_port(&port).unwrap();
-    let d = common::next(&rx, "aborted read");
+    let d = rx.recv_for("aborted read");
     assert!(d.status.is_aborted());
     assert_eq!(d.status, Status::ABORTED);
-    assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
+    rx.expect_none(Duration::from_millis(100));
 }
 
 #[test]
@@ -181,7 +181,7 @@ fn s1_the_default_host_answers_all_eleven_methods_through_dyn() {
         .build()
         .unwrap();
     let m: &dyn IoCompletionManager = &rt;
-    let (sink, rx) = common::collector();
+    let (sink, rx) = util::collector();
     m.set_completion_sink(sink).unwrap(); // SetCLRIoCompletionManager
     let port = m.create_port().unwrap(); // CreateIoCompletionPort
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -200,7 +200,7 @@ fn s1_the_default_host_answers_all_eleven_methods_through_dyn() {
     assert_eq!(req.extension().len(), 32);
     server.read(vec![0; 2]).unwrap();
     client.write_all(b"ok").unwrap();
-    assert_eq!(common::next(&rx, "read").bytes, 2);
+    assert_eq!(rx.recv_for("read").bytes, 2);
     m.close_port(&port).unwrap(); // CloseIoCompletionPort
     rt.shutdown();
 }

@@ -1,14 +1,14 @@
 //! S4-S6: the error type, poisoning, and no panics across the API.
 
-mod common;
+mod util;
 
 use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use common::{collector, next, wait_until};
 use iocompletion::{Error, Handle, IoCompletionManager, Runtime};
+use util::{collector, wait_until};
 
 #[test]
 fn s4_hresult_codes_are_exact() {
@@ -111,7 +111,7 @@ fn s5_fatal_poisons_every_later_call_and_aborts_pending() {
 
     // The two pending reads complete aborted, buffers back; nothing hangs.
     for i in 0..2 {
-        let d = next(&rx, "a read pending at poisoning");
+        let d = rx.recv_for("a read pending at poisoning");
         assert!(d.status.is_aborted(), "read {i}: {:?}", d.status);
         assert_eq!(d.request.into_buffer().len(), 16);
     }

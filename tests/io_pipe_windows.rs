@@ -1,12 +1,12 @@
 //! S24, S27 on Windows: named pipes as local streams.
 #![cfg(windows)]
 
-mod common;
+mod util;
 
 use std::sync::Arc;
 
-use common::{collector, next};
 use iocompletion::{Handle, HandleKind, IoCompletionManager, Runtime};
+use util::collector;
 
 fn unique(name: &str) -> String {
     format!("iocompletion-test-{name}-{}", std::process::id())
@@ -32,7 +32,7 @@ fn s27_a_named_pipe_carries_reads_and_writes_both_ways() {
     client.write(b"over the pipe".to_vec()).unwrap();
     let mut got = Vec::new();
     for _ in 0..2 {
-        let d = next(&rx, "pipe read or write");
+        let d = rx.recv_for("pipe read or write");
         assert!(d.status.is_success(), "{:?}", d.status);
         if d.request.op() == iocompletion::Op::Read {
             got = d.request.into_buffer().into_vec()[..d.bytes].to_vec();
@@ -44,7 +44,7 @@ fn s27_a_named_pipe_carries_reads_and_writes_both_ways() {
     server.write(b"back".to_vec()).unwrap();
     let mut back = Vec::new();
     for _ in 0..2 {
-        let d = next(&rx, "reply");
+        let d = rx.recv_for("reply");
         assert!(d.status.is_success());
         if d.request.op() == iocompletion::Op::Read {
             back = d.request.into_buffer().into_vec()[..d.bytes].to_vec();
@@ -67,7 +67,7 @@ fn s24_closing_a_named_pipe_aborts_its_pending_reads() {
     }
     server2.close();
     for _ in 0..3 {
-        let d = next(&rx, "aborted pipe read");
+        let d = rx.recv_for("aborted pipe read");
         assert!(d.status.is_aborted(), "{:?}", d.status);
         assert_eq!(d.request.into_buffer().into_vec(), vec![7; 8], "the buffer comes back untouched");
     }

@@ -463,7 +463,7 @@ mod echo {
     pub fn tagged(tx: &mpsc::Sender<(usize, util::Completion)>, tag: usize) -> Arc<dyn CompletionSink> {
         let tx = tx.clone();
         Arc::new(move |status: Status, bytes: usize, request: Request| {
-            let _ = tx.send((tag, util::Completion { status, bytes, request }));
+            let _ = tx.send((tag, util::Completion { status, bytes, request, thread: String::new() }));
         })
     }
 }

@@ -1,16 +1,16 @@
 //! S18-S20: the host extension appended to every request.
 
-mod common;
+mod util;
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use common::{assert_quiet, collector, next};
 use iocompletion::{
     Buffer, Error, Handle, IoCompletionManager, Request, Runtime, Status, MAX_HOST_OVERLAPPED_SIZE,
 };
+use util::collector;
 
 fn pair() -> (TcpStream, TcpStream) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -69,7 +69,7 @@ fn s19_initializer_runs_once_per_request_on_zeroed_bytes() {
     client.write_all(b"abcde").unwrap();
     let mut stamps = Vec::new();
     for _ in 0..10 {
-        let d = next(&rx, "request");
+        let d = rx.recv_for("request");
         stamps.push(u64::from_le_bytes(d.request.extension()[..8].try_into().unwrap()));
     }
     stamps.sort();
@@ -97,7 +97,7 @@ fn s19_initializer_error_stops_the_request_and_reaches_the_caller() {
     assert_eq!(e.buffer.into_vec(), vec![1, 2, 3], "the buffer comes back");
     // The request never started: data written now is not consumed by it.
     client.write_all(b"z").unwrap();
-    assert_quiet(&rx, "a request whose initializer failed");
+    rx.expect_quiet("a request whose initializer failed");
     // Not Fatal, so the runtime is still usable.
     assert_eq!(rt.max_threads().unwrap(), 1000);
     rt.shutdown();
@@ -128,7 +128,7 @@ fn s20_the_callback_reads_and_writes_the_extension() {
     rt.bind_io_completion_callback(&server, Arc::new(cb), 0).unwrap();
     server.read(vec![0; 4]).unwrap();
     client.write_all(b"ping").unwrap();
-    let (status, bytes, req) = rx.recv_timeout(common::DEADLINE).unwrap();
+    let (status, bytes, req) = rx.recv_timeout(util::DEADLINE).unwrap();
     assert!(status.is_success());
     assert_eq!(bytes, 4);
     assert_eq!(seen.lock().unwrap()[0], b"hostdata", "the callback sees what the initializer left");

@@ -1,13 +1,13 @@
 //! S7-S11: ports, packets, waiting, closing.
 
-mod common;
+mod util;
 
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use common::{wait_until, DEADLINE};
 use iocompletion::{Buffer, Error, IoCompletionManager, Port, Request, Runtime};
+use util::{wait_until, DEADLINE};
 
 #[test]
 fn s7_concurrency_defaults_to_cpu_count() {
@@ -50,7 +50,7 @@ fn s8_packets_come_out_fifo() {
 
 #[test]
 fn s8_waiting_threads_are_woken_lifo() {
-    if common::skip_on_wine("Wine wakes threads waiting on a port first-in-first-out") {
+    if util::skip_on_wine("Wine wakes threads waiting on a port first-in-first-out") {
         return;
     }
     let p = Port::new(8).unwrap();
@@ -170,7 +170,7 @@ fn s11_packets_queued_before_close_are_still_delivered_then_abandoned() {
 /// honoured: the portable backend, and Windows itself.
 #[test]
 fn s7_concurrency_value_limits_threads_released_at_once() {
-    if common::skip_on_wine("Wine ignores the concurrency value of a completion port") {
+    if util::skip_on_wine("Wine ignores the concurrency value of a completion port") {
         return;
     }
     let p = Port::new(1).unwrap();

@@ -1,6 +1,6 @@
 //! S12-S17: the pool's bounds, growth, retirement, availability, shutdown.
 
-mod common;
+mod util;
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use common::{collector, next, wait_until, Gate};
 use iocompletion::{Error, Handle, IoCompletionManager, Runtime};
+use util::{collector, wait_until, Gate};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -255,7 +255,7 @@ fn s15_a_thread_with_a_request_in_flight_does_not_retire() {
         c.write_all(b"x").unwrap();
     }
     for _ in 0..2 {
-        assert_eq!(next(&rx, "read").bytes, 1);
+        assert_eq!(rx.recv_for("read").bytes, 1);
     }
     wait_until("the pool shrinks to the port's last worker", || rt.stats().threads == 1);
     rt.shutdown();
@@ -300,7 +300,7 @@ fn s17_shutdown_runs_queued_completions_aborts_pending_and_joins() {
     }
     rt.shutdown();
     assert_eq!(ran.load(Ordering::SeqCst), 100, "queued completions ran before shutdown returned");
-    let d = next(&rx, "the pending read");
+    let d = rx.recv_for("the pending read");
     assert!(d.status.is_aborted());
     assert_eq!(d.request.into_buffer().len(), 8);
     assert_eq!(rt.stats().threads, 0, "workers were joined");
@@ -337,7 +337,7 @@ fn s17_shutdown_from_a_callback_does_not_deadlock() {
         tx.lock().unwrap().send(()).unwrap();
     })
     .unwrap();
-    rx.recv_timeout(common::DEADLINE).expect("shutdown inside a callback returned");
+    rx.recv_timeout(util::DEADLINE).expect("shutdown inside a callback returned");
     assert!(rt.is_shut_down());
 }
 
@@ -348,7 +348,7 @@ fn s6_workers_are_named() {
     let mut req = rt.new_request(iocompletion::Buffer::None).unwrap();
     req.set_callback(sink);
     rt.post(None, 0, req).unwrap();
-    let d = next(&rx, "post");
+    let d = rx.recv_for("post");
     assert!(d.thread.starts_with("my-io-"), "thread name {:?}", d.thread);
     rt.shutdown();
 }

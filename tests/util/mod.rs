@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests: a completion collector, waiting
-//! with a deadline, loopback sockets, temporary files and byte patterns.
+//! with a deadline, a gate for blocking callbacks, loopback sockets,
+//! temporary files, byte patterns, and telling Wine from Windows.
 //!
 //! Nothing here asserts a time: every wait polls until its condition holds
 //! or fails with a message after [`DEADLINE`].
@@ -24,6 +25,8 @@ pub struct Completion {
     pub status: Status,
     pub bytes: usize,
     pub request: Request,
+    /// The name of the thread that ran the sink.
+    pub thread: String,
 }
 
 impl Completion {
@@ -53,6 +56,7 @@ impl fmt::Debug for Completion {
             .field("status", &self.status)
             .field("bytes", &self.bytes)
             .field("request", &self.request)
+            .field("thread", &self.thread)
             .finish()
     }
 }
@@ -79,9 +83,11 @@ impl Collector {
     /// A sink (or handle callback) feeding this collector.
     pub fn sink(&self) -> Arc<dyn CompletionSink> {
         let tx = self.tx.clone();
+        let tx = std::sync::Mutex::new(tx);
         Arc::new(move |status: Status, bytes: usize, request: Request| {
+            let thread = std::thread::current().name().unwrap_or("").to_string();
             // The test may have finished and dropped the collector already.
-            let _ = tx.send(Completion { status, bytes, request });
+            let _ = tx.lock().unwrap().send(Completion { status, bytes, request, thread });
         })
     }
 
@@ -92,6 +98,23 @@ impl Collector {
             Ok(c) => c,
             Err(RecvTimeoutError::Timeout) => panic!("no completion within {DEADLINE:?}"),
             Err(RecvTimeoutError::Disconnected) => unreachable!("the collector holds a sender"),
+        }
+    }
+
+    /// The next completion; fails the test naming `what` after [`DEADLINE`].
+    #[track_caller]
+    pub fn recv_for(&self, what: &str) -> Completion {
+        self.rx
+            .recv_timeout(DEADLINE)
+            .unwrap_or_else(|_| panic!("no completion for {what} within {DEADLINE:?}"))
+    }
+
+    /// Fails the test if anything arrives within 200 ms: `what` must not
+    /// complete (a request that failed at start posts nothing, S23).
+    #[track_caller]
+    pub fn expect_quiet(&self, what: &str) {
+        if let Ok(c) = self.rx.recv_timeout(Duration::from_millis(200)) {
+            panic!("unexpected completion ({what}): {c:?}");
         }
     }
 
@@ -245,4 +268,67 @@ pub fn raise_fd_limit(want: u64) -> u64 {
 #[cfg(not(unix))]
 pub fn raise_fd_limit(want: u64) -> u64 {
     want
+}
+
+/// A new collector and its sink, for binding or `set_completion_sink`.
+pub fn collector() -> (Arc<dyn CompletionSink>, Collector) {
+    let c = Collector::new();
+    (c.sink(), c)
+}
+
+/// A gate that blocking callbacks wait on until the test opens it.
+#[derive(Clone, Default)]
+pub struct Gate(Arc<(std::sync::Mutex<(bool, usize)>, std::sync::Condvar)>);
+
+impl Gate {
+    /// Called inside a callback: counts the arrival and blocks until open
+    /// (or the deadline, so a broken test still ends).
+    pub fn wait(&self) {
+        let (m, cv) = &*self.0;
+        let mut g = m.lock().unwrap();
+        g.1 += 1;
+        cv.notify_all();
+        let end = Instant::now() + DEADLINE;
+        while !g.0 && Instant::now() < end {
+            g = cv.wait_timeout(g, Duration::from_millis(50)).unwrap().0;
+        }
+    }
+
+    /// How many callbacks are blocked in [`Gate::wait`] or passed it.
+    pub fn arrived(&self) -> usize {
+        self.0 .0.lock().unwrap().1
+    }
+
+    /// Lets every waiting callback go.
+    pub fn open(&self) {
+        let (m, cv) = &*self.0;
+        m.lock().unwrap().0 = true;
+        cv.notify_all();
+    }
+}
+
+/// True when the tests run under Wine, whose IOCP differs from Windows in
+/// a few documented ways (see docs/backends.md). Tests that Wine cannot
+/// exercise skip themselves there, by name, and still run on Windows.
+pub fn under_wine() -> bool {
+    #[cfg(windows)]
+    {
+        use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleA, GetProcAddress};
+        // SAFETY: both names are NUL-terminated; ntdll is always loaded.
+        unsafe {
+            let ntdll = GetModuleHandleA(c"ntdll.dll".as_ptr().cast());
+            !ntdll.is_null() && GetProcAddress(ntdll, c"wine_get_version".as_ptr().cast()).is_some()
+        }
+    }
+    #[cfg(not(windows))]
+    false
+}
+
+/// Skips the calling test under Wine, saying why; true when skipped.
+pub fn skip_on_wine(why: &str) -> bool {
+    let skip = under_wine();
+    if skip {
+        eprintln!("skip_on_wine: {why}");
+    }
+    skip
 }

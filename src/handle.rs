@@ -170,12 +170,20 @@ impl Handle {
 
     /// The socket's local address.
     pub fn local_addr(&self) -> Result<SocketAddr> {
-        self.inner.sys.local_addr()
+        self.inner
+            .sys
+            .with_sock(|s| s.local_addr())?
+            .as_socket()
+            .ok_or_else(|| Error::invalid("handle", self.describe(), "has no IP address"))
     }
 
     /// The connected socket's peer address.
     pub fn peer_addr(&self) -> Result<SocketAddr> {
-        self.inner.sys.peer_addr()
+        self.inner
+            .sys
+            .with_sock(|s| s.peer_addr())?
+            .as_socket()
+            .ok_or_else(|| Error::invalid("handle", self.describe(), "has no IP peer"))
     }
 
     fn describe(&self) -> String {

@@ -90,22 +90,11 @@ impl Handle {
         }
     }
 
-    fn with_sock<T>(&self, f: impl FnOnce(SockRef<'_>) -> io::Result<T>) -> Result<T> {
+    /// Runs `f` on the socket behind the handle (closed: `InvalidArgument`).
+    pub(crate) fn with_sock<T>(&self, f: impl FnOnce(SockRef<'_>) -> io::Result<T>) -> Result<T> {
         let fd = self.io.fd.read();
         let fd = fd.as_ref().ok_or_else(|| Error::invalid("handle", "closed", "is closed"))?;
         Ok(f(SockRef::from(fd))?)
-    }
-
-    pub(crate) fn local_addr(&self) -> Result<SocketAddr> {
-        self.with_sock(|s| s.local_addr())?
-            .as_socket()
-            .ok_or_else(|| Error::invalid("handle", self.describe(), "has no IP address"))
-    }
-
-    pub(crate) fn peer_addr(&self) -> Result<SocketAddr> {
-        self.with_sock(|s| s.peer_addr())?
-            .as_socket()
-            .ok_or_else(|| Error::invalid("handle", self.describe(), "has no IP peer"))
     }
 
     /// Sets non-blocking mode and registers the fd with the port's poller,

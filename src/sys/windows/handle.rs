@@ -177,7 +177,8 @@ impl Handle {
         }
     }
 
-    fn with_sock<T>(&self, f: impl FnOnce(SockRef<'_>) -> io::Result<T>) -> Result<T> {
+    /// Runs `f` on the socket behind the handle (closed: `InvalidArgument`).
+    pub(crate) fn with_sock<T>(&self, f: impl FnOnce(SockRef<'_>) -> io::Result<T>) -> Result<T> {
         let st = self.io.state.read();
         match st.raw.as_ref() {
             Some(Raw::Socket(s)) => Ok(f(SockRef::from(s))?),
@@ -188,18 +189,6 @@ impl Handle {
 
     fn describe_kind(&self) -> String {
         format!("{:?}", self.io.kind)
-    }
-
-    pub(crate) fn local_addr(&self) -> Result<SocketAddr> {
-        self.with_sock(|s| s.local_addr())?
-            .as_socket()
-            .ok_or_else(|| Error::invalid("handle", self.describe(), "has no IP address"))
-    }
-
-    pub(crate) fn peer_addr(&self) -> Result<SocketAddr> {
-        self.with_sock(|s| s.peer_addr())?
-            .as_socket()
-            .ok_or_else(|| Error::invalid("handle", self.describe(), "has no IP peer"))
     }
 
     /// `CreateIoCompletionPort(handle, port, 0, 0)`, once. The handle is

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result, StartError};
 use crate::request::{Request, Status};
-use crate::sync::{Arc, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{Arc, AtomicU64, Ordering};
 use crate::sys;
 
 /// One completion packet (S8): status, bytes transferred, the completion
@@ -28,23 +28,6 @@ pub(crate) struct PortInner {
     pub(crate) sys: sys::Port,
     id: u64,
     owner: u64,
-    waiting: AtomicUsize,
-}
-
-/// Counts a thread as waiting for as long as it is inside `get_many`.
-struct Waiting<'a>(&'a AtomicUsize);
-
-impl<'a> Waiting<'a> {
-    fn enter(n: &'a AtomicUsize) -> Self {
-        n.fetch_add(1, Ordering::AcqRel);
-        Waiting(n)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 /// An I/O completion port: a queue of completion packets that threads wait
@@ -85,14 +68,7 @@ impl Port {
             std::io::ErrorKind::OutOfMemory => Error::OutOfMemory,
             _ => Error::Io(e),
         })?;
-        Ok(Port {
-            inner: Arc::new(PortInner {
-                sys,
-                id: NEXT_PORT.fetch_add(1, Ordering::Relaxed),
-                owner,
-                waiting: AtomicUsize::new(0),
-            }),
-        })
+        Ok(Port { inner: Arc::new(PortInner { sys, id: NEXT_PORT.fetch_add(1, Ordering::Relaxed), owner }) })
     }
 
     /// The port's concurrency value.
@@ -114,10 +90,17 @@ impl Port {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
-    /// How many threads are inside [`Port::get`] or [`Port::get_many`] on
-    /// this port right now (a diagnostic; the value may change at once).
+    /// How many threads are blocked in [`Port::get`] or [`Port::get_many`]
+    /// on this port right now, waiting for a packet (a diagnostic; the value
+    /// may change at once).
+    ///
+    /// On the portable backend a thread counts from the moment it is
+    /// registered to be woken (parked, or polling for readiness), so once
+    /// this reaches `n`, the order in which `n` waiting threads are woken is
+    /// fixed. On Windows a thread counts from just before it enters
+    /// `GetQueuedCompletionStatusEx`.
     pub fn waiting_threads(&self) -> usize {
-        self.inner.waiting.load(Ordering::Acquire)
+        self.inner.sys.waiting()
     }
 
     /// True once the port is closed.
@@ -141,7 +124,6 @@ impl Port {
     /// `Abandoned` once the port is closed and drained.
     pub fn get(&self, timeout: Option<Duration>) -> Result<Packet> {
         let mut v = Vec::with_capacity(1);
-        let _w = Waiting::enter(&self.inner.waiting);
         self.inner.sys.get_many(&mut v, 1, timeout)?;
         v.pop().ok_or(Error::Timeout)
     }
@@ -152,7 +134,6 @@ impl Port {
         if max == 0 {
             return Err(Error::invalid("max", max, "must be at least 1"));
         }
-        let _w = Waiting::enter(&self.inner.waiting);
         self.inner.sys.get_many(out, max, timeout)
     }
 

@@ -48,6 +48,14 @@ fn s8_packets_come_out_fifo() {
     }
 }
 
+/// LIFO is promised among threads blocked on the port, once each is
+/// registered (`waiting_threads` counts it) and while no other thread takes
+/// packets: each post goes to the most recently blocked thread still
+/// waiting. On the portable backend the first of them polls for readiness;
+/// a post wakes the poller only when no parked thread is left, so here it is
+/// also the last one woken. A thread leaving the port (thread 2 exits after
+/// its packet, giving back its concurrency slot) must not steal the packet
+/// a post already promised to the next thread.
 #[test]
 fn s8_waiting_threads_are_woken_lifo() {
     if util::skip_on_wine("Wine wakes threads waiting on a port first-in-first-out") {
@@ -62,9 +70,7 @@ fn s8_waiting_threads_are_woken_lifo() {
             let pk = p2.get(Some(DEADLINE)).unwrap();
             tx.send((t, pk.key)).unwrap();
         }));
-        wait_until("the thread waits on the port", || p.waiting_threads() == t + 1);
-        // Give it time to park for real, not only to enter get.
-        thread::sleep(Duration::from_millis(50));
+        wait_until("the thread is blocked on the port", || p.waiting_threads() == t + 1);
     }
     let mut order = Vec::new();
     for k in 0..3 {

@@ -44,7 +44,14 @@ struct State {
     /// Threads released to run completions (IOCP's concurrency count).
     active: usize,
     polling: bool,
+    /// The poller was woken through mio's waker and has not yet come back
+    /// to the queue: it is on its way to the work it was woken for.
     poll_woken: bool,
+    /// Parked threads notified for queued work that have not yet come back
+    /// to the queue. A thread is woken only for work no one is already on
+    /// the way to take, so a wake-up is never spent twice on one packet and
+    /// the thread chosen LIFO is the one that gets it.
+    woken: usize,
     /// Threads spinning before they park: they will see new work unwoken.
     spinning: usize,
     closing: bool,
@@ -133,6 +140,7 @@ impl Port {
                     active: 0,
                     polling: false,
                     poll_woken: false,
+                    woken: 0,
                     spinning: 0,
                     closing: false,
                     closed: false,
@@ -158,6 +166,12 @@ impl Port {
         self.inner.closing.load(Ordering::Acquire)
     }
 
+    /// Threads blocked waiting for a packet: parked, or polling.
+    pub(crate) fn waiting(&self) -> usize {
+        let st = self.inner.state.lock();
+        st.waiters.len() + usize::from(st.polling)
+    }
+
     pub(crate) fn has_backlog(&self) -> bool {
         !self.inner.state.lock().queue.is_empty() || self.inner.pending.load(Ordering::Acquire) > 0
     }
@@ -169,6 +183,7 @@ impl Port {
         let mut st = self.inner.state.lock();
         if !st.polling && !st.closed && self.inner.pending.load(Ordering::Acquire) > 0 {
             if let Some(w) = st.waiters.pop() {
+                st.woken += 1;
                 w.notify();
             }
         }
@@ -230,9 +245,11 @@ impl Port {
         st.queue.extend(aborted.into_iter().map(Item::Packet));
         self.inner.queued_changed(&st);
         st.closed = true;
+        let n = st.waiters.len();
         for w in st.waiters.drain(..) {
             w.notify();
         }
+        st.woken += n;
         if st.polling {
             let _ = self.inner.waker.wake();
         }
@@ -278,12 +295,17 @@ impl Inner {
     }
 
     /// Wakes one thread for queued work: none if one is spinning (it will
-    /// see the work), else a parked one (LIFO), else the poller, once.
+    /// see the work) or if as many threads are already on their way as
+    /// items are queued; else a parked one (LIFO), else the poller, once.
     fn wake_one(&self, st: &mut State) {
         if st.active >= self.concurrency || st.spinning > 0 {
             return;
         }
+        if st.woken + usize::from(st.poll_woken) >= st.queue.len() {
+            return;
+        }
         if let Some(w) = st.waiters.pop() {
+            st.woken += 1;
             w.notify();
         } else if st.polling && !st.poll_woken {
             st.poll_woken = true;
@@ -385,7 +407,12 @@ impl Inner {
                     // thread works. For a single packet this thread is soon
                     // back at the poller itself, and a wake-up would cost more
                     // than it saves; the watchdog covers a callback that stays.
-                    self.wake_one(&mut st);
+                    // The thread woken to poll comes back to the queue
+                    // first, so it counts as on its way like any other.
+                    if let Some(w) = st.waiters.pop() {
+                        st.woken += 1;
+                        w.notify();
+                    }
                 }
                 drop(st);
                 let slot = match reuse {
@@ -444,6 +471,7 @@ impl Inner {
                 let r = self.poll_once(remaining, &mut done);
                 st = self.state.lock();
                 st.polling = false;
+                st.poll_woken = false;
                 st.queue.extend(done.into_iter().map(Item::Packet));
                 self.queued_changed(&st);
                 if let Err(e) = r {
@@ -467,7 +495,10 @@ impl Inner {
                 }
             }
             st = self.state.lock();
-            if !w.notified.load(Ordering::Acquire) {
+            if w.notified.load(Ordering::Acquire) {
+                // Notified under the lock, and counted as on its way then.
+                st.woken -= 1;
+            } else {
                 st.waiters.retain(|x| !Arc::ptr_eq(x, &w));
             }
         }

@@ -50,6 +50,8 @@ pub(crate) struct Inner {
     /// Packets that will reach the port and have not been taken yet: user
     /// posts, and started requests (pending or already completed).
     outstanding: AtomicUsize,
+    /// Threads inside `get_many` (see `Port::waiting_threads`).
+    waiting: AtomicUsize,
     /// The handles associated with the port, for `close` to cancel.
     pub(super) handles: Mutex<Vec<Weak<Io>>>,
 }
@@ -86,6 +88,7 @@ impl Port {
                 closing: AtomicBool::new(false),
                 finished: AtomicBool::new(false),
                 outstanding: AtomicUsize::new(0),
+                waiting: AtomicUsize::new(0),
                 handles: Mutex::new(Vec::new()),
             }),
         })
@@ -97,6 +100,11 @@ impl Port {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.inner.is_closing()
+    }
+
+    /// Threads inside `get_many`, counted just before the kernel wait.
+    pub(crate) fn waiting(&self) -> usize {
+        self.inner.waiting.load(Ordering::Acquire)
     }
 
     pub(crate) fn has_backlog(&self) -> bool {
@@ -156,7 +164,10 @@ impl Port {
         max: usize,
         timeout: Option<Duration>,
     ) -> Result<usize> {
-        self.inner.get_many(out, max, timeout)
+        self.inner.waiting.fetch_add(1, Ordering::AcqRel);
+        let r = self.inner.get_many(out, max, timeout);
+        self.inner.waiting.fetch_sub(1, Ordering::AcqRel);
+        r
     }
 
     /// Marks the port closing, cancels what is pending on its handles, and

@@ -225,11 +225,7 @@ impl Handle {
         if let Err(e) = b.host.initialize_host_overlapped(&mut req) {
             return Err(StartError::new(e, req.into_buffer()));
         }
-        {
-            let h = req.header_mut();
-            h.target = b.callback.clone();
-            h.origin = crate::pool::InFlight::current();
-        }
+        req.header_mut().target = b.callback.clone();
         let id = req.id();
         match self.inner.sys.submit(req, &b.port) {
             Ok(()) => Ok(id),

@@ -9,8 +9,10 @@
 //! sure another thread will wait. Below `min_threads` it starts one at once;
 //! above, the gate thread starts at most one per gate interval, and only
 //! while every worker of the port is busy and work waits. Idle workers above
-//! the minimum retire after the keep-alive, unless a request they started is
-//! still in flight, or they are the last worker of their port.
+//! the minimum retire after the keep-alive, unless they are the last worker
+//! of their port. A request a worker started does not keep it: no backend
+//! ties a request to the thread that issued it (under Wine, which does for
+//! sockets, the Windows backend issues them from a thread of its own).
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -60,40 +62,15 @@ pub struct PoolStats {
     pub unclaimed: u64,
 }
 
-/// A worker's in-flight count, held by each request the worker started
-/// (S15: a thread with a request of its own in flight does not retire).
-#[derive(Debug, Clone)]
-pub(crate) struct InFlight(Arc<AtomicUsize>);
-
-impl InFlight {
-    /// The token for the current thread, when it is a pool worker.
-    pub(crate) fn current() -> Option<InFlight> {
-        CURRENT.with(|c| {
-            c.borrow().as_ref().map(|w| {
-                w.fetch_add(1, Ordering::AcqRel);
-                InFlight(w.clone())
-            })
-        })
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-// Both initializers are `const` already; clippy 1.96 still reports
+// The initializer is `const` already; clippy 1.96 still reports
 // missing_const_for_thread_local here when checking x86_64-pc-windows-gnu.
 #[allow(clippy::missing_const_for_thread_local)]
 mod worker_tls {
-    use super::{Arc, AtomicUsize};
     thread_local! {
-        pub(super) static CURRENT: std::cell::RefCell<Option<Arc<AtomicUsize>>> = const { std::cell::RefCell::new(None) };
         pub(super) static WORKER_OF: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     }
 }
-use worker_tls::{CURRENT, WORKER_OF};
+use worker_tls::WORKER_OF;
 
 /// What the pool and the gate thread see of one worker.
 struct WorkerInfo {
@@ -455,12 +432,10 @@ fn gate(weak: Weak<Shared>) {
 }
 
 /// Leaves the pool when the worker may retire (S15): idle, above the
-/// minimum, not the last worker of its port, nothing of its own in flight.
-fn try_retire(shared: &Shared, slot: &PortSlot, in_flight: &AtomicUsize) -> bool {
+/// minimum, not the last worker of its port.
+fn try_retire(shared: &Shared, slot: &PortSlot) -> bool {
     let mut st = shared.state.lock();
-    let may = st.threads > shared.min.load(Ordering::Acquire)
-        && slot.threads.load(Ordering::Acquire) > 1
-        && in_flight.load(Ordering::Acquire) == 0;
+    let may = st.threads > shared.min.load(Ordering::Acquire) && slot.threads.load(Ordering::Acquire) > 1;
     if may {
         st.threads -= 1;
         slot.threads.fetch_sub(1, Ordering::AcqRel);
@@ -472,8 +447,6 @@ fn try_retire(shared: &Shared, slot: &PortSlot, in_flight: &AtomicUsize) -> bool
 fn worker(weak: Weak<Shared>, slot: Arc<PortSlot>) {
     let Some(shared) = weak.upgrade() else { return };
     WORKER_OF.with(|w| w.set(shared.id));
-    let in_flight = Arc::new(AtomicUsize::new(0));
-    CURRENT.with(|c| *c.borrow_mut() = Some(in_flight.clone()));
     let me = Arc::new(WorkerInfo {
         local: Mutex::new(VecDeque::with_capacity(BATCH)),
         busy: AtomicBool::new(false),
@@ -525,7 +498,7 @@ fn worker(weak: Weak<Shared>, slot: Arc<PortSlot>) {
                 }
             }
             Err(Error::Timeout) => {
-                if try_retire(&shared, &slot, &in_flight) {
+                if try_retire(&shared, &slot) {
                     retired = true;
                     break;
                 }
@@ -553,7 +526,6 @@ fn worker(weak: Weak<Shared>, slot: Arc<PortSlot>) {
         st.threads -= 1;
         slot.threads.fetch_sub(1, Ordering::AcqRel);
     }
-    CURRENT.with(|c| c.borrow_mut().take());
     slot.port.serve_from_this_thread(false);
     let _g = slot.exited_lock.lock();
     slot.exited.notify_all();

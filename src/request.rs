@@ -183,8 +183,6 @@ pub(crate) struct Header {
     /// The handle the request was started on, held weakly so an in-flight
     /// request never keeps its handle open.
     pub(crate) handle: Option<crate::sync::Weak<crate::handle::HandleInner>>,
-    /// Keeps the starting worker alive while in flight (S15).
-    pub(crate) origin: Option<crate::pool::InFlight>,
 }
 
 const EXT_ALIGN: usize = 16;
@@ -349,7 +347,6 @@ impl Request {
             accepted: None,
             user_data: 0,
             handle: None,
-            origin: None,
         };
         // SAFETY: `raw` is a block of layout(ext_cap): big enough and aligned
         // for a Header at offset 0 and `ext_cap >= ext_len` bytes after it.

@@ -332,3 +332,104 @@ pub fn skip_on_wine(why: &str) -> bool {
     }
     skip
 }
+
+/// A small echo server on the crate's callbacks, for tests of the pool
+/// under an echo load: every accepted connection is read and echoed until
+/// its client closes, then closed. It starts no accept itself: the test
+/// starts them (from whichever threads it wants), and each completed accept
+/// starts the next one.
+pub struct EchoServer {
+    state: Arc<EchoState>,
+}
+
+struct EchoState {
+    conns: std::sync::Mutex<Vec<Handle>>,
+    closed: std::sync::atomic::AtomicUsize,
+    lost: std::sync::atomic::AtomicUsize,
+}
+
+impl EchoServer {
+    /// Binds `listener` to `rt` with the server's accept callback.
+    pub fn start(rt: &Runtime, listener: &Handle) -> EchoServer {
+        let state = Arc::new(EchoState {
+            conns: std::sync::Mutex::new(Vec::new()),
+            closed: Default::default(),
+            lost: Default::default(),
+        });
+        let (st, rt2) = (state.clone(), rt.clone());
+        let on_conn: Arc<dyn CompletionSink> = {
+            let st = state.clone();
+            Arc::new(move |status: Status, bytes: usize, mut req: Request| {
+                let Some(conn) = req.handle() else { return };
+                let was_read = req.op() == iocompletion::Op::Read;
+                let again = if !status.is_success() {
+                    st.lost.fetch_add(1, Ordering::SeqCst);
+                    false
+                } else if was_read && bytes == 0 {
+                    false
+                } else if was_read {
+                    let mut buf = req.take_buffer().into_vec();
+                    buf.truncate(bytes);
+                    conn.write(buf).is_ok()
+                } else {
+                    conn.read(vec![0; 256]).is_ok()
+                };
+                if !again {
+                    conn.close();
+                    st.conns.lock().unwrap().retain(|c| !c.same(&conn));
+                    st.closed.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        rt.bind_io_completion_callback(
+            listener,
+            Arc::new(move |status: Status, _bytes: usize, mut req: Request| {
+                let listener = req.handle();
+                match req.take_accepted() {
+                    Some(conn) if status.is_success() => {
+                        rt2.bind_io_completion_callback(&conn, on_conn.clone(), 0).unwrap();
+                        st.conns.lock().unwrap().push(conn.clone());
+                        conn.read(vec![0; 256]).unwrap();
+                    }
+                    _ => {
+                        if status != Status::ABORTED {
+                            st.lost.fetch_add(1, Ordering::SeqCst);
+                        }
+                        return;
+                    }
+                }
+                if let Some(l) = listener {
+                    let _ = l.accept();
+                }
+            }),
+            0,
+        )
+        .unwrap();
+        EchoServer { state }
+    }
+
+    /// Connections the server closed after their client closed.
+    pub fn closed(&self) -> usize {
+        self.state.closed.load(Ordering::SeqCst)
+    }
+
+    /// Completions that failed while the server ran.
+    pub fn lost(&self) -> usize {
+        self.state.lost.load(Ordering::SeqCst)
+    }
+}
+
+/// Connects to an echo server, sends `rounds` messages of 64 bytes, checks
+/// each echo, and closes.
+pub fn echo_client(addr: SocketAddr, rounds: usize, seed: usize) {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    for r in 0..rounds {
+        let msg = pattern(64, (seed * 1000 + r) as u64);
+        s.write_all(&msg).unwrap();
+        let mut got = vec![0; 64];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(got, msg, "the echo differs");
+    }
+}

@@ -39,7 +39,7 @@ use crate::request::{Buffer, Header, Op, Request, RequestId, Status};
 use crate::sync::{Arc, Mutex, RwLock, Weak};
 
 /// The OS object behind a handle.
-enum Raw {
+pub(super) enum Raw {
     Socket(OwnedSocket),
     File(OwnedHandle),
 }
@@ -79,9 +79,6 @@ pub(crate) struct Io {
     /// Started requests whose packets have not been taken yet: id to
     /// `OVERLAPPED` address, for `cancel`.
     pending: Mutex<HashMap<u64, usize>>,
-    /// Held while a request is handed to the OS, so requests on one handle
-    /// start one at a time, in a definite order.
-    starting: Mutex<()>,
     port: OnceLock<Weak<PortInner>>,
 }
 
@@ -149,7 +146,6 @@ impl Handle {
                 socket: matches!(raw, Raw::Socket(_)),
                 state: RwLock::new(State { raw: Some(raw), closed: false, port_closed: false, overlapped }),
                 pending: Mutex::new(HashMap::new()),
-                starting: Mutex::new(()),
                 port: OnceLock::new(),
             }),
         }
@@ -242,14 +238,16 @@ impl Handle {
         req.header_mut().os.io = Some(io.clone());
         let p = req.into_raw();
         io.pending.lock().insert(id, p as usize);
-        let r = {
-            // Starts on one handle are serialized: the order of a handle's
-            // requests is their start order, and Wine loses sends that
-            // several threads start at once on one socket.
-            let _one_at_a_time = io.starting.lock();
-            // SAFETY: `p` is a request given up with into_raw; it is not
-            // used again here unless the start fails (then no packet comes).
-            unsafe { start(io.kind, raw, p, inner) }
+        // SAFETY: `p` is a request given up with into_raw; it is not used
+        // again here unless the start fails (then no packet comes); `raw`
+        // stays open while the state lock is held.
+        let r = unsafe {
+            if io.socket && super::wine::under_wine() {
+                // Wine ties socket requests to their thread (see `wine`).
+                super::wine::issue(io.kind, raw, p, inner)
+            } else {
+                start(io.kind, raw, p, inner)
+            }
         };
         match r {
             Ok(()) => Ok(()),
@@ -348,7 +346,7 @@ fn set_offset(ov: &mut OVERLAPPED, off: u64, len: usize) -> Result<()> {
 /// # Safety
 /// `p` is a live request given up with into_raw, with `os.io` set, and
 /// `raw` is open for the duration of the call.
-unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &PortInner) -> Result<()> {
+pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &PortInner) -> Result<()> {
     // SAFETY: the caller gives up `p`; until the OS call below returns,
     // nothing else can reach it. After the call `h` is not used.
     let h = unsafe { &mut *p };

@@ -32,6 +32,7 @@
 mod handle;
 mod net;
 mod port;
+mod wine;
 
 pub(crate) use handle::Handle;
 pub(crate) use port::{Port, Slot};

@@ -209,13 +209,8 @@ fn s15_threads_at_or_below_min_do_not_retire() {
     rt.shutdown();
 }
 
-/// Accepts pending on a listener are not tied to the worker that started
-/// them, on any backend: on Unix they wait in their handle's queue, and
-/// IOCP (Wine included) completes them whatever thread issued them. So such
-/// a worker retires like any idle one, and its accepts still complete
-/// exactly once.
-#[test]
-fn s15_a_worker_with_accepts_pending_still_retires() {
+/// A pool that grows to 3 and retires idle workers quickly, with a sink.
+fn retiring_pool() -> (Runtime, util::Collector) {
     let rt = Runtime::builder()
         .min_threads(0)
         .max_threads(3)
@@ -226,6 +221,17 @@ fn s15_a_worker_with_accepts_pending_still_retires() {
         .unwrap();
     let (sink, rx) = collector();
     rt.set_completion_sink(sink).unwrap();
+    (rt, rx)
+}
+
+/// Accepts pending on a listener are not tied to the worker that started
+/// them, on any backend: on Unix they wait in their handle's queue, and
+/// IOCP (Wine included) completes them whatever thread issued them. So such
+/// a worker retires like any idle one, and its accepts still complete
+/// exactly once.
+#[test]
+fn s15_a_worker_with_accepts_pending_still_retires() {
+    let (rt, rx) = retiring_pool();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let listening = Handle::from(listener);
@@ -263,16 +269,7 @@ fn s15_a_worker_with_accepts_pending_still_retires() {
 /// of its own (docs/backends.md). The worker retires; they complete once.
 #[test]
 fn s15_a_worker_with_transfers_pending_still_retires() {
-    let rt = Runtime::builder()
-        .min_threads(0)
-        .max_threads(3)
-        .keep_alive(Duration::from_millis(50))
-        .gate_interval(Duration::from_millis(10))
-        .port_concurrency(8)
-        .build()
-        .unwrap();
-    let (sink, rx) = collector();
-    rt.set_completion_sink(sink).unwrap();
+    let (rt, rx) = retiring_pool();
     const BIG: usize = 32 << 20; // more than loopback buffers hold: it stays pending
     let (mut reading_peer, reading) = util::tcp_pair();
     let (writing_peer, writing) = util::tcp_pair();

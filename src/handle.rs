@@ -10,7 +10,7 @@ use crate::port::Port;
 use crate::request::{Buffer, Op, Request, RequestId};
 use crate::sink::CompletionSink;
 use crate::sync::{Arc, Mutex};
-use crate::sys;
+use crate::sys::{self, HandleDriver};
 
 /// What kind of OS object a [`Handle`] is; it decides which requests the
 /// handle takes.
@@ -143,7 +143,7 @@ impl Handle {
             return Err(Error::invalid("port", port.id(), "is closed"));
         }
         let ext_len = host.host_overlapped_size()?;
-        self.inner.sys.associate(port)?;
+        self.inner.sys.associate(&port.inner.sys)?;
         let _ = self.inner.binding.set(Binding { port: port.clone(), host, ext_len, callback });
         Ok(())
     }
@@ -227,7 +227,7 @@ impl Handle {
         }
         req.header_mut().target = b.callback.clone();
         let id = req.id();
-        match self.inner.sys.submit(req, &b.port) {
+        match self.inner.sys.submit(req, &b.port.inner.sys) {
             Ok(()) => Ok(id),
             Err((e, req)) => Err(StartError::new(e, req.into_buffer())),
         }

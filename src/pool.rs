@@ -1,30 +1,31 @@
 //! The bounded, elastic thread pool that runs completions (S12-S17).
 //!
-//! Every worker serves one port: it takes packets in batches with
-//! `get_many`, keeps them in a small local queue that idle siblings may
-//! steal from (so a callback that blocks never strands the rest of its
-//! batch), and runs each packet's callback under `catch_unwind`.
+//! Every worker serves one port. It takes one packet at a time from the
+//! port (whose queue is the pool's injector: no packet waits in a private
+//! batch while a sibling sleeps) and runs its callback under
+//! `catch_unwind`. The port decides who is woken (see `sys::queue`); the
+//! pool decides how many threads there are:
 //!
-//! Growth: when the last worker waiting on a port takes work, the pool makes
-//! sure another thread will wait. Below `min_threads` it starts one at once;
-//! above, the gate thread starts at most one per gate interval, and only
-//! while every worker of the port is busy and work waits. Idle workers above
-//! the minimum retire after the keep-alive, unless they are the last worker
-//! of their port. A request a worker started does not keep it: no backend
-//! ties a request to the thread that issued it (under Wine, which does for
-//! sockets, the Windows backend issues them from a thread of its own).
+//! - **Growth** (S14): when a worker takes a packet, leaves more queued and
+//!   no other thread waits on the port, the pool adds a thread at once below
+//!   `min_threads`; above it the gate thread adds at most one per gate
+//!   interval, and only while that lasts. Raising `min_threads` while work
+//!   waits starts the missing threads at once.
+//! - **Limits** (S12): lowering `max_threads` interrupts the ports' waits;
+//!   every worker checks the count before it waits again, so from the call
+//!   on at most the new maximum run callbacks, and the others leave as they
+//!   finish.
+//! - **Retirement** (S15): a worker idle for the keep-alive leaves when the
+//!   pool is above its minimum, unless it is the last worker of its port.
 
-use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
+use crate::census::{Census, Leave, Refused};
 use crate::error::{Error, Result};
 use crate::port::{Packet, Port};
 use crate::sync::{thread, Arc, AtomicBool, AtomicU64, AtomicUsize, Condvar, Mutex, Ordering, Weak};
-use crate::sys;
-
-/// How many packets a worker takes from its port in one call.
-const BATCH: usize = 64;
+use crate::sys::{self, PortDriver, SlotOps};
 
 /// Runs one packet; false when nothing could take it (no request and no
 /// sink). The pool catches a panic from it (S6).
@@ -67,19 +68,18 @@ pub struct PoolStats {
 #[allow(clippy::missing_const_for_thread_local)]
 mod worker_tls {
     thread_local! {
-        pub(super) static WORKER_OF: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+        /// The port slot the calling worker serves (null outside the pool).
+        pub(super) static SERVING: std::cell::Cell<*const super::PortSlot> =
+            const { std::cell::Cell::new(std::ptr::null()) };
     }
 }
-use worker_tls::WORKER_OF;
+use worker_tls::SERVING;
 
 /// What the pool and the gate thread see of one worker.
 struct WorkerInfo {
-    /// Packets taken but not yet run; idle siblings steal from the back.
-    local: Mutex<VecDeque<Packet>>,
-    /// True while the worker runs completions (set per batch, not per packet).
+    /// True while the worker runs a completion.
     busy: AtomicBool,
-    /// Completions this worker ran; written only by it, so counting costs
-    /// no shared cache line.
+    /// Completions this worker ran; written only by it.
     seq: AtomicU64,
     /// `seq` as the gate thread saw it at its previous tick.
     seen: AtomicU64,
@@ -91,53 +91,43 @@ struct WorkerInfo {
 struct PortSlot {
     port: Port,
     threads: AtomicUsize,
-    waiting: AtomicUsize,
     workers: Mutex<Vec<Arc<WorkerInfo>>>,
-    /// Set when a worker may be stuck holding a batch (starvation, or the
-    /// gate saw a stuck worker): only then do idle workers try to steal.
-    steal_hint: AtomicBool,
     exited: Condvar,
     exited_lock: Mutex<()>,
 }
 
 impl PortSlot {
-    /// Work waits: on the port, or taken into a worker's local queue.
-    fn has_backlog(&self) -> bool {
-        self.port.has_backlog() || self.workers.lock().iter().any(|w| !w.local.lock().is_empty())
-    }
-
-    fn steal(&self) -> Option<Packet> {
-        let workers = self.workers.lock();
-        workers.iter().find_map(|w| w.local.try_lock().and_then(|mut q| q.pop_back()))
+    /// Work waits on the port and no thread waits for it.
+    fn starving(&self) -> bool {
+        self.port.has_backlog() && self.port.waiting_threads() == 0
     }
 
     /// Frees the concurrency slots of workers that finished no completion
     /// for a whole gate interval while busy: the kernel frees the slot of a
     /// thread that blocks; user space can only see that a callback has run
-    /// long, so it treats that as blocked.
+    /// long, so it treats that as blocked (S7).
     fn release_stuck(&self) {
         for w in self.workers.lock().iter() {
             let seq = w.seq.load(Ordering::Acquire);
             let seen = w.seen.swap(seq, Ordering::AcqRel);
             if w.busy.load(Ordering::Acquire) && seq == seen {
-                if let Some(s) = w.slot.lock().take() {
+                if let Some(s) = w.slot.lock().as_ref() {
                     s.release();
-                }
-                if !w.local.lock().is_empty() {
-                    self.steal_hint.store(true, Ordering::Release);
                 }
             }
         }
     }
 
-    /// Completions run by the live workers.
     fn completions(&self) -> u64 {
         self.workers.lock().iter().map(|w| w.seq.load(Ordering::Acquire)).sum()
+    }
+
+    fn busy(&self) -> usize {
+        self.workers.lock().iter().filter(|w| w.busy.load(Ordering::Acquire)).count()
     }
 }
 
 struct State {
-    threads: usize,
     slots: Vec<Arc<PortSlot>>,
     joins: Vec<thread::JoinHandle<()>>,
     last_spawn: Option<Instant>,
@@ -147,9 +137,7 @@ struct State {
 
 pub(crate) struct Shared {
     config: PoolConfig,
-    min: AtomicUsize,
-    max: AtomicUsize,
-    busy: AtomicUsize,
+    census: Census,
     peak: AtomicUsize,
     started: AtomicU64,
     retired: AtomicU64,
@@ -159,7 +147,6 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     gate: Condvar,
     dispatch: Box<Dispatch>,
-    id: usize,
 }
 
 /// The pool. Cheap to share through its `Arc`.
@@ -168,16 +155,23 @@ pub(crate) struct Pool {
     stopped: AtomicBool,
 }
 
-static NEXT_POOL: AtomicUsize = AtomicUsize::new(1);
+fn refused(r: Refused, n: usize) -> Error {
+    match r {
+        Refused::MaxZero => Error::invalid("max_threads", n, "must be at least 1"),
+        Refused::MaxBelowMin(min) => Error::invalid("max_threads", n, &format!("less than min_threads ({min})")),
+        Refused::MinAboveMax(max) => Error::invalid("min_threads", n, &format!("greater than max_threads ({max})")),
+    }
+}
 
 impl Pool {
     pub(crate) fn new(config: PoolConfig, dispatch: Box<Dispatch>) -> Result<Pool> {
-        validate(config.min, config.max)?;
+        let census = Census::new(config.min, config.max).map_err(|r| {
+            let n = if matches!(r, Refused::MinAboveMax(_)) { config.min } else { config.max };
+            refused(r, n)
+        })?;
         let shared = Arc::new(Shared {
-            min: AtomicUsize::new(config.min),
-            max: AtomicUsize::new(config.max),
             config,
-            busy: AtomicUsize::new(0),
+            census,
             peak: AtomicUsize::new(0),
             started: AtomicU64::new(0),
             retired: AtomicU64::new(0),
@@ -185,7 +179,6 @@ impl Pool {
             panics: AtomicU64::new(0),
             unclaimed: AtomicU64::new(0),
             state: Mutex::new(State {
-                threads: 0,
                 slots: Vec::new(),
                 joins: Vec::new(),
                 last_spawn: None,
@@ -194,7 +187,6 @@ impl Pool {
             }),
             gate: Condvar::new(),
             dispatch,
-            id: NEXT_POOL.fetch_add(1, Ordering::Relaxed),
         });
         let weak = Arc::downgrade(&shared);
         let name = format!("{}-gate", shared.config.name);
@@ -208,9 +200,7 @@ impl Pool {
         let slot = Arc::new(PortSlot {
             port,
             threads: AtomicUsize::new(0),
-            waiting: AtomicUsize::new(0),
             workers: Mutex::new(Vec::new()),
-            steal_hint: AtomicBool::new(false),
             exited: Condvar::new(),
             exited_lock: Mutex::new(()),
         });
@@ -218,15 +208,15 @@ impl Pool {
         if st.shutdown {
             return Err(Error::Unavailable);
         }
-        if st.threads >= self.shared.max.load(Ordering::Acquire) {
+        if !self.shared.census.try_grow(false) {
             return Err(Error::invalid(
                 "max_threads",
-                self.shared.max.load(Ordering::Acquire),
+                self.shared.census.max(),
                 "every thread the pool may have is in use; a new port needs one of its own",
             ));
         }
         st.slots.push(slot.clone());
-        let r = spawn(&self.shared, &mut st, &slot);
+        let r = spawn_counted(&self.shared, &mut st, &slot);
         if r.is_err() {
             st.slots.retain(|s| !Arc::ptr_eq(s, &slot));
         }
@@ -234,67 +224,82 @@ impl Pool {
     }
 
     /// Stops serving `port` after it was closed: waits for its workers to
-    /// drain it and exit, unless called from one of them.
+    /// run what is left on it and exit (S11), unless called from one of them.
     pub(crate) fn forget(&self, port: &Port) {
         let slot = {
             let mut st = self.shared.state.lock();
             let Some(i) = st.slots.iter().position(|s| s.port.same(port)) else { return };
             st.slots.remove(i)
         };
-        if WORKER_OF.with(|w| w.get()) == self.shared.id {
+        if SERVING.with(|s| std::ptr::eq(s.get(), Arc::as_ptr(&slot))) {
+            // A worker of this very port cannot wait for itself; its
+            // siblings, and it after its callback returns, drain the port.
             return;
         }
         let mut g = slot.exited_lock.lock();
         while slot.threads.load(Ordering::Acquire) > 0 {
-            slot.exited.wait_for(&mut g, Duration::from_millis(50));
+            slot.exited.wait(&mut g);
         }
     }
 
     pub(crate) fn min(&self) -> usize {
-        self.shared.min.load(Ordering::Acquire)
+        self.shared.census.min()
     }
 
     pub(crate) fn max(&self) -> usize {
-        self.shared.max.load(Ordering::Acquire)
+        self.shared.census.max()
     }
 
+    /// S12, S14: a raised minimum starts the threads that work waiting on a
+    /// port needs at once.
     pub(crate) fn set_min(&self, n: usize) -> Result<()> {
-        let _st = self.shared.state.lock();
-        let max = self.shared.max.load(Ordering::Acquire);
-        if n > max {
-            return Err(Error::invalid("min_threads", n, &format!("greater than max_threads ({max})")));
+        self.shared.census.set_min(n).map_err(|r| refused(r, n))?;
+        let mut st = self.shared.state.lock();
+        if st.shutdown {
+            return Ok(());
         }
-        self.shared.min.store(n, Ordering::Release);
+        let slots = st.slots.clone();
+        for slot in &slots {
+            while slot.port.has_backlog() && self.shared.census.try_grow(true) {
+                if spawn_counted(&self.shared, &mut st, slot).is_err() {
+                    break;
+                }
+            }
+        }
         Ok(())
     }
 
+    /// S12: from the call on, at most `n` threads run callbacks; workers
+    /// above it leave as they finish, idle ones at once.
     pub(crate) fn set_max(&self, n: usize) -> Result<()> {
-        let _st = self.shared.state.lock();
-        let min = self.shared.min.load(Ordering::Acquire);
-        if n == 0 {
-            return Err(Error::invalid("max_threads", n, "must be at least 1"));
+        let lowered = n < self.shared.census.max();
+        self.shared.census.set_max(n).map_err(|r| refused(r, n))?;
+        if lowered {
+            for s in &self.shared.state.lock().slots {
+                s.port.interrupt();
+            }
         }
-        if n < min {
-            return Err(Error::invalid("max_threads", n, &format!("less than min_threads ({min})")));
-        }
-        self.shared.max.store(n, Ordering::Release);
         Ok(())
     }
 
     /// `max - busy`, never negative (S16).
     pub(crate) fn available(&self) -> usize {
-        self.max().saturating_sub(self.shared.busy.load(Ordering::Acquire))
+        self.max().saturating_sub(self.busy())
+    }
+
+    fn busy(&self) -> usize {
+        self.shared.state.lock().slots.iter().map(|s| s.busy()).sum()
     }
 
     pub(crate) fn stats(&self) -> PoolStats {
         let s = &self.shared;
-        let (threads, live) = {
+        let (busy, live) = {
             let st = s.state.lock();
-            (st.threads, st.slots.iter().map(|p| p.completions()).sum::<u64>())
+            (st.slots.iter().map(|p| p.busy()).sum(), st.slots.iter().map(|p| p.completions()).sum::<u64>())
         };
         PoolStats {
-            threads,
-            busy: s.busy.load(Ordering::Acquire),
+            threads: s.census.threads(),
+            busy,
             peak_threads: s.peak.load(Ordering::Acquire),
             started: s.started.load(Ordering::Acquire),
             retired: s.retired.load(Ordering::Acquire),
@@ -304,8 +309,8 @@ impl Pool {
         }
     }
 
-    /// Stops the pool: the ports must already be closed (so workers drain
-    /// them and exit); joins the workers. Idempotent (S17).
+    /// Stops the pool: closes the ports (so workers drain them and exit) and
+    /// joins the workers. Idempotent (S17).
     pub(crate) fn shutdown(&self) {
         if self.stopped.swap(true, Ordering::AcqRel) {
             return;
@@ -334,17 +339,8 @@ impl Drop for Pool {
     }
 }
 
-fn validate(min: usize, max: usize) -> Result<()> {
-    if max == 0 {
-        return Err(Error::invalid("max_threads", max, "must be at least 1"));
-    }
-    if min > max {
-        return Err(Error::invalid("min_threads", min, &format!("greater than max_threads ({max})")));
-    }
-    Ok(())
-}
-
-fn spawn(shared: &Arc<Shared>, st: &mut State, slot: &Arc<PortSlot>) -> Result<()> {
+/// Starts a worker for `slot`; the census already counts it.
+fn spawn_counted(shared: &Arc<Shared>, st: &mut State, slot: &Arc<PortSlot>) -> Result<()> {
     let n = st.next_worker;
     st.next_worker += 1;
     let name = format!("{}-{n}", shared.config.name);
@@ -354,8 +350,6 @@ fn spawn(shared: &Arc<Shared>, st: &mut State, slot: &Arc<PortSlot>) -> Result<(
     }
     let weak = Arc::downgrade(shared);
     let slot2 = slot.clone();
-    // Counted before the thread runs, so growth decisions see it at once.
-    st.threads += 1;
     slot.threads.fetch_add(1, Ordering::AcqRel);
     match b.spawn(move || worker(weak, slot2)) {
         Ok(j) => {
@@ -363,41 +357,40 @@ fn spawn(shared: &Arc<Shared>, st: &mut State, slot: &Arc<PortSlot>) -> Result<(
             st.joins.push(j);
             st.last_spawn = Some(Instant::now());
             shared.started.fetch_add(1, Ordering::Relaxed);
-            shared.peak.fetch_max(st.threads, Ordering::AcqRel);
+            shared.peak.fetch_max(shared.census.threads(), Ordering::AcqRel);
             Ok(())
         }
         Err(e) => {
-            st.threads -= 1;
+            shared.census.exit();
             slot.threads.fetch_sub(1, Ordering::AcqRel);
             Err(Error::Io(e))
         }
     }
 }
 
-/// The last waiter of `slot` took work: make sure someone will wait.
+/// A worker took a packet, more wait and no other thread waits on the port.
 fn on_starving(shared: &Arc<Shared>, slot: &Arc<PortSlot>) {
-    slot.steal_hint.store(true, Ordering::Release);
     let mut st = shared.state.lock();
-    if st.shutdown || slot.waiting.load(Ordering::Acquire) > 0 {
+    if st.shutdown || !slot.starving() {
         return;
     }
-    if st.threads < shared.min.load(Ordering::Acquire) && st.threads < shared.max.load(Ordering::Acquire) {
-        // Below the minimum: no throttle (S14). A failed spawn is survived
+    if shared.census.try_grow(true) {
+        // Below the minimum: at once (S14). A failed spawn is survived
         // while other workers live.
-        let _ = spawn(shared, &mut st, slot);
+        let _ = spawn_counted(shared, &mut st, slot);
     } else {
         // Above it the gate thread decides, at most one per interval.
         shared.gate.notify_one();
     }
 }
 
-/// How often the gate thread checks that readiness is watched.
+/// How often the gate thread lets the ports do their upkeep.
 const WATCHDOG: Duration = Duration::from_millis(10);
 
 /// The gate thread, alive as long as the pool (S14). Every few milliseconds
-/// it makes sure each port's readiness is watched; every gate interval, for
-/// each port with work waiting, it frees the concurrency slots of workers
-/// stuck in long callbacks and starts one thread when none waits on the port.
+/// it lets each port do its upkeep; every gate interval, for each port with
+/// work waiting and no thread waiting for it, it frees the concurrency slots
+/// of workers stuck in long callbacks and starts one thread.
 fn gate(weak: Weak<Shared>) {
     let mut last_round = Instant::now();
     loop {
@@ -411,94 +404,72 @@ fn gate(weak: Weak<Shared>) {
             return;
         }
         for s in &st.slots {
-            s.port.watchdog();
+            s.port.maintain();
         }
         if last_round.elapsed() < interval {
             continue;
         }
         last_round = Instant::now();
-        let backlogged: Vec<Arc<PortSlot>> = st.slots.iter().filter(|s| s.has_backlog()).cloned().collect();
-        for s in &backlogged {
+        let starving: Vec<Arc<PortSlot>> = st.slots.iter().filter(|s| s.starving()).cloned().collect();
+        for s in &starving {
             s.release_stuck();
         }
         let due = st.last_spawn.map_or(true, |t| t.elapsed() >= interval);
-        let starving = backlogged.into_iter().find(|s| s.waiting.load(Ordering::Acquire) == 0);
-        if let Some(slot) = starving {
-            if due && st.threads < shared.max.load(Ordering::Acquire) {
-                let _ = spawn(&shared, &mut st, &slot);
+        if let Some(slot) = starving.first() {
+            if due && shared.census.try_grow(false) {
+                let _ = spawn_counted(&shared, &mut st, slot);
             }
         }
     }
 }
 
-/// Leaves the pool when the worker may retire (S15): idle, above the
-/// minimum, not the last worker of its port.
-fn try_retire(shared: &Shared, slot: &PortSlot) -> bool {
-    let mut st = shared.state.lock();
-    let may = st.threads > shared.min.load(Ordering::Acquire) && slot.threads.load(Ordering::Acquire) > 1;
-    if may {
-        st.threads -= 1;
+/// Leaves the pool if the census allows it for `why`.
+fn try_leave(shared: &Shared, slot: &PortSlot, why: Leave) -> bool {
+    let last = slot.threads.load(Ordering::Acquire) <= 1;
+    if shared.census.try_leave(why, last) {
         slot.threads.fetch_sub(1, Ordering::AcqRel);
         shared.retired.fetch_add(1, Ordering::Relaxed);
+        return true;
     }
-    may
+    false
 }
 
 fn worker(weak: Weak<Shared>, slot: Arc<PortSlot>) {
     let Some(shared) = weak.upgrade() else { return };
-    WORKER_OF.with(|w| w.set(shared.id));
+    SERVING.with(|s| s.set(Arc::as_ptr(&slot)));
     let me = Arc::new(WorkerInfo {
-        local: Mutex::new(VecDeque::with_capacity(BATCH)),
         busy: AtomicBool::new(false),
         seq: AtomicU64::new(0),
         seen: AtomicU64::new(0),
         slot: Mutex::new(None),
     });
     slot.workers.lock().push(me.clone());
-    slot.port.serve_from_this_thread(true);
-    let local = &me.local;
-    let mut batch = Vec::with_capacity(BATCH);
+    let mut batch = Vec::with_capacity(1);
     let keep_alive = shared.config.keep_alive;
     let mut retired = false;
-
-    let mut busy = false;
     loop {
-        let mut next = local.lock().pop_front();
-        if next.is_none() && slot.steal_hint.load(Ordering::Acquire) {
-            next = slot.steal();
-            if next.is_none() {
-                slot.steal_hint.store(false, Ordering::Release);
-            }
-            // Stolen work means a sibling is stuck with more: grow if no one waits.
-            if next.is_some() && slot.waiting.load(Ordering::Acquire) == 0 {
-                on_starving(&shared, &slot);
-            }
+        // The port's interrupt count is read before the limits, so a
+        // lowered maximum either is seen here or ends the wait below.
+        let interrupts = slot.port.interrupts();
+        if shared.census.above_max() && try_leave(&shared, &slot, Leave::AboveMax) {
+            retired = true;
+            break;
         }
-        if let Some(packet) = next {
-            if !busy {
-                busy = true;
-                set_busy(&shared, &me, true);
-            }
-            run(&shared, &me, packet);
-            continue;
-        }
-        if busy {
-            busy = false;
-            set_busy(&shared, &me, false);
-        }
-        slot.waiting.fetch_add(1, Ordering::AcqRel);
-        let r = slot.port.get_many(&mut batch, BATCH, Some(keep_alive));
-        let still_waiting = slot.waiting.fetch_sub(1, Ordering::AcqRel) - 1;
-        match r {
+        let since = Instant::now();
+        match slot.port.get_for_pool(&mut batch, Some(keep_alive), interrupts) {
             Ok(_) => {
-                *me.slot.lock() = sys::Port::current_slot();
-                local.lock().extend(batch.drain(..));
-                if still_waiting == 0 {
+                if me.slot.lock().is_none() {
+                    *me.slot.lock() = sys::Port::current_slot();
+                }
+                if slot.starving() {
                     on_starving(&shared, &slot);
+                }
+                for packet in batch.drain(..) {
+                    run(&shared, &me, packet);
                 }
             }
             Err(Error::Timeout) => {
-                if try_retire(&shared, &slot) {
+                if since.elapsed() >= keep_alive && try_leave(&shared, &slot, Leave::Idle) {
                     retired = true;
                     break;
                 }
@@ -506,42 +477,26 @@ fn worker(weak: Weak<Shared>, slot: Arc<PortSlot>) {
             Err(_) => break, // Abandoned: the port closed and is drained.
         }
     }
-
-    // Run anything still queued locally before leaving.
-    let rest: Vec<Packet> = local.lock().drain(..).collect();
-    if !rest.is_empty() {
-        set_busy(&shared, &me, true);
-        for p in rest {
-            run(&shared, &me, p);
-        }
-        set_busy(&shared, &me, false);
-    }
     {
         let mut workers = slot.workers.lock();
         shared.completions.fetch_add(me.seq.load(Ordering::Acquire), Ordering::AcqRel);
         workers.retain(|w| !Arc::ptr_eq(w, &me));
     }
     if !retired {
-        let mut st = shared.state.lock();
-        st.threads -= 1;
+        shared.census.exit();
         slot.threads.fetch_sub(1, Ordering::AcqRel);
     }
-    slot.port.serve_from_this_thread(false);
+    // Give the concurrency slot back now, not at thread-local teardown.
+    if let Some(s) = sys::Port::current_slot() {
+        s.release();
+    }
+    SERVING.with(|s| s.set(std::ptr::null()));
     let _g = slot.exited_lock.lock();
     slot.exited.notify_all();
 }
 
-/// Marks the worker running completions or not: per batch, not per packet.
-fn set_busy(shared: &Shared, me: &WorkerInfo, busy: bool) {
-    me.busy.store(busy, Ordering::Release);
-    if busy {
-        shared.busy.fetch_add(1, Ordering::AcqRel);
-    } else {
-        shared.busy.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 fn run(shared: &Shared, me: &WorkerInfo, packet: Packet) {
+    me.busy.store(true, Ordering::Release);
     match catch_unwind(AssertUnwindSafe(|| (shared.dispatch)(packet))) {
         Ok(true) => {}
         Ok(false) => {
@@ -551,6 +506,7 @@ fn run(shared: &Shared, me: &WorkerInfo, packet: Packet) {
             shared.panics.fetch_add(1, Ordering::Relaxed);
         }
     }
+    me.busy.store(false, Ordering::Release);
     // Only this worker writes `seq`: a plain load and store, no locked op.
     me.seq.store(me.seq.load(Ordering::Relaxed) + 1, Ordering::Release);
 }

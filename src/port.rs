@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::error::{Error, Result, StartError};
 use crate::request::{Request, Status};
 use crate::sync::{Arc, AtomicU64, Ordering};
-use crate::sys;
+use crate::sys::{self, PortDriver};
 
 /// One completion packet (S8): status, bytes transferred, the completion
 /// key and the request, if the packet carries one.
@@ -124,7 +124,7 @@ impl Port {
     /// `Abandoned` once the port is closed and drained.
     pub fn get(&self, timeout: Option<Duration>) -> Result<Packet> {
         let mut v = Vec::with_capacity(1);
-        self.inner.sys.get_many(&mut v, 1, timeout)?;
+        self.inner.sys.get_many(&mut v, 1, timeout, None)?;
         v.pop().ok_or(Error::Timeout)
     }
 
@@ -134,7 +134,28 @@ impl Port {
         if max == 0 {
             return Err(Error::invalid("max", max, "must be at least 1"));
         }
-        self.inner.sys.get_many(out, max, timeout)
+        self.inner.sys.get_many(out, max, timeout, None)
+    }
+
+    /// The pool's wait for one packet: like [`Port::get`], and also ended
+    /// with `Timeout` by an [`Port::interrupt`] after `interrupts` was read.
+    pub(crate) fn get_for_pool(
+        &self,
+        out: &mut Vec<Packet>,
+        timeout: Option<Duration>,
+        interrupts: usize,
+    ) -> Result<usize> {
+        self.inner.sys.get_many(out, 1, timeout, Some(interrupts))
+    }
+
+    /// How many times [`Port::interrupt`] was called.
+    pub(crate) fn interrupts(&self) -> usize {
+        self.inner.sys.interrupts()
+    }
+
+    /// Ends the pool's waits in progress, so its workers see new limits.
+    pub(crate) fn interrupt(&self) {
+        self.inner.sys.interrupt();
     }
 
     /// Closes the port (S11): requests pending on handles bound to it
@@ -149,16 +170,11 @@ impl Port {
         }
     }
 
-    /// Marks the calling thread as a pool worker of this port, which comes
-    /// back to it after every batch, or clears the mark.
-    pub(crate) fn serve_from_this_thread(&self, serving: bool) {
-        self.inner.sys.serve_from_this_thread(serving);
-    }
-
-    /// Makes sure readiness is watched while requests wait for it (the pool
-    /// calls this every few milliseconds).
-    pub(crate) fn watchdog(&self) {
-        self.inner.sys.watchdog();
+    /// The backend's periodic duty (the pool calls this every few
+    /// milliseconds): on the portable backend, making sure readiness is
+    /// watched while the last poller runs a long completion.
+    pub(crate) fn maintain(&self) {
+        self.inner.sys.maintain();
     }
 
     /// True when packets or pending work wait on the port (a hint for the

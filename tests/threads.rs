@@ -5,9 +5,9 @@ mod util;
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use iocompletion::{Error, Handle, IoCompletionManager, Runtime};
 use util::{collector, wait_until, Gate};
@@ -48,13 +48,18 @@ fn s12_set_min_above_max_is_rejected() {
 #[test]
 fn s12_changes_take_effect_at_once_on_a_running_pool() {
     let rt = Runtime::builder().min_threads(1).max_threads(8).build().unwrap();
-    rt.post_callback(0, |_, _, _| {}).unwrap(); // the pool is running
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = Mutex::new(tx);
+    rt.post_callback(0, move |_, _, _| tx.lock().unwrap().send(()).unwrap()).unwrap();
+    rx.recv_timeout(Duration::from_secs(10)).unwrap(); // the pool is running
     rt.set_max_threads(16).unwrap();
     rt.set_min_threads(16).unwrap(); // min may equal max
     assert_eq!((rt.min_threads().unwrap(), rt.max_threads().unwrap()), (16, 16));
     rt.set_min_threads(2).unwrap();
     rt.set_max_threads(2).unwrap();
     assert_eq!((rt.min_threads().unwrap(), rt.max_threads().unwrap()), (2, 2));
+    // The callback has sent; it counts as busy until it has returned.
+    wait_until("the callback returned", || rt.stats().busy == 0);
     assert_eq!(rt.available_threads().unwrap(), 2);
 }
 
@@ -458,5 +463,289 @@ fn s6_workers_are_named() {
     rt.post(None, 0, req).unwrap();
     let d = rx.recv_for("post");
     assert!(d.thread.starts_with("my-io-"), "thread name {:?}", d.thread);
+    rt.shutdown();
+}
+
+/// How long a callback in the tests below waits for what it needs before it
+/// gives up and lets the test fail: a failure detector, never reached when
+/// the pool is right.
+const CALLBACK_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Brings the pool to (at least) `n` live threads, all idle: `n` callbacks
+/// run at once (with `min_threads() >= n`, a thread starts at once for each,
+/// S14), then return.
+fn warm_idle(rt: &Runtime, n: usize) {
+    let gate = Gate::default();
+    let returned = Arc::new(AtomicUsize::new(0));
+    for _ in 0..n {
+        let (g, r) = (gate.clone(), returned.clone());
+        rt.post_callback(0, move |_, _, _| {
+            g.wait();
+            r.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+    }
+    wait_until("the warm-up callbacks run at once", || gate.arrived() == n);
+    gate.open();
+    wait_until("the pool is warm and idle", || {
+        let s = rt.stats();
+        returned.load(Ordering::SeqCst) == n && s.threads >= n && s.busy == 0
+    });
+    // Give the idle threads a moment to settle into their wait on the port,
+    // where a wake-up has to find them. Not required: a correct pool passes
+    // whether or not they got there.
+    let port = rt.default_port().unwrap();
+    let settle = Instant::now() + Duration::from_millis(500);
+    while port.waiting_threads() < n && Instant::now() < settle {
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Counts the callbacks that run at once, and the most ever seen at once.
+#[derive(Default)]
+struct Meter {
+    state: Mutex<MeterState>,
+    cv: Condvar,
+}
+
+#[derive(Default, Debug, Clone, Copy)]
+struct MeterState {
+    /// Callbacks inside [`Meter::hold`] now.
+    now: usize,
+    /// The most that were inside at once.
+    max: usize,
+    /// Callbacks that left.
+    done: usize,
+    released: bool,
+}
+
+impl Meter {
+    /// Called inside a callback: counts it in, waits until `enough` holds,
+    /// the meter is released, or `until` passes, then counts it out.
+    /// Returns whether `enough` held.
+    fn hold(&self, until: Instant, enough: impl Fn(&MeterState) -> bool) -> bool {
+        let mut g = self.state.lock().unwrap();
+        g.now += 1;
+        g.max = g.max.max(g.now);
+        self.cv.notify_all();
+        while !enough(&g) && !g.released {
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            g = self.cv.wait_timeout(g, until - now).unwrap().0;
+        }
+        let ok = enough(&g);
+        g.now -= 1;
+        g.done += 1;
+        self.cv.notify_all();
+        ok
+    }
+
+    fn release(&self) {
+        self.state.lock().unwrap().released = true;
+        self.cv.notify_all();
+    }
+
+    fn get(&self) -> MeterState {
+        *self.state.lock().unwrap()
+    }
+}
+
+/// Posts `n` callbacks that each hold `meter` until `enough` holds, the
+/// meter is released, or `until` passes.
+fn post_held(
+    rt: &Runtime,
+    meter: &Arc<Meter>,
+    n: usize,
+    until: Instant,
+    enough: impl Fn(&MeterState) -> bool + Clone + Send + Sync + 'static,
+) {
+    for _ in 0..n {
+        let (m, enough) = (meter.clone(), enough.clone());
+        rt.post_callback(0, move |_, _, _| {
+            m.hold(until, &enough);
+        })
+        .unwrap();
+    }
+}
+
+/// S14: work posted from outside the pool never waits behind a callback
+/// that blocks while another thread idles. Callback A waits for a signal
+/// that callback B, posted right after it, sends; with two warm idle
+/// threads, B must run while A waits. A gate interval of an hour leaves no
+/// rescue to the gate thread.
+#[test]
+fn s14_a_post_behind_a_blocking_callback_runs_on_an_idle_thread() {
+    let rt = Runtime::builder()
+        .min_threads(2)
+        .max_threads(8)
+        .gate_interval(HOUR)
+        .port_concurrency(8)
+        .build()
+        .unwrap();
+    warm_idle(&rt, 2);
+
+    let (signal_tx, signal_rx) = mpsc::channel::<()>();
+    let (result_tx, result_rx) = mpsc::channel::<bool>();
+    let (signal_rx, result_tx) = (Mutex::new(signal_rx), Mutex::new(result_tx));
+    rt.post_callback(0, move |_, _, _| {
+        let got = signal_rx.lock().unwrap().recv_timeout(CALLBACK_DEADLINE).is_ok();
+        result_tx.lock().unwrap().send(got).unwrap();
+    })
+    .unwrap();
+    let signal_tx = Mutex::new(signal_tx);
+    rt.post_callback(0, move |_, _, _| {
+        let _ = signal_tx.lock().unwrap().send(());
+    })
+    .unwrap();
+    let got = result_rx.recv_timeout(util::DEADLINE).expect("callback A ran and reported");
+    assert!(got, "callback B never ran while callback A blocked, with an idle thread in the pool");
+    rt.shutdown();
+}
+
+/// S14: four idle threads run four blocking callbacks at once.
+#[test]
+fn s14_four_idle_threads_run_four_blocking_callbacks_at_once() {
+    let rt = Runtime::builder()
+        .min_threads(4)
+        .max_threads(8)
+        .gate_interval(HOUR)
+        .port_concurrency(8)
+        .build()
+        .unwrap();
+    warm_idle(&rt, 4);
+
+    let meter = Arc::new(Meter::default());
+    post_held(&rt, &meter, 4, Instant::now() + CALLBACK_DEADLINE, |s| s.max >= 4);
+    wait_until("the four callbacks return", || meter.get().done == 4);
+    let max = meter.get().max;
+    assert_eq!(max, 4, "with four idle threads, only {max} of four blocking callbacks ran at once");
+    rt.shutdown();
+}
+
+/// S7: work a thread takes from a sibling counts against the port's
+/// concurrency value like work taken from the port. With concurrency 1 and
+/// three threads, three callbacks run one at a time. Each holds on for a
+/// while (or until it sees a second one running) so that a second one has
+/// the chance to run beside it if the pool lets it.
+#[test]
+fn s7_stolen_work_counts_against_the_port_concurrency() {
+    let rt = Runtime::builder()
+        .min_threads(3)
+        .max_threads(8)
+        .gate_interval(HOUR)
+        .port_concurrency(1)
+        .build()
+        .unwrap();
+    let meter = Arc::new(Meter::default());
+    for _ in 0..3 {
+        let m = meter.clone();
+        rt.post_callback(0, move |_, _, _| {
+            m.hold(Instant::now() + Duration::from_millis(200), |s| s.max >= 2);
+        })
+        .unwrap();
+    }
+    wait_until("the three callbacks return", || meter.get().done == 3);
+    let max = meter.get().max;
+    assert_eq!(max, 1, "{max} callbacks ran at once on a port of concurrency 1");
+    rt.shutdown();
+}
+
+/// S12, S14: a lowered `max_threads` holds at once on a running pool, even
+/// one with more threads alive than the new maximum: from the call on, at
+/// most that many callbacks run at once. Six idle threads; the maximum goes
+/// down to 2; two callbacks that block run (the pool may run two), then four
+/// more are posted, and none of them may run beside the two.
+#[test]
+fn s12_lowered_max_threads_bounds_the_callbacks_running_at_once() {
+    let rt = Runtime::builder()
+        .min_threads(6)
+        .max_threads(8)
+        .gate_interval(HOUR)
+        .port_concurrency(8)
+        .build()
+        .unwrap();
+    warm_idle(&rt, 6);
+    rt.set_min_threads(2).unwrap();
+    rt.set_max_threads(2).unwrap();
+
+    let meter = Arc::new(Meter::default());
+    let until = Instant::now() + util::DEADLINE;
+    let violation = |s: &MeterState| s.max >= 3;
+    post_held(&rt, &meter, 1, until, violation);
+    wait_until("the first callback runs", || meter.get().now == 1);
+    post_held(&rt, &meter, 1, until, violation);
+    wait_until("the second callback runs beside it", || meter.get().now == 2);
+    post_held(&rt, &meter, 4, until, violation);
+    // Give the idle threads beyond the maximum the chance to take the
+    // waiting callbacks; a right pool never lets a third one run, however
+    // long this lasts.
+    let window = Instant::now() + Duration::from_millis(300);
+    while meter.get().max < 3 && Instant::now() < window {
+        thread::sleep(Duration::from_millis(2));
+    }
+    meter.release();
+    wait_until("the six callbacks return", || meter.get().done == 6);
+    let max = meter.get().max;
+    assert!(max <= 2, "{max} callbacks ran at once after set_max_threads(2)");
+    rt.shutdown();
+}
+
+/// S12, S14: a raised `min_threads` takes effect at once: with work waiting
+/// and no thread idle, the pool starts threads up to the new minimum at
+/// once, without waiting for the gate (an hour here). Four callbacks that
+/// block until all four run are posted to a pool of one thread; once the
+/// first runs, the minimum goes up to 4.
+#[test]
+fn s12_raised_min_threads_starts_threads_at_once_for_waiting_work() {
+    let rt = Runtime::builder()
+        .min_threads(1)
+        .max_threads(8)
+        .gate_interval(HOUR)
+        .port_concurrency(8)
+        .build()
+        .unwrap();
+    let meter = Arc::new(Meter::default());
+    post_held(&rt, &meter, 4, Instant::now() + CALLBACK_DEADLINE, |s| s.max >= 4);
+    // The pool's one thread is busy with the first; three wait.
+    wait_until("the first callback runs", || meter.get().now >= 1);
+    rt.set_min_threads(4).unwrap();
+    wait_until("the four callbacks return", || meter.get().done == 4);
+    let max = meter.get().max;
+    assert_eq!(max, 4, "after set_min_threads(4), only {max} of four blocking callbacks ran at once");
+    rt.shutdown();
+}
+
+/// S14: a callback posts follow-up work, then blocks until it has run. With
+/// another thread idle, the follow-up runs there at once; it does not wait
+/// for the posting thread to come back, nor for the gate (an hour here).
+#[test]
+fn s14_follow_up_work_posted_by_a_blocked_callback_runs_on_an_idle_thread() {
+    let rt = Runtime::builder()
+        .min_threads(2)
+        .max_threads(8)
+        .gate_interval(HOUR)
+        .port_concurrency(8)
+        .build()
+        .unwrap();
+    warm_idle(&rt, 2);
+
+    let (result_tx, result_rx) = mpsc::channel::<bool>();
+    let result_tx = Mutex::new(result_tx);
+    let rt2 = rt.clone();
+    rt.post_callback(0, move |_, _, _| {
+        let (tx, rx) = mpsc::channel::<()>();
+        let tx = Mutex::new(tx);
+        rt2.post_callback(0, move |_, _, _| {
+            let _ = tx.lock().unwrap().send(());
+        })
+        .unwrap();
+        let ran = rx.recv_timeout(CALLBACK_DEADLINE).is_ok();
+        result_tx.lock().unwrap().send(ran).unwrap();
+    })
+    .unwrap();
+    let ran = result_rx.recv_timeout(util::DEADLINE).expect("the first callback ran and reported");
+    assert!(ran, "the follow-up never ran while its poster blocked, with an idle thread in the pool");
     rt.shutdown();
 }

@@ -1,29 +1,143 @@
-//! Platform backends. The backend is chosen here, once; the portable core
-//! only ever names `sys::Port`, `sys::Handle`, `sys::RequestOs`,
-//! `sys::Slot`, `sys::ABORTED_CODE` and `sys::status_code_of`.
+//! Platform backends, behind one contract: [`PortDriver`] and
+//! [`HandleDriver`]. The portable core (ports, handles, the pool, the
+//! runtime) only ever calls these traits and names `sys::Port`,
+//! `sys::Handle`, `sys::Slot`, `sys::RequestOs`, `sys::ABORTED_CODE`,
+//! `sys::status_code_of` and `sys::not_found`; it never sees an OS type.
 //!
 //! | OS | port | readiness / completion |
 //! | --- | --- | --- |
-//! | Linux, Android | portable queue | mio over epoll |
-//! | macOS, iOS, FreeBSD, NetBSD, OpenBSD, DragonFly | portable queue | mio over kqueue |
+//! | Linux, Android | [`queue::Queue`] | mio over epoll |
+//! | macOS, iOS, FreeBSD, NetBSD, OpenBSD, DragonFly | [`queue::Queue`] | mio over kqueue |
 //! | Windows | IOCP handle | the kernel (IOCP) |
+//!
+//! A further driver (io_uring on Linux) implements the same two traits; the
+//! user-space queue in [`queue`] is there for any driver that needs one.
 
-#[cfg(unix)]
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[cfg(not(loom))]
+use crate::{
+    error::{Error, Result},
+    handle::HandleKind,
+    port::Packet,
+    request::{Request, RequestId},
+};
+
+#[cfg(any(unix, loom))]
+pub(crate) mod queue;
+
+#[cfg(all(unix, not(loom)))]
 mod unix;
-#[cfg(unix)]
+#[cfg(all(unix, not(loom)))]
 pub(crate) use unix::*;
 
-#[cfg(windows)]
+#[cfg(all(windows, not(loom)))]
 mod windows;
-#[cfg(windows)]
+#[cfg(all(windows, not(loom)))]
 pub(crate) use windows::*;
 
-#[cfg(windows)]
-impl windows::Port {
-    /// The kernel decides which waiting thread an IOCP packet releases, so
-    /// the pool's "this thread comes back to the port" hint has nothing to do.
-    pub(crate) fn serve_from_this_thread(&self, _serving: bool) {}
+/// A completion port as a backend provides it.
+///
+/// # The exactly-once rule
+///
+/// Every request a [`HandleDriver::submit`] accepted (`Ok`) produces exactly
+/// one packet on its port, with its request and buffer: its result, or the
+/// aborted status after a cancel, a handle close or a port close (S24). A
+/// submit that fails (`Err`) produces no packet and hands the request back.
+/// Packets queued before or during [`PortDriver::close`] are all handed out
+/// before any waiter gets `Abandoned`.
+#[cfg(not(loom))]
+pub(crate) trait PortDriver: Sized + Send + Sync + 'static {
+    /// A thread's claim on a concurrency slot (S7).
+    type Slot: SlotOps;
 
-    /// The kernel watches every handle bound to an IOCP; nothing to rescue.
-    pub(crate) fn watchdog(&self) {}
+    fn new(concurrency: usize) -> io::Result<Self>;
+
+    fn concurrency(&self) -> usize;
+
+    /// True once the close began.
+    fn is_closed(&self) -> bool;
+
+    /// Threads registered to be woken by the next packet.
+    fn waiting(&self) -> usize;
+
+    /// True when packets wait to be taken.
+    fn has_backlog(&self) -> bool;
+
+    /// Queues a user packet (S9); on a closed port gives it back.
+    fn post(&self, p: Packet) -> std::result::Result<(), (Error, Packet)>;
+
+    /// Takes up to `max` packets, waiting up to `timeout` for the first
+    /// (S10). With `interrupts` (a value of [`PortDriver::interrupts`] the
+    /// caller read before it last looked at its limits), an interrupt after
+    /// that read ends the wait with `Timeout`.
+    fn get_many(
+        &self,
+        out: &mut Vec<Packet>,
+        max: usize,
+        timeout: Option<Duration>,
+        interrupts: Option<usize>,
+    ) -> Result<usize>;
+
+    /// How many interrupts there were.
+    fn interrupts(&self) -> usize;
+
+    /// Closes the port (S11): aborts every request pending on its handles,
+    /// then wakes waiters with `Abandoned` once the queue is drained. False
+    /// when it was closed before.
+    fn close(&self) -> bool;
+
+    /// Ends every interruptible wait in progress (the pool's limits changed).
+    fn interrupt(&self);
+
+    /// Called by the pool every few milliseconds.
+    fn maintain(&self);
+
+    /// The slot the calling thread holds, if any.
+    fn current_slot() -> Option<Self::Slot>;
+}
+
+/// A concurrency slot held by a thread.
+pub(crate) trait SlotOps: Clone + Send + Sync + 'static {
+    /// Gives the slot back (a thread stuck in a long callback counts as
+    /// blocked, S7); harmless when already given back.
+    fn release(&self);
+}
+
+/// An OS handle as a backend provides it. See [`PortDriver`] for the
+/// exactly-once rule its requests follow.
+#[cfg(not(loom))]
+pub(crate) trait HandleDriver: Sized + Send + Sync + 'static {
+    type Port: PortDriver;
+
+    /// A TCP socket of the family of `addr`, not yet connected.
+    fn tcp_socket_for(addr: &SocketAddr) -> io::Result<Self>;
+
+    fn kind(&self) -> HandleKind;
+
+    fn is_closed(&self) -> bool;
+
+    /// A short description for errors and `Debug`.
+    fn describe(&self) -> String;
+
+    /// Runs `f` on the socket behind the handle.
+    fn with_sock<T>(&self, f: impl FnOnce(socket2::SockRef<'_>) -> io::Result<T>) -> Result<T>;
+
+    /// Binds the handle to `port`, once.
+    fn associate(&self, port: &Self::Port) -> Result<()>;
+
+    /// Starts a request on `port` (see the exactly-once rule).
+    fn submit(&self, req: Request, port: &Self::Port) -> std::result::Result<(), (Error, Request)>;
+
+    /// Aborts one pending request (S25).
+    fn cancel(&self, id: RequestId) -> Result<()>;
+
+    /// Aborts every pending request; how many (S25).
+    fn cancel_all(&self) -> usize;
+
+    /// Aborts what is pending and closes the OS handle; false when closed
+    /// before.
+    fn close(&self) -> bool;
 }

@@ -13,32 +13,50 @@ use std::sync::OnceLock;
 use mio::unix::SourceFd;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
-use super::port::{aborted, Inner as PortInner};
+use super::port::{aborted, Inner as PortInner, Item, Port, PortQueue};
 use crate::error::{Error, Result};
 use crate::handle::HandleKind;
-use crate::port::{Packet, Port};
+use crate::port::Packet;
 use crate::request::{Buffer, Op, Request, RequestId, Status};
 use crate::sync::{Arc, AtomicBool, Mutex, Ordering, RwLock, Weak};
+use crate::sys::HandleDriver;
 
 struct Queues {
+    /// Stream reads, accepts and receives, in order.
     reads: VecDeque<Request>,
+    /// Stream writes, connects and sends, in order.
     writes: VecDeque<Request>,
+    /// File requests waiting for a pool thread (one work item each in the
+    /// port's queue).
+    work: VecDeque<Request>,
     closed: bool,
     port_closed: bool,
 }
 
+impl Queues {
+    /// Every request still pending, in the order they were started per queue.
+    fn take_all(&mut self) -> impl Iterator<Item = Request> + '_ {
+        self.reads.drain(..).chain(self.writes.drain(..)).chain(self.work.drain(..))
+    }
+}
+
 /// The I/O state of one handle, shared with its port's poller.
+///
+/// Every completion of this handle is pushed to the port while `q` is
+/// locked: a start that completes at once, the poller's transfers, a cancel,
+/// a close. The port's close aborts each handle under the same lock, so a
+/// handle's completions are all queued before its abort or never started
+/// (the close argument of `sys::queue`).
 pub(crate) struct Io {
     kind: HandleKind,
     /// Taken (and closed) by `close`; read-locked by every call on it.
     fd: RwLock<Option<OwnedFd>>,
     q: Mutex<Queues>,
     port: OnceLock<Weak<PortInner>>,
-    token: OnceLock<usize>,
-    /// Mirrors of `Queues::closed` / `Queues::port_closed`, for the file
-    /// path, which never queues on the handle.
+    /// The handle's entry in its port's list.
+    key: OnceLock<usize>,
+    /// Mirror of `Queues::closed`, readable without the lock.
     closed: AtomicBool,
-    port_closed: AtomicBool,
 }
 
 /// The backend's handle.
@@ -50,6 +68,14 @@ fn is_write_side(op: Op) -> bool {
     matches!(op, Op::Write | Op::Connect(_) | Op::SendTo(_))
 }
 
+fn closed_handle() -> Error {
+    Error::invalid("handle", "closed", "is closed")
+}
+
+fn closed_port() -> Error {
+    Error::invalid("port", "bound", "is closed")
+}
+
 impl Handle {
     pub(crate) fn new(fd: OwnedFd, kind: HandleKind) -> Handle {
         Handle {
@@ -59,31 +85,35 @@ impl Handle {
                 q: Mutex::new(Queues {
                     reads: VecDeque::new(),
                     writes: VecDeque::new(),
+                    work: VecDeque::new(),
                     closed: false,
                     port_closed: false,
                 }),
                 port: OnceLock::new(),
-                token: OnceLock::new(),
+                key: OnceLock::new(),
                 closed: AtomicBool::new(false),
-                port_closed: AtomicBool::new(false),
             }),
         }
     }
+}
 
-    pub(crate) fn tcp_socket_for(addr: &SocketAddr) -> io::Result<Handle> {
+impl HandleDriver for Handle {
+    type Port = Port;
+
+    fn tcp_socket_for(addr: &SocketAddr) -> io::Result<Handle> {
         let s = Socket::new(Domain::for_address(*addr), Type::STREAM, Some(Protocol::TCP))?;
         Ok(Handle::new(s.into(), HandleKind::TcpStream))
     }
 
-    pub(crate) fn kind(&self) -> HandleKind {
+    fn kind(&self) -> HandleKind {
         self.io.kind
     }
 
-    pub(crate) fn is_closed(&self) -> bool {
+    fn is_closed(&self) -> bool {
         self.io.closed.load(Ordering::Acquire)
     }
 
-    pub(crate) fn describe(&self) -> String {
+    fn describe(&self) -> String {
         match self.io.fd.read().as_ref() {
             Some(fd) => format!("fd {} ({:?})", fd.as_raw_fd(), self.io.kind),
             None => format!("closed fd ({:?})", self.io.kind),
@@ -91,127 +121,117 @@ impl Handle {
     }
 
     /// Runs `f` on the socket behind the handle (closed: `InvalidArgument`).
-    pub(crate) fn with_sock<T>(&self, f: impl FnOnce(SockRef<'_>) -> io::Result<T>) -> Result<T> {
+    fn with_sock<T>(&self, f: impl FnOnce(SockRef<'_>) -> io::Result<T>) -> Result<T> {
         let fd = self.io.fd.read();
-        let fd = fd.as_ref().ok_or_else(|| Error::invalid("handle", "closed", "is closed"))?;
+        let fd = fd.as_ref().ok_or_else(closed_handle)?;
         Ok(f(SockRef::from(fd))?)
     }
 
     /// Sets non-blocking mode and registers the fd with the port's poller,
     /// once, edge-triggered, for both directions (S29). Regular files are
-    /// never ready, so they are not registered: their requests run on the pool.
-    pub(crate) fn associate(&self, port: &Port) -> Result<()> {
-        let inner = &port.inner.sys.inner;
+    /// never ready, so they are not watched: their requests run on the pool.
+    fn associate(&self, port: &Port) -> Result<()> {
+        let inner = &port.inner;
         let fd = self.io.fd.read();
-        let fd = fd.as_ref().ok_or_else(|| Error::invalid("handle", "closed", "is closed"))?;
-        if self.io.kind != HandleKind::File {
+        let fd = fd.as_ref().ok_or_else(closed_handle)?;
+        let key = if self.io.kind == HandleKind::File {
+            inner.add(&self.io, None)
+        } else {
             set_nonblocking(fd)?;
             let raw = fd.as_raw_fd();
-            let token = inner.register(&self.io, &mut SourceFd(&raw))?;
-            let _ = self.io.token.set(token);
-        }
+            inner.add(&self.io, Some(&mut SourceFd(&raw)))
+        };
+        let key = key.map_err(|e| match e.kind() {
+            io::ErrorKind::InvalidInput => closed_port(),
+            _ => Error::Io(e),
+        })?;
+        let _ = self.io.key.set(key);
         let _ = self.io.port.set(Arc::downgrade(inner));
         Ok(())
     }
 
-    /// Starts `req`: file requests go to the pool; others are tried at once
-    /// when nothing is queued before them (the edge may already have passed),
-    /// and queued when the call would block (S23, S29).
-    pub(crate) fn submit(&self, mut req: Request, port: &Port) -> std::result::Result<(), (Error, Request)> {
-        let inner = &port.inner.sys.inner;
+    /// Starts `req` (S23, S29): file requests are queued for the pool;
+    /// others are tried at once when nothing is queued before them (the edge
+    /// may already have passed), and queued when the call would block.
+    fn submit(&self, mut req: Request, port: &Port) -> std::result::Result<(), (Error, Request)> {
+        let queue = &port.inner.queue;
         let io = &self.io;
-        if io.kind == HandleKind::File {
-            // No handle lock: a close racing this start finds the work in
-            // the port's queue and aborts it, or the work finds no fd and
-            // completes aborted; either way it completes once.
-            if io.closed.load(Ordering::Acquire) {
-                return Err((Error::invalid("handle", "closed", "is closed"), req));
-            }
-            if io.port_closed.load(Ordering::Acquire) {
-                return Err((Error::invalid("port", port.id(), "is closed"), req));
-            }
-            return inner
-                .push_work(req, io.clone())
-                .map_err(|r| (Error::invalid("port", port.id(), "is closed"), r));
-        }
         let mut q = io.q.lock();
         if q.closed {
-            return Err((Error::invalid("handle", "closed", "is closed"), req));
+            return Err((closed_handle(), req));
         }
         if q.port_closed {
-            return Err((Error::invalid("port", port.id(), "is closed"), req));
+            return Err((closed_port(), req));
+        }
+        if io.kind == HandleKind::File {
+            q.work.push_back(req);
+            queue.push(Item::Work(io.clone()));
+            return Ok(());
         }
         let fd_guard = io.fd.read();
         let Some(fd) = fd_guard.as_ref() else {
-            return Err((Error::invalid("handle", "closed", "is closed"), req));
+            return Err((closed_handle(), req));
         };
-        let write = is_write_side(req.op());
-        let queue = if write { &mut q.writes } else { &mut q.reads };
-        if !queue.is_empty() {
-            queue.push_back(req);
-            inner.pending.fetch_add(1, Ordering::AcqRel);
+        let pending = if is_write_side(req.op()) { &mut q.writes } else { &mut q.reads };
+        if !pending.is_empty() {
+            pending.push_back(req);
             return Ok(());
         }
         match perform(io.kind, fd, &mut req) {
             Ok(Some(n)) => {
-                drop(fd_guard);
-                drop(q);
-                inner.push([done(req, n)]);
+                queue.push(Item::Packet(done(req, n)));
                 Ok(())
             }
             Ok(None) => {
-                queue.push_back(req);
-                inner.pending.fetch_add(1, Ordering::AcqRel);
+                pending.push_back(req);
                 Ok(())
             }
             Err(e) => Err((Error::Io(e), req)),
         }
     }
 
-    pub(crate) fn cancel(&self, id: RequestId) -> Result<()> {
+    fn cancel(&self, id: RequestId) -> Result<()> {
         let port = self.io.port.get().and_then(Weak::upgrade);
-        let found = {
-            let mut q = self.io.q.lock();
-            let Queues { reads, writes, .. } = &mut *q;
-            let found = [reads, writes].into_iter().find_map(|queue| {
-                let i = queue.iter().position(|r| r.id() == id)?;
-                queue.remove(i)
-            });
-            found
-        };
-        if let Some(req) = found {
-            if let Some(port) = port {
-                port.pending.fetch_sub(1, Ordering::AcqRel);
-                port.push([aborted(req)]);
+        let mut q = self.io.q.lock();
+        let Queues { reads, writes, work, .. } = &mut *q;
+        let found = [reads, writes, work].into_iter().find_map(|queue| {
+            let i = queue.iter().position(|r| r.id() == id)?;
+            queue.remove(i)
+        });
+        match (found, port) {
+            (Some(req), Some(port)) => {
+                port.queue.push(Item::Packet(aborted(req)));
+                Ok(())
             }
-            return Ok(());
-        }
-        if let Some(port) = port {
-            if port.abort_work_of(&self.io, Some(id.0)) > 0 {
-                return Ok(());
+            // Unreachable in practice: a request is only queued on a bound
+            // handle, and its port outlives the handles' queues.
+            (Some(req), None) => {
+                drop(req);
+                Ok(())
             }
+            (None, _) => Err(Error::Io(super::not_found())),
         }
-        Err(Error::Io(super::not_found()))
     }
 
-    pub(crate) fn cancel_all(&self) -> usize {
+    /// Aborts every request still pending on the handle (S25); how many.
+    fn cancel_all(&self) -> usize {
         let port = self.io.port.get().and_then(Weak::upgrade);
-        let mut out = Vec::new();
-        self.io.take_all(&mut out);
-        let mut n = out.len();
+        let mut q = self.io.q.lock();
+        let mut n = 0;
         if let Some(port) = port {
-            port.pending.fetch_sub(n, Ordering::AcqRel);
-            port.push(out);
-            n += port.abort_work_of(&self.io, None);
+            for req in q.take_all() {
+                port.queue.push(Item::Packet(aborted(req)));
+                n += 1;
+            }
         }
         n
     }
 
     /// Aborts what is pending (S24), deregisters and closes the fd. False
     /// when it was closed before.
-    pub(crate) fn close(&self) -> bool {
+    fn close(&self) -> bool {
         let io = &self.io;
-        let mut out = Vec::new();
+        let port = io.port.get().and_then(Weak::upgrade);
         let fd = {
             let mut q = io.q.lock();
             if q.closed {
@@ -219,18 +239,20 @@ impl Handle {
             }
             q.closed = true;
             io.closed.store(true, Ordering::Release);
-            drop(q);
-            io.take_all(&mut out);
+            if let Some(port) = &port {
+                for req in q.take_all() {
+                    port.queue.push(Item::Packet(aborted(req)));
+                }
+            }
             io.fd.write().take()
         };
-        if let Some(port) = io.port.get().and_then(Weak::upgrade) {
-            if let (Some(fd), Some(&token)) = (fd.as_ref(), io.token.get()) {
-                let _ = port.registry.deregister(&mut SourceFd(&fd.as_raw_fd()));
-                port.sources.lock().try_remove(token);
+        if let Some(port) = port {
+            if let (Some(fd), false) = (fd.as_ref(), io.kind == HandleKind::File) {
+                let _ = port.poller().registry.deregister(&mut SourceFd(&fd.as_raw_fd()));
             }
-            port.pending.fetch_sub(out.len(), Ordering::AcqRel);
-            port.abort_work_of(io, None);
-            port.push(out);
+            if let Some(&key) = io.key.get() {
+                port.remove(key);
+            }
         }
         drop(fd);
         true
@@ -238,47 +260,45 @@ impl Handle {
 }
 
 impl Io {
-    /// Moves every queued request into `out` as an aborted completion.
-    fn take_all(&self, out: &mut Vec<Packet>) {
-        let mut q = self.q.lock();
-        let Queues { reads, writes, .. } = &mut *q;
-        out.extend(reads.drain(..).chain(writes.drain(..)).map(aborted));
-    }
-
     /// The port is closing: abort what is queued and stop watching the fd.
-    pub(super) fn abort_for_port_close(&self, port: &PortInner, out: &mut Vec<Packet>) {
-        let before = out.len();
-        {
-            let mut q = self.q.lock();
-            q.port_closed = true;
-            self.port_closed.store(true, Ordering::Release);
+    pub(super) fn abort_for_port_close(&self, queue: &PortQueue) {
+        let mut q = self.q.lock();
+        q.port_closed = true;
+        for req in q.take_all() {
+            queue.push(Item::Packet(aborted(req)));
         }
-        self.take_all(out);
-        port.pending.fetch_sub(out.len() - before, Ordering::AcqRel);
-        if let Some(fd) = self.fd.read().as_ref() {
-            let _ = port.registry.deregister(&mut SourceFd(&fd.as_raw_fd()));
+        if let (Some(fd), false) = (self.fd.read().as_ref(), self.kind == HandleKind::File) {
+            if let Some(port) = self.port.get().and_then(Weak::upgrade) {
+                let _ = port.poller().registry.deregister(&mut SourceFd(&fd.as_raw_fd()));
+            }
         }
     }
 
-    /// The handle became ready: perform queued requests until one would block.
-    pub(super) fn on_ready(&self, port: &PortInner, readable: bool, writable: bool, out: &mut Vec<Packet>) {
+    /// The handle became ready: perform queued requests until one would
+    /// block, pushing their completions under the handle's lock.
+    pub(super) fn on_ready(&self, queue: &PortQueue, readable: bool, writable: bool) {
         let mut q = self.q.lock();
         let fd = self.fd.read();
         let Some(fd) = fd.as_ref() else { return };
-        let before = out.len();
+        let Queues { reads, writes, .. } = &mut *q;
         if readable {
-            drain(self.kind, fd, &mut q.reads, out);
+            drain(self.kind, fd, reads, queue);
         }
         if writable {
-            drain(self.kind, fd, &mut q.writes, out);
+            drain(self.kind, fd, writes, queue);
         }
-        port.pending.fetch_sub(out.len() - before, Ordering::AcqRel);
     }
 
-    /// Performs a positional file request on the calling pool thread (S29).
-    pub(super) fn perform_work(&self, mut req: Request) -> Packet {
+    /// Performs the oldest file request of this handle on the calling pool
+    /// thread (S29); `None` when it was cancelled meanwhile. After the port
+    /// began closing, it completes aborted instead (S11).
+    pub(super) fn perform_work(&self, port_closing: bool) -> Option<Packet> {
+        let mut req = self.q.lock().work.pop_front()?;
+        if port_closing {
+            return Some(aborted(req));
+        }
         let guard = self.fd.read();
-        let Some(fd) = guard.as_ref() else { return aborted(req) };
+        let Some(fd) = guard.as_ref() else { return Some(aborted(req)) };
         let file = borrow::<File>(fd);
         let r = match (req.op(), req.buffer_mut()) {
             (Op::ReadAt(off), Buffer::Single(b)) => retry(|| file.read_at(b, off)),
@@ -286,10 +306,10 @@ impl Io {
             _ => Err(io::Error::from(io::ErrorKind::InvalidInput)),
         };
         drop(guard);
-        match r {
+        Some(match r {
             Ok(n) => done(req, n),
             Err(e) => failed(req, &e),
-        }
+        })
     }
 }
 
@@ -302,15 +322,15 @@ fn failed(req: Request, e: &io::Error) -> Packet {
 }
 
 /// Performs the queued requests of one direction until one would block.
-fn drain(kind: HandleKind, fd: &OwnedFd, queue: &mut VecDeque<Request>, out: &mut Vec<Packet>) {
-    while let Some(req) = queue.front_mut() {
+fn drain(kind: HandleKind, fd: &OwnedFd, pending: &mut VecDeque<Request>, queue: &PortQueue) {
+    while let Some(req) = pending.front_mut() {
         let r = perform(kind, fd, req);
         let p = match r {
             Ok(None) => break,
-            Ok(Some(n)) => done(queue.pop_front().expect("front exists"), n),
-            Err(e) => failed(queue.pop_front().expect("front exists"), &e),
+            Ok(Some(n)) => done(pending.pop_front().expect("front exists"), n),
+            Err(e) => failed(pending.pop_front().expect("front exists"), &e),
         };
-        out.push(p);
+        queue.push(Item::Packet(p));
     }
 }
 

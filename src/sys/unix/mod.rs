@@ -3,8 +3,9 @@
 mod handle;
 mod port;
 
+pub(crate) use super::queue::Slot;
 pub(crate) use handle::Handle;
-pub(crate) use port::{Port, Slot};
+pub(crate) use port::Port;
 
 /// `ECANCELED`: the status of an aborted request (S24).
 pub(crate) const ABORTED_CODE: u32 = libc::ECANCELED as u32;

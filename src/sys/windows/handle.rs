@@ -32,11 +32,13 @@ use windows_sys::Win32::System::IO::{CancelIoEx, CreateIoCompletionPort, OVERLAP
 
 use super::net;
 use super::port::Inner as PortInner;
+use super::port::Port;
 use crate::error::{Error, Result};
 use crate::handle::HandleKind;
-use crate::port::{Packet, Port};
+use crate::port::Packet;
 use crate::request::{Buffer, Header, Op, Request, RequestId, Status};
 use crate::sync::{Arc, Mutex, RwLock, Weak};
+use crate::sys::HandleDriver;
 
 /// The OS object behind a handle.
 pub(super) enum Raw {
@@ -151,21 +153,29 @@ impl Handle {
         }
     }
 
-    pub(crate) fn tcp_socket_for(addr: &SocketAddr) -> io::Result<Handle> {
+    fn describe_kind(&self) -> String {
+        format!("{:?}", self.io.kind)
+    }
+}
+
+impl HandleDriver for Handle {
+    type Port = Port;
+
+    fn tcp_socket_for(addr: &SocketAddr) -> io::Result<Handle> {
         // socket2 initializes Winsock and creates the socket overlapped.
         let s = Socket::new(Domain::for_address(*addr), Type::STREAM, Some(Protocol::TCP))?;
         Ok(Handle::new(Raw::Socket(s.into()), HandleKind::TcpStream, true))
     }
 
-    pub(crate) fn kind(&self) -> HandleKind {
+    fn kind(&self) -> HandleKind {
         self.io.kind
     }
 
-    pub(crate) fn is_closed(&self) -> bool {
+    fn is_closed(&self) -> bool {
         self.io.state.read().closed
     }
 
-    pub(crate) fn describe(&self) -> String {
+    fn describe(&self) -> String {
         match self.io.state.read().raw.as_ref() {
             Some(Raw::Socket(s)) => format!("socket {} ({:?})", s.as_raw_socket(), self.io.kind),
             Some(Raw::File(h)) => format!("handle {:?} ({:?})", h.as_raw_handle(), self.io.kind),
@@ -174,7 +184,7 @@ impl Handle {
     }
 
     /// Runs `f` on the socket behind the handle (closed: `InvalidArgument`).
-    pub(crate) fn with_sock<T>(&self, f: impl FnOnce(SockRef<'_>) -> io::Result<T>) -> Result<T> {
+    fn with_sock<T>(&self, f: impl FnOnce(SockRef<'_>) -> io::Result<T>) -> Result<T> {
         let st = self.io.state.read();
         match st.raw.as_ref() {
             Some(Raw::Socket(s)) => Ok(f(SockRef::from(s))?),
@@ -183,20 +193,16 @@ impl Handle {
         }
     }
 
-    fn describe_kind(&self) -> String {
-        format!("{:?}", self.io.kind)
-    }
-
     /// `CreateIoCompletionPort(handle, port, 0, 0)`, once. The handle is
     /// not put in `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS` mode: every
     /// started request posts its packet (see the module documentation).
-    pub(crate) fn associate(&self, port: &Port) -> Result<()> {
-        let inner = &port.inner.sys.inner;
+    fn associate(&self, port: &Port) -> Result<()> {
+        let inner = &port.inner;
         let st = self.io.state.read();
         let raw = st.raw.as_ref().ok_or_else(closed)?;
         let mut handles = inner.handles.lock();
         if inner.is_closing() {
-            return Err(Error::invalid("port", port.id(), "is closed"));
+            return Err(Error::invalid("port", "bound", "is closed"));
         }
         // SAFETY: both handles are open (the handle's state lock and the
         // port's Arc keep them so); key 0; concurrency is the port's.
@@ -213,15 +219,15 @@ impl Handle {
     /// Starts `req`. When the OS takes the request (at once or pending),
     /// exactly one packet will reach the port; when it fails at once,
     /// nothing is posted and the request comes back with the error (S23).
-    pub(crate) fn submit(&self, mut req: Request, port: &Port) -> std::result::Result<(), (Error, Request)> {
-        let inner = &port.inner.sys.inner;
+    fn submit(&self, mut req: Request, port: &Port) -> std::result::Result<(), (Error, Request)> {
+        let inner = &port.inner;
         let io = &self.io;
         let st = io.state.read();
         let Some(raw) = st.raw.as_ref().filter(|_| !st.closed) else {
             return Err((closed(), req));
         };
         if st.port_closed || inner.is_closing() {
-            return Err((Error::invalid("port", port.id(), "is closed"), req));
+            return Err((Error::invalid("port", "bound", "is closed"), req));
         }
         if !st.overlapped {
             return Err((
@@ -232,7 +238,7 @@ impl Handle {
             ));
         }
         if !inner.begin() {
-            return Err((Error::invalid("port", port.id(), "is closed"), req));
+            return Err((Error::invalid("port", "bound", "is closed"), req));
         }
         let id = req.header().id;
         req.header_mut().os.io = Some(io.clone());
@@ -265,7 +271,7 @@ impl Handle {
         }
     }
 
-    pub(crate) fn cancel(&self, id: RequestId) -> Result<()> {
+    fn cancel(&self, id: RequestId) -> Result<()> {
         let st = self.io.state.read();
         let Some(raw) = st.raw.as_ref() else {
             return Err(Error::Io(super::not_found()));
@@ -288,7 +294,7 @@ impl Handle {
         Ok(())
     }
 
-    pub(crate) fn cancel_all(&self) -> usize {
+    fn cancel_all(&self) -> usize {
         let st = self.io.state.read();
         let Some(raw) = st.raw.as_ref() else { return 0 };
         let n = self.io.pending.lock().len();
@@ -303,7 +309,7 @@ impl Handle {
 
     /// Cancels what is pending (each completes aborted, S24) and closes
     /// the socket or handle. False when it was closed before.
-    pub(crate) fn close(&self) -> bool {
+    fn close(&self) -> bool {
         let raw = {
             let mut st = self.io.state.write();
             if st.closed {

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::port::Packet;
 use crate::request::{Header, Request, Status};
 use crate::sync::{Arc, AtomicBool, AtomicUsize, Mutex, Ordering, Weak};
+use crate::sys::{PortDriver, SlotOps};
 
 /// Entries taken from the kernel in one `GetQueuedCompletionStatusEx`.
 const BATCH: usize = 64;
@@ -29,6 +30,14 @@ static SENTINEL: u8 = 0;
 
 fn sentinel() -> *mut OVERLAPPED {
     &SENTINEL as *const u8 as *mut OVERLAPPED
+}
+
+static INTERRUPT: u8 = 0;
+
+/// The packet that ends a pool wait when the pool's limits change; never
+/// dereferenced, like the close sentinel.
+fn interrupt_packet() -> *mut OVERLAPPED {
+    &INTERRUPT as *const u8 as *mut OVERLAPPED
 }
 
 /// The kernel port handle, owned.
@@ -52,6 +61,8 @@ pub(crate) struct Inner {
     outstanding: AtomicUsize,
     /// Threads inside `get_many` (see `Port::waiting_threads`).
     waiting: AtomicUsize,
+    /// Interrupts so far (see `PortDriver::interrupt`).
+    interrupts: AtomicUsize,
     /// The handles associated with the port, for `close` to cancel.
     pub(super) handles: Mutex<Vec<Weak<Io>>>,
 }
@@ -66,15 +77,17 @@ pub(crate) struct Port {
 #[derive(Clone)]
 pub(crate) enum Slot {}
 
-impl Slot {
+impl SlotOps for Slot {
     /// Nothing to give back: the kernel counts running threads itself.
-    pub(crate) fn release(&self) {
+    fn release(&self) {
         match *self {}
     }
 }
 
-impl Port {
-    pub(crate) fn new(concurrency: usize) -> io::Result<Port> {
+impl PortDriver for Port {
+    type Slot = Slot;
+
+    fn new(concurrency: usize) -> io::Result<Port> {
         let n = u32::try_from(concurrency).unwrap_or(u32::MAX);
         // SAFETY: creating a new port: no file handle, no existing port.
         let h = unsafe { CreateIoCompletionPort(INVALID_HANDLE_VALUE, std::ptr::null_mut(), 0, n) };
@@ -89,31 +102,32 @@ impl Port {
                 finished: AtomicBool::new(false),
                 outstanding: AtomicUsize::new(0),
                 waiting: AtomicUsize::new(0),
+                interrupts: AtomicUsize::new(0),
                 handles: Mutex::new(Vec::new()),
             }),
         })
     }
 
-    pub(crate) fn concurrency(&self) -> usize {
+    fn concurrency(&self) -> usize {
         self.inner.concurrency
     }
 
-    pub(crate) fn is_closed(&self) -> bool {
+    fn is_closed(&self) -> bool {
         self.inner.is_closing()
     }
 
     /// Threads inside `get_many`, counted just before the kernel wait.
-    pub(crate) fn waiting(&self) -> usize {
+    fn waiting(&self) -> usize {
         self.inner.waiting.load(Ordering::Acquire)
     }
 
-    pub(crate) fn has_backlog(&self) -> bool {
+    fn has_backlog(&self) -> bool {
         self.inner.outstanding.load(Ordering::Acquire) > 0
     }
 
     /// Always `None`: the kernel limits the threads running a port's
     /// completions to its concurrency value by itself.
-    pub(crate) fn current_slot() -> Option<Slot> {
+    fn current_slot() -> Option<Slot> {
         None
     }
 
@@ -121,7 +135,7 @@ impl Port {
     /// `OVERLAPPED` pointer, and then carries the byte count too (the
     /// kernel's count is 32 bits wide); without a request the byte count
     /// must fit in 32 bits.
-    pub(crate) fn post(&self, p: Packet) -> std::result::Result<(), (Error, Packet)> {
+    fn post(&self, p: Packet) -> std::result::Result<(), (Error, Packet)> {
         if p.request.is_none() && u32::try_from(p.bytes).is_err() {
             return Err((
                 Error::invalid("bytes", p.bytes, "must fit in 32 bits on Windows when no request is posted"),
@@ -158,14 +172,15 @@ impl Port {
         Ok(())
     }
 
-    pub(crate) fn get_many(
+    fn get_many(
         &self,
         out: &mut Vec<Packet>,
         max: usize,
         timeout: Option<Duration>,
+        interrupts: Option<usize>,
     ) -> Result<usize> {
         self.inner.waiting.fetch_add(1, Ordering::AcqRel);
-        let r = self.inner.get_many(out, max, timeout);
+        let r = self.inner.get_many(out, max, timeout, interrupts);
         self.inner.waiting.fetch_sub(1, Ordering::AcqRel);
         r
     }
@@ -173,7 +188,7 @@ impl Port {
     /// Marks the port closing, cancels what is pending on its handles, and
     /// arranges for waiters to get `Abandoned` once every expected packet
     /// has been taken. False when it was already closed.
-    pub(crate) fn close(&self) -> bool {
+    fn close(&self) -> bool {
         let inner = &self.inner;
         if inner.closing.swap(true, Ordering::SeqCst) {
             return false;
@@ -184,6 +199,25 @@ impl Port {
         }
         true
     }
+
+    /// Posts one interrupt packet per thread waiting now. A wait that began
+    /// before the interrupt ends with `Timeout` when it takes one; a later
+    /// wait drops it.
+    fn interrupt(&self) {
+        self.inner.interrupts.fetch_add(1, Ordering::SeqCst);
+        for _ in 0..self.waiting() {
+            // SAFETY: the port handle is open; the interrupt pointer is
+            // never dereferenced.
+            unsafe { PostQueuedCompletionStatus(self.inner.raw.0, 0, 0, interrupt_packet()) };
+        }
+    }
+
+    fn interrupts(&self) -> usize {
+        self.inner.interrupts.load(Ordering::SeqCst)
+    }
+
+    /// The kernel watches every handle bound to an IOCP: nothing to do.
+    fn maintain(&self) {}
 }
 
 impl Inner {
@@ -249,7 +283,13 @@ impl Inner {
 
     /// One `GetQueuedCompletionStatusEx`, retried until a packet, the
     /// deadline or the sentinel.
-    fn get_many(&self, out: &mut Vec<Packet>, max: usize, timeout: Option<Duration>) -> Result<usize> {
+    fn get_many(
+        &self,
+        out: &mut Vec<Packet>,
+        max: usize,
+        timeout: Option<Duration>,
+        interrupts: Option<usize>,
+    ) -> Result<usize> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut entries = [OVERLAPPED_ENTRY::default(); BATCH];
         let want = max.clamp(1, BATCH) as u32;
@@ -282,9 +322,13 @@ impl Inner {
             }
             let before = out.len();
             let mut saw_sentinel = false;
+            let mut interrupted = false;
             for e in &entries[..(removed as usize).min(BATCH)] {
                 if e.lpOverlapped == sentinel() {
                     saw_sentinel = true;
+                } else if e.lpOverlapped == interrupt_packet() {
+                    interrupted |=
+                        interrupts.is_some_and(|seen| seen != self.interrupts.load(Ordering::SeqCst));
                 } else {
                     out.push(packet_of(e));
                 }
@@ -300,6 +344,9 @@ impl Inner {
             }
             if saw_sentinel {
                 return Err(Error::Abandoned);
+            }
+            if interrupted {
+                return Err(Error::Timeout);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(Error::Timeout);
@@ -367,7 +414,7 @@ impl Drop for Inner {
                 continue;
             }
             for e in &entries[..(removed as usize).min(BATCH)] {
-                if e.lpOverlapped != sentinel() {
+                if e.lpOverlapped != sentinel() && e.lpOverlapped != interrupt_packet() {
                     drop(packet_of(e));
                     self.outstanding.fetch_sub(1, Ordering::SeqCst);
                 }

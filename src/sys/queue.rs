@@ -1,0 +1,672 @@
+//! The completion queue of the user-space backends (readiness on Unix): a
+//! lock-free FIFO of items, the threads waiting for them, the port's
+//! concurrency slots, and its close. No OS type appears here; the one thing
+//! a driver adds is a [`Poller`], the readiness source that one waiting
+//! thread at a time sleeps in.
+//!
+//! # The protocol (checked by the loom models at the end of this file)
+//!
+//! - **Push** (O(1), no lock): the item goes into the injector; then, only
+//!   if `sleepers > 0`, [`Queue::notify`] runs. A thread that is not asleep
+//!   comes back to the queue by itself, so a push while every thread is busy
+//!   touches nothing else. `sleepers` is raised by a thread *before* it looks
+//!   at the queue a last time and sleeps, and a push reads it *after*
+//!   inserting: with both sides sequentially consistent, at least one of
+//!   them sees the other (the Dekker pattern), so no item is left behind
+//!   by a sleeping thread.
+//! - **Who is woken**: `searching` counts threads woken for work and not yet
+//!   back at the queue. `notify` wakes nobody while one is on its way or
+//!   every concurrency slot is taken; otherwise it pops the most recently
+//!   parked thread (LIFO), or, when none is parked, wakes the poller out of
+//!   its readiness wait. A woken thread that takes an item and sees more
+//!   queued calls `notify` in turn, so a batch costs one wake-up per thread
+//!   it needs, never one per item, and nothing waits behind a busy thread
+//!   while another sleeps.
+//! - **Slots** (S7): a thread claims one of `concurrency` slots before it
+//!   takes an item and keeps it until it waits again. Giving a slot back
+//!   calls `notify` when items wait (the Dekker pair `active` / `sleepers`).
+//! - **The poller**: the first thread with nothing to take polls; others
+//!   park. A poller that returns counts itself as on its way (`searching`)
+//!   while it dispatches the events, so the completions it pushes wake no
+//!   one; it then takes from the queue like any woken thread and wakes one
+//!   sibling if it left more behind.
+//! - **Close**: `state` holds the CLOSING and CLOSED bits and the number of
+//!   posts in progress. A post registers, then checks CLOSING; `close` sets
+//!   CLOSING, lets the driver abort what is pending on its handles (each
+//!   under that handle's own lock, so a handle's pushes all happen before
+//!   its abort or not at all), then sets CLOSED and wakes everyone. A thread
+//!   gives `Abandoned` only when CLOSED is set, no post is in progress and
+//!   the queue is empty, so every packet queued before or during the close
+//!   is taken first; the last post to finish after CLOSED wakes everyone
+//!   again.
+
+use std::io;
+use std::time::Instant;
+
+use super::SlotOps;
+use crate::sync::{fence, park, thread, Arc, AtomicBool, AtomicUsize, Injector, Mutex, Ordering, Weak};
+
+/// The readiness source waiting threads share (epoll or kqueue through mio).
+pub(crate) trait Poller<T>: Send + Sync + Sized {
+    /// Blocks until readiness events arrive, [`Poller::wake`] is called, or
+    /// the deadline passes; keeps the events for [`Poller::dispatch`].
+    fn poll(&self, deadline: Option<Instant>) -> io::Result<()>;
+
+    /// Performs the requests the last poll made ready, pushing their
+    /// completions to `queue`, and forgets those events. Called by the
+    /// thread that polled, with nobody polling meanwhile.
+    fn dispatch(&self, queue: &Queue<T, Self>);
+
+    /// Makes a thread blocked in [`Poller::poll`] return.
+    fn wake(&self);
+}
+
+const CLOSING: usize = 1;
+const CLOSED: usize = 2;
+const POST: usize = 4;
+
+/// Why a wait ended without items.
+#[derive(Debug)]
+pub(crate) enum Ended {
+    /// The deadline passed, or the wait was interrupted.
+    Timeout,
+    /// The queue is closed and drained: nothing will ever come.
+    Abandoned,
+    /// The poller failed.
+    Io(io::Error),
+}
+
+struct Waiter {
+    thread: thread::Thread,
+    notified: AtomicBool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Role {
+    /// No thread polls.
+    Free,
+    /// A thread sleeps in the poller; `woken` once `notify` woke it.
+    Polling { woken: bool },
+    /// The poller came back and dispatches what it got.
+    Dispatching,
+}
+
+struct Idle {
+    /// Parked threads, most recently parked last (woken LIFO).
+    parked: Vec<Arc<Waiter>>,
+    role: Role,
+}
+
+/// A thread's claim on one concurrency slot of a queue (S7), kept between
+/// its waits so that a thread coming back to the same port does not give
+/// the slot up and claim it again.
+#[derive(Clone)]
+pub(crate) struct Slot(Arc<SlotInner>);
+
+struct SlotInner {
+    owner: Weak<dyn SlotOwner>,
+    counted: AtomicBool,
+}
+
+trait SlotOwner: Send + Sync {
+    fn give_back(&self);
+}
+
+impl super::SlotOps for Slot {
+    fn release(&self) {
+        if self.0.counted.swap(false, Ordering::AcqRel) {
+            if let Some(q) = self.0.owner.upgrade() {
+                q.give_back();
+            }
+        }
+    }
+}
+
+impl Slot {
+    fn is_of<T, P>(&self, q: &Queue<T, P>) -> bool {
+        std::ptr::addr_eq(self.0.owner.as_ptr(), q as *const Queue<T, P>)
+    }
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot").field("counted", &self.0.counted.load(Ordering::Relaxed)).finish()
+    }
+}
+
+/// The queue. Always in an `Arc` (slots refer back to it).
+pub(crate) struct Queue<T, P> {
+    items: Injector<T>,
+    concurrency: usize,
+    /// Slots claimed.
+    active: AtomicUsize,
+    /// Threads registered to be woken: parked, or polling.
+    sleepers: AtomicUsize,
+    /// Threads woken for work (or back from the poller) not yet at the queue.
+    searching: AtomicUsize,
+    /// CLOSING | CLOSED | posts in progress * POST.
+    state: AtomicUsize,
+    /// Bumped by [`Queue::interrupt`]; interruptible waits end when it moves.
+    epoch: AtomicUsize,
+    idle: Mutex<Idle>,
+    poller: Option<P>,
+    me: Weak<Queue<T, P>>,
+}
+
+impl<T: Send + 'static, P: Poller<T> + 'static> Queue<T, P> {
+    pub(crate) fn new(concurrency: usize, poller: Option<P>) -> Arc<Queue<T, P>> {
+        Arc::new_cyclic(|me| Queue {
+            items: Injector::new(),
+            concurrency: concurrency.max(1),
+            active: AtomicUsize::new(0),
+            sleepers: AtomicUsize::new(0),
+            searching: AtomicUsize::new(0),
+            state: AtomicUsize::new(0),
+            epoch: AtomicUsize::new(0),
+            idle: Mutex::new(Idle { parked: Vec::new(), role: Role::Free }),
+            poller,
+            me: me.clone(),
+        })
+    }
+
+    pub(crate) fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
+    pub(crate) fn poller(&self) -> Option<&P> {
+        self.poller.as_ref()
+    }
+
+    /// Threads registered to be woken (parked or polling).
+    pub(crate) fn sleepers(&self) -> usize {
+        self.sleepers.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn has_items(&self) -> bool {
+        !self.items.is_empty()
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.state.load(Ordering::SeqCst) & CLOSING != 0
+    }
+
+    /// Queues an item from inside the driver: a completion produced under
+    /// the lock of the handle it belongs to, before that handle's close
+    /// abort (see the module docs), so it needs no close check.
+    pub(crate) fn push(&self, item: T) {
+        self.items.push(item);
+        fence(Ordering::SeqCst);
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            self.notify();
+        }
+    }
+
+    /// Queues an item from outside the driver (a user post): refused once
+    /// the close began.
+    pub(crate) fn post(&self, item: T) -> Result<(), T> {
+        let s = self.state.fetch_add(POST, Ordering::SeqCst);
+        let r = if s & CLOSING != 0 {
+            Err(item)
+        } else {
+            self.push(item);
+            Ok(())
+        };
+        let s = self.state.fetch_sub(POST, Ordering::SeqCst) - POST;
+        if s == CLOSING | CLOSED {
+            // The last post in progress after the close: waiters that saw
+            // it in progress sleep until told.
+            self.wake_all();
+        }
+        r
+    }
+
+    /// Starts the close; false when it was started before.
+    pub(crate) fn begin_close(&self) -> bool {
+        self.state.fetch_or(CLOSING, Ordering::SeqCst) & CLOSING == 0
+    }
+
+    /// Ends the close, once the driver aborted everything pending on its
+    /// handles: from here on a thread that finds the queue empty gets
+    /// `Abandoned`.
+    pub(crate) fn finish_close(&self) {
+        self.state.fetch_or(CLOSED, Ordering::SeqCst);
+        self.wake_all();
+    }
+
+    fn drained(&self) -> bool {
+        let s = self.state.load(Ordering::SeqCst);
+        s & CLOSED != 0 && s / POST == 0 && self.items.is_empty()
+    }
+
+    /// How many interrupts there were; a wait given this value ends at the
+    /// next one.
+    pub(crate) fn interrupts(&self) -> usize {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Makes every interruptible wait in progress end with `Timeout` (the
+    /// pool uses it when its limits change).
+    pub(crate) fn interrupt(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.wake_all();
+    }
+
+    /// Wakes one thread for queued work, if one is needed and none is on its
+    /// way: the most recently parked, else the poller.
+    fn notify(&self) {
+        if self.searching.load(Ordering::SeqCst) > 0 || self.active.load(Ordering::SeqCst) >= self.concurrency
+        {
+            return;
+        }
+        let mut idle = self.idle.lock();
+        if self.searching.load(Ordering::SeqCst) > 0 {
+            return;
+        }
+        if let Some(w) = idle.parked.pop() {
+            self.sleepers.fetch_sub(1, Ordering::SeqCst);
+            self.searching.fetch_add(1, Ordering::SeqCst);
+            w.notified.store(true, Ordering::SeqCst);
+            w.thread.unpark();
+        } else if idle.role == (Role::Polling { woken: false }) {
+            idle.role = Role::Polling { woken: true };
+            self.searching.fetch_add(1, Ordering::SeqCst);
+            if let Some(p) = &self.poller {
+                p.wake();
+            }
+        }
+    }
+
+    /// Wakes every parked thread and the poller (close, interrupt).
+    fn wake_all(&self) {
+        let mut idle = self.idle.lock();
+        let woken = idle.parked.len();
+        self.sleepers.fetch_sub(woken, Ordering::SeqCst);
+        self.searching.fetch_add(woken, Ordering::SeqCst);
+        for w in idle.parked.drain(..) {
+            w.notified.store(true, Ordering::SeqCst);
+            w.thread.unpark();
+        }
+        if idle.role == (Role::Polling { woken: false }) {
+            idle.role = Role::Polling { woken: true };
+            self.searching.fetch_add(1, Ordering::SeqCst);
+            if let Some(p) = &self.poller {
+                p.wake();
+            }
+        }
+    }
+
+    /// Nobody polls while threads are parked (the last poller is running a
+    /// long completion): wake one of them to take the poller's place. The
+    /// pool's gate thread calls this every few milliseconds.
+    pub(crate) fn hand_off(&self) {
+        if self.poller.is_none() || self.searching.load(Ordering::SeqCst) > 0 {
+            return;
+        }
+        let mut idle = self.idle.lock();
+        if idle.role == Role::Free && self.searching.load(Ordering::SeqCst) == 0 {
+            if let Some(w) = idle.parked.pop() {
+                self.sleepers.fetch_sub(1, Ordering::SeqCst);
+                self.searching.fetch_add(1, Ordering::SeqCst);
+                w.notified.store(true, Ordering::SeqCst);
+                w.thread.unpark();
+            }
+        }
+    }
+
+    fn try_claim(&self) -> bool {
+        let mut n = self.active.load(Ordering::SeqCst);
+        while n < self.concurrency {
+            match self.active.compare_exchange_weak(n, n + 1, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return true,
+                Err(m) => n = m,
+            }
+        }
+        false
+    }
+
+    /// What a registered sleeper checks last: is there anything it could
+    /// take, or a reason to stop waiting?
+    fn should_wake(&self, epoch: Option<usize>) -> bool {
+        (!self.items.is_empty() && self.active.load(Ordering::SeqCst) < self.concurrency)
+            || self.drained()
+            || epoch.is_some_and(|e| e != self.epoch.load(Ordering::SeqCst))
+    }
+
+    /// Takes up to `max` items into `out`, waiting until there are some.
+    ///
+    /// `held` is the caller's slot, kept across calls: a slot held on this
+    /// queue is kept while items come; one held on another queue is given
+    /// back first. With `interrupts` (a value of [`Queue::interrupts`] read
+    /// by the caller), an interrupt after that read ends the wait with
+    /// `Timeout`.
+    pub(crate) fn take(
+        &self,
+        held: &mut Option<Slot>,
+        out: &mut Vec<T>,
+        max: usize,
+        deadline: Option<Instant>,
+        interrupts: Option<usize>,
+    ) -> Result<usize, Ended> {
+        let epoch = interrupts;
+        // A slot this thread holds here passes to this call (the swap makes
+        // the pool's release of a stuck thread's slot and this call agree
+        // on who gives it back).
+        let mut mine = match held {
+            Some(s) if s.is_of(self) => s.0.counted.swap(false, Ordering::AcqRel),
+            Some(s) => {
+                s.release();
+                *held = None;
+                false
+            }
+            None => false,
+        };
+        let mut searching = false;
+        loop {
+            if mine || self.try_claim() {
+                let before = out.len();
+                while out.len() - before < max {
+                    match self.items.pop() {
+                        Some(v) => out.push(v),
+                        None => break,
+                    }
+                }
+                let n = out.len() - before;
+                if n > 0 {
+                    if searching {
+                        self.searching.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    // More left: a sibling takes them while this thread works.
+                    if !self.items.is_empty() {
+                        self.notify();
+                    }
+                    self.keep_slot(held);
+                    return Ok(n);
+                }
+                // Nothing came: give the slot back. No wake-up: this thread
+                // itself looks at the queue again before it sleeps.
+                self.active.fetch_sub(1, Ordering::SeqCst);
+                mine = false;
+            }
+            if searching {
+                self.searching.fetch_sub(1, Ordering::SeqCst);
+                // Items a notify skipped for this thread, which could not
+                // take them (no slot): pass the turn on.
+                if !self.items.is_empty() {
+                    self.notify();
+                }
+            }
+            if self.drained() {
+                return Err(Ended::Abandoned);
+            }
+            if epoch.is_some_and(|e| e != self.epoch.load(Ordering::SeqCst))
+                || deadline.is_some_and(|d| Instant::now() >= d)
+            {
+                self.hand_off();
+                return Err(Ended::Timeout);
+            }
+            match self.sleep(deadline, epoch) {
+                Ok(s) => searching = s,
+                Err(e) => {
+                    self.hand_off();
+                    return Err(Ended::Io(e));
+                }
+            }
+        }
+    }
+
+    /// Sleeps once: in the poller when nobody polls, else parked. True when
+    /// the thread comes back counted in `searching`.
+    fn sleep(&self, deadline: Option<Instant>, epoch: Option<usize>) -> io::Result<bool> {
+        let mut idle = self.idle.lock();
+        if let (Some(poller), Role::Free) = (&self.poller, idle.role) {
+            idle.role = Role::Polling { woken: false };
+            self.sleepers.fetch_add(1, Ordering::SeqCst);
+            drop(idle);
+            let r = if self.should_wake(epoch) { Ok(()) } else { poller.poll(deadline) };
+            let mut idle = self.idle.lock();
+            let woken = idle.role == Role::Polling { woken: true };
+            idle.role = Role::Dispatching;
+            self.sleepers.fetch_sub(1, Ordering::SeqCst);
+            if !woken {
+                self.searching.fetch_add(1, Ordering::SeqCst);
+            }
+            drop(idle);
+            if r.is_ok() {
+                poller.dispatch(self);
+            }
+            self.idle.lock().role = Role::Free;
+            if r.is_err() {
+                self.searching.fetch_sub(1, Ordering::SeqCst);
+            }
+            return r.map(|()| true);
+        }
+        let w = Arc::new(Waiter { thread: thread::current(), notified: AtomicBool::new(false) });
+        idle.parked.push(w.clone());
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        drop(idle);
+        if !self.should_wake(epoch) {
+            while !w.notified.load(Ordering::SeqCst) {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+                park(deadline);
+            }
+        }
+        let mut idle = self.idle.lock();
+        if w.notified.load(Ordering::SeqCst) {
+            // Popped and counted as on its way by whoever notified it.
+            return Ok(true);
+        }
+        idle.parked.retain(|x| !Arc::ptr_eq(x, &w));
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        Ok(false)
+    }
+
+    /// Records in `held` that the caller holds one of this queue's slots.
+    fn keep_slot(&self, held: &mut Option<Slot>) {
+        match held {
+            Some(s) if s.is_of(self) => s.0.counted.store(true, Ordering::Release),
+            _ => {
+                let owner: Weak<dyn SlotOwner> = self.me.clone();
+                *held = Some(Slot(Arc::new(SlotInner { owner, counted: AtomicBool::new(true) })));
+            }
+        }
+    }
+}
+
+impl<T: Send + 'static, P: Poller<T> + 'static> SlotOwner for Queue<T, P> {
+    fn give_back(&self) {
+        self.active.fetch_sub(1, Ordering::SeqCst);
+        if !self.items.is_empty() && self.sleepers.load(Ordering::SeqCst) > 0 {
+            self.notify();
+        }
+    }
+}
+
+impl<T, P> Drop for Queue<T, P> {
+    fn drop(&mut self) {
+        // Items still queued (a port dropped unclosed) drop with it.
+        while self.items.pop().is_some() {}
+    }
+}
+
+#[cfg(all(test, loom))]
+mod models {
+    //! Run with `RUSTFLAGS="--cfg loom" cargo test --lib --release models`.
+
+    use super::*;
+    use loom::sync::atomic::AtomicUsize as LoomUsize;
+
+    /// A poller with no events: it sleeps until woken, like an eventfd.
+    struct Bell {
+        rung: loom::sync::Mutex<bool>,
+        cv: loom::sync::Condvar,
+    }
+
+    impl Bell {
+        fn new() -> Bell {
+            Bell { rung: loom::sync::Mutex::new(false), cv: loom::sync::Condvar::new() }
+        }
+    }
+
+    impl Poller<usize> for Bell {
+        fn poll(&self, _deadline: Option<Instant>) -> io::Result<()> {
+            let mut rung = self.rung.lock().unwrap();
+            while !*rung {
+                rung = self.cv.wait(rung).unwrap();
+            }
+            *rung = false;
+            Ok(())
+        }
+        fn dispatch(&self, _queue: &Queue<usize, Bell>) {}
+        fn wake(&self) {
+            *self.rung.lock().unwrap() = true;
+            self.cv.notify_one();
+        }
+    }
+
+    type Q = Queue<usize, Bell>;
+
+    fn get(q: &Q, held: &mut Option<Slot>) -> Result<usize, Ended> {
+        let mut out = Vec::new();
+        q.take(held, &mut out, 1, None, None).map(|_| out[0])
+    }
+
+    /// Two posts, two waiters (one of them the poller): both items are
+    /// taken, each once, whatever the interleaving; nobody sleeps forever.
+    #[test]
+    fn post_and_take_lose_nothing() {
+        loom::model(|| {
+            let q = Q::new(2, Some(Bell::new()));
+            let got = Arc::new(LoomUsize::new(0));
+            let mut ts = Vec::new();
+            for _ in 0..2 {
+                let (q, got) = (q.clone(), got.clone());
+                ts.push(loom::thread::spawn(move || {
+                    let mut held = None;
+                    let v = get(&q, &mut held).expect("an item");
+                    got.fetch_add(v, Ordering::SeqCst);
+                    if let Some(s) = held {
+                        s.release();
+                    }
+                }));
+            }
+            q.post(1).unwrap();
+            q.post(2).unwrap();
+            for t in ts {
+                t.join().unwrap();
+            }
+            assert_eq!(got.load(Ordering::SeqCst), 3);
+        });
+    }
+
+    /// A close racing a post: the post is refused, or its item is taken
+    /// before the waiter hears `Abandoned`. Never both lost.
+    #[test]
+    fn close_racing_a_post_loses_nothing() {
+        loom::model(|| {
+            let q = Q::new(1, None);
+            let q2 = q.clone();
+            let poster = loom::thread::spawn(move || q2.post(7).is_ok());
+            let q3 = q.clone();
+            let closer = loom::thread::spawn(move || {
+                assert!(q3.begin_close());
+                q3.finish_close();
+            });
+            let mut held = None;
+            let mut taken = 0;
+            while let Ok(v) = get(&q, &mut held) {
+                assert_eq!(v, 7);
+                taken += 1;
+            }
+            let posted = poster.join().unwrap();
+            closer.join().unwrap();
+            assert_eq!(taken, usize::from(posted));
+        });
+    }
+
+    /// A driver push (under a handle's lock, before the close finishes)
+    /// racing a waiter and the close: the item is taken before `Abandoned`.
+    #[test]
+    fn close_after_a_driver_push_delivers_it_first() {
+        loom::model(|| {
+            let q = Q::new(1, Some(Bell::new()));
+            let handle = Arc::new(crate::sync::Mutex::new(false)); // "aborted"
+            let (q2, h2) = (q.clone(), handle.clone());
+            let pusher = loom::thread::spawn(move || {
+                let aborted = h2.lock();
+                if !*aborted {
+                    q2.push(9);
+                    return true;
+                }
+                false
+            });
+            let (q3, h3) = (q.clone(), handle.clone());
+            let closer = loom::thread::spawn(move || {
+                assert!(q3.begin_close());
+                *h3.lock() = true;
+                q3.finish_close();
+            });
+            let mut held = None;
+            let mut taken = 0;
+            while get(&q, &mut held).is_ok() {
+                taken += 1;
+            }
+            let pushed = pusher.join().unwrap();
+            closer.join().unwrap();
+            assert_eq!(taken, usize::from(pushed));
+        });
+    }
+
+    /// Concurrency 1: while one thread holds the slot, a second takes
+    /// nothing; once the slot is given back, the second gets the item.
+    #[test]
+    fn one_slot_is_never_held_twice() {
+        loom::model(|| {
+            let q = Q::new(1, None);
+            let running = Arc::new(LoomUsize::new(0));
+            q.post(1).unwrap();
+            q.post(2).unwrap();
+            let mut ts = Vec::new();
+            for _ in 0..2 {
+                let (q, running) = (q.clone(), running.clone());
+                ts.push(loom::thread::spawn(move || {
+                    let mut held = None;
+                    get(&q, &mut held).unwrap();
+                    assert_eq!(running.fetch_add(1, Ordering::SeqCst), 0, "two threads ran at once");
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    held.take().unwrap().release();
+                }));
+            }
+            for t in ts {
+                t.join().unwrap();
+            }
+        });
+    }
+
+    /// An interrupt ends an interruptible wait that began before it; a wait
+    /// that began after it gets the item posted after the interrupt. Either
+    /// way the wait ends, and the item is taken exactly once.
+    #[test]
+    fn interrupt_ends_a_wait_that_began_before_it() {
+        loom::model(|| {
+            let q = Q::new(2, Some(Bell::new()));
+            let q2 = q.clone();
+            let t = loom::thread::spawn(move || {
+                let mut out = Vec::new();
+                let mut held = None;
+                let seen = q2.interrupts();
+                q2.take(&mut held, &mut out, 1, None, Some(seen)).is_ok()
+            });
+            q.interrupt();
+            q.post(5).unwrap();
+            let took = t.join().unwrap();
+            let mut left = Vec::new();
+            let mut held = None;
+            if !took {
+                q.take(&mut held, &mut left, 1, None, None).unwrap();
+            }
+            assert!(!q.has_items());
+        });
+    }
+}

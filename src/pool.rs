@@ -369,18 +369,19 @@ fn spawn_counted(shared: &Arc<Shared>, st: &mut State, slot: &Arc<PortSlot>) -> 
 }
 
 /// A worker took a packet, more wait and no other thread waits on the port.
+/// Below the minimum a thread starts at once (S14); above it the gate
+/// thread decides at its next interval, so this costs one atomic load then.
 fn on_starving(shared: &Arc<Shared>, slot: &Arc<PortSlot>) {
+    if shared.census.threads() >= shared.census.min() {
+        return;
+    }
     let mut st = shared.state.lock();
     if st.shutdown || !slot.starving() {
         return;
     }
     if shared.census.try_grow(true) {
-        // Below the minimum: at once (S14). A failed spawn is survived
-        // while other workers live.
+        // A failed spawn is survived while other workers live.
         let _ = spawn_counted(shared, &mut st, slot);
-    } else {
-        // Above it the gate thread decides, at most one per interval.
-        shared.gate.notify_one();
     }
 }
 
@@ -486,6 +487,9 @@ fn worker(weak: Weak<Shared>, slot: Arc<PortSlot>) {
         shared.census.exit();
         slot.threads.fetch_sub(1, Ordering::AcqRel);
     }
+    // Work this worker's last callback queued without a wake-up (it meant
+    // to take it itself) gets a thread now.
+    slot.port.maintain();
     // Give the concurrency slot back now, not at thread-local teardown.
     if let Some(s) = sys::Port::current_slot() {
         s.release();

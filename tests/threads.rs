@@ -631,6 +631,9 @@ fn s14_four_idle_threads_run_four_blocking_callbacks_at_once() {
 /// the chance to run beside it if the pool lets it.
 #[test]
 fn s7_stolen_work_counts_against_the_port_concurrency() {
+    if util::skip_on_wine("Wine ignores the concurrency value of a completion port") {
+        return;
+    }
     let rt = Runtime::builder()
         .min_threads(3)
         .max_threads(8)

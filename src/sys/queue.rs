@@ -61,6 +61,13 @@ pub(crate) trait Poller<T>: Send + Sync + Sized {
     fn wake(&self);
 }
 
+#[cfg(not(loom))]
+thread_local! {
+    /// The queue the calling pool worker comes back to after its callback,
+    /// and whether it already deferred a wake-up for it.
+    static RETURNS_TO: std::cell::Cell<(usize, bool)> = const { std::cell::Cell::new((0, false)) };
+}
+
 const CLOSING: usize = 1;
 const CLOSED: usize = 2;
 const POST: usize = 4;
@@ -196,9 +203,32 @@ impl<T: Send + 'static, P: Poller<T> + 'static> Queue<T, P> {
     pub(crate) fn push(&self, item: T) {
         self.items.push(item);
         fence(Ordering::SeqCst);
-        if self.sleepers.load(Ordering::SeqCst) > 0 {
+        if self.sleepers.load(Ordering::SeqCst) > 0 && !self.defer_wake() {
             self.notify();
         }
+    }
+
+    /// True when the calling thread is a pool worker of this queue and has
+    /// not deferred a wake-up since it last took from it: it will take this
+    /// item itself when its callback returns (as tokio's LIFO slot does), so
+    /// a callback's next completion costs no wake-up. A second push wakes
+    /// as usual, and [`Queue::maintain`] (every few milliseconds) wakes a
+    /// thread for an item left behind by a callback that blocks.
+    fn defer_wake(&self) -> bool {
+        #[cfg(not(loom))]
+        {
+            let me = self as *const Self as usize;
+            RETURNS_TO.with(|r| {
+                let (q, used) = r.get();
+                let defer = q == me && !used;
+                if defer {
+                    r.set((q, true));
+                }
+                defer
+            })
+        }
+        #[cfg(loom)]
+        false
     }
 
     /// Queues an item from outside the driver (a user post): refused once
@@ -295,10 +325,18 @@ impl<T: Send + 'static, P: Poller<T> + 'static> Queue<T, P> {
         }
     }
 
+    /// The pool's gate thread calls this every few milliseconds: wakes a
+    /// thread for items a busy worker left behind (see `defer_wake`).
+    pub(crate) fn maintain(&self) {
+        if !self.items.is_empty() && self.sleepers.load(Ordering::SeqCst) > 0 {
+            self.notify();
+        }
+        self.hand_off();
+    }
+
     /// Nobody polls while threads are parked (the last poller is running a
-    /// long completion): wake one of them to take the poller's place. The
-    /// pool's gate thread calls this every few milliseconds.
-    pub(crate) fn hand_off(&self) {
+    /// long completion): wake one of them to take the poller's place.
+    fn hand_off(&self) {
         if self.poller.is_none() || self.searching.load(Ordering::SeqCst) > 0 {
             return;
         }
@@ -348,6 +386,13 @@ impl<T: Send + 'static, P: Poller<T> + 'static> Queue<T, P> {
         interrupts: Option<usize>,
     ) -> Result<usize, Ended> {
         let epoch = interrupts;
+        #[cfg(not(loom))]
+        {
+            // Only the pool's workers (the interruptible waits) always come
+            // back to the queue after a callback.
+            let me = if interrupts.is_some() { self as *const Self as usize } else { 0 };
+            RETURNS_TO.with(|r| r.set((me, false)));
+        }
         // A slot this thread holds here passes to this call (the swap makes
         // the pool's release of a stuck thread's slot and this call agree
         // on who gives it back).

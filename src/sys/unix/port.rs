@@ -151,7 +151,7 @@ impl PortDriver for Port {
     }
 
     fn maintain(&self) {
-        self.inner.queue.hand_off();
+        self.inner.queue.maintain();
     }
 
     fn interrupt(&self) {

@@ -448,6 +448,9 @@ fn worker(weak: Weak<Shared>, slot: Arc<PortSlot>) {
     let mut batch = Vec::with_capacity(1);
     let keep_alive = shared.config.keep_alive;
     let mut retired = false;
+    // The backend's slot object is the same for all of this worker's waits
+    // on its port: looked up once, after the first packet.
+    let mut slot_known = false;
     loop {
         // The port's interrupt count is read before the limits, so a
         // lowered maximum either is seen here or ends the wait below.
@@ -459,8 +462,9 @@ fn worker(weak: Weak<Shared>, slot: Arc<PortSlot>) {
         let since = Instant::now();
         match slot.port.get_for_pool(&mut batch, Some(keep_alive), interrupts) {
             Ok(_) => {
-                if me.slot.lock().is_none() {
+                if !slot_known {
                     *me.slot.lock() = sys::Port::current_slot();
+                    slot_known = true;
                 }
                 if slot.starving() {
                     on_starving(&shared, &slot);

@@ -528,13 +528,6 @@ impl<T: Send + 'static, P: Poller<T> + 'static> SlotOwner for Queue<T, P> {
     }
 }
 
-impl<T, P> Drop for Queue<T, P> {
-    fn drop(&mut self) {
-        // Items still queued (a port dropped unclosed) drop with it.
-        while self.items.pop().is_some() {}
-    }
-}
-
 #[cfg(all(test, loom))]
 mod models {
     //! Run with `RUSTFLAGS="--cfg loom" cargo test --lib --release models`.

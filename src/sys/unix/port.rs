@@ -92,20 +92,24 @@ pub(crate) struct Inner {
     sources: Mutex<Slab<Arc<Io>>>,
 }
 
-/// The concurrency slot a thread holds, on whichever port; given back when
-/// the thread exits.
-struct Held(Option<Slot>);
+/// What a waiting thread keeps between its waits: the concurrency slot it
+/// holds, on whichever port (given back when the thread exits), and the
+/// buffer its items are taken into, so a wait allocates nothing.
+struct Held {
+    slot: Option<Slot>,
+    items: Vec<Item>,
+}
 
 impl Drop for Held {
     fn drop(&mut self) {
-        if let Some(s) = self.0.take() {
+        if let Some(s) = self.slot.take() {
             s.release();
         }
     }
 }
 
 thread_local! {
-    static HELD: RefCell<Held> = const { RefCell::new(Held(None)) };
+    static HELD: RefCell<Held> = const { RefCell::new(Held { slot: None, items: Vec::new() }) };
 }
 
 /// The port. Cheap to share; the core holds it in an `Arc`.
@@ -163,7 +167,7 @@ impl PortDriver for Port {
     }
 
     fn current_slot() -> Option<Slot> {
-        HELD.with(|h| h.borrow().0.clone())
+        HELD.with(|h| h.borrow().slot.clone())
     }
 
     fn post(&self, p: Packet) -> std::result::Result<(), (Error, Packet)> {
@@ -181,11 +185,11 @@ impl PortDriver for Port {
         interrupts: Option<usize>,
     ) -> Result<usize> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let mut items = Vec::with_capacity(max.min(64));
         HELD.with(|h| {
             let mut held = h.borrow_mut();
+            let Held { slot, items } = &mut *held;
             loop {
-                let r = self.inner.queue.take(&mut held.0, &mut items, max, deadline, interrupts);
+                let r = self.inner.queue.take(slot, items, max, deadline, interrupts);
                 match r {
                     Ok(_) => {}
                     Err(Ended::Timeout) => return Err(Error::Timeout),

@@ -228,7 +228,10 @@ impl Handle {
         req.header_mut().target = b.callback.clone();
         let id = req.id();
         match self.inner.sys.submit(req, &b.port.inner.sys) {
-            Ok(()) => Ok(id),
+            Ok(()) => {
+                b.port.pushed();
+                Ok(id)
+            }
             Err((e, req)) => Err(StartError::new(e, req.into_buffer())),
         }
     }

@@ -137,7 +137,7 @@ struct State {
 
 pub(crate) struct Shared {
     config: PoolConfig,
-    census: Census,
+    census: Arc<Census>,
     peak: AtomicUsize,
     started: AtomicU64,
     retired: AtomicU64,
@@ -171,7 +171,7 @@ impl Pool {
         })?;
         let shared = Arc::new(Shared {
             config,
-            census,
+            census: Arc::new(census),
             peak: AtomicUsize::new(0),
             started: AtomicU64::new(0),
             retired: AtomicU64::new(0),
@@ -216,6 +216,18 @@ impl Pool {
             ));
         }
         st.slots.push(slot.clone());
+        // Work queued while every worker of the port is busy: below the
+        // minimum a thread starts at once (S14). The census is checked
+        // first, so above the minimum this costs two loads.
+        let (census, shared, weak_slot) =
+            (self.shared.census.clone(), Arc::downgrade(&self.shared), Arc::downgrade(&slot));
+        slot.port.set_starving(Box::new(move || {
+            if census.threads() < census.min() {
+                if let (Some(shared), Some(slot)) = (shared.upgrade(), weak_slot.upgrade()) {
+                    on_starving(&shared, &slot);
+                }
+            }
+        }));
         let r = spawn_counted(&self.shared, &mut st, &slot);
         if r.is_err() {
             st.slots.retain(|s| !Arc::ptr_eq(s, &slot));
@@ -368,7 +380,8 @@ fn spawn_counted(shared: &Arc<Shared>, st: &mut State, slot: &Arc<PortSlot>) -> 
     }
 }
 
-/// A worker took a packet, more wait and no other thread waits on the port.
+/// Work waits on the port and no thread waits for it: a worker took a
+/// packet and left more, or work was queued while every worker was busy.
 /// Below the minimum a thread starts at once (S14); above it the gate
 /// thread decides at its next interval, so this costs one atomic load then.
 fn on_starving(shared: &Arc<Shared>, slot: &Arc<PortSlot>) {
@@ -406,6 +419,16 @@ fn gate(weak: Weak<Shared>) {
         }
         for s in &st.slots {
             s.port.maintain();
+        }
+        // Completions the backend queued by itself (the kernel's, on
+        // Windows) while every worker was busy: below the minimum they get
+        // a thread within a tick.
+        if shared.census.threads() < shared.census.min() {
+            for s in st.slots.clone() {
+                if s.starving() && shared.census.try_grow(true) {
+                    let _ = spawn_counted(&shared, &mut st, &s);
+                }
+            }
         }
         if last_round.elapsed() < interval {
             continue;

@@ -1,6 +1,7 @@
 //! Completion ports (S7-S11).
 
 use std::fmt;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::error::{Error, Result, StartError};
@@ -24,10 +25,16 @@ pub struct Packet {
 
 static NEXT_PORT: AtomicU64 = AtomicU64::new(1);
 
+/// What the pool serving a port runs when work reaches the port while no
+/// thread waits on it (S14: below the minimum a thread starts at once).
+pub(crate) type Starving = Box<dyn Fn() + Send + Sync>;
+
 pub(crate) struct PortInner {
     pub(crate) sys: sys::Port,
     id: u64,
     owner: u64,
+    /// Set once, by the pool that serves the port.
+    starving: OnceLock<Starving>,
 }
 
 /// An I/O completion port: a queue of completion packets that threads wait
@@ -68,7 +75,12 @@ impl Port {
             std::io::ErrorKind::OutOfMemory => Error::OutOfMemory,
             _ => Error::Io(e),
         })?;
-        Ok(Port { inner: Arc::new(PortInner { sys, id: NEXT_PORT.fetch_add(1, Ordering::Relaxed), owner }) })
+        Ok(Port { inner: Arc::new(PortInner {
+            sys,
+            id: NEXT_PORT.fetch_add(1, Ordering::Relaxed),
+            owner,
+            starving: OnceLock::new(),
+        }) })
     }
 
     /// The port's concurrency value.
@@ -116,7 +128,27 @@ impl Port {
         self.inner
             .sys
             .post(Packet { status: Status::SUCCESS, bytes, key, request })
-            .map_err(|(e, p)| StartError::new(e, p.request.map(Request::into_buffer).unwrap_or_default()))
+            .map_err(|(e, p)| StartError::new(e, p.request.map(Request::into_buffer).unwrap_or_default()))?;
+        self.pushed();
+        Ok(())
+    }
+
+    /// Called after work was queued on the port from outside the driver
+    /// (a post, a request that completed or was queued as it started): when
+    /// no thread waits for it, the serving pool decides whether a thread
+    /// starts (S14). A waiting thread is woken by the push itself, so this
+    /// costs one load while any thread waits.
+    pub(crate) fn pushed(&self) {
+        if self.inner.sys.waiting() == 0 {
+            if let Some(hook) = self.inner.starving.get() {
+                hook();
+            }
+        }
+    }
+
+    /// Installs the serving pool's growth hook; false if one was set.
+    pub(crate) fn set_starving(&self, hook: Starving) -> bool {
+        self.inner.starving.set(hook).is_ok()
     }
 
     /// `GetQueuedCompletionStatus`: waits for one packet (S10). `None` waits

@@ -604,6 +604,26 @@ fn s14_a_post_behind_a_blocking_callback_runs_on_an_idle_thread() {
     rt.shutdown();
 }
 
+/// S14: below the minimum, work queued while every thread is busy starts a
+/// thread at once. The pool's one worker runs callback A, which blocks
+/// until B runs; B is posted only once A is running, so no worker can see
+/// B queued when it takes A: the post itself must start the thread. A gate
+/// interval of an hour leaves no throttled growth to fall back on.
+#[test]
+fn s14_below_min_a_post_while_every_thread_is_busy_starts_a_thread() {
+    let rt = Runtime::builder().min_threads(2).max_threads(8).gate_interval(HOUR).build().unwrap();
+    let gate = Gate::default();
+    let g = gate.clone();
+    rt.post_callback(0, move |_, _, _| g.wait()).unwrap();
+    wait_until("callback A runs", || gate.arrived() == 1);
+    let g = gate.clone();
+    rt.post_callback(0, move |_, _, _| g.wait()).unwrap();
+    wait_until("callback B runs beside A", || gate.arrived() == 2);
+    gate.open();
+    assert!(rt.stats().threads <= 2, "growth below the minimum stops at the minimum");
+    rt.shutdown();
+}
+
 /// S14: four idle threads run four blocking callbacks at once.
 #[test]
 fn s14_four_idle_threads_run_four_blocking_callbacks_at_once() {

@@ -482,22 +482,23 @@ fn worker(weak: Weak<Shared>, slot: Arc<PortSlot>) {
             retired = true;
             break;
         }
-        let since = Instant::now();
         match slot.port.get_for_pool(&mut batch, Some(keep_alive), interrupts) {
             Ok(_) => {
-                if !slot_known {
-                    *me.slot.lock() = sys::Port::current_slot();
-                    slot_known = true;
-                }
-                if slot.starving() {
-                    on_starving(&shared, &slot);
-                }
-                for packet in batch.drain(..) {
+                // Empty when the wait was interrupted: look at the limits again.
+                if let Some(packet) = batch.pop() {
+                    if !slot_known {
+                        *me.slot.lock() = sys::Port::current_slot();
+                        slot_known = true;
+                    }
+                    if slot.starving() {
+                        on_starving(&shared, &slot);
+                    }
                     run(&shared, &me, packet);
                 }
             }
+            // The whole keep-alive passed without a packet.
             Err(Error::Timeout) => {
-                if since.elapsed() >= keep_alive && try_leave(&shared, &slot, Leave::Idle) {
+                if try_leave(&shared, &slot, Leave::Idle) {
                     retired = true;
                     break;
                 }

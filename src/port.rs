@@ -170,7 +170,7 @@ impl Port {
     }
 
     /// The pool's wait for one packet: like [`Port::get`], and also ended
-    /// with `Timeout` by an [`Port::interrupt`] after `interrupts` was read.
+    /// with `Ok(0)` by an [`Port::interrupt`] after `interrupts` was read.
     pub(crate) fn get_for_pool(
         &self,
         out: &mut Vec<Packet>,

@@ -72,7 +72,8 @@ pub(crate) trait PortDriver: Sized + Send + Sync + 'static {
     /// Takes up to `max` packets, waiting up to `timeout` for the first
     /// (S10). With `interrupts` (a value of [`PortDriver::interrupts`] the
     /// caller read before it last looked at its limits), an interrupt after
-    /// that read ends the wait with `Timeout`.
+    /// that read ends the wait with `Ok(0)`; `Timeout` then always means
+    /// the whole timeout passed.
     fn get_many(
         &self,
         out: &mut Vec<Packet>,

@@ -41,7 +41,7 @@
 //!   again.
 
 use std::io;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::SlotOps;
 use crate::sync::{fence, park, thread, Arc, AtomicBool, AtomicUsize, Injector, Mutex, Ordering, Weak};
@@ -75,8 +75,10 @@ const POST: usize = 4;
 /// Why a wait ended without items.
 #[derive(Debug)]
 pub(crate) enum Ended {
-    /// The deadline passed, or the wait was interrupted.
+    /// The timeout passed.
     Timeout,
+    /// [`Queue::interrupt`] was called after the caller read the count.
+    Interrupted,
     /// The queue is closed and drained: nothing will ever come.
     Abandoned,
     /// The poller failed.
@@ -370,7 +372,10 @@ impl<T: Send + 'static, P: Poller<T> + 'static> Queue<T, P> {
             || epoch.is_some_and(|e| e != self.epoch.load(Ordering::SeqCst))
     }
 
-    /// Takes up to `max` items into `out`, waiting until there are some.
+    /// Takes up to `max` items into `out`, waiting until there are some, at
+    /// most `timeout` (`None`: no limit). The clock is read only when the
+    /// thread is about to sleep, so a take that finds items costs no clock
+    /// read.
     ///
     /// `held` is the caller's slot, kept across calls: a slot held on this
     /// queue is kept while items come; one held on another queue is given
@@ -382,10 +387,12 @@ impl<T: Send + 'static, P: Poller<T> + 'static> Queue<T, P> {
         held: &mut Option<Slot>,
         out: &mut Vec<T>,
         max: usize,
-        deadline: Option<Instant>,
+        timeout: Option<Duration>,
         interrupts: Option<usize>,
     ) -> Result<usize, Ended> {
         let epoch = interrupts;
+        // Computed at the first look before sleeping; `None` inside: no limit.
+        let mut deadline: Option<Option<Instant>> = None;
         #[cfg(not(loom))]
         {
             // Only the pool's workers (the interruptible waits) always come
@@ -443,9 +450,13 @@ impl<T: Send + 'static, P: Poller<T> + 'static> Queue<T, P> {
             if self.drained() {
                 return Err(Ended::Abandoned);
             }
-            if epoch.is_some_and(|e| e != self.epoch.load(Ordering::SeqCst))
-                || deadline.is_some_and(|d| Instant::now() >= d)
-            {
+            if epoch.is_some_and(|e| e != self.epoch.load(Ordering::SeqCst)) {
+                self.hand_off();
+                return Err(Ended::Interrupted);
+            }
+            let deadline =
+                *deadline.get_or_insert_with(|| timeout.and_then(|t| Instant::now().checked_add(t)));
+            if deadline.is_some_and(|d| Instant::now() >= d) {
                 self.hand_off();
                 return Err(Ended::Timeout);
             }

@@ -184,15 +184,15 @@ impl PortDriver for Port {
         timeout: Option<Duration>,
         interrupts: Option<usize>,
     ) -> Result<usize> {
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         HELD.with(|h| {
             let mut held = h.borrow_mut();
             let Held { slot, items } = &mut *held;
             loop {
-                let r = self.inner.queue.take(slot, items, max, deadline, interrupts);
+                let r = self.inner.queue.take(slot, items, max, timeout, interrupts);
                 match r {
                     Ok(_) => {}
                     Err(Ended::Timeout) => return Err(Error::Timeout),
+                    Err(Ended::Interrupted) => return Ok(0),
                     Err(Ended::Abandoned) => return Err(Error::Abandoned),
                     Err(Ended::Io(e)) => return Err(Error::Io(e)),
                 }

@@ -201,7 +201,7 @@ impl PortDriver for Port {
     }
 
     /// Posts one interrupt packet per thread waiting now. A wait that began
-    /// before the interrupt ends with `Timeout` when it takes one; a later
+    /// before the interrupt ends with `Ok(0)` when it takes one; a later
     /// wait drops it.
     fn interrupt(&self) {
         self.inner.interrupts.fetch_add(1, Ordering::SeqCst);
@@ -290,7 +290,7 @@ impl Inner {
         timeout: Option<Duration>,
         interrupts: Option<usize>,
     ) -> Result<usize> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut entries = [OVERLAPPED_ENTRY::default(); BATCH];
         let want = max.clamp(1, BATCH) as u32;
         loop {
@@ -346,7 +346,7 @@ impl Inner {
                 return Err(Error::Abandoned);
             }
             if interrupted {
-                return Err(Error::Timeout);
+                return Ok(0);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(Error::Timeout);

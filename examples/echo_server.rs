@@ -38,8 +38,9 @@ struct Counters {
 struct Server {
     rt: Runtime,
     listener: Handle,
-    /// Open connections. Callbacks reach their handle through this table
-    /// and hold the server only weakly, so nothing owns itself.
+    /// Open connections: the table owns them. Callbacks reach their handle
+    /// through their request and hold the server only weakly, so nothing
+    /// owns itself.
     conns: Mutex<HashMap<u64, Handle>>,
     next_id: AtomicU64,
     counters: Counters,
@@ -108,7 +109,9 @@ impl Server {
     }
 
     fn on_io(&self, id: u64, status: Status, bytes: usize, mut req: Request) {
-        let Some(conn) = self.conns.lock().unwrap().get(&id).cloned() else { return };
+        // The request knows its handle: no table lookup (and no lock shared
+        // by every connection) per completion.
+        let Some(conn) = req.handle() else { return };
         let op = req.op();
         let mut buf = req.take_buffer().into_vec();
         let next = match op {

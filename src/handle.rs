@@ -132,6 +132,10 @@ impl Handle {
         host: Arc<dyn IoCompletionManager>,
         callback: Option<Arc<dyn CompletionSink>>,
     ) -> Result<()> {
+        // The host is user code: asked before the bind lock is taken, so a
+        // host that looks at this handle does not deadlock (S18: the size
+        // is fixed for the host's lifetime).
+        let ext_len = host.host_overlapped_size()?;
         let _g = self.inner.bind_lock.lock();
         if self.inner.binding.get().is_some() {
             return Err(Error::invalid("handle", self.describe(), "is already bound to a port"));
@@ -142,7 +146,6 @@ impl Handle {
         if port.is_closed() {
             return Err(Error::invalid("port", port.id(), "is closed"));
         }
-        let ext_len = host.host_overlapped_size()?;
         self.inner.sys.associate(&port.inner.sys)?;
         let _ = self.inner.binding.set(Binding { port: port.clone(), host, ext_len, callback });
         Ok(())

@@ -61,6 +61,10 @@ pub struct PoolStats {
     pub panics: u64,
     /// Packets that reached a port with no request and no sink to take them.
     pub unclaimed: u64,
+    /// Workers that failed outside a callback (a bug in the crate, never the
+    /// user's code) and were replaced; each is also reported on stderr by
+    /// the panic hook.
+    pub replaced: u64,
 }
 
 // The initializer is `const` already; clippy 1.96 still reports
@@ -144,6 +148,7 @@ pub(crate) struct Shared {
     completions: AtomicU64,
     panics: AtomicU64,
     unclaimed: AtomicU64,
+    replaced: AtomicU64,
     state: Mutex<State>,
     gate: Condvar,
     dispatch: Box<Dispatch>,
@@ -178,6 +183,7 @@ impl Pool {
             completions: AtomicU64::new(0),
             panics: AtomicU64::new(0),
             unclaimed: AtomicU64::new(0),
+            replaced: AtomicU64::new(0),
             state: Mutex::new(State {
                 slots: Vec::new(),
                 joins: Vec::new(),
@@ -318,6 +324,7 @@ impl Pool {
             completions: s.completions.load(Ordering::Acquire) + live,
             panics: s.panics.load(Ordering::Acquire),
             unclaimed: s.unclaimed.load(Ordering::Acquire),
+            replaced: s.replaced.load(Ordering::Acquire),
         }
     }
 
@@ -468,44 +475,11 @@ fn worker(weak: Weak<Shared>, slot: Arc<PortSlot>) {
         slot: Mutex::new(None),
     });
     slot.workers.lock().push(me.clone());
-    let mut batch = Vec::with_capacity(1);
-    let keep_alive = shared.config.keep_alive;
-    let mut retired = false;
-    // The backend's slot object is the same for all of this worker's waits
-    // on its port: looked up once, after the first packet.
-    let mut slot_known = false;
-    loop {
-        // The port's interrupt count is read before the limits, so a
-        // lowered maximum either is seen here or ends the wait below.
-        let interrupts = slot.port.interrupts();
-        if shared.census.above_max() && try_leave(&shared, &slot, Leave::AboveMax) {
-            retired = true;
-            break;
-        }
-        match slot.port.get_for_pool(&mut batch, Some(keep_alive), interrupts) {
-            Ok(_) => {
-                // Empty when the wait was interrupted: look at the limits again.
-                if let Some(packet) = batch.pop() {
-                    if !slot_known {
-                        *me.slot.lock() = sys::Port::current_slot();
-                        slot_known = true;
-                    }
-                    if slot.starving() {
-                        on_starving(&shared, &slot);
-                    }
-                    run(&shared, &me, packet);
-                }
-            }
-            // The whole keep-alive passed without a packet.
-            Err(Error::Timeout) => {
-                if try_leave(&shared, &slot, Leave::Idle) {
-                    retired = true;
-                    break;
-                }
-            }
-            Err(_) => break, // Abandoned: the port closed and is drained.
-        }
-    }
+    // Callbacks run under their own `catch_unwind`; this one guards the
+    // worker's own code, so that a panic there (a bug, or a fault test)
+    // still leaves the counts true and the port served.
+    let outcome = catch_unwind(AssertUnwindSafe(|| serve(&shared, &slot, &me)));
+    let retired = matches!(outcome, Ok(true));
     {
         let mut workers = slot.workers.lock();
         shared.completions.fetch_add(me.seq.load(Ordering::Acquire), Ordering::AcqRel);
@@ -523,8 +497,78 @@ fn worker(weak: Weak<Shared>, slot: Arc<PortSlot>) {
         s.release();
     }
     SERVING.with(|s| s.set(std::ptr::null()));
+    if outcome.is_err() {
+        shared.replaced.fetch_add(1, Ordering::Relaxed);
+        replace(&shared, &slot);
+    }
     let _g = slot.exited_lock.lock();
     slot.exited.notify_all();
+}
+
+/// Starts a thread in place of one that failed outside a callback, unless
+/// the pool is stopping or no longer serves the port.
+fn replace(shared: &Arc<Shared>, slot: &Arc<PortSlot>) {
+    let mut st = shared.state.lock();
+    if st.shutdown || slot.port.is_closed() || !st.slots.iter().any(|s| Arc::ptr_eq(s, slot)) {
+        return;
+    }
+    if shared.census.try_grow(false) {
+        let _ = spawn_counted(shared, &mut st, slot);
+    }
+}
+
+/// How long a worker waits before it polls again after its port's wait
+/// failed with an OS error (a failing poller must not spin a CPU).
+const RETRY_AFTER_ERROR: Duration = Duration::from_millis(10);
+
+/// The worker's loop; true when it retired (the census already let it go).
+fn serve(shared: &Arc<Shared>, slot: &Arc<PortSlot>, me: &WorkerInfo) -> bool {
+    let mut batch = Vec::with_capacity(1);
+    let keep_alive = shared.config.keep_alive;
+    // The backend's slot object is the same for all of this worker's waits
+    // on its port: looked up once, after the first packet.
+    let mut slot_known = false;
+    loop {
+        #[cfg(test)]
+        faults::hit(&shared.config.name);
+        // The port's interrupt count is read before the limits, so a
+        // lowered maximum either is seen here or ends the wait below.
+        let interrupts = slot.port.interrupts();
+        if shared.census.above_max() && try_leave(shared, slot, Leave::AboveMax) {
+            return true;
+        }
+        match slot.port.get_for_pool(&mut batch, Some(keep_alive), interrupts) {
+            Ok(_) => {
+                // Empty when the wait was interrupted: look at the limits again.
+                if let Some(packet) = batch.pop() {
+                    if !slot_known {
+                        *me.slot.lock() = sys::Port::current_slot();
+                        slot_known = true;
+                    }
+                    if slot.starving() {
+                        on_starving(shared, slot);
+                    }
+                    run(shared, me, packet);
+                }
+            }
+            // The whole keep-alive passed without a packet.
+            Err(Error::Timeout) => {
+                if try_leave(shared, slot, Leave::Idle) {
+                    return true;
+                }
+            }
+            // The port closed and is drained.
+            Err(Error::Abandoned) => return false,
+            // The backend's wait failed (the poller): the port still needs
+            // this thread, so it waits again, unless the port is closing.
+            Err(_) => {
+                if slot.port.is_closed() {
+                    return false;
+                }
+                thread::sleep(RETRY_AFTER_ERROR);
+            }
+        }
+    }
 }
 
 fn run(shared: &Shared, me: &WorkerInfo, packet: Packet) {
@@ -541,4 +585,70 @@ fn run(shared: &Shared, me: &WorkerInfo, packet: Packet) {
     me.busy.store(false, Ordering::Release);
     // Only this worker writes `seq`: a plain load and store, no locked op.
     me.seq.store(me.seq.load(Ordering::Relaxed) + 1, Ordering::Release);
+}
+
+/// Fault injection for the tests of this module: makes the next worker of
+/// a pool with a given thread name panic outside any callback.
+#[cfg(test)]
+mod faults {
+    use std::sync::Mutex;
+
+    static ARMED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    pub(super) fn arm(name: &str) {
+        ARMED.lock().unwrap().push(name.to_string());
+    }
+
+    pub(super) fn hit(name: &str) {
+        let mut armed = ARMED.lock().unwrap();
+        if let Some(i) = armed.iter().position(|n| n == name) {
+            armed.remove(i);
+            drop(armed);
+            panic!("injected fault in a worker of {name}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use crate::Runtime;
+
+    /// S6: a worker that panics outside a callback is replaced; the port
+    /// goes on running posts and the counts stay true.
+    #[test]
+    fn s6_a_worker_that_fails_outside_a_callback_is_replaced() {
+        let name = "fault-replaced";
+        // Minimum 0 and a gate interval of an hour: neither growth below the
+        // minimum nor the gate would start a thread for the port.
+        let rt = Runtime::builder()
+            .min_threads(0)
+            .max_threads(1)
+            .gate_interval(Duration::from_secs(3600))
+            .thread_name(name)
+            .build()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let post = |n: u32| {
+            let tx = std::sync::Mutex::new(tx.clone());
+            rt.post_callback(0, move |_, _, _| tx.lock().unwrap().send(n).unwrap()).unwrap();
+        };
+        let wait = Duration::from_secs(20);
+        post(1);
+        assert_eq!(rx.recv_timeout(wait), Ok(1));
+        // The only worker fails when it comes back to the port.
+        super::faults::arm(name);
+        post(2);
+        assert_eq!(rx.recv_timeout(wait), Ok(2));
+        post(3);
+        assert_eq!(rx.recv_timeout(wait), Ok(3), "the port is served after the failure");
+        let s = rt.stats();
+        assert_eq!(s.replaced, 1);
+        assert_eq!(s.threads, 1, "the failed worker is not counted");
+        assert_eq!(s.completions, 3);
+        assert_eq!(s.panics, 0, "no callback panicked");
+        rt.shutdown();
+    }
 }

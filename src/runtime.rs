@@ -38,10 +38,16 @@ thread_local! {
 
 impl Sink {
     fn set(&self, sink: Arc<dyn CompletionSink>) {
-        let mut slot = self.slot.write();
-        *slot = Some(sink);
-        self.version.fetch_add(1, Ordering::AcqRel);
-        self.is_set.store(true, Ordering::Release);
+        let old = {
+            let mut slot = self.slot.write();
+            let old = slot.replace(sink);
+            self.version.fetch_add(1, Ordering::AcqRel);
+            self.is_set.store(true, Ordering::Release);
+            old
+        };
+        // The old sink is user code: dropped with no lock held, so its
+        // `Drop` may call back into the runtime (even set another sink).
+        drop(old);
     }
 
     /// Hands the completion to the sink; false when none is set. The call
@@ -54,7 +60,13 @@ impl Sink {
             if !fresh {
                 let Some(s) = self.slot.read().clone() else { return false };
                 match cache.try_borrow_mut() {
-                    Ok(mut m) => *m = Some((self.id, version, s)),
+                    Ok(mut m) => {
+                        // The sink this replaces is dropped after the
+                        // borrow ends (its `Drop` is user code).
+                        let old = m.replace((self.id, version, s));
+                        drop(m);
+                        drop(old);
+                    }
                     Err(_) => {
                         // Called from inside a sink on this thread: go direct.
                         s.on_complete(status, bytes, req);
@@ -135,12 +147,15 @@ impl Builder {
     }
 
     /// How long an idle thread above the minimum lives; default 15 s (S15).
+    /// Must be non-zero; a value too large to add to a clock reading means
+    /// "for ever".
     pub fn keep_alive(mut self, d: Duration) -> Self {
         self.keep_alive = d;
         self
     }
 
     /// At most one new thread per interval above the minimum; default 500 ms (S14).
+    /// Must be non-zero; `Duration::MAX` means no throttled growth at all.
     pub fn gate_interval(mut self, d: Duration) -> Self {
         self.gate_interval = d;
         self
@@ -169,7 +184,8 @@ impl Builder {
         self
     }
 
-    /// Prefix of the worker threads' names (`<prefix>-<n>`).
+    /// Prefix of the worker threads' names (`<prefix>-<n>`); must not
+    /// contain a NUL byte.
     pub fn thread_name(mut self, name: impl Into<String>) -> Self {
         self.thread_name = name.into();
         self
@@ -192,6 +208,13 @@ impl Builder {
                 "gate_interval",
                 format!("{:?}", self.gate_interval),
                 "must be non-zero",
+            ));
+        }
+        if self.thread_name.contains('\0') {
+            return Err(Error::invalid(
+                "thread_name",
+                format!("{:?}", self.thread_name),
+                "must not contain a NUL byte",
             ));
         }
         if self.host_overlapped_size > MAX_HOST_OVERLAPPED_SIZE {
@@ -433,6 +456,11 @@ impl Runtime {
     /// worker hands `request` to its callback
     /// ([`Request::set_callback`]) or else to the sink, with a success
     /// status and `bytes` (S9).
+    ///
+    /// The request must carry this runtime's host extension (S18): one made
+    /// by [`Runtime::new_request`], or by [`Request::new`] when the
+    /// extension size is 0. Any other is refused with `InvalidArgument`
+    /// and its buffer handed back.
     pub fn post(&self, port: Option<&Port>, bytes: usize, request: Request) -> Result<(), StartError> {
         let port = match port {
             None => self.default_port_ref(),
@@ -442,6 +470,23 @@ impl Runtime {
             Ok(p) => p,
             Err(e) => return Err(StartError::new(e, request.into_buffer())),
         };
+        if request.extension().len() != self.inner.ext_size {
+            // S18: every request this runtime hands its sink carries the
+            // host's extension; one made elsewhere (`Request::new`, another
+            // runtime) does not.
+            return Err(StartError::new(
+                Error::invalid(
+                    "request",
+                    request.id().as_u64(),
+                    &format!(
+                        "carries a host extension of {} bytes, not this runtime's {} (make it with Runtime::new_request)",
+                        request.extension().len(),
+                        self.inner.ext_size
+                    ),
+                ),
+                request.into_buffer(),
+            ));
+        }
         if request.target().is_none() && !self.inner.sink.is_set.load(Ordering::Acquire) {
             return Err(StartError::new(
                 Error::invalid("request", request.id().as_u64(), "has no callback and no sink is set"),

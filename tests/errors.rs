@@ -6,8 +6,9 @@ use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use iocompletion::{Error, Handle, IoCompletionManager, Runtime};
+use iocompletion::{Error, Handle, IoCompletionManager, Port, Runtime};
 use util::{collector, wait_until};
 
 #[test]
@@ -140,6 +141,73 @@ fn s6_invalid_arguments_name_the_argument_and_value() {
     assert!(msg.contains("flags") && msg.contains('3'), "{msg}");
 }
 
+/// S6: every builder value is checked in `build()`, never by a panic later.
+#[test]
+fn s6_builder_values_are_validated_in_build() {
+    let msg = Runtime::builder().thread_name("a\0b").build().unwrap_err().to_string();
+    assert!(msg.contains("thread_name"), "{msg}");
+    let msg = Runtime::builder().gate_interval(Duration::ZERO).build().unwrap_err().to_string();
+    assert!(msg.contains("gate_interval"), "{msg}");
+    let msg = Runtime::builder().max_threads(0).build().unwrap_err().to_string();
+    assert!(msg.contains("max_threads"), "{msg}");
+    let msg = Runtime::builder().host_overlapped_size(usize::MAX).build().unwrap_err().to_string();
+    assert!(msg.contains("host_overlapped_size"), "{msg}");
+}
+
+/// S18: a request without the runtime's host extension is refused by
+/// `Runtime::post`, with its buffer, so the sink never sees one.
+#[test]
+fn s18_a_post_without_the_hosts_extension_is_refused() {
+    let rt = Runtime::builder().min_threads(1).host_overlapped_size(16).build().unwrap();
+    let e = rt.post(None, 0, iocompletion::Request::new(vec![1u8, 2, 3].into())).unwrap_err();
+    assert!(matches!(e.error, Error::InvalidArgument(_)), "{e}");
+    assert!(e.to_string().contains("host extension"), "{e}");
+    assert_eq!(e.buffer.into_vec(), vec![1, 2, 3]);
+    // Without an extension, `Request::new` is what `new_request` makes.
+    let plain = Runtime::builder().min_threads(1).build().unwrap();
+    let (sink, rx) = collector();
+    let mut req = iocompletion::Request::new(vec![4u8].into());
+    req.set_callback(sink);
+    plain.post(None, 1, req).unwrap();
+    assert_eq!(rx.recv_for("a plain request on a runtime without extension").bytes, 1);
+    rt.shutdown();
+    plain.shutdown();
+}
+
+/// S6: a duration too large to add to a clock reading means "no limit":
+/// it never panics, and a runtime built with one runs its work.
+#[test]
+fn s6_huge_durations_saturate() {
+    let p = Port::new(1).unwrap();
+    p.post(1, 2, None).unwrap();
+    let got = p.get(Some(Duration::MAX)).unwrap();
+    assert_eq!((got.bytes, got.key), (1, 2));
+    p.post(3, 4, None).unwrap();
+    let mut out = Vec::new();
+    assert_eq!(p.get_many(&mut out, 8, Some(Duration::MAX)).unwrap(), 1);
+    // A waiter with no limit still hears the close.
+    let p2 = p.clone();
+    let waiter = std::thread::spawn(move || p2.get(Some(Duration::MAX)).map(|_| ()));
+    wait_until("the waiter waits", || p.waiting_threads() == 1);
+    p.close().unwrap();
+    assert!(matches!(waiter.join().unwrap(), Err(Error::Abandoned)));
+
+    let rt = Runtime::builder()
+        .min_threads(1)
+        .max_threads(2)
+        .keep_alive(Duration::MAX)
+        .gate_interval(Duration::MAX)
+        .build()
+        .unwrap();
+    let (sink, rx) = collector();
+    let mut req = rt.new_request(iocompletion::Buffer::None).unwrap();
+    req.set_callback(sink);
+    rt.post(None, 7, req).unwrap();
+    assert_eq!(rx.recv_for("a post on a runtime with huge durations").bytes, 7);
+    assert_eq!(rt.stats().threads, 1);
+    rt.shutdown();
+}
+
 #[test]
 fn s6_a_panicking_callback_is_caught_counted_and_the_pool_goes_on() {
     let rt = Runtime::builder().min_threads(1).max_threads(2).build().unwrap();
@@ -165,5 +233,109 @@ fn s6_a_panicking_callback_is_caught_counted_and_the_pool_goes_on() {
     .unwrap();
     wait_until("a completion after the panics", || after.load(Ordering::SeqCst) == 1);
     assert!(rt.stats().threads >= 1);
+    rt.shutdown();
+}
+
+/// Runs `f` on a thread of its own and fails the test if it has not
+/// returned within the deadline (a deadlock shows as a failure, not a hang).
+fn returns<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(util::DEADLINE).unwrap_or_else(|_| panic!("{what} did not return: deadlock"))
+}
+
+/// A sink whose `Drop` sets another sink on the same runtime.
+struct SetsASinkWhenDropped(Runtime);
+
+impl iocompletion::CompletionSink for SetsASinkWhenDropped {
+    fn on_complete(&self, _: iocompletion::Status, _: usize, _: iocompletion::Request) {}
+}
+
+impl Drop for SetsASinkWhenDropped {
+    fn drop(&mut self) {
+        let noop: Arc<dyn iocompletion::CompletionSink> = Arc::new(|_, _, _| {});
+        self.0.set_completion_sink(noop).unwrap();
+    }
+}
+
+/// S1: the sink a new one replaces is user code and is dropped with no lock
+/// of the crate held, so its `Drop` may call the runtime back.
+#[test]
+fn s1_a_replaced_sink_may_call_the_runtime_from_its_drop() {
+    let rt = Runtime::builder().min_threads(1).build().unwrap();
+    rt.set_completion_sink(Arc::new(SetsASinkWhenDropped(rt.clone()))).unwrap();
+    let rt2 = rt.clone();
+    returns("set_completion_sink replacing a re-entrant sink", move || {
+        let noop: Arc<dyn iocompletion::CompletionSink> = Arc::new(|_, _, _| {});
+        rt2.set_completion_sink(noop).unwrap();
+    });
+    rt.shutdown();
+}
+
+/// A host that delegates to a runtime, except that asking its extension
+/// size binds a handle it was given (user code calling back into the crate).
+struct Nosy {
+    rt: Runtime,
+    handle: std::sync::Mutex<Option<Handle>>,
+}
+
+impl IoCompletionManager for Nosy {
+    fn create_port(&self) -> iocompletion::Result<iocompletion::Port> {
+        self.rt.create_port()
+    }
+    fn close_port(&self, port: &iocompletion::Port) -> iocompletion::Result<()> {
+        self.rt.close_port(port)
+    }
+    fn bind(&self, port: Option<&iocompletion::Port>, handle: &Handle) -> iocompletion::Result<()> {
+        self.rt.bind(port, handle)
+    }
+    fn available_threads(&self) -> iocompletion::Result<usize> {
+        self.rt.available_threads()
+    }
+    fn host_overlapped_size(&self) -> iocompletion::Result<usize> {
+        let h = self.handle.lock().unwrap().take();
+        if let Some(h) = h {
+            let _ = self.rt.bind(None, &h);
+        }
+        self.rt.host_overlapped_size()
+    }
+    fn max_threads(&self) -> iocompletion::Result<usize> {
+        self.rt.max_threads()
+    }
+    fn set_max_threads(&self, n: usize) -> iocompletion::Result<()> {
+        self.rt.set_max_threads(n)
+    }
+    fn min_threads(&self) -> iocompletion::Result<usize> {
+        self.rt.min_threads()
+    }
+    fn set_min_threads(&self, n: usize) -> iocompletion::Result<()> {
+        self.rt.set_min_threads(n)
+    }
+    fn initialize_host_overlapped(&self, request: &mut iocompletion::Request) -> iocompletion::Result<()> {
+        self.rt.initialize_host_overlapped(request)
+    }
+    fn set_completion_sink(&self, sink: Arc<dyn iocompletion::CompletionSink>) -> iocompletion::Result<()> {
+        self.rt.set_completion_sink(sink)
+    }
+}
+
+/// S18, S21: `Handle::attach` asks the host for its extension size before
+/// it takes the handle's bind lock, so a host that binds that very handle
+/// from there gets an answer, not a deadlock.
+#[test]
+fn s21_attach_asks_the_host_before_it_locks_the_handle() {
+    let rt = Runtime::builder().min_threads(1).build().unwrap();
+    rt.set_completion_sink(Arc::new(|_, _, _| {})).unwrap();
+    let handle = Handle::from(TcpListener::bind("127.0.0.1:0").unwrap());
+    let nosy = Arc::new(Nosy { rt: rt.clone(), handle: std::sync::Mutex::new(Some(handle.clone())) });
+    let port = rt.default_port().unwrap();
+    let h2 = handle.clone();
+    let r = returns("attach with a re-entrant host", move || h2.attach(&port, nosy, None));
+    // The host bound the handle first; the outer attach finds it bound.
+    let msg = r.unwrap_err().to_string();
+    assert!(msg.contains("already bound"), "{msg}");
+    assert!(handle.is_bound());
     rt.shutdown();
 }

@@ -394,11 +394,7 @@ fn perform(kind: HandleKind, fd: &OwnedFd, req: &mut Request) -> io::Result<Opti
             let sock = SockRef::from(fd);
             if !h.os.started {
                 h.os.started = true;
-                return match sock.connect(&addr.into()) {
-                    Ok(()) => Ok(Some(0)),
-                    Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(None),
-                    Err(e) => pending(Err(e)),
-                };
+                return first_connect(sock.connect(&addr.into()));
             }
             if let Some(e) = sock.take_error()? {
                 return Err(e);
@@ -423,6 +419,19 @@ fn perform(kind: HandleKind, fd: &OwnedFd, req: &mut Request) -> io::Result<Opti
             _ => Err(io::Error::from(io::ErrorKind::InvalidInput)),
         },
         Op::Post | Op::ReadAt(_) | Op::WriteAt(_) => Err(io::Error::from(io::ErrorKind::InvalidInput)),
+    }
+}
+
+/// What a non-blocking `connect` answered: connected, in progress (the
+/// socket turns writable when it ends), or failed. `EAGAIN` is a failure:
+/// for TCP it means no local port is free, nothing is in progress, and no
+/// readiness would ever end the wait.
+fn first_connect(r: io::Result<()>) -> io::Result<Option<usize>> {
+    match r {
+        Ok(()) => Ok(Some(0)),
+        // EINTR: the connection goes on in the background, as EINPROGRESS.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINPROGRESS | libc::EINTR)) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -532,5 +541,21 @@ impl crate::Handle {
     /// (pipes, ttys, character devices) and driven by readiness.
     pub fn from_fd(fd: OwnedFd) -> crate::Handle {
         crate::Handle::from(File::from(fd))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_connect;
+    use std::io;
+
+    /// A connect refused with `EAGAIN` completes with that error at once
+    /// instead of waiting for a readiness that never comes.
+    #[test]
+    fn a_connect_refused_with_eagain_fails_instead_of_waiting() {
+        let e = first_connect(Err(io::Error::from_raw_os_error(libc::EAGAIN))).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EAGAIN));
+        assert!(matches!(first_connect(Err(io::Error::from_raw_os_error(libc::EINPROGRESS))), Ok(None)));
+        assert!(matches!(first_connect(Ok(())), Ok(Some(0))));
     }
 }

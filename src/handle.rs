@@ -240,6 +240,19 @@ impl Handle {
     }
 
     /// Reads from a stream into `buf` (its initialized length).
+    ///
+    /// A read with no room (an empty `buf`) is the zero-byte read of IOCP
+    /// (S31): it completes, with 0 bytes and taking no data, once the
+    /// stream is readable (data waiting, its end, or an error, which it
+    /// completes with). A server holds idle connections this way without a
+    /// buffer each, and starts the real read when it completes:
+    ///
+    /// ```no_run
+    /// # fn f(conn: &iocompletion::Handle) -> Result<(), iocompletion::StartError> {
+    /// conn.read(Vec::new())?; // completes when data arrives; then:
+    /// conn.read(vec![0; 16 * 1024])?; // finds the data at once
+    /// # Ok(()) }
+    /// ```
     pub fn read(&self, buf: Vec<u8>) -> Result<RequestId, StartError> {
         self.start(Op::Read, Buffer::Single(buf))
     }

@@ -180,16 +180,22 @@ fn s27_from_fd_of_a_regular_file_takes_positional_requests() {
     assert_eq!(c.recv().data(), b"tional");
 }
 
-/// On this backend a zero-length stream read completes at once with 0 bytes,
-/// data or not (it is a `read` of length 0). IOCP instead keeps a zero-byte
-/// `WSARecv` pending until data arrives, so portable code must not rely on
-/// either; the portable test only starts one with data waiting.
+/// S31 on a Unix domain socket and on a pipe: a read with no room waits
+/// for data, completes with 0 bytes, and leaves the data for the next read.
 #[test]
-fn s29_zero_length_read_completes_at_once_with_nothing_to_read() {
+fn s31_zero_byte_reads_wait_for_data_on_local_sockets_and_pipes() {
     let rt = runtime();
-    let (mine, _peer) = UnixStream::pair().unwrap();
-    let h = Handle::from(mine);
-    let c = bind(&rt, &h);
-    started(h.read(Vec::new()));
-    assert_eq!(c.recv().ok(), 0);
+    let (mine, peer) = UnixStream::pair().unwrap();
+    let (r, w) = pipe();
+    let ends: [(Handle, Box<dyn Write>); 2] =
+        [(Handle::from(mine), Box::new(peer)), (Handle::from_fd(r), Box::new(std::fs::File::from(w)))];
+    for (h, mut writer) in ends {
+        let c = bind(&rt, &h);
+        started(h.read(Vec::new()));
+        c.expect_quiet("a zero-byte read with nothing to read");
+        writer.write_all(b"xyz").unwrap();
+        assert_eq!(c.recv().ok(), 0);
+        started(h.read(vec![0; 8]));
+        assert_eq!(&c.recv().data()[..3], b"xyz");
+    }
 }

@@ -177,7 +177,7 @@ impl HandleDriver for Handle {
             pending.push_back(req);
             return Ok(());
         }
-        match perform(io.kind, fd, &mut req) {
+        match perform(io.kind, fd, &mut req, false) {
             Ok(Some(n)) => {
                 queue.push(Item::Packet(done(req, n)));
                 Ok(())
@@ -322,9 +322,11 @@ fn failed(req: Request, e: &io::Error) -> Packet {
 }
 
 /// Performs the queued requests of one direction until one would block.
+/// The event that called it vouches for the first request's readiness.
 fn drain(kind: HandleKind, fd: &OwnedFd, pending: &mut VecDeque<Request>, queue: &PortQueue) {
+    let mut ready = true;
     while let Some(req) = pending.front_mut() {
-        let r = perform(kind, fd, req);
+        let r = perform(kind, fd, req, std::mem::take(&mut ready));
         let p = match r {
             Ok(None) => break,
             Ok(Some(n)) => done(pending.pop_front().expect("front exists"), n),
@@ -360,11 +362,13 @@ fn pending<T>(r: io::Result<T>) -> io::Result<Option<T>> {
 }
 
 /// One non-blocking attempt at `req`: `Ok(Some(bytes))` when it finished,
-/// `Ok(None)` when it would block, `Err` when it failed.
-fn perform(kind: HandleKind, fd: &OwnedFd, req: &mut Request) -> io::Result<Option<usize>> {
+/// `Ok(None)` when it would block, `Err` when it failed. `ready`: a
+/// readiness event for this direction just arrived.
+fn perform(kind: HandleKind, fd: &OwnedFd, req: &mut Request, ready: bool) -> io::Result<Option<usize>> {
     let op = req.op();
     let h = req.header_mut();
     match op {
+        Op::Read if h.buffer.is_empty() => readable(kind, fd, ready),
         Op::Read => {
             let mut s = borrow::<File>(fd);
             pending(retry(|| match &mut h.buffer {
@@ -420,6 +424,31 @@ fn perform(kind: HandleKind, fd: &OwnedFd, req: &mut Request) -> io::Result<Opti
         },
         Op::Post | Op::ReadAt(_) | Op::WriteAt(_) => Err(io::Error::from(io::ErrorKind::InvalidInput)),
     }
+}
+
+/// A read with no room (S31): completes, with 0 bytes, once the stream is
+/// readable (data waiting, its end, or an error, which it completes with),
+/// without taking any data. Asked of the OS with a zero-timeout `poll`
+/// unless a readiness event just said so.
+fn readable(kind: HandleKind, fd: &OwnedFd, ready: bool) -> io::Result<Option<usize>> {
+    if !ready {
+        let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: `p` is one valid pollfd for the duration of the call;
+        // `fd` is open (the caller holds the handle's fd lock).
+        let n = retry(|| match unsafe { libc::poll(&mut p, 1, 0) } {
+            -1 => Err(io::Error::last_os_error()),
+            n => Ok(n),
+        })?;
+        if n == 0 {
+            return Ok(None);
+        }
+    }
+    if matches!(kind, HandleKind::TcpStream | HandleKind::LocalStream) {
+        if let Some(e) = SockRef::from(fd).take_error()? {
+            return Err(e);
+        }
+    }
+    Ok(Some(0))
 }
 
 /// What a non-blocking `connect` answered: connected, in progress (the

@@ -119,11 +119,17 @@ fn wsa_started(r: i32) -> io::Result<()> {
 /// `WSABUF`s over the buffer's parts (each at most 4 GiB - 1).
 fn wsabufs(buf: &mut Buffer) -> Vec<WSABUF> {
     let one = |b: &mut Vec<u8>| WSABUF { len: b.len().min(u32::MAX as usize) as u32, buf: b.as_mut_ptr() };
-    match buf {
+    let mut bufs = match buf {
         Buffer::None => Vec::new(),
         Buffer::Single(b) => vec![one(b)],
         Buffer::Vectored(v) => v.iter_mut().map(one).collect(),
+    };
+    if bufs.is_empty() {
+        // A request with no room is one zero-length buffer (S31): Winsock
+        // refuses an empty array.
+        bufs.push(WSABUF { len: 0, buf: std::ptr::NonNull::<u8>::dangling().as_ptr() });
     }
+    bufs
 }
 
 /// The one part a file-handle request transfers: the single buffer, or the
@@ -136,7 +142,8 @@ fn first_part(buf: &mut Buffer) -> (*mut u8, u32) {
     };
     match part {
         Some(b) => (b.as_mut_ptr(), b.len().min(u32::MAX as usize) as u32),
-        None => (std::ptr::null_mut(), 0),
+        // No room: a zero-byte ReadFile or WriteFile (S31).
+        None => (std::ptr::NonNull::<u8>::dangling().as_ptr(), 0),
     }
 }
 
@@ -360,12 +367,8 @@ pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &P
     let op = h.op;
     let invalid = || Error::invalid("op", format!("{op:?}"), &format!("is not supported on {kind:?}"));
     match (op, raw.socket()) {
-        (Op::Read, _) if h.buffer.is_empty() => {
-            // A zero-length read completes at once, as on Unix (a zero-byte
-            // WSARecv would instead wait for data).
-            // SAFETY: `p` is a started request; the packet owns it now.
-            Ok(unsafe { port.post_raw(p, 0) }?)
-        }
+        // A read with no room is the real zero-byte WSARecv or ReadFile
+        // (S31): it completes when the stream is readable, taking nothing.
         (Op::Read, Some(s)) => {
             let bufs = wsabufs(&mut h.buffer);
             // SAFETY: the WSABUFs point into the request's buffer, which

@@ -1,0 +1,107 @@
+//! S31: a read with no room waits until the stream is readable (data, its
+//! end, or an error), completes with 0 bytes, and takes no data: the IOCP
+//! idiom for holding idle connections without a buffer each.
+//!
+//! The handles are bound to a port no thread serves, so the test itself
+//! takes the packets: "not completed yet" is then a fact of the queue
+//! (`get` with a zero timeout), not a guess about timing.
+
+mod util;
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use iocompletion::{Error, Handle, IoCompletionManager, Op, Packet, Port, Runtime};
+use util::{started, tcp_pair, DEADLINE};
+
+/// A handle on a port of its own, attached with a runtime as the host (the
+/// host only supplies the extension size, here 0).
+fn on_own_port(h: &Handle) -> (Port, Runtime) {
+    let rt = Runtime::builder().min_threads(1).build().unwrap();
+    let port = Port::new(1).unwrap();
+    let host: Arc<dyn IoCompletionManager> = Arc::new(rt.clone());
+    h.attach(&port, host, None).unwrap();
+    (port, rt)
+}
+
+fn nothing_yet(port: &Port, what: &str) {
+    match port.get(Some(Duration::ZERO)) {
+        Err(Error::Timeout) => {}
+        Ok(p) => panic!("{what}: completed before the stream was readable: {:?}", p.status),
+        Err(e) => panic!("{what}: {e}"),
+    }
+}
+
+fn next(port: &Port) -> Packet {
+    port.get(Some(DEADLINE)).expect("a packet within the deadline")
+}
+
+#[test]
+fn s31_a_zero_byte_read_completes_when_data_arrives_and_takes_none() {
+    let (mut client, server) = tcp_pair();
+    let h = Handle::from(server);
+    let (port, _rt) = on_own_port(&h);
+
+    let id = started(h.read(Vec::new()));
+    nothing_yet(&port, "a zero-byte read on an idle connection");
+    client.write_all(b"ping").unwrap();
+    let p = next(&port);
+    let req = p.request.expect("the read's request");
+    assert_eq!(req.id(), id);
+    assert_eq!(req.op(), Op::Read);
+    assert!(p.status.is_success(), "{:?}", p.status);
+    assert_eq!(p.bytes, 0);
+
+    // The data is still there for the real read, which completes at once.
+    started(h.read(vec![0; 16]));
+    let p = next(&port);
+    assert_eq!(p.bytes, 4);
+    assert_eq!(&p.request.unwrap().into_buffer().into_vec()[..4], b"ping");
+}
+
+#[test]
+fn s31_a_zero_byte_read_with_data_already_waiting_completes_at_once() {
+    let (mut client, server) = tcp_pair();
+    client.write_all(b"early").unwrap();
+    // The data may still be on its way through loopback: wait for it with
+    // a blocking peek first, so "already waiting" is true.
+    let mut one = [0u8; 1];
+    server.peek(&mut one).unwrap();
+    let h = Handle::from(server);
+    let (port, _rt) = on_own_port(&h);
+
+    started(h.read(Vec::new()));
+    let p = next(&port);
+    assert!(p.status.is_success(), "{:?}", p.status);
+    assert_eq!(p.bytes, 0);
+}
+
+#[test]
+fn s31_a_zero_byte_read_completes_at_the_end_of_the_stream() {
+    let (client, server) = tcp_pair();
+    let h = Handle::from(server);
+    let (port, _rt) = on_own_port(&h);
+
+    started(h.read(Vec::new()));
+    nothing_yet(&port, "a zero-byte read before the peer closed");
+    drop(client);
+    let p = next(&port);
+    assert!(p.status.is_success(), "{:?}", p.status);
+    assert_eq!(p.bytes, 0);
+}
+
+#[test]
+fn s31_a_zero_byte_read_completes_with_the_error_of_a_reset() {
+    let (client, server) = tcp_pair();
+    let h = Handle::from(server);
+    let (port, _rt) = on_own_port(&h);
+
+    started(h.read_vectored(vec![Vec::new(), Vec::new()]));
+    nothing_yet(&port, "a vectored zero-byte read before the reset");
+    socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO)).unwrap();
+    drop(client);
+    let p = next(&port);
+    assert!(!p.status.is_success(), "a reset is an error, got {:?}", p.status);
+    assert_eq!(p.bytes, 0);
+}

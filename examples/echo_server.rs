@@ -1,17 +1,23 @@
 //! A TCP echo server driven entirely by completions.
 //!
 //! ```text
-//! cargo run --release --example echo_server -- [ADDR] [MIN_THREADS] [MAX_THREADS]
+//! cargo run --release --example echo_server -- [ADDR] [MIN_THREADS] [MAX_THREADS] [--hold-buffers]
 //! ```
 //!
 //! Defaults: `127.0.0.1:7878`, the number of CPUs, 64. Every few seconds it
-//! prints its counters; stop it with Ctrl-C. Try it with
-//! `cargo run --release --example echo_client`.
+//! prints its counters and its resident memory; stop it with Ctrl-C. Try
+//! it with `cargo run --release --example echo_client`.
 //!
 //! Each completion runs on a pool worker and starts the connection's next
-//! request: an accept starts a read, a read starts a write of the bytes it
-//! got, a write starts the next read. A read of 0 bytes (the peer closed)
-//! or an error ends the connection.
+//! request: an accept starts a wait for data, data starts a read, a read
+//! starts a write of the bytes it got, a write starts the next wait. A
+//! read of 0 bytes (the peer closed) or an error ends the connection.
+//!
+//! The wait for data is a zero-byte read (S31): it holds no buffer, so an
+//! idle connection costs no buffer memory; the buffer is allocated when
+//! data is there and dropped after the echo. `--hold-buffers` starts the
+//! real read at once instead, each connection keeping its buffer while it
+//! waits (one request and one completion fewer per round trip).
 
 use std::collections::HashMap;
 use std::error::Error;
@@ -37,6 +43,8 @@ struct Counters {
 
 struct Server {
     rt: Runtime,
+    /// Keep a buffer in a pending read instead of waiting with a zero-byte read.
+    hold_buffers: bool,
     listener: Handle,
     /// Open connections: the table owns them. Callbacks reach their handle
     /// through their request and hold the server only weakly, so nothing
@@ -47,10 +55,11 @@ struct Server {
 }
 
 impl Server {
-    fn start(rt: &Runtime, addr: SocketAddr) -> Result<Arc<Server>, Box<dyn Error>> {
+    fn start(rt: &Runtime, addr: SocketAddr, hold_buffers: bool) -> Result<Arc<Server>, Box<dyn Error>> {
         let listener = Handle::from(TcpListener::bind(addr)?);
         let server = Arc::new(Server {
             rt: rt.clone(),
+            hold_buffers,
             listener,
             conns: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
@@ -103,8 +112,19 @@ impl Server {
         }
         self.counters.accepted.fetch_add(1, Ordering::Relaxed);
         self.conns.lock().unwrap().insert(id, conn.clone());
-        if conn.read(vec![0; BUF_SIZE]).is_err() {
+        if self.wait_for_data(&conn, Vec::new()).is_err() {
             self.close(id);
+        }
+    }
+
+    /// The connection's next read: a zero-byte wait for data (the buffer,
+    /// emptied, is dropped), or with `--hold-buffers` the real read.
+    fn wait_for_data(&self, conn: &Handle, mut buf: Vec<u8>) -> Result<(), iocompletion::StartError> {
+        if self.hold_buffers {
+            buf.resize(BUF_SIZE, 0);
+            conn.read(buf).map(drop)
+        } else {
+            conn.read(Vec::new()).map(drop)
         }
     }
 
@@ -121,16 +141,18 @@ impl Server {
                 }
                 return self.close(id);
             }
+            // Data is waiting (or the stream ended, or failed: the real read
+            // tells which).
+            Op::Read if buf.is_empty() => conn.read(vec![0; BUF_SIZE]).map(drop),
             Op::Read if bytes == 0 => return self.close(id), // the peer closed
             Op::Read => {
                 // Echo what came in: the write sends the whole buffer.
                 buf.truncate(bytes);
-                conn.write(buf)
+                conn.write(buf).map(drop)
             }
             Op::Write => {
                 self.counters.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-                buf.resize(BUF_SIZE, 0);
-                conn.read(buf)
+                self.wait_for_data(&conn, buf)
             }
             other => unreachable!("no {other:?} is started on a connection"),
         };
@@ -153,9 +175,14 @@ fn main() -> Result<(), Box<dyn Error>> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let min: usize = args.next().map_or(Ok(cpus), |s| s.parse())?;
     let max: usize = args.next().map_or(Ok(64), |s| s.parse())?;
+    let hold_buffers = match args.next().as_deref() {
+        None => false,
+        Some("--hold-buffers") => true,
+        Some(other) => return Err(format!("unknown argument {other:?} (expected --hold-buffers)").into()),
+    };
 
     let rt = Runtime::builder().min_threads(min).max_threads(max).build()?;
-    let server = Server::start(&rt, addr)?;
+    let server = Server::start(&rt, addr, hold_buffers)?;
     println!("echo server on {addr} ({min}..{max} threads); Ctrl-C to stop");
 
     let start = Instant::now();
@@ -167,7 +194,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         let stats = rt.stats();
         println!(
             "[{:>5.0}s] connections: {} open, {} accepted, {} closed; echoed {:.1} MiB ({:.1} MiB/s); errors {}; \
-             threads {} (peak {}), completions {}",
+             threads {} (peak {}), completions {}; RSS {}",
             start.elapsed().as_secs_f64(),
             server.conns.lock().unwrap().len(),
             c.accepted.load(Ordering::Relaxed),
@@ -178,7 +205,15 @@ fn main() -> Result<(), Box<dyn Error>> {
             stats.threads,
             stats.peak_threads,
             stats.completions,
+            rss().map_or_else(|| "unknown".into(), |kib| format!("{:.1} MiB", kib as f64 / 1024.0)),
         );
         last_bytes = bytes;
     }
+}
+
+/// Resident memory in KiB, where the OS tells it (`/proc/self/status`).
+fn rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }

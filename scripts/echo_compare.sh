@@ -10,7 +10,9 @@
 #
 # Usage: scripts/echo_compare.sh [ROUNDS] [SECONDS] [PARTS]
 # Defaults: 5 rounds, 3 s per throughput run, PARTS "throughput latency".
-# Server threads: ours `echo_server ADDR 2 64`, tokio 2 workers.
+# Server threads: ours `echo_server ADDR 2 64 --hold-buffers` (a buffer kept
+# in each connection's pending read, as the tokio server keeps one per
+# connection), tokio 2 workers.
 # Needs an open-file limit above 20,000 for the latency part (ulimit -n).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -26,7 +28,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$out"' EXIT
 
 start_server() { # name -> prints its address; leaves it running in $pid
   case $1 in
-    ours) "$bin/echo_server" 127.0.0.1:7878 2 64 >/dev/null & pid=$!; addr=127.0.0.1:7878 ;;
+    ours) "$bin/echo_server" 127.0.0.1:7878 2 64 --hold-buffers >/dev/null & pid=$!; addr=127.0.0.1:7878 ;;
     tokio) "$bin/tokio_echo_server" 127.0.0.1:7879 2 >/dev/null & pid=$!; addr=127.0.0.1:7879 ;;
   esac
   for _ in $(seq 100); do

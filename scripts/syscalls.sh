@@ -4,7 +4,8 @@
 #
 # Usage: scripts/syscalls.sh [CONNECTIONS] [MESSAGE_BYTES] [SECONDS] [THREADS]
 # Defaults: 64 connections, 64 bytes, 5 seconds, 2 server threads.
-# Needs strace (apt-get install strace).
+# Needs strace (apt-get install strace). The crate's server runs with
+# --hold-buffers (its reads keep a buffer while they wait, as tokio's do).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 conns=${1:-64} size=${2:-64} secs=${3:-5} threads=${4:-2}
@@ -35,5 +36,5 @@ measure() { # name addr server-command...
   echo "$name: $trips round trips"
 }
 
-measure iocompletion 127.0.0.1:7878 "$bin/echo_server" 127.0.0.1:7878 "$threads" "$threads"
+measure iocompletion 127.0.0.1:7878 "$bin/echo_server" 127.0.0.1:7878 "$threads" "$threads" --hold-buffers
 measure tokio 127.0.0.1:7879 "$bin/tokio_echo_server" 127.0.0.1:7879 "$threads"

@@ -9,7 +9,7 @@ use crate::manager::IoCompletionManager;
 use crate::port::Port;
 use crate::request::{Buffer, Op, Request, RequestId};
 use crate::sink::CompletionSink;
-use crate::sync::{Arc, Mutex};
+use crate::sync::{Arc, Mutex, Weak};
 use crate::sys::{self, HandleDriver};
 
 /// What kind of OS object a [`Handle`] is; it decides which requests the
@@ -108,7 +108,36 @@ pub struct Handle {
     pub(crate) inner: Arc<HandleInner>,
 }
 
+/// A handle held weakly ([`Handle::downgrade`]): it does not keep the
+/// handle open. What a callback bound to a handle should hold when it needs
+/// the handle: a callback holding a [`Handle`] of its own handle keeps that
+/// handle open for ever, since the handle owns its binding and the binding
+/// owns the callback. (A completion also carries its handle:
+/// [`Request::handle`](crate::Request::handle).)
+#[derive(Clone)]
+pub struct WeakHandle {
+    inner: Weak<HandleInner>,
+}
+
+impl WeakHandle {
+    /// The handle, while a [`Handle`] of it is alive somewhere.
+    pub fn upgrade(&self) -> Option<Handle> {
+        self.inner.upgrade().map(|inner| Handle { inner })
+    }
+}
+
+impl fmt::Debug for WeakHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WeakHandle").field("alive", &(self.inner.strong_count() > 0)).finish()
+    }
+}
+
 impl Handle {
+    /// A [`WeakHandle`] of this handle, which does not keep it open.
+    pub fn downgrade(&self) -> WeakHandle {
+        WeakHandle { inner: Arc::downgrade(&self.inner) }
+    }
+
     pub(crate) fn from_sys(sys: sys::Handle) -> Handle {
         Handle { inner: Arc::new(HandleInner { sys, binding: OnceLock::new(), bind_lock: Mutex::new(()) }) }
     }

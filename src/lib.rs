@@ -89,7 +89,7 @@ not_loom! {
         E_FAIL, E_INVALIDARG, E_NOTIMPL, E_OUTOFMEMORY, HOST_E_ABANDONED, HOST_E_CLRNOTAVAILABLE,
         HOST_E_NOT_OWNER, HOST_E_TIMEOUT,
     };
-    pub use handle::{Handle, HandleKind};
+    pub use handle::{Handle, HandleKind, WeakHandle};
     pub use manager::IoCompletionManager;
     pub use pool::PoolStats;
     pub use port::{Packet, Port};

@@ -511,6 +511,27 @@ impl Runtime {
     /// handle to the pool's default port; each completion on it runs
     /// `callback` on a pool worker with (status, bytes, request). `flags`
     /// must be 0. A second bind of the same handle gives `InvalidArgument`.
+    ///
+    /// The handle keeps `callback` for its lifetime, so a callback must not
+    /// hold a [`Handle`] of the handle it is bound to: the two would keep
+    /// each other open for ever. Reach the handle through the completed
+    /// request ([`Request::handle`]), or hold a [`WeakHandle`](crate::WeakHandle):
+    ///
+    /// ```
+    /// # fn f(rt: &iocompletion::Runtime, conn: iocompletion::Handle) -> iocompletion::Result<()> {
+    /// use std::sync::Arc;
+    /// let weak = conn.downgrade();
+    /// rt.bind_io_completion_callback(
+    ///     &conn,
+    ///     Arc::new(move |_status, _bytes, _req| {
+    ///         if let Some(conn) = weak.upgrade() {
+    ///             let _ = conn.read(vec![0; 4096]); // the next read
+    ///         }
+    ///     }),
+    ///     0,
+    /// )?;
+    /// # Ok(()) }
+    /// ```
     pub fn bind_io_completion_callback(
         &self,
         handle: &Handle,

@@ -359,3 +359,51 @@ fn s24_requests_on_a_handle_whose_port_was_closed_fail_at_start() {
     assert_eq!(e.buffer.len(), 16);
     c.expect_none(Duration::from_millis(100));
 }
+
+/// S24: a callback that reaches its handle through a `WeakHandle` does not
+/// keep it open: once the program drops its handles, each one closes (its
+/// peer reads the end of the stream) and its pending read completes
+/// aborted, into the callback itself.
+#[test]
+fn s24_a_callback_holding_a_weak_handle_lets_the_handle_close() {
+    use std::io::Read;
+    use std::sync::{mpsc, Arc, Mutex};
+
+    let rt = runtime();
+    let (tx, rx) = mpsc::channel();
+    let mut peers = Vec::new();
+    let mut ids = Vec::new();
+    for _ in 0..100 {
+        let (client, server) = tcp_pair();
+        let h = Handle::from(server);
+        let weak = h.downgrade();
+        let tx = Mutex::new(tx.clone());
+        rt.bind_io_completion_callback(
+            &h,
+            Arc::new(move |status: Status, _: usize, req: iocompletion::Request| {
+                // What a real callback would do next: start another read,
+                // which fails once the handle is gone or closed.
+                let again = weak.upgrade().map(|h| h.read(vec![0; 8]).is_ok());
+                tx.lock().unwrap().send((req.id(), status, again)).unwrap();
+            }),
+            0,
+        )
+        .unwrap();
+        ids.push(started(h.read(vec![0; 8])));
+        client.set_read_timeout(Some(util::DEADLINE)).unwrap();
+        peers.push(client);
+        drop(h);
+    }
+    for (i, mut p) in peers.into_iter().enumerate() {
+        let mut b = [0u8; 1];
+        assert_eq!(p.read(&mut b).expect("the handle closed: end of stream"), 0, "peer {i}");
+    }
+    let mut seen = HashSet::new();
+    for _ in 0..100 {
+        let (id, status, again) = rx.recv_timeout(util::DEADLINE).expect("each pending read completes");
+        assert!(status.is_aborted(), "{status:?}");
+        assert_ne!(again, Some(true), "no read starts on a closed handle");
+        assert!(seen.insert(id));
+    }
+    assert_eq!(seen, ids.into_iter().collect::<HashSet<_>>());
+}

@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::error::Error;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -51,6 +51,9 @@ struct Server {
     /// owns itself.
     conns: Mutex<HashMap<u64, Handle>>,
     next_id: AtomicU64,
+    /// Accepts pending on the listener (kept at `ACCEPTS` while the
+    /// process has descriptors to spare).
+    armed: AtomicUsize,
     counters: Counters,
 }
 
@@ -63,6 +66,7 @@ impl Server {
             listener,
             conns: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
+            armed: AtomicUsize::new(0),
             counters: Counters::default(),
         });
         let weak = Arc::downgrade(&server);
@@ -75,8 +79,9 @@ impl Server {
             }),
             0,
         )?;
-        for _ in 0..ACCEPTS {
-            server.listener.accept()?;
+        server.top_up_accepts();
+        if server.armed.load(Ordering::Acquire) == 0 {
+            return Err("no accept could start".into());
         }
         Ok(server)
     }
@@ -85,9 +90,13 @@ impl Server {
         if status.is_aborted() {
             return; // the listener was closed
         }
-        // Keep the number of pending accepts constant.
-        if let Err(e) = self.listener.accept() {
-            eprintln!("accept: {e}");
+        self.armed.fetch_sub(1, Ordering::AcqRel);
+        // An accept that failed for lack of descriptors (EMFILE, ENFILE,
+        // ENOBUFS; S37) is not restarted at once, which would fail again:
+        // top_up_accepts runs again when a connection closes and every few
+        // seconds from main.
+        if !status.is_out_of_resources() {
+            self.top_up_accepts();
         }
         if let Err(e) = status.result(0) {
             eprintln!("accept failed: {e}");
@@ -161,10 +170,36 @@ impl Server {
         }
     }
 
-    /// Drops the connection from the table; the last clone closes it.
+    /// Drops the connection from the table; the last clone closes it. A
+    /// closed connection frees a descriptor: accepts that failed for lack
+    /// of one start again.
     fn close(&self, id: u64) {
-        if self.conns.lock().unwrap().remove(&id).is_some() {
+        let conn = self.conns.lock().unwrap().remove(&id);
+        if conn.is_some() {
             self.counters.closed.fetch_add(1, Ordering::Relaxed);
+            drop(conn);
+            self.top_up_accepts();
+        }
+    }
+
+    /// Starts accepts until `ACCEPTS` are pending, or one fails to start
+    /// (with no descriptor left, accept fails at once; it is retried later,
+    /// never in a loop).
+    fn top_up_accepts(&self) {
+        loop {
+            let n = self.armed.load(Ordering::Acquire);
+            if n >= ACCEPTS {
+                return;
+            }
+            if self.armed.compare_exchange(n, n + 1, Ordering::AcqRel, Ordering::Acquire).is_err() {
+                continue;
+            }
+            if let Err(e) = self.listener.accept() {
+                self.armed.fetch_sub(1, Ordering::AcqRel);
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                eprintln!("accept could not start: {e} (retried when a connection closes)");
+                return;
+            }
         }
     }
 }
@@ -189,6 +224,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     let mut last_bytes = 0;
     loop {
         std::thread::sleep(Duration::from_secs(5));
+        // Descriptors may have been freed by something other than a closed
+        // connection: restart any accept that could not start.
+        server.top_up_accepts();
         let c = &server.counters;
         let bytes = c.bytes.load(Ordering::Relaxed);
         let stats = rt.stats();

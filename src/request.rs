@@ -103,6 +103,15 @@ impl Status {
         self.0 == sys::ABORTED_CODE
     }
 
+    /// True when the request failed for lack of a resource (S37): no
+    /// descriptor left (`EMFILE`, `ENFILE`; `WSAEMFILE`), no buffer space
+    /// (`ENOBUFS`; `WSAENOBUFS`) or no memory. Such a request is worth
+    /// starting again once something was freed (a connection closed), not
+    /// at once.
+    pub fn is_out_of_resources(self) -> bool {
+        sys::OUT_OF_RESOURCES.contains(&self.0)
+    }
+
     /// `Ok(bytes)` on success, else the OS error.
     pub fn result(self, bytes: usize) -> std::io::Result<usize> {
         match self.0 {

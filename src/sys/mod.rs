@@ -2,6 +2,7 @@
 //! [`HandleDriver`]. The portable core (ports, handles, the pool, the
 //! runtime) only ever calls these traits and names `sys::Port`,
 //! `sys::Handle`, `sys::Slot`, `sys::RequestOs`, `sys::ABORTED_CODE`,
+//! `sys::OUT_OF_RESOURCES`,
 //! `sys::status_code_of` and `sys::not_found`; it never sees an OS type.
 //!
 //! | OS | port | readiness / completion |

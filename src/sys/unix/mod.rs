@@ -10,6 +10,10 @@ pub(crate) use port::Port;
 /// `ECANCELED`: the status of an aborted request (S24).
 pub(crate) const ABORTED_CODE: u32 = libc::ECANCELED as u32;
 
+/// Codes of running out of a resource (S37): descriptors, buffers, memory.
+pub(crate) const OUT_OF_RESOURCES: [u32; 4] =
+    [libc::EMFILE as u32, libc::ENFILE as u32, libc::ENOBUFS as u32, libc::ENOMEM as u32];
+
 /// The errno of `e`, or `EIO` when it carries none.
 pub(crate) fn status_code_of(e: &std::io::Error) -> u32 {
     e.raw_os_error().unwrap_or(libc::EIO) as u32

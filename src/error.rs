@@ -41,6 +41,15 @@ pub enum Error {
     /// `E_NOTIMPL`: the operation is not supported on this handle or backend.
     #[error("not implemented: {0}")]
     NotImplemented(String),
+    /// `HRESULT_FROM_WIN32(ERROR_NOT_ENOUGH_QUOTA)`: the port already holds
+    /// as many requests and packets as its bound allows (S35); the refused
+    /// request is handed back with its buffer. Retry once completions were
+    /// taken.
+    #[error("the port is at its bound of {bound} requests and packets held")]
+    Full {
+        /// The bound in force.
+        bound: usize,
+    },
     /// An operating-system error (`HRESULT_FROM_WIN32` / errno).
     #[error(transparent)]
     Io(#[from] io::Error),
@@ -62,6 +71,8 @@ pub const E_OUTOFMEMORY: u32 = 0x8007_000E;
 pub const E_INVALIDARG: u32 = 0x8007_0057;
 /// `E_NOTIMPL`
 pub const E_NOTIMPL: u32 = 0x8000_4001;
+/// `HRESULT_FROM_WIN32(ERROR_NOT_ENOUGH_QUOTA)`, for [`Error::Full`]
+pub const E_NOT_ENOUGH_QUOTA: u32 = 0x8007_0718;
 
 impl Error {
     /// Builds an [`Error::InvalidArgument`] naming the argument and its value.
@@ -84,6 +95,7 @@ impl Error {
             Error::OutOfMemory => E_OUTOFMEMORY,
             Error::InvalidArgument(_) => E_INVALIDARG,
             Error::NotImplemented(_) => E_NOTIMPL,
+            Error::Full { .. } => E_NOT_ENOUGH_QUOTA,
             Error::Io(e) => match e.raw_os_error() {
                 Some(0) => 0,
                 Some(code) => 0x8007_0000 | (code as u32 & 0xFFFF),
@@ -126,6 +138,8 @@ impl From<Error> for io::Error {
             Error::OutOfMemory => K::OutOfMemory,
             Error::InvalidArgument(_) => K::InvalidInput,
             Error::NotImplemented(_) => K::Unsupported,
+            // A full bounded queue: try again once something was taken.
+            Error::Full { .. } => K::WouldBlock,
         };
         io::Error::new(kind, e)
     }

@@ -245,9 +245,17 @@ impl Handle {
         if let Err(e) = check(self.kind(), op, &buffer) {
             return Err(StartError::new(e, buffer));
         }
+        if let Err(e) = b.port.admit() {
+            return Err(StartError::new(e, buffer));
+        }
+        // From here every refusal gives the admission back.
+        let refuse = |e: Error, buffer: Buffer| {
+            b.port.taken(1);
+            Err(StartError::new(e, buffer))
+        };
         let mut req = match Request::alloc(op, buffer, b.ext_len) {
             Ok(r) => r,
-            Err(buffer) => return Err(StartError::new(Error::OutOfMemory, buffer)),
+            Err(buffer) => return refuse(Error::OutOfMemory, buffer),
         };
         {
             let h = req.header_mut();
@@ -255,7 +263,7 @@ impl Handle {
             h.handle = Some(Arc::downgrade(&self.inner));
         }
         if let Err(e) = b.host.initialize_host_overlapped(&mut req) {
-            return Err(StartError::new(e, req.into_buffer()));
+            return refuse(e, req.into_buffer());
         }
         req.header_mut().target = b.callback.clone();
         let id = req.id();
@@ -264,7 +272,7 @@ impl Handle {
                 b.port.pushed();
                 Ok(id)
             }
-            Err((e, req)) => Err(StartError::new(e, req.into_buffer())),
+            Err((e, req)) => refuse(e, req.into_buffer()),
         }
     }
 

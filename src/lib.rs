@@ -86,7 +86,7 @@ not_loom! {
 
     pub use error::{Error, Result, StartError};
     pub use error::{
-        E_FAIL, E_INVALIDARG, E_NOTIMPL, E_OUTOFMEMORY, HOST_E_ABANDONED, HOST_E_CLRNOTAVAILABLE,
+        E_FAIL, E_INVALIDARG, E_NOTIMPL, E_NOT_ENOUGH_QUOTA, E_OUTOFMEMORY, HOST_E_ABANDONED, HOST_E_CLRNOTAVAILABLE,
         HOST_E_NOT_OWNER, HOST_E_TIMEOUT,
     };
     pub use handle::{Handle, HandleKind, WeakHandle};

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result, StartError};
 use crate::request::{Request, Status};
-use crate::sync::{Arc, AtomicU64, Ordering};
+use crate::sync::{Arc, AtomicU64, AtomicUsize, Ordering};
 use crate::sys::{self, PortDriver};
 
 /// One completion packet (S8): status, bytes transferred, the completion
@@ -35,6 +35,11 @@ pub(crate) struct PortInner {
     owner: u64,
     /// Set once, by the pool that serves the port.
     starving: OnceLock<Starving>,
+    /// S35: the most requests and packets the port holds at once.
+    bound: Option<usize>,
+    /// Requests started on the port's handles or posted to it, not yet
+    /// taken as packets (counted only with a bound).
+    held: AtomicUsize,
 }
 
 /// An I/O completion port: a queue of completion packets that threads wait
@@ -66,10 +71,27 @@ impl Port {
     /// `concurrency` is the number of threads allowed to run its
     /// completions at once; 0 means the number of CPUs (S7).
     pub fn new(concurrency: usize) -> Result<Port> {
-        Port::with_owner(concurrency, 0)
+        Port::with_owner(concurrency, 0, None)
     }
 
-    pub(crate) fn with_owner(concurrency: usize, owner: u64) -> Result<Port> {
+    /// Like [`Port::new`], with a bound (S35): at most `bound` requests and
+    /// packets held at once (started on its handles or posted, and not yet
+    /// taken). At the bound a start or a post fails with [`Error::Full`],
+    /// handing the request and its buffer back; nothing accepted before is
+    /// lost. `bound` must be at least 1.
+    pub fn bounded(concurrency: usize, bound: usize) -> Result<Port> {
+        if bound == 0 {
+            return Err(Error::invalid("bound", bound, "must be at least 1"));
+        }
+        Port::with_owner(concurrency, 0, Some(bound))
+    }
+
+    /// The port's bound (S35), if it has one.
+    pub fn bound(&self) -> Option<usize> {
+        self.inner.bound
+    }
+
+    pub(crate) fn with_owner(concurrency: usize, owner: u64, bound: Option<usize>) -> Result<Port> {
         let concurrency = if concurrency == 0 { num_cpus::get().max(1) } else { concurrency };
         let sys = sys::Port::new(concurrency).map_err(|e| match e.kind() {
             std::io::ErrorKind::OutOfMemory => Error::OutOfMemory,
@@ -80,6 +102,8 @@ impl Port {
             id: NEXT_PORT.fetch_add(1, Ordering::Relaxed),
             owner,
             starving: OnceLock::new(),
+            bound,
+            held: AtomicUsize::new(0),
         }) })
     }
 
@@ -125,12 +149,41 @@ impl Port {
     ///
     /// On a closed port it fails and hands the request's buffer back.
     pub fn post(&self, bytes: usize, key: usize, request: Option<Request>) -> Result<(), StartError> {
-        self.inner
-            .sys
-            .post(Packet { status: Status::SUCCESS, bytes, key, request })
-            .map_err(|(e, p)| StartError::new(e, p.request.map(Request::into_buffer).unwrap_or_default()))?;
+        if let Err(e) = self.admit() {
+            return Err(StartError::new(e, request.map(Request::into_buffer).unwrap_or_default()));
+        }
+        if let Err((e, p)) = self.inner.sys.post(Packet { status: Status::SUCCESS, bytes, key, request }) {
+            self.taken(1);
+            return Err(StartError::new(e, p.request.map(Request::into_buffer).unwrap_or_default()));
+        }
         self.pushed();
         Ok(())
+    }
+
+    /// Counts one more request or packet held, or refuses it at the bound.
+    pub(crate) fn admit(&self) -> Result<()> {
+        let Some(bound) = self.inner.bound else { return Ok(()) };
+        let held = &self.inner.held;
+        let mut n = held.load(Ordering::Acquire);
+        loop {
+            if n >= bound {
+                return Err(Error::Full { bound });
+            }
+            match held.compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Ok(()),
+                Err(m) => n = m,
+            }
+        }
+    }
+
+    /// `n` admitted requests or packets left the port (taken, or refused
+    /// after all).
+    pub(crate) fn taken(&self, n: usize) {
+        if self.inner.bound.is_some() && n > 0 {
+            // Saturating: a packet the crate did not admit (none today)
+            // must not wrap the count.
+            let _ = self.inner.held.fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| Some(h.saturating_sub(n)));
+        }
     }
 
     /// Called after work was queued on the port from outside the driver
@@ -156,7 +209,8 @@ impl Port {
     /// `Abandoned` once the port is closed and drained.
     pub fn get(&self, timeout: Option<Duration>) -> Result<Packet> {
         let mut v = Vec::with_capacity(1);
-        self.inner.sys.get_many(&mut v, 1, timeout, None)?;
+        let n = self.inner.sys.get_many(&mut v, 1, timeout, None)?;
+        self.taken(n);
         v.pop().ok_or(Error::Timeout)
     }
 
@@ -166,7 +220,9 @@ impl Port {
         if max == 0 {
             return Err(Error::invalid("max", max, "must be at least 1"));
         }
-        self.inner.sys.get_many(out, max, timeout, None)
+        let n = self.inner.sys.get_many(out, max, timeout, None)?;
+        self.taken(n);
+        Ok(n)
     }
 
     /// The pool's wait for one packet: like [`Port::get`], and also ended
@@ -177,7 +233,9 @@ impl Port {
         timeout: Option<Duration>,
         interrupts: usize,
     ) -> Result<usize> {
-        self.inner.sys.get_many(out, 1, timeout, Some(interrupts))
+        let n = self.inner.sys.get_many(out, 1, timeout, Some(interrupts))?;
+        self.taken(n);
+        Ok(n)
     }
 
     /// How many times [`Port::interrupt`] was called.

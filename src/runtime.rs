@@ -98,6 +98,7 @@ pub struct Builder {
     port_concurrency: usize,
     thread_name: String,
     stack_size: Option<usize>,
+    bound: Option<usize>,
 }
 
 impl fmt::Debug for Builder {
@@ -110,6 +111,7 @@ impl fmt::Debug for Builder {
             .field("host_overlapped_size", &self.host_overlapped_size)
             .field("port_concurrency", &self.port_concurrency)
             .field("thread_name", &self.thread_name)
+            .field("bound", &self.bound)
             .finish()
     }
 }
@@ -129,6 +131,7 @@ impl Default for Builder {
             port_concurrency: 0,
             thread_name: "iocompletion-worker".into(),
             stack_size: None,
+            bound: None,
         }
     }
 }
@@ -191,6 +194,15 @@ impl Builder {
         self
     }
 
+    /// A bound on the requests and packets each of the runtime's ports
+    /// holds at once (S35; see [`Port::bounded`]): at the bound, starting a
+    /// request or posting fails with [`Error::Full`] and hands the request
+    /// and its buffer back. Default: no bound, as IOCP. Must be at least 1.
+    pub fn max_pending(mut self, n: usize) -> Self {
+        self.bound = Some(n);
+        self
+    }
+
     /// Stack size of the worker threads.
     pub fn stack_size(mut self, bytes: usize) -> Self {
         self.stack_size = Some(bytes);
@@ -209,6 +221,9 @@ impl Builder {
                 format!("{:?}", self.gate_interval),
                 "must be non-zero",
             ));
+        }
+        if self.bound == Some(0) {
+            return Err(Error::invalid("max_pending", 0, "must be at least 1"));
         }
         if self.thread_name.contains('\0') {
             return Err(Error::invalid(
@@ -250,6 +265,7 @@ impl Builder {
                 ext_size: self.host_overlapped_size,
                 initializer: self.initializer,
                 port_concurrency: self.port_concurrency,
+                bound: self.bound,
                 default_port: OnceLock::new(),
                 default_lock: Mutex::new(()),
                 ports: Mutex::new(Vec::new()),
@@ -280,6 +296,8 @@ struct Inner {
     ext_size: usize,
     initializer: Option<Arc<Initializer>>,
     port_concurrency: usize,
+    /// S35: the bound of every port the runtime creates.
+    bound: Option<usize>,
     /// Created on first use (S21); once closed, it stays closed.
     default_port: OnceLock<Port>,
     default_lock: Mutex<()>,
@@ -404,7 +422,7 @@ impl Runtime {
                 match self.inner.default_port.get() {
                     Some(p) => p,
                     None => {
-                        let port = Port::with_owner(self.inner.port_concurrency, self.inner.id)?;
+                        let port = Port::with_owner(self.inner.port_concurrency, self.inner.id, self.inner.bound)?;
                         self.inner.pool.serve(port.clone())?;
                         self.inner.default_port.get_or_init(|| port)
                     }
@@ -573,7 +591,7 @@ impl Runtime {
 impl IoCompletionManager for Runtime {
     fn create_port(&self) -> Result<Port> {
         self.check()?;
-        let port = Port::with_owner(self.inner.port_concurrency, self.inner.id)?;
+        let port = Port::with_owner(self.inner.port_concurrency, self.inner.id, self.inner.bound)?;
         self.inner.pool.serve(port.clone())?;
         self.inner.ports.lock().push(port.clone());
         Ok(port)

@@ -163,17 +163,11 @@ impl Port {
     /// Counts one more request or packet held, or refuses it at the bound.
     pub(crate) fn admit(&self) -> Result<()> {
         let Some(bound) = self.inner.bound else { return Ok(()) };
-        let held = &self.inner.held;
-        let mut n = held.load(Ordering::Acquire);
-        loop {
-            if n >= bound {
-                return Err(Error::Full { bound });
-            }
-            match held.compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Ok(()),
-                Err(m) => n = m,
-            }
-        }
+        self.inner
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < bound).then_some(n + 1))
+            .map(drop)
+            .map_err(|_| Error::Full { bound })
     }
 
     /// `n` admitted requests or packets left the port (taken, or refused

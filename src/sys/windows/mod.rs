@@ -45,10 +45,21 @@ use windows_sys::Win32::System::IO::OVERLAPPED;
 /// `ERROR_OPERATION_ABORTED`: the status of an aborted request (S24).
 pub(crate) const ABORTED_CODE: u32 = ERROR_OPERATION_ABORTED;
 
-/// Codes of running out of a resource (S37): `WSAEMFILE`, `WSAENOBUFS`,
-/// `ERROR_TOO_MANY_OPEN_FILES`, `ERROR_NOT_ENOUGH_MEMORY`,
-/// `ERROR_OUTOFMEMORY`, `ERROR_NO_SYSTEM_RESOURCES`.
-pub(crate) const OUT_OF_RESOURCES: [u32; 6] = [10024, 10055, 4, 8, 14, 1450];
+/// Codes of running out of a resource (S37): descriptors, buffers, memory.
+pub(crate) const OUT_OF_RESOURCES: [u32; 6] = {
+    use windows_sys::Win32::Foundation::{
+        ERROR_NOT_ENOUGH_MEMORY, ERROR_NO_SYSTEM_RESOURCES, ERROR_OUTOFMEMORY, ERROR_TOO_MANY_OPEN_FILES,
+    };
+    use windows_sys::Win32::Networking::WinSock::{WSAEMFILE, WSAENOBUFS};
+    [
+        WSAEMFILE as u32,
+        WSAENOBUFS as u32,
+        ERROR_TOO_MANY_OPEN_FILES,
+        ERROR_NOT_ENOUGH_MEMORY,
+        ERROR_OUTOFMEMORY,
+        ERROR_NO_SYSTEM_RESOURCES,
+    ]
+};
 
 /// `ERROR_GEN_FAILURE`, for errors that carry no OS code.
 const ERROR_GEN_FAILURE: u32 = 31;

@@ -38,6 +38,36 @@ fn s27_udp_send_to_and_recv_from_carry_a_datagram_and_its_source() {
     assert_eq!(got.request.into_buffer().len(), 1500, "the buffer comes back whole");
 }
 
+/// One behaviour on every backend: a datagram larger than the buffer
+/// completes with success, the bytes that fit and its source address (the
+/// rest of the datagram is dropped, as `recvfrom` does on Unix).
+#[test]
+fn s27_a_datagram_larger_than_the_buffer_completes_with_the_bytes_that_fit_and_its_source() {
+    let rt = runtime();
+    let (a, a_addr) = udp();
+    let (b, b_addr) = udp();
+    let ca = bind(&rt, &a);
+    let cb = bind(&rt, &b);
+
+    let rid = started(b.recv_from(vec![0; 10]));
+    started(a.send_to(pattern(100, 3), b_addr));
+    assert_eq!(ca.recv().ok(), 100);
+
+    let got = cb.recv();
+    assert_eq!(got.id(), rid);
+    assert_eq!(got.ok(), 10, "the bytes that fit");
+    assert_eq!(got.request.addr(), Some(a_addr), "the source address is there too");
+    assert_eq!(got.request.into_buffer().into_vec(), pattern(100, 3)[..10].to_vec());
+
+    // The next datagram is read whole: the rest of the first was dropped.
+    let rid = started(b.recv_from(vec![0; 64]));
+    started(a.send_to(b"next".to_vec(), b_addr));
+    assert_eq!(ca.recv().ok(), 4);
+    let got = cb.recv();
+    assert_eq!(got.id(), rid);
+    assert_eq!(got.ok(), 4);
+}
+
 #[test]
 fn s27_udp_datagrams_arrive_whole_and_once() {
     let rt = runtime();

@@ -7,14 +7,14 @@ use std::sync::OnceLock;
 
 use windows_sys::core::GUID;
 use windows_sys::Win32::Foundation::{
-    RtlNtStatusToDosError, NTSTATUS, STATUS_CONNECTION_ABORTED, STATUS_CONNECTION_REFUSED,
-    STATUS_CONNECTION_RESET, STATUS_HOST_UNREACHABLE, STATUS_LOCAL_DISCONNECT, STATUS_NETWORK_UNREACHABLE,
-    STATUS_REMOTE_DISCONNECT,
+    RtlNtStatusToDosError, NTSTATUS, STATUS_ACCESS_DENIED, STATUS_ACCESS_VIOLATION, STATUS_ADDRESS_ALREADY_EXISTS, STATUS_BAD_NETWORK_PATH, STATUS_BUFFER_OVERFLOW, STATUS_BUFFER_TOO_SMALL, STATUS_CANCELLED, STATUS_COMMITMENT_LIMIT, STATUS_CONFLICTING_ADDRESSES, STATUS_CONNECTION_ABORTED, STATUS_CONNECTION_DISCONNECTED, STATUS_CONNECTION_REFUSED, STATUS_CONNECTION_RESET, STATUS_DEVICE_NOT_READY, STATUS_GRACEFUL_DISCONNECT, STATUS_HOPLIMIT_EXCEEDED, STATUS_HOST_UNREACHABLE, STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_ADDRESS, STATUS_INVALID_ADDRESS_COMPONENT, STATUS_INVALID_BUFFER_SIZE, STATUS_INVALID_CONNECTION, STATUS_INVALID_HANDLE, STATUS_INVALID_NETWORK_RESPONSE, STATUS_IO_TIMEOUT, STATUS_LINK_FAILED, STATUS_LINK_TIMEOUT, STATUS_LOCAL_DISCONNECT, STATUS_NETWORK_BUSY, STATUS_NETWORK_UNREACHABLE, STATUS_NOT_IMPLEMENTED, STATUS_NOT_SUPPORTED, STATUS_NO_MEMORY, STATUS_NO_SUCH_DEVICE, STATUS_NO_SUCH_FILE, STATUS_OBJECT_NAME_NOT_FOUND, STATUS_OBJECT_PATH_NOT_FOUND, STATUS_OBJECT_TYPE_MISMATCH, STATUS_PAGEFILE_QUOTA, STATUS_PIPE_DISCONNECTED, STATUS_PORT_UNREACHABLE, STATUS_PROTOCOL_UNREACHABLE, STATUS_QUOTA_EXCEEDED, STATUS_REMOTE_DISCONNECT, STATUS_REMOTE_NOT_LISTENING, STATUS_REMOTE_RESOURCES, STATUS_REQUEST_ABORTED, STATUS_REQUEST_NOT_ACCEPTED, STATUS_SHARING_VIOLATION, STATUS_TIMEOUT, STATUS_TOO_MANY_ADDRESSES, STATUS_TOO_MANY_PAGING_FILES, STATUS_TRANSACTION_ABORTED, STATUS_UNEXPECTED_NETWORK_ERROR, STATUS_WORKING_SET_QUOTA,
 };
 use windows_sys::Win32::Networking::WinSock::{
     WSAGetLastError, WSAIoctl, AF_INET, AF_INET6, LPFN_ACCEPTEX, LPFN_CONNECTEX,
-    SIO_GET_EXTENSION_FUNCTION_POINTER, SOCKET, SOCKET_ERROR, WSAECONNABORTED, WSAECONNREFUSED,
-    WSAECONNRESET, WSAEHOSTUNREACH, WSAENETUNREACH, WSAID_ACCEPTEX, WSAID_CONNECTEX,
+    SIO_GET_EXTENSION_FUNCTION_POINTER, SOCKET, SOCKET_ERROR, WSAEACCES, WSAEADDRINUSE, WSAEADDRNOTAVAIL,
+    WSAECONNABORTED, WSAECONNREFUSED, WSAECONNRESET, WSAEDISCON, WSAEFAULT, WSAEHOSTUNREACH, WSAEMSGSIZE,
+    WSAENETDOWN, WSAENETUNREACH, WSAENOBUFS, WSAENOTCONN, WSAENOTSOCK, WSAEOPNOTSUPP, WSAESHUTDOWN,
+    WSAETIMEDOUT, WSAEWOULDBLOCK, WSAID_ACCEPTEX, WSAID_CONNECTEX, WSA_OPERATION_ABORTED,
 };
 
 use super::ADDR_WORDS;
@@ -85,26 +85,85 @@ pub(super) fn failed(r: i32) -> bool {
     r == SOCKET_ERROR
 }
 
-/// The error code of a completed request from the `NTSTATUS` the kernel
-/// left in its `OVERLAPPED`. For sockets, the statuses of common network
-/// failures map to their Winsock codes, as `WSAGetOverlappedResult` does;
-/// everything else goes through `RtlNtStatusToDosError`.
+/// Winsock's code for each `NTSTATUS` a socket request can end with, as
+/// the Windows socket layer (msafd) reports them to overlapped callers
+/// through `WSAGetOverlappedResult`; the same table libuv and Wine use.
+const WSA_OF_NT: &[(NTSTATUS, i32)] = &[
+    (STATUS_INVALID_HANDLE, WSAENOTSOCK),
+    (STATUS_OBJECT_TYPE_MISMATCH, WSAENOTSOCK),
+    (STATUS_INSUFFICIENT_RESOURCES, WSAENOBUFS),
+    (STATUS_PAGEFILE_QUOTA, WSAENOBUFS),
+    (STATUS_COMMITMENT_LIMIT, WSAENOBUFS),
+    (STATUS_WORKING_SET_QUOTA, WSAENOBUFS),
+    (STATUS_NO_MEMORY, WSAENOBUFS),
+    (STATUS_QUOTA_EXCEEDED, WSAENOBUFS),
+    (STATUS_TOO_MANY_PAGING_FILES, WSAENOBUFS),
+    (STATUS_REMOTE_RESOURCES, WSAENOBUFS),
+    (STATUS_CONFLICTING_ADDRESSES, WSAEADDRINUSE),
+    (STATUS_TOO_MANY_ADDRESSES, WSAEADDRINUSE),
+    (STATUS_SHARING_VIOLATION, WSAEADDRINUSE),
+    (STATUS_ADDRESS_ALREADY_EXISTS, WSAEADDRINUSE),
+    (STATUS_LINK_TIMEOUT, WSAETIMEDOUT),
+    (STATUS_IO_TIMEOUT, WSAETIMEDOUT),
+    (STATUS_TIMEOUT, WSAETIMEDOUT),
+    (STATUS_GRACEFUL_DISCONNECT, WSAEDISCON),
+    (STATUS_REMOTE_DISCONNECT, WSAECONNRESET),
+    (STATUS_CONNECTION_RESET, WSAECONNRESET),
+    (STATUS_LINK_FAILED, WSAECONNRESET),
+    (STATUS_CONNECTION_DISCONNECTED, WSAECONNRESET),
+    (STATUS_PORT_UNREACHABLE, WSAECONNRESET),
+    (STATUS_HOPLIMIT_EXCEEDED, WSAECONNRESET),
+    (STATUS_LOCAL_DISCONNECT, WSAECONNABORTED),
+    (STATUS_TRANSACTION_ABORTED, WSAECONNABORTED),
+    (STATUS_CONNECTION_ABORTED, WSAECONNABORTED),
+    (STATUS_BAD_NETWORK_PATH, WSAENETUNREACH),
+    (STATUS_NETWORK_UNREACHABLE, WSAENETUNREACH),
+    (STATUS_PROTOCOL_UNREACHABLE, WSAENETUNREACH),
+    (STATUS_HOST_UNREACHABLE, WSAEHOSTUNREACH),
+    (STATUS_CANCELLED, WSA_OPERATION_ABORTED),
+    (STATUS_REQUEST_ABORTED, WSA_OPERATION_ABORTED),
+    (STATUS_BUFFER_OVERFLOW, WSAEMSGSIZE),
+    (STATUS_INVALID_BUFFER_SIZE, WSAEMSGSIZE),
+    (STATUS_BUFFER_TOO_SMALL, WSAEFAULT),
+    (STATUS_ACCESS_VIOLATION, WSAEFAULT),
+    (STATUS_DEVICE_NOT_READY, WSAEWOULDBLOCK),
+    (STATUS_REQUEST_NOT_ACCEPTED, WSAEWOULDBLOCK),
+    (STATUS_INVALID_NETWORK_RESPONSE, WSAENETDOWN),
+    (STATUS_NETWORK_BUSY, WSAENETDOWN),
+    (STATUS_NO_SUCH_DEVICE, WSAENETDOWN),
+    (STATUS_NO_SUCH_FILE, WSAENETDOWN),
+    (STATUS_OBJECT_PATH_NOT_FOUND, WSAENETDOWN),
+    (STATUS_OBJECT_NAME_NOT_FOUND, WSAENETDOWN),
+    (STATUS_UNEXPECTED_NETWORK_ERROR, WSAENETDOWN),
+    (STATUS_INVALID_CONNECTION, WSAENOTCONN),
+    (STATUS_REMOTE_NOT_LISTENING, WSAECONNREFUSED),
+    (STATUS_CONNECTION_REFUSED, WSAECONNREFUSED),
+    (STATUS_PIPE_DISCONNECTED, WSAESHUTDOWN),
+    (STATUS_INVALID_ADDRESS, WSAEADDRNOTAVAIL),
+    (STATUS_INVALID_ADDRESS_COMPONENT, WSAEADDRNOTAVAIL),
+    (STATUS_NOT_SUPPORTED, WSAEOPNOTSUPP),
+    (STATUS_NOT_IMPLEMENTED, WSAEOPNOTSUPP),
+    (STATUS_ACCESS_DENIED, WSAEACCES),
+];
+
+/// The error code of a completed request from the `NTSTATUS` its packet
+/// carried: 0 when the request transferred data, else a Win32 code, or for
+/// sockets the Winsock code of [`WSA_OF_NT`].
+///
+/// Success and informational statuses (severity 0 and 1) are successes.
+/// Of the warnings (severity 2, negative as an `i32`), one carries data
+/// the caller wants: `STATUS_BUFFER_OVERFLOW`, a datagram or message larger
+/// than the buffer. It is a success with the bytes that fit (S27: a
+/// truncated datagram completes as on Unix, with the bytes that fit and
+/// its source address). Every other warning or error maps to its code.
 pub(super) fn error_of(status: NTSTATUS, socket: bool) -> u32 {
-    if status >= 0 {
-        // Success and informational/warning statuses carry data.
+    let severity = (status as u32) >> 30;
+    if severity < 2 || status == STATUS_BUFFER_OVERFLOW {
         return 0;
     }
     if socket {
-        let wsa = match status {
-            STATUS_CONNECTION_RESET | STATUS_REMOTE_DISCONNECT => Some(WSAECONNRESET),
-            STATUS_CONNECTION_REFUSED => Some(WSAECONNREFUSED),
-            STATUS_CONNECTION_ABORTED | STATUS_LOCAL_DISCONNECT => Some(WSAECONNABORTED),
-            STATUS_NETWORK_UNREACHABLE => Some(WSAENETUNREACH),
-            STATUS_HOST_UNREACHABLE => Some(WSAEHOSTUNREACH),
-            _ => None,
-        };
-        if let Some(code) = wsa {
-            return code as u32;
+        if let Some(&(_, wsa)) = WSA_OF_NT.iter().find(|&&(nt, _)| nt == status) {
+            return wsa as u32;
         }
     }
     // SAFETY: RtlNtStatusToDosError is a pure table lookup (it also sets
@@ -172,4 +231,51 @@ pub(super) fn accept_ex(s: SOCKET) -> io::Result<LPFN_ACCEPTEX> {
 /// `ConnectEx`, loaded on first use with the socket `s`; never `None`.
 pub(super) fn connect_ex(s: SOCKET) -> io::Result<LPFN_CONNECTEX> {
     ext(s)?.connect.map(Some).ok_or_else(|| missing("ConnectEx"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use windows_sys::Win32::Foundation::{ERROR_OPERATION_ABORTED, STATUS_NO_MORE_FILES, STATUS_SUCCESS};
+
+    #[test]
+    fn s27_socket_statuses_map_to_the_winsock_codes_overlapped_callers_see() {
+        let cases: &[(NTSTATUS, i32)] = &[
+            (STATUS_IO_TIMEOUT, WSAETIMEDOUT),
+            (STATUS_PORT_UNREACHABLE, WSAECONNRESET),
+            (STATUS_INVALID_CONNECTION, WSAENOTCONN),
+            (STATUS_CONNECTION_RESET, WSAECONNRESET),
+            (STATUS_CONNECTION_REFUSED, WSAECONNREFUSED),
+            (STATUS_REMOTE_NOT_LISTENING, WSAECONNREFUSED),
+            (STATUS_HOST_UNREACHABLE, WSAEHOSTUNREACH),
+            (STATUS_INSUFFICIENT_RESOURCES, WSAENOBUFS),
+            (STATUS_ADDRESS_ALREADY_EXISTS, WSAEADDRINUSE),
+            (STATUS_LOCAL_DISCONNECT, WSAECONNABORTED),
+        ];
+        for &(nt, wsa) in cases {
+            assert_eq!(error_of(nt, true), wsa as u32, "NTSTATUS {:#x}", nt as u32);
+        }
+        // Each status is in the table once.
+        for (i, (nt, _)) in WSA_OF_NT.iter().enumerate() {
+            assert!(!WSA_OF_NT[i + 1..].iter().any(|(o, _)| o == nt), "{:#x} twice", *nt as u32);
+        }
+        // A cancel is ERROR_OPERATION_ABORTED for every kind of handle (S24).
+        assert_eq!(error_of(STATUS_CANCELLED, true), ERROR_OPERATION_ABORTED);
+        assert_eq!(error_of(STATUS_CANCELLED, false), ERROR_OPERATION_ABORTED);
+    }
+
+    #[test]
+    fn s27_success_and_a_truncated_datagram_carry_data_other_warnings_do_not() {
+        assert_eq!(error_of(STATUS_SUCCESS, true), 0);
+        // STATUS_BUFFER_OVERFLOW is a warning (0x80000005): negative as an
+        // i32, and a success with the bytes that fit.
+        const { assert!(STATUS_BUFFER_OVERFLOW < 0) };
+        assert_eq!(error_of(STATUS_BUFFER_OVERFLOW, true), 0);
+        assert_eq!(error_of(STATUS_BUFFER_OVERFLOW, false), 0);
+        // Another warning is not a success.
+        assert_ne!(error_of(STATUS_NO_MORE_FILES, false), 0);
+        // Files and pipes go through RtlNtStatusToDosError: the timeout of a
+        // pipe is ERROR_SEM_TIMEOUT (121), not a Winsock code.
+        assert_eq!(error_of(STATUS_IO_TIMEOUT, false), 121);
+    }
 }

@@ -139,6 +139,16 @@ impl Port {
         self.inner.sys.waiting()
     }
 
+    /// How many packets this port dropped because the crate did not make
+    /// them (S39): on Windows, the completions of overlapped I/O that other
+    /// code issued on a handle bound to this port (through a duplicate of
+    /// it, or its raw handle). Such a packet is told apart by its address
+    /// before anything is read from it, and never reaches a consumer; the
+    /// memory it points to is its issuer's to free. Always 0 elsewhere.
+    pub fn foreign_packets(&self) -> usize {
+        self.inner.sys.foreign_packets()
+    }
+
     /// True once the port is closed.
     pub fn is_closed(&self) -> bool {
         self.inner.sys.is_closed()

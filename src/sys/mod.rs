@@ -97,6 +97,12 @@ pub(crate) trait PortDriver: Sized + Send + Sync + 'static {
     /// Called by the pool every few milliseconds.
     fn maintain(&self);
 
+    /// Packets dropped because the crate did not make them (S39); only
+    /// IOCP can receive such packets.
+    fn foreign_packets(&self) -> usize {
+        0
+    }
+
     /// The slot the calling thread holds, if any.
     fn current_slot() -> Option<Self::Slot>;
 }

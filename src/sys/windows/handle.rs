@@ -37,7 +37,7 @@ use crate::error::{Error, Result};
 use crate::handle::HandleKind;
 use crate::port::Packet;
 use crate::request::{Buffer, Header, Op, Request, RequestId, Status};
-use crate::sync::{Arc, Mutex, RwLock, Weak};
+use crate::sync::{Arc, AtomicUsize, Mutex, Ordering, RwLock, Weak};
 use crate::sys::HandleDriver;
 
 /// The OS object behind a handle.
@@ -78,10 +78,15 @@ pub(crate) struct Io {
     /// Read-locked while a request starts, write-locked to cancel all and
     /// close, so that no request starts unseen by a cancel-all.
     state: RwLock<State>,
-    /// Started requests whose packets have not been taken yet: id to
-    /// `OVERLAPPED` address, for `cancel`.
-    pending: Mutex<HashMap<u64, usize>>,
+    /// Started requests whose packets have not been taken yet: the
+    /// `OVERLAPPED` address to the request's id. The port tells the
+    /// crate's packets from foreign ones by it (S39); `cancel` finds a
+    /// request's address in it.
+    pending: Mutex<HashMap<usize, u64>>,
     port: OnceLock<Weak<PortInner>>,
+    /// The completion key the handle was associated with: `1 +` its index
+    /// in the port's handle table (0 until associated).
+    key: AtomicUsize,
 }
 
 /// The backend's handle.
@@ -156,6 +161,7 @@ impl Handle {
                 state: RwLock::new(State { raw: Some(raw), closed: false, port_closed: false, overlapped }),
                 pending: Mutex::new(HashMap::new()),
                 port: OnceLock::new(),
+                key: AtomicUsize::new(0),
             }),
         }
     }
@@ -200,8 +206,9 @@ impl HandleDriver for Handle {
         }
     }
 
-    /// `CreateIoCompletionPort(handle, port, 0, 0)`, once. The handle is
-    /// not put in `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS` mode: every
+    /// `CreateIoCompletionPort(handle, port, key, 0)`, once, with a key of
+    /// the handle's own (its place in the port's handle table). The handle
+    /// is not put in `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS` mode: every
     /// started request posts its packet (see the module documentation).
     fn associate(&self, port: &Port) -> Result<()> {
         let inner = &port.inner;
@@ -211,14 +218,16 @@ impl HandleDriver for Handle {
         if inner.is_closing() {
             return Err(Error::invalid("port", "bound", "is closed"));
         }
+        let entry = handles.vacant_entry();
+        let key = entry.key() + 1;
         // SAFETY: both handles are open (the handle's state lock and the
-        // port's Arc keep them so); key 0; concurrency is the port's.
-        let r = unsafe { CreateIoCompletionPort(raw.handle(), inner.handle(), 0, 0) };
+        // port's Arc keep them so); concurrency is the port's.
+        let r = unsafe { CreateIoCompletionPort(raw.handle(), inner.handle(), key, 0) };
         if r.is_null() {
             return Err(Error::Io(io::Error::last_os_error()));
         }
-        handles.retain(|w| w.strong_count() > 0);
-        handles.push(Arc::downgrade(&self.io));
+        entry.insert(Arc::downgrade(&self.io));
+        self.io.key.store(key, Ordering::Release);
         let _ = self.io.port.set(Arc::downgrade(inner));
         Ok(())
     }
@@ -250,7 +259,8 @@ impl HandleDriver for Handle {
         let id = req.header().id;
         req.header_mut().os.io = Some(io.clone());
         let p = req.into_raw();
-        io.pending.lock().insert(id, p as usize);
+        // Before the OS sees the request, so that its packet is known.
+        io.pending.lock().insert(p as usize, id);
         // SAFETY: `p` is a request given up with into_raw; it is not used
         // again here unless the start fails (then no packet comes); `raw`
         // stays open while the state lock is held.
@@ -265,7 +275,7 @@ impl HandleDriver for Handle {
         match r {
             Ok(()) => Ok(()),
             Err(e) => {
-                io.pending.lock().remove(&id);
+                io.pending.lock().remove(&(p as usize));
                 // SAFETY: the start failed, so the OS holds no reference to
                 // the request and no packet carries it.
                 let mut req = unsafe { Request::from_raw(p) };
@@ -284,7 +294,8 @@ impl HandleDriver for Handle {
             return Err(Error::Io(super::not_found()));
         };
         let pending = self.io.pending.lock();
-        let Some(&ov) = pending.get(&id.0) else {
+        // A linear search: a handle has few requests in flight.
+        let Some(&ov) = pending.iter().find_map(|(ov, &rid)| (rid == id.0).then_some(ov)) else {
             return Err(Error::Io(super::not_found()));
         };
         // SAFETY: the handle is open (state lock held); `ov` is the
@@ -301,17 +312,27 @@ impl HandleDriver for Handle {
         Ok(())
     }
 
+    /// Cancels each request of this handle that the OS still has pending
+    /// and returns how many it cancelled (S25). The state's write lock
+    /// keeps any start out meanwhile (a start holds the read lock until
+    /// the OS has the request), so a request is either started before and
+    /// seen here, or started after and left alone. Requests that already
+    /// completed (their packets queued, not yet taken) are not counted:
+    /// `CancelIoEx` on each address tells which the OS still holds.
     fn cancel_all(&self) -> usize {
-        let st = self.io.state.read();
+        let st = self.io.state.write();
         let Some(raw) = st.raw.as_ref() else { return 0 };
-        let n = self.io.pending.lock().len();
-        // SAFETY: the handle is open (state lock held); NULL cancels all.
-        let ok = unsafe { CancelIoEx(raw.handle(), std::ptr::null()) };
-        if ok == 0 {
-            0
-        } else {
-            n
-        }
+        let addresses: Vec<usize> = self.io.pending.lock().keys().copied().collect();
+        addresses
+            .into_iter()
+            .filter(|&ov| {
+                // SAFETY: the handle is open (state lock held). `ov` is only
+                // compared by the kernel with the requests it holds for this
+                // handle; no request of this handle can start meanwhile, so
+                // the address cannot name a newer one.
+                unsafe { CancelIoEx(raw.handle(), ov as *const OVERLAPPED) != 0 }
+            })
+            .count()
     }
 
     /// Cancels what is pending (each completes aborted, S24) and closes
@@ -406,8 +427,10 @@ pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &P
                 {
                     h.os.overlapped.Internal = 0;
                     h.os.overlapped.InternalHigh = 0;
-                    // SAFETY: `p` is a started request; the packet owns it now.
-                    Ok(unsafe { port.post_raw(p, 0) }?)
+                    let key = h.os.io.as_ref().map_or(0, |io| io.key.load(Ordering::Acquire));
+                    // SAFETY: `p` is a started request, in its handle's
+                    // pending table; the packet owns it now.
+                    Ok(unsafe { port.post_raw(p, key, 0) }?)
                 }
                 Err(e) => Err(Error::Io(e)),
             }
@@ -531,6 +554,12 @@ pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &P
 }
 
 impl Io {
+    /// Takes the started request at address `ov` out of the pending table;
+    /// false when no request of this handle has that address.
+    pub(super) fn take_pending(&self, ov: usize) -> bool {
+        self.pending.lock().remove(&ov).is_some()
+    }
+
     /// The port is closing: refuse new requests and cancel the pending ones.
     pub(super) fn abort_for_port_close(&self) {
         let mut st = self.state.write();
@@ -545,8 +574,6 @@ impl Io {
     /// `NTSTATUS` and byte count the packet carried; does what the op must
     /// do on completion (update the accept/connect context, read the source).
     pub(super) fn complete(&self, mut req: Request, nt: i32, bytes: u32) -> Packet {
-        let id = req.header().id;
-        self.pending.lock().remove(&id);
         let is_socket = self.socket;
         let h = req.header_mut();
         let mut code = net::error_of(nt, is_socket);
@@ -599,6 +626,20 @@ impl Io {
             _ => {}
         }
         Packet { status: Status::from_raw(code), bytes, key: 0, request: Some(req) }
+    }
+}
+
+impl Drop for Io {
+    /// Frees the handle's place in its port's table (a later handle may
+    /// take its key; a late foreign packet with it then finds its address
+    /// in no pending table).
+    fn drop(&mut self) {
+        let key = self.key.load(Ordering::Acquire);
+        if let Some(port) = self.port.get().and_then(Weak::upgrade) {
+            if key > 0 {
+                port.handles.lock().try_remove(key - 1);
+            }
+        }
     }
 }
 

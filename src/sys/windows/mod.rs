@@ -96,6 +96,9 @@ pub(crate) struct RequestOs {
     pub(super) addr_len: i32,
     /// `WSARecv`/`WSARecvFrom` flags.
     pub(super) flags: u32,
+    /// The user's completion key of a posted request (the kernel packet
+    /// carries the crate's own key).
+    pub(super) key: usize,
 }
 
 // S18: the `OVERLAPPED` is the first field, so (with the header's `os`
@@ -111,6 +114,7 @@ impl Default for RequestOs {
             addr: [0; ADDR_WORDS],
             addr_len: 0,
             flags: 0,
+            key: 0,
         }
     }
 }

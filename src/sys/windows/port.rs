@@ -24,6 +24,12 @@ const BATCH: usize = 64;
 /// `INFINITE`
 const INFINITE: u32 = u32::MAX;
 
+/// The completion key of a packet posted with one of the crate's requests
+/// (the user's key travels in the request). A handle's packets carry its
+/// own key, `1 +` its index in the port's handle table, so this value is
+/// never a handle's.
+const POST_KEY: usize = usize::MAX;
+
 /// The address whose packet means "closed and drained". No request can
 /// have it: requests live on the heap.
 static SENTINEL: u8 = 0;
@@ -63,8 +69,12 @@ pub(crate) struct Inner {
     waiting: AtomicUsize,
     /// Interrupts so far (see `PortDriver::interrupt`).
     interrupts: AtomicUsize,
-    /// The handles associated with the port, for `close` to cancel.
-    pub(super) handles: Mutex<Vec<Weak<Io>>>,
+    /// The handles associated with the port, for `close` to cancel, and
+    /// to tell their packets apart: a handle's completion key is `1 +` its
+    /// index here (see [`Inner::claim`]).
+    pub(super) handles: Mutex<slab::Slab<Weak<Io>>>,
+    /// Packets dropped because no request of the crate's made them (S39).
+    foreign: AtomicUsize,
 }
 
 /// The port. Cheap to share; the core holds it in an `Arc`.
@@ -103,7 +113,8 @@ impl PortDriver for Port {
                 outstanding: AtomicUsize::new(0),
                 waiting: AtomicUsize::new(0),
                 interrupts: AtomicUsize::new(0),
-                handles: Mutex::new(Vec::new()),
+                handles: Mutex::new(slab::Slab::new()),
+                foreign: AtomicUsize::new(0),
             }),
         })
     }
@@ -148,20 +159,22 @@ impl PortDriver for Port {
             return Err((Error::invalid("port", "<closed>", "is closed"), p));
         }
         let Packet { status, key, request, bytes: full } = p;
-        let raw = match request {
+        let (raw, kernel_key) = match request {
             Some(mut r) => {
                 let os = &mut r.header_mut().os;
                 os.io = None;
                 os.overlapped = OVERLAPPED::default();
                 os.overlapped.InternalHigh = full;
-                r.into_raw()
+                os.key = key;
+                (r.into_raw(), POST_KEY)
             }
-            None => std::ptr::null_mut(),
+            None => (std::ptr::null_mut(), key),
         };
         // SAFETY: the port handle is open (closed only on drop); `raw` is
         // null or a request given up with into_raw, which the packet carries
         // until get_many takes it back.
-        let ok = unsafe { PostQueuedCompletionStatus(inner.raw.0, bytes, key, raw as *const OVERLAPPED) };
+        let ok =
+            unsafe { PostQueuedCompletionStatus(inner.raw.0, bytes, kernel_key, raw as *const OVERLAPPED) };
         if ok == 0 {
             let e = io::Error::last_os_error();
             // SAFETY: the post failed, so nothing else holds `raw`.
@@ -218,6 +231,10 @@ impl PortDriver for Port {
 
     /// The kernel watches every handle bound to an IOCP: nothing to do.
     fn maintain(&self) {}
+
+    fn foreign_packets(&self) -> usize {
+        self.inner.foreign.load(Ordering::Relaxed)
+    }
 }
 
 impl Inner {
@@ -260,14 +277,16 @@ impl Inner {
     }
 
     /// Posts the completion of a started request that finished without
-    /// the kernel queueing a packet (its status is in its `OVERLAPPED`).
+    /// the kernel queueing a packet (its status is in its `OVERLAPPED`),
+    /// with its handle's key, as the kernel would have.
     ///
     /// # Safety
-    /// `raw` is a started request (its `os.io` set) given up with into_raw.
-    pub(super) unsafe fn post_raw(&self, raw: *mut Header, bytes: u32) -> io::Result<()> {
+    /// `raw` is a started request (its `os.io` set, and in that handle's
+    /// pending table) given up with into_raw.
+    pub(super) unsafe fn post_raw(&self, raw: *mut Header, key: usize, bytes: u32) -> io::Result<()> {
         // SAFETY: the port handle is open; the caller passes a request
         // pointer that the packet will own.
-        let ok = unsafe { PostQueuedCompletionStatus(self.raw.0, bytes, 0, raw as *const OVERLAPPED) };
+        let ok = unsafe { PostQueuedCompletionStatus(self.raw.0, bytes, key, raw as *const OVERLAPPED) };
         if ok == 0 {
             return Err(io::Error::last_os_error());
         }
@@ -275,10 +294,66 @@ impl Inner {
     }
 
     fn cancel_handles(&self) {
-        let handles: Vec<Weak<Io>> = std::mem::take(&mut *self.handles.lock());
-        for io in handles.iter().filter_map(Weak::upgrade) {
+        // Upgraded under the lock, aborted (and maybe dropped: an `Io`'s
+        // drop takes this lock) after it.
+        let handles: Vec<Arc<Io>> = self.handles.lock().iter().filter_map(|(_, w)| w.upgrade()).collect();
+        for io in handles {
             io.abort_for_port_close();
         }
+    }
+
+    /// The handle whose request `ov` is, when the packet with `key` and
+    /// `ov` is one of the crate's requests; `None` for a foreign packet
+    /// (S39): overlapped I/O that someone else issued on a handle bound
+    /// here, through a duplicate of it. `ov` is only compared, never read:
+    /// a request counts as the crate's when its address is in the pending
+    /// table of the handle the key names.
+    fn claim(&self, key: usize, ov: *mut OVERLAPPED) -> Option<Arc<Io>> {
+        let io = {
+            let handles = self.handles.lock();
+            key.checked_sub(1).and_then(|i| handles.get(i)).and_then(Weak::upgrade)
+        }?;
+        io.take_pending(ov as usize).then_some(io)
+    }
+
+    /// The packet of one kernel entry that is neither the sentinel nor an
+    /// interrupt; `None` for a foreign packet, which is counted and dropped.
+    fn packet_of(&self, e: &OVERLAPPED_ENTRY) -> Option<Packet> {
+        let raw = e.lpOverlapped;
+        if raw.is_null() {
+            // A user post without a request: nothing to read.
+            return Some(Packet {
+                status: Status::SUCCESS,
+                bytes: e.dwNumberOfBytesTransferred as usize,
+                key: e.lpCompletionKey,
+                request: None,
+            });
+        }
+        if e.lpCompletionKey == POST_KEY {
+            // SAFETY: only `post` queues packets with this key and a
+            // pointer (the port's handle is never lent out, and no handle's
+            // key is POST_KEY); the pointer is a request given up with
+            // into_raw, and the kernel hands each packet out once.
+            let req = unsafe { Request::from_raw(raw as *mut Header) };
+            return Some(user_post(req));
+        }
+        let Some(io) = self.claim(e.lpCompletionKey, raw) else {
+            self.foreign.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        // The status is the `NTSTATUS` the packet carries (the entry's
+        // `Internal`), which on Windows is also what the kernel wrote into
+        // the request's `OVERLAPPED`; the packet is read rather than the
+        // `OVERLAPPED` because Wine may queue the packet before it writes
+        // the `OVERLAPPED`.
+        //
+        // SAFETY: `claim` found the pointer in its handle's pending table:
+        // it is a request of that handle given up with into_raw, whose
+        // packet this is (the kernel hands each out once, and the entry is
+        // removed now).
+        let mut req = unsafe { Request::from_raw(raw as *mut Header) };
+        drop(req.header_mut().os.io.take());
+        Some(io.complete(req, e.Internal as u32 as i32, e.dwNumberOfBytesTransferred))
     }
 
     /// One `GetQueuedCompletionStatusEx`, retried until a packet, the
@@ -329,8 +404,8 @@ impl Inner {
                 } else if e.lpOverlapped == interrupt_packet() {
                     interrupted |=
                         interrupts.is_some_and(|seen| seen != self.interrupts.load(Ordering::SeqCst));
-                } else {
-                    out.push(packet_of(e));
+                } else if let Some(p) = self.packet_of(e) {
+                    out.push(p);
                 }
             }
             let taken = out.len() - before;
@@ -355,37 +430,12 @@ impl Inner {
     }
 }
 
-/// The packet of one kernel entry.
-///
-/// A started request's status is the `NTSTATUS` the packet carries (the
-/// entry's `Internal`, the packet's `IO_STATUS_BLOCK.Status`), which on
-/// Windows is also what the kernel wrote into the request's `OVERLAPPED`.
-/// The packet is read rather than the `OVERLAPPED` because Wine may queue
-/// the packet before it writes the `OVERLAPPED`.
-fn packet_of(e: &OVERLAPPED_ENTRY) -> Packet {
-    let raw = e.lpOverlapped as *mut Header;
-    let bytes = e.dwNumberOfBytesTransferred;
-    if raw.is_null() {
-        return Packet {
-            status: Status::SUCCESS,
-            bytes: bytes as usize,
-            key: e.lpCompletionKey,
-            request: None,
-        };
-    }
-    // SAFETY: every non-null, non-sentinel OVERLAPPED pointer queued on a
-    // port of this crate is a request given up with into_raw (by `post`,
-    // `post_raw` or a started request), and the kernel hands each packet
-    // out exactly once.
-    let mut req = unsafe { Request::from_raw(raw) };
-    match req.header_mut().os.io.take() {
-        Some(io) => io.complete(req, e.Internal as u32 as i32, bytes),
-        None => {
-            // A user post: the full byte count travels in the request.
-            let bytes = req.header().os.overlapped.InternalHigh;
-            Packet { status: Status::SUCCESS, bytes, key: e.lpCompletionKey, request: Some(req) }
-        }
-    }
+/// The packet of a user post that carried a request: the full byte count
+/// and the user's key travel in the request.
+fn user_post(req: Request) -> Packet {
+    let os = &req.header().os;
+    let (bytes, key) = (os.overlapped.InternalHigh, os.key);
+    Packet { status: Status::SUCCESS, bytes, key, request: Some(req) }
 }
 
 impl Drop for Inner {
@@ -415,8 +465,10 @@ impl Drop for Inner {
             }
             for e in &entries[..(removed as usize).min(BATCH)] {
                 if e.lpOverlapped != sentinel() && e.lpOverlapped != interrupt_packet() {
-                    drop(packet_of(e));
-                    self.outstanding.fetch_sub(1, Ordering::SeqCst);
+                    if let Some(p) = self.packet_of(e) {
+                        drop(p);
+                        self.outstanding.fetch_sub(1, Ordering::SeqCst);
+                    }
                 }
             }
         }

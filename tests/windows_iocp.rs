@@ -1,0 +1,133 @@
+//! IOCP specifics: foreign packets (S39) and the exact count of
+//! `cancel_all` (S25), on handles bound to a port no thread serves, so the
+//! test takes every packet itself.
+#![cfg(windows)]
+
+mod util;
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle, RawHandle};
+use std::sync::Arc;
+use std::time::Duration;
+
+use iocompletion::{Error, Handle, IoCompletionManager, Packet, Port, Runtime};
+use util::{started, DEADLINE};
+use windows_sys::Win32::Foundation::{ERROR_IO_PENDING, GetLastError, HANDLE, INVALID_HANDLE_VALUE};
+use windows_sys::Win32::Storage::FileSystem::{ReadFile, FILE_FLAG_OVERLAPPED, PIPE_ACCESS_DUPLEX};
+use windows_sys::Win32::System::Pipes::{CreateNamedPipeW, PIPE_READMODE_BYTE, PIPE_TYPE_BYTE, PIPE_WAIT};
+use windows_sys::Win32::System::IO::{GetOverlappedResult, OVERLAPPED};
+
+fn pipe_name(what: &str) -> String {
+    format!(r"\\.\pipe\iocompletion-{what}-{}", std::process::id())
+}
+
+/// The server end of a new named pipe, opened for overlapped I/O, and a
+/// client end opened for ordinary (blocking) I/O by the standard library.
+fn pipe(what: &str) -> (OwnedHandle, File) {
+    let name = pipe_name(what);
+    let wide: Vec<u16> = name.encode_utf16().chain(Some(0)).collect();
+    // SAFETY: a NUL-terminated name; default security; no other pointer.
+    let h = unsafe {
+        CreateNamedPipeW(
+            wide.as_ptr(),
+            PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED,
+            PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT,
+            1,
+            4096,
+            4096,
+            0,
+            std::ptr::null(),
+        )
+    };
+    assert_ne!(h, INVALID_HANDLE_VALUE, "CreateNamedPipeW: {}", std::io::Error::last_os_error());
+    // SAFETY: a fresh handle nothing else owns.
+    let server = unsafe { OwnedHandle::from_raw_handle(h as RawHandle) };
+    let client = OpenOptions::new().read(true).write(true).open(&name).unwrap();
+    (server, client)
+}
+
+/// A handle on a port of its own, attached with a runtime as the host.
+fn on_own_port(h: &Handle) -> (Port, Runtime) {
+    let rt = Runtime::builder().min_threads(1).build().unwrap();
+    let port = Port::new(1).unwrap();
+    let host: Arc<dyn IoCompletionManager> = Arc::new(rt.clone());
+    h.attach(&port, host, None).unwrap();
+    (port, rt)
+}
+
+fn next(port: &Port) -> Packet {
+    port.get(Some(DEADLINE)).expect("a packet within the deadline")
+}
+
+fn nothing_queued(port: &Port) {
+    match port.get(Some(Duration::ZERO)) {
+        Err(Error::Timeout) => {}
+        Ok(p) => panic!("an unexpected packet: {:?}, {} bytes", p.status, p.bytes),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Overlapped I/O that other code issues through a duplicate of a bound
+/// handle completes to the same port with the same key. The port tells its
+/// packet apart by address, before reading anything from it, and drops it;
+/// the crate's own request on the handle completes as usual.
+#[test]
+fn s39_a_foreign_packet_on_a_bound_handle_is_dropped_unread() {
+    let (server, mut client) = pipe("foreign");
+    let duplicate = server.try_clone().unwrap();
+    let h = Handle::from_overlapped_handle(server);
+    let (port, _rt) = on_own_port(&h);
+
+    // The foreign read, with an OVERLAPPED and a buffer of its own.
+    let mut ov = Box::new(OVERLAPPED::default());
+    let mut buf = Box::new([0u8; 4]);
+    // SAFETY: the buffer and the OVERLAPPED are boxed and outlive the I/O
+    // (GetOverlappedResult below waits for it to finish).
+    let ok = unsafe {
+        ReadFile(duplicate.as_raw_handle() as HANDLE, buf.as_mut_ptr(), 4, std::ptr::null_mut(), &mut *ov)
+    };
+    // SAFETY: reads the calling thread's error value.
+    assert!(ok == 0 && unsafe { GetLastError() } == ERROR_IO_PENDING, "the foreign read is pending");
+    client.write_all(b"abcd").unwrap();
+    let mut n = 0u32;
+    // SAFETY: the OVERLAPPED of the read issued above on this handle.
+    let ok = unsafe { GetOverlappedResult(duplicate.as_raw_handle() as HANDLE, &*ov, &mut n, 1) };
+    assert!(ok != 0 && n == 4 && &*buf == b"abcd", "the foreign read got its data");
+
+    // The crate's read comes after the foreign packet in the queue.
+    let id = started(h.read(vec![0; 4]));
+    client.write_all(b"efgh").unwrap();
+    let p = next(&port);
+    let req = p.request.expect("the crate's read");
+    assert_eq!(req.id(), id);
+    assert_eq!(p.bytes, 4);
+    assert_eq!(req.into_buffer().into_vec(), b"efgh");
+    assert_eq!(port.foreign_packets(), 1, "the foreign packet was counted and dropped");
+    nothing_queued(&port);
+}
+
+/// `cancel_all` counts the requests it cancels: not one whose packet is
+/// already queued (S25).
+#[test]
+fn s25_cancel_all_does_not_count_a_request_that_already_completed() {
+    let (server, mut client) = pipe("cancel-all");
+    let h = Handle::from_overlapped_handle(server);
+    let (port, _rt) = on_own_port(&h);
+
+    let first = started(h.read(vec![0; 4]));
+    let second = started(h.read(vec![0; 4]));
+    // A blocking write to a pipe returns once the pending read it satisfies
+    // has its data: the first read has completed, its packet untaken.
+    client.write_all(b"data").unwrap();
+    assert_eq!(h.cancel_all().unwrap(), 1, "only the second read was still pending");
+
+    let a = next(&port);
+    assert_eq!(a.request.as_ref().unwrap().id(), first);
+    assert!(a.status.is_success(), "{:?}", a.status);
+    assert_eq!(a.bytes, 4);
+    let b = next(&port);
+    assert_eq!(b.request.as_ref().unwrap().id(), second);
+    assert!(b.status.is_aborted(), "{:?}", b.status);
+    nothing_queued(&port);
+}

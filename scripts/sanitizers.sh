@@ -3,9 +3,10 @@
 #
 # Usage: scripts/sanitizers.sh [asan|tsan|valgrind ...]   (default: all three)
 #
-# asan, tsan: need a nightly toolchain (-Zsanitizer). tsan also rebuilds the
-#   standard library instrumented (-Zbuild-std), which needs the nightly's
-#   rust-src component; without it the tsan pass is skipped with a note.
+# asan: needs a nightly toolchain (-Zsanitizer).
+# tsan: rebuilds the standard library instrumented (-Zbuild-std): with the
+#   nightly's rust-src component when it is installed, else with Debian's
+#   Rust and its std source and gcc's libtsan (apt-get, see tsan_debian).
 # valgrind: memcheck on the test binaries, one at a time (apt-get install
 #   valgrind).
 # Each pass has its own target directory under target/sanitizers.
@@ -33,13 +34,54 @@ asan() {
 
 tsan() {
   echo "== ThreadSanitizer"
-  if ! rustup +nightly component list --installed 2>/dev/null | grep -q '^rust-src'; then
-    echo "skipped: the nightly toolchain has no rust-src (rustup component add rust-src --toolchain nightly)"
-    return 0
+  local flags="-Zsanitizer=thread"
+  if rustup +nightly component list --installed 2>/dev/null | grep -q '^rust-src'; then
+    RUSTFLAGS="$flags" RUSTDOCFLAGS="$flags" TSAN_OPTIONS="halt_on_error=1" \
+      CARGO_TARGET_DIR=target/sanitizers/tsan \
+      cargo +nightly test --no-fail-fast -Zbuild-std --target "$host" --lib --tests
+    return
   fi
-  RUSTFLAGS="-Zsanitizer=thread" RUSTDOCFLAGS="-Zsanitizer=thread" \
-    TSAN_OPTIONS="halt_on_error=1" CARGO_TARGET_DIR=target/sanitizers/tsan \
-    cargo +nightly test --no-fail-fast -Zbuild-std --target "$host" --lib --tests
+  tsan_debian
+}
+
+# TSan without the nightly's rust-src: Debian's Rust (the packages
+# ci/windows.sh uses) comes with the source of its own standard library, so
+# -Zbuild-std builds std instrumented. Debian ships no TSan runtime for that
+# compiler, so gcc's libtsan is loaded first (LD_PRELOAD through the test
+# runner), with a shim for the three entry points that newer LLVM emits and
+# gcc 12's runtime lacks (__tsan_memcpy, __tsan_memmove, __tsan_memset; each
+# calls the libc function, which libtsan intercepts and checks).
+tsan_debian() {
+  local pkgs=(rustc-web cargo-web rust-web-src gcc libtsan2) missing=() p
+  for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  if ((${#missing[@]})); then
+    local sudo=()
+    [[ $(id -u) == 0 ]] || sudo=(sudo)
+    "${sudo[@]}" apt-get update
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+  fi
+  local dir=$PWD/target/sanitizers/tsan-debian
+  mkdir -p "$dir"
+  cat >"$dir/shim.c" <<'C'
+#include <string.h>
+void *__tsan_memcpy(void *d, const void *s, size_t n) { return memcpy(d, s, n); }
+void *__tsan_memmove(void *d, const void *s, size_t n) { return memmove(d, s, n); }
+void *__tsan_memset(void *d, int c, size_t n) { return memset(d, c, n); }
+C
+  gcc -O1 -fPIC -c "$dir/shim.c" -o "$dir/shim.o"
+  ar rcs "$dir/libtsanshim.a" "$dir/shim.o"
+  local libtsan
+  libtsan=$(gcc -print-file-name=libtsan.so.2)
+  [[ -f $libtsan ]] || libtsan=$(ls /usr/lib/x86_64-linux-gnu/libtsan.so.2)
+  local runner="env LD_PRELOAD=$libtsan TSAN_OPTIONS=halt_on_error=1"
+  (
+    export PATH=/usr/bin:$PATH RUSTC_BOOTSTRAP=1
+    unset RUSTC RUSTDOC RUSTUP_TOOLCHAIN
+    export RUSTFLAGS="-Zsanitizer=thread -Zexternal-clangrt -Zunstable-options -Csymbol-mangling-version=legacy -Clink-arg=-Wl,--no-as-needed,-ltsan,$dir/libtsanshim.a"
+    export CARGO_TARGET_DIR=$dir
+    export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER=$runner
+    cargo test --no-fail-fast -Zbuild-std --target x86_64-unknown-linux-gnu --lib --tests
+  )
 }
 
 valgrind_pass() {

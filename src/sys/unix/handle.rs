@@ -57,6 +57,11 @@ pub(crate) struct Io {
     key: OnceLock<usize>,
     /// Mirror of `Queues::closed`, readable without the lock.
     closed: AtomicBool,
+    /// Set (release) just before the fd is registered with the poller; the
+    /// poller reads it (acquire) before it touches the handle for an event.
+    /// The kernel orders the registration before the event, but only this
+    /// pair says so in the language's memory model (and to ThreadSanitizer).
+    pub(super) registered: AtomicBool,
 }
 
 /// The backend's handle.
@@ -92,6 +97,7 @@ impl Handle {
                 port: OnceLock::new(),
                 key: OnceLock::new(),
                 closed: AtomicBool::new(false),
+                registered: AtomicBool::new(false),
             }),
         }
     }

@@ -18,7 +18,7 @@ use super::handle::Io;
 use crate::error::{Error, Result};
 use crate::port::Packet;
 use crate::request::Status;
-use crate::sync::{Arc, Mutex};
+use crate::sync::{Arc, Mutex, Ordering};
 use crate::sys::queue::{Ended, Poller, Queue, Slot};
 use crate::sys::{PortDriver, SlotOps};
 
@@ -74,6 +74,9 @@ impl Poller<Item> for MioPoller {
             // next poll began (see `poll`), which cannot happen while this
             // thread dispatches the events of this one.
             let io = unsafe { &*(ev.token().0 as *const Io) };
+            // Pairs with the release store made before the registration:
+            // everything written to the handle before it is visible here.
+            io.registered.load(Ordering::Acquire);
             let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
             let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
             io.on_ready(queue, readable, writable);
@@ -250,6 +253,7 @@ impl Inner {
         }
         let entry = sources.vacant_entry();
         if let Some(source) = register {
+            io.registered.store(true, Ordering::Release);
             let token = Token(Arc::as_ptr(io) as usize);
             self.poller().registry.register(source, token, Interest::READABLE | Interest::WRITABLE)?;
         }

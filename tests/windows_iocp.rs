@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use iocompletion::{Error, Handle, IoCompletionManager, Packet, Port, Runtime};
 use util::{started, DEADLINE};
-use windows_sys::Win32::Foundation::{ERROR_IO_PENDING, GetLastError, HANDLE, INVALID_HANDLE_VALUE};
+use windows_sys::Win32::Foundation::{GetLastError, ERROR_IO_PENDING, HANDLE, INVALID_HANDLE_VALUE};
 use windows_sys::Win32::Storage::FileSystem::{ReadFile, FILE_FLAG_OVERLAPPED, PIPE_ACCESS_DUPLEX};
 use windows_sys::Win32::System::Pipes::{CreateNamedPipeW, PIPE_READMODE_BYTE, PIPE_TYPE_BYTE, PIPE_WAIT};
 use windows_sys::Win32::System::IO::{GetOverlappedResult, OVERLAPPED};

@@ -78,7 +78,7 @@ mod imp {
     impl Ours {
         fn new(path: &PathBuf, offs: Arc<Vec<u64>>) -> Ours {
             let rt = Runtime::builder().min_threads(cpus()).max_threads(64).build().expect("runtime");
-            let h = Handle::from(File::open(path).expect("open"));
+            let h = Handle::try_from(File::open(path).expect("open")).expect("a handle");
             let slot: Arc<OnceLock<Handle>> = Arc::new(OnceLock::new());
             let done = Arc::new(AtomicU64::new(0));
             let next = Arc::new(AtomicU64::new(0));

@@ -49,8 +49,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         let _ = tx.lock().unwrap().send((status, bytes, req));
     }))?;
 
-    let input = Handle::from(File::open(&src)?);
-    let output = Handle::from(OpenOptions::new().write(true).create(true).truncate(true).open(&dst)?);
+    let input = Handle::try_from(File::open(&src)?)?;
+    let output = Handle::try_from(OpenOptions::new().write(true).create(true).truncate(true).open(&dst)?)?;
     rt.bind(None, &input)?;
     rt.bind(None, &output)?;
     let len = fs::metadata(&src)?.len();

@@ -212,8 +212,8 @@ fn copy_a_file(rt: &Runtime) -> Result<(u64, f64), Box<dyn Error>> {
     let data: Vec<u8> = (0..4 << 20).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
     std::fs::write(&src, &data)?;
 
-    let input = Handle::from(std::fs::File::open(&src)?);
-    let output = Handle::from(std::fs::File::create(&dst)?);
+    let input = Handle::try_from(std::fs::File::open(&src)?)?;
+    let output = Handle::try_from(std::fs::File::create(&dst)?)?;
     let (tx, rx) = mpsc::channel();
     rt.bind_io_completion_callback(&input, to_channel(&tx, 0), 0)?;
     rt.bind_io_completion_callback(&output, to_channel(&tx, 1), 0)?;

@@ -206,7 +206,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             .truncate(true)
             .open(&path)
             .unwrap();
-        let h = Handle::from(f);
+        let h = Handle::try_from(f).expect("a file handle");
         let (tx, rx) = std::sync::mpsc::channel::<Request>();
         let (lc, tx) = (l.clone(), Mutex::new(tx));
         let cb = Arc::new(move |_: Status, _: usize, req: Request| {

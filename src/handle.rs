@@ -1,6 +1,7 @@
 //! Handles: OS files and sockets that requests run on (S21-S27).
 
 use std::fmt;
+use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::OnceLock;
 
@@ -138,6 +139,11 @@ impl Handle {
         WeakHandle { inner: Arc::downgrade(&self.inner) }
     }
 
+    /// The backend's handle.
+    pub(crate) fn sys(&self) -> &sys::Handle {
+        &self.inner.sys
+    }
+
     pub(crate) fn from_sys(sys: sys::Handle) -> Handle {
         Handle { inner: Arc::new(HandleInner { sys, binding: OnceLock::new(), bind_lock: Mutex::new(()) }) }
     }
@@ -216,6 +222,45 @@ impl Handle {
             .with_sock(|s| s.peer_addr())?
             .as_socket()
             .ok_or_else(|| Error::invalid("handle", self.describe(), "has no IP peer"))
+    }
+
+    /// Lends the socket behind the handle to `f` as a [`socket2::SockRef`],
+    /// for the socket options and calls the crate does not wrap (S38): the
+    /// binding to the port is not undone. The handle cannot be closed
+    /// while `f` runs (a close waits for it). Fails with `InvalidArgument`
+    /// when the handle is not a socket or is closed.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use iocompletion::Handle;
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let h = Handle::from(std::net::TcpStream::connect(listener.local_addr()?)?);
+    /// h.with_socket(|s| s.set_keepalive(true))?;
+    /// assert!(h.with_socket(|s| s.keepalive())?);
+    /// # Ok(()) }
+    /// ```
+    pub fn with_socket<T>(&self, f: impl FnOnce(socket2::SockRef<'_>) -> io::Result<T>) -> Result<T> {
+        self.inner.sys.with_sock(f)
+    }
+
+    /// `TCP_NODELAY`: sends small writes at once instead of waiting to
+    /// coalesce them (Nagle's algorithm off).
+    pub fn set_nodelay(&self, nodelay: bool) -> Result<()> {
+        self.with_socket(|s| s.set_nodelay(nodelay))
+    }
+
+    /// Whether `TCP_NODELAY` is set.
+    pub fn nodelay(&self) -> Result<bool> {
+        self.with_socket(|s| s.nodelay())
+    }
+
+    /// Shuts down the read side, the write side or both of a connected
+    /// socket (`shutdown`): after `Shutdown::Write` the peer reads the end
+    /// of the stream while this side can still read. The handle stays open
+    /// and bound; pending requests complete as the OS decides (a pending
+    /// read after `Shutdown::Read` ends with 0 bytes or an error).
+    pub fn shutdown(&self, how: std::net::Shutdown) -> Result<()> {
+        self.with_socket(|s| s.shutdown(how))
     }
 
     fn describe(&self) -> String {
@@ -394,8 +439,20 @@ impl From<UdpSocket> for Handle {
     }
 }
 
-impl From<std::fs::File> for Handle {
-    fn from(f: std::fs::File) -> Handle {
-        Handle::from_sys(sys::Handle::from(f))
+/// A file, pipe or device opened by the standard library (S38).
+///
+/// On Unix this always succeeds: a regular file is served by the pool with
+/// positional requests, anything else is driven by readiness. On Windows a
+/// std `File` is opened for synchronous I/O, which a completion port cannot
+/// drive, so it is reopened with `ReOpenFile(FILE_FLAG_OVERLAPPED)` with the
+/// same access rights and the original handle is closed; when that fails
+/// (a pipe or device that cannot be reopened) the conversion fails with
+/// `NotImplemented` and no handle is made. Open such objects overlapped
+/// yourself and use `Handle::from_overlapped_handle`.
+impl TryFrom<std::fs::File> for Handle {
+    type Error = Error;
+
+    fn try_from(f: std::fs::File) -> Result<Handle> {
+        Ok(Handle::from_sys(sys::Handle::try_from(f)?))
     }
 }

@@ -37,7 +37,7 @@ fn s21_binding_a_closed_handle_is_invalid_argument() {
     assert!(!h.is_bound());
 
     let f = util::TempFile::new("closed-bind");
-    let fh = Handle::from(File::open(f.path()).unwrap());
+    let fh = Handle::try_from(File::open(f.path()).unwrap()).unwrap();
     fh.close();
     assert_invalid(rt.bind(None, &fh), "bind of a closed file", "closed");
 }
@@ -104,7 +104,7 @@ fn s2_handles_bound_without_a_callback_complete_through_the_sink() {
     let h = Handle::from(server);
     rt.bind(None, &h).unwrap();
     let f = util::TempFile::with_contents("sink", b"file bytes");
-    let fh = Handle::from(File::open(f.path()).unwrap());
+    let fh = Handle::try_from(File::open(f.path()).unwrap()).unwrap();
     rt.bind(None, &fh).unwrap();
 
     let r = started(h.read(vec![0; 16]));

@@ -347,7 +347,7 @@ fn s24_requests_on_a_handle_whose_port_was_closed_fail_at_start() {
     let h = Handle::from(server);
     rt.bind(Some(&port), &h).unwrap();
     let file = util::TempFile::with_contents("port-closed", b"data");
-    let f = Handle::from(std::fs::File::open(file.path()).unwrap());
+    let f = Handle::try_from(std::fs::File::open(file.path()).unwrap()).unwrap();
     rt.bind(Some(&port), &f).unwrap();
 
     rt.close_port(&port).unwrap();

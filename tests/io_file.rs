@@ -11,7 +11,7 @@ use iocompletion::{Error, Handle, HandleKind, Op};
 use util::{bind, pattern, runtime, started, TempFile};
 
 fn open_rw(f: &TempFile) -> Handle {
-    Handle::from(OpenOptions::new().read(true).write(true).open(f.path()).unwrap())
+    Handle::try_from(OpenOptions::new().read(true).write(true).open(f.path()).unwrap()).unwrap()
 }
 
 #[test]
@@ -47,7 +47,7 @@ fn s27_read_at_reads_from_the_offset() {
     let rt = runtime();
     let data = pattern(10_000, 6);
     let f = TempFile::with_contents("offset", &data);
-    let h = Handle::from(File::open(f.path()).unwrap());
+    let h = Handle::try_from(File::open(f.path()).unwrap()).unwrap();
     let c = bind(&rt, &h);
 
     for off in [0u64, 1, 4095, 4096, 9_990] {
@@ -64,7 +64,7 @@ fn s27_read_at_reads_from_the_offset() {
 fn s27_read_at_or_past_the_end_reads_zero_bytes() {
     let rt = runtime();
     let f = TempFile::with_contents("eof", b"0123456789");
-    let h = Handle::from(File::open(f.path()).unwrap());
+    let h = Handle::try_from(File::open(f.path()).unwrap()).unwrap();
     let c = bind(&rt, &h);
 
     for off in [10u64, 11, 4096, 1 << 40] {
@@ -111,7 +111,7 @@ fn s26_zero_length_requests_on_a_file_complete_with_zero_bytes() {
 fn s23_read_at_an_offset_beyond_the_os_range_completes_once() {
     let rt = runtime();
     let f = TempFile::with_contents("huge-offset", b"0123456789");
-    let h = Handle::from(File::open(f.path()).unwrap());
+    let h = Handle::try_from(File::open(f.path()).unwrap()).unwrap();
     let c = bind(&rt, &h);
 
     for off in [i64::MAX as u64, i64::MAX as u64 + 1, u64::MAX] {
@@ -136,7 +136,7 @@ fn s23_read_at_an_offset_beyond_the_os_range_completes_once() {
 fn s23_write_to_a_file_opened_read_only_fails_exactly_once() {
     let rt = runtime();
     let f = TempFile::with_contents("readonly", b"keep me");
-    let h = Handle::from(File::open(f.path()).unwrap());
+    let h = Handle::try_from(File::open(f.path()).unwrap()).unwrap();
     let c = bind(&rt, &h);
 
     match h.write_at(0, b"overwrite".to_vec()) {
@@ -191,7 +191,7 @@ fn s27_file_copy_with_16_requests_in_flight() {
     let data = pattern(3 * 1024 * 1024 + 12_345, 7);
     let src = TempFile::with_contents("copy-src", &data);
     let dst = TempFile::new("copy-dst");
-    let input = Handle::from(File::open(src.path()).unwrap());
+    let input = Handle::try_from(File::open(src.path()).unwrap()).unwrap();
     let output = open_rw(&dst);
     let cin = bind(&rt, &input);
     let cout = bind(&rt, &output);
@@ -231,7 +231,7 @@ fn s24_close_with_file_requests_queued_completes_each_once() {
     let rt = iocompletion::Runtime::builder().min_threads(1).max_threads(1).build().unwrap();
     let data = pattern(1 << 20, 8);
     let f = TempFile::with_contents("close-queued", &data);
-    let h = Handle::from(File::open(f.path()).unwrap());
+    let h = Handle::try_from(File::open(f.path()).unwrap()).unwrap();
     let c = bind(&rt, &h);
 
     let ids: Vec<_> = (0..200u64).map(|i| started(h.read_at(i * 4096, vec![0; 4096]))).collect();

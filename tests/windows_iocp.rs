@@ -131,3 +131,31 @@ fn s25_cancel_all_does_not_count_a_request_that_already_completed() {
     assert!(b.status.is_aborted(), "{:?}", b.status);
     nothing_queued(&port);
 }
+
+/// A std `File` that cannot be reopened for overlapped I/O (the client end
+/// of a pipe, opened synchronously) is refused when converted, not
+/// accepted and then failing every request (S38).
+#[test]
+fn s38_a_synchronous_file_that_cannot_be_reopened_is_refused() {
+    let (_server, client) = pipe("sync-client");
+    match Handle::try_from(client) {
+        Err(Error::NotImplemented(msg)) => assert!(msg.contains("from_overlapped_handle"), "{msg}"),
+        Err(e) => panic!("another error: {e}"),
+        Ok(h) => panic!("accepted: {h:?}"),
+    }
+}
+
+/// A handle opened without `FILE_FLAG_OVERLAPPED` given to
+/// `from_overlapped_handle` is refused when bound, with error 87.
+#[test]
+fn s38_a_synchronous_handle_is_refused_at_bind() {
+    let (_server, client) = pipe("sync-bind");
+    let h = Handle::from_overlapped_handle(OwnedHandle::from(client));
+    let port = Port::new(1).unwrap();
+    let rt = Runtime::builder().min_threads(1).build().unwrap();
+    let host: Arc<dyn IoCompletionManager> = Arc::new(rt.clone());
+    match h.attach(&port, host, None) {
+        Err(Error::Io(e)) => assert_eq!(e.raw_os_error(), Some(87), "{e}"),
+        other => panic!("expected error 87, got {other:?}"),
+    }
+}

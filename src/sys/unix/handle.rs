@@ -127,9 +127,14 @@ impl HandleDriver for Handle {
     }
 
     /// Runs `f` on the socket behind the handle (closed: `InvalidArgument`).
+    /// Runs `f` on the socket behind the handle (closed, or not a socket:
+    /// `InvalidArgument`).
     fn with_sock<T>(&self, f: impl FnOnce(SockRef<'_>) -> io::Result<T>) -> Result<T> {
         let fd = self.io.fd.read();
         let fd = fd.as_ref().ok_or_else(closed_handle)?;
+        if matches!(self.io.kind, HandleKind::File | HandleKind::Stream) {
+            return Err(Error::invalid("handle", format!("{:?}", self.io.kind), "is not a socket"));
+        }
         Ok(f(SockRef::from(fd))?)
     }
 
@@ -550,11 +555,77 @@ impl From<UdpSocket> for Handle {
     }
 }
 
-impl From<File> for Handle {
-    fn from(f: File) -> Handle {
-        let regular = f.metadata().map(|m| m.is_file()).unwrap_or(false);
-        let kind = if regular { HandleKind::File } else { HandleKind::Stream };
-        Handle::new(f.into(), kind)
+impl TryFrom<File> for Handle {
+    type Error = Error;
+
+    /// Always succeeds on Unix: a regular file is served by the pool,
+    /// anything else by readiness (see [`kind_of`]).
+    fn try_from(f: File) -> Result<Handle> {
+        let fd = OwnedFd::from(f);
+        let kind = kind_of(&fd);
+        Ok(Handle::new(fd, kind))
+    }
+}
+
+/// What an fd is: a socket by its type, domain and whether it listens; a
+/// regular file; else a stream (pipe, tty, character device).
+fn kind_of(fd: &OwnedFd) -> HandleKind {
+    let sock = SockRef::from(fd);
+    match sock.r#type() {
+        Ok(Type::STREAM) => {
+            let local = sock.local_addr().ok().and_then(|a| a.as_socket()).is_none();
+            match (local, listening(fd)) {
+                (true, true) => HandleKind::LocalListener,
+                (true, false) => HandleKind::LocalStream,
+                (false, true) => HandleKind::TcpListener,
+                (false, false) => HandleKind::TcpStream,
+            }
+        }
+        Ok(Type::DGRAM) => HandleKind::Udp,
+        Ok(_) => HandleKind::Stream,
+        Err(_) if is_regular_file(fd) => HandleKind::File,
+        Err(_) => HandleKind::Stream,
+    }
+}
+
+/// True for a regular file (`fstat`).
+fn is_regular_file(fd: &OwnedFd) -> bool {
+    // A borrowed File, never dropped: the fd stays with its owner.
+    // SAFETY: the fd is open for the duration of the call (borrowed from
+    // `fd`), and ManuallyDrop keeps the File from closing it.
+    let f = ManuallyDrop::new(unsafe { File::from_raw_fd(fd.as_raw_fd()) });
+    f.metadata().map(|m| m.is_file()).unwrap_or(false)
+}
+
+/// `SO_ACCEPTCONN`: whether the socket listens.
+fn listening(fd: &OwnedFd) -> bool {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the fd is open (borrowed); the option value is a c_int with
+    // its exact length.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            &mut v as *mut libc::c_int as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    r == 0 && v != 0
+}
+
+impl Handle {
+    /// The fd, or -1 once closed.
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.io.fd.read().as_ref().map_or(-1, |fd| fd.as_raw_fd())
+    }
+
+    /// Runs `f` with the fd borrowed; a close waits until it returns.
+    pub(crate) fn with_fd<T>(&self, f: impl FnOnce(std::os::fd::BorrowedFd<'_>) -> T) -> Result<T> {
+        let fd = self.io.fd.read();
+        let fd = fd.as_ref().ok_or_else(closed_handle)?;
+        Ok(f(fd.as_fd()))
     }
 }
 
@@ -571,11 +642,42 @@ impl From<UnixListener> for crate::Handle {
 }
 
 impl crate::Handle {
-    /// A handle over any file descriptor: a regular file is served by the
-    /// pool with positional requests; anything else is treated as a stream
-    /// (pipes, ttys, character devices) and driven by readiness.
+    /// A handle over any file descriptor (S38): see
+    /// [`From<OwnedFd>`](#impl-From%3COwnedFd%3E-for-Handle).
     pub fn from_fd(fd: OwnedFd) -> crate::Handle {
-        crate::Handle::from(File::from(fd))
+        crate::Handle::from(fd)
+    }
+
+    /// Lends the fd to `f` for what the crate does not wrap (S38), without
+    /// undoing the binding. The handle cannot be closed while `f` runs (a
+    /// close waits for it). Fails with `InvalidArgument` once closed.
+    ///
+    /// A handle can be closed through any of its clones, so it lends its
+    /// fd for a call rather than implementing `AsFd`, whose borrow would
+    /// outlive a close; [`AsRawFd`] gives the raw number.
+    pub fn with_fd<T>(&self, f: impl FnOnce(std::os::fd::BorrowedFd<'_>) -> T) -> Result<T> {
+        self.sys().with_fd(f)
+    }
+}
+
+/// An owned fd of any kind (S38): a socket keeps its kind (TCP stream or
+/// listener, UDP, Unix-domain stream or listener, told by its type, address
+/// and `SO_ACCEPTCONN`); a regular file is served by the pool with positional
+/// requests; anything else (pipe, tty, character device) is a stream driven
+/// by readiness. An fd that epoll cannot watch is refused when bound.
+impl From<OwnedFd> for crate::Handle {
+    fn from(fd: OwnedFd) -> crate::Handle {
+        let kind = kind_of(&fd);
+        crate::Handle::from_sys(Handle::new(fd, kind))
+    }
+}
+
+/// The fd number, or -1 once the handle is closed. The number is only
+/// valid while the handle is open; use [`Handle::with_fd`](crate::Handle::with_fd)
+/// to hold it open meanwhile.
+impl AsRawFd for crate::Handle {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.sys().raw_fd()
     }
 }
 

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::windows::io::{AsRawHandle, AsRawSocket, FromRawHandle, OwnedHandle, OwnedSocket, RawHandle};
+use std::os::windows::io::{
+    AsHandle, AsRawHandle, AsRawSocket, FromRawHandle, OwnedHandle, OwnedSocket, RawHandle,
+};
 use std::sync::OnceLock;
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
@@ -15,8 +17,8 @@ use windows_sys::Win32::Foundation::{
     GENERIC_WRITE, HANDLE, INVALID_HANDLE_VALUE, STATUS_ALERTED, STATUS_PENDING,
 };
 use windows_sys::Win32::Networking::WinSock::{
-    setsockopt, WSARecv, WSARecvFrom, WSASend, WSASendTo, SOCKADDR, SOCKET, SOL_SOCKET,
-    SO_UPDATE_ACCEPT_CONTEXT, SO_UPDATE_CONNECT_CONTEXT, WSABUF, WSA_IO_PENDING,
+    getsockopt, setsockopt, WSARecv, WSARecvFrom, WSASend, WSASendTo, SOCKADDR, SOCKET, SOL_SOCKET,
+    SO_ACCEPTCONN, SO_UPDATE_ACCEPT_CONTEXT, SO_UPDATE_CONNECT_CONTEXT, WSABUF, WSA_IO_PENDING,
 };
 use windows_sys::Win32::Storage::FileSystem::{
     CreateFileW, GetFileType, ReOpenFile, ReadFile, WriteFile, FILE_FLAG_FIRST_PIPE_INSTANCE,
@@ -67,8 +69,6 @@ struct State {
     raw: Option<Raw>,
     closed: bool,
     port_closed: bool,
-    /// False for a file that could not be opened for overlapped I/O.
-    overlapped: bool,
 }
 
 /// The I/O state of one handle, shared with its requests while they run.
@@ -153,12 +153,12 @@ fn first_part(buf: &mut Buffer) -> (*mut u8, u32) {
 }
 
 impl Handle {
-    fn new(raw: Raw, kind: HandleKind, overlapped: bool) -> Handle {
+    fn new(raw: Raw, kind: HandleKind) -> Handle {
         Handle {
             io: Arc::new(Io {
                 kind,
                 socket: matches!(raw, Raw::Socket(_)),
-                state: RwLock::new(State { raw: Some(raw), closed: false, port_closed: false, overlapped }),
+                state: RwLock::new(State { raw: Some(raw), closed: false, port_closed: false }),
                 pending: Mutex::new(HashMap::new()),
                 port: OnceLock::new(),
                 key: AtomicUsize::new(0),
@@ -177,7 +177,7 @@ impl HandleDriver for Handle {
     fn tcp_socket_for(addr: &SocketAddr) -> io::Result<Handle> {
         // socket2 initializes Winsock and creates the socket overlapped.
         let s = Socket::new(Domain::for_address(*addr), Type::STREAM, Some(Protocol::TCP))?;
-        Ok(Handle::new(Raw::Socket(s.into()), HandleKind::TcpStream, true))
+        Ok(Handle::new(Raw::Socket(s.into()), HandleKind::TcpStream))
     }
 
     fn kind(&self) -> HandleKind {
@@ -244,14 +244,6 @@ impl HandleDriver for Handle {
         };
         if st.port_closed || inner.is_closing() {
             return Err((Error::invalid("port", "bound", "is closed"), req));
-        }
-        if !st.overlapped {
-            return Err((
-                Error::NotImplemented(
-                    "this file handle is not open for overlapped I/O and could not be reopened for it".into(),
-                ),
-                req,
-            ));
         }
         if !inner.begin() {
             return Err((Error::invalid("port", "bound", "is closed"), req));
@@ -645,19 +637,19 @@ impl Drop for Io {
 
 impl From<TcpStream> for Handle {
     fn from(s: TcpStream) -> Handle {
-        Handle::new(Raw::Socket(s.into()), HandleKind::TcpStream, true)
+        Handle::new(Raw::Socket(s.into()), HandleKind::TcpStream)
     }
 }
 
 impl From<TcpListener> for Handle {
     fn from(s: TcpListener) -> Handle {
-        Handle::new(Raw::Socket(s.into()), HandleKind::TcpListener, true)
+        Handle::new(Raw::Socket(s.into()), HandleKind::TcpListener)
     }
 }
 
 impl From<UdpSocket> for Handle {
     fn from(s: UdpSocket) -> Handle {
-        Handle::new(Raw::Socket(s.into()), HandleKind::Udp, true)
+        Handle::new(Raw::Socket(s.into()), HandleKind::Udp)
     }
 }
 
@@ -711,20 +703,107 @@ fn reopen_overlapped(h: RawHandle) -> Option<OwnedHandle> {
     None
 }
 
-/// A std `File` is opened for synchronous I/O, which IOCP cannot drive; it
+/// A std `File` is opened for synchronous I/O, which IOCP cannot drive: it
 /// is reopened with `ReOpenFile(…, FILE_FLAG_OVERLAPPED)` with the same
-/// access and the original handle is closed. When that fails (a pipe or
-/// device that cannot be reopened), the handle keeps the original and every
-/// request on it fails at start with `NotImplemented`; open such objects
-/// overlapped yourself and use `Handle::from(OwnedHandle)`.
-impl From<File> for Handle {
-    fn from(f: File) -> Handle {
+/// access, and the original handle is closed. When that fails (a pipe or
+/// device that cannot be reopened) the conversion fails with
+/// `NotImplemented` (S38).
+impl TryFrom<File> for Handle {
+    type Error = Error;
+
+    fn try_from(f: File) -> Result<Handle> {
         let raw = f.as_raw_handle();
         let kind = kind_of(raw);
         match reopen_overlapped(raw) {
-            Some(h) => Handle::new(Raw::File(h), kind, true),
-            None => Handle::new(Raw::File(f.into()), kind, false),
+            Some(h) => Ok(Handle::new(Raw::File(h), kind)),
+            None => Err(Error::NotImplemented(format!(
+                "this {kind:?} handle is open for synchronous I/O and could not be reopened for overlapped I/O; \
+                 open it with FILE_FLAG_OVERLAPPED and use Handle::from_overlapped_handle"
+            ))),
         }
+    }
+}
+
+impl Handle {
+    /// The socket, or `INVALID_SOCKET` for a file handle or once closed.
+    pub(crate) fn raw_socket(&self) -> std::os::windows::io::RawSocket {
+        self.io.state.read().raw.as_ref().and_then(Raw::socket).map_or(!0, |s| s as _)
+    }
+
+    /// The OS handle (a socket's too), or null once closed.
+    pub(crate) fn raw_handle(&self) -> RawHandle {
+        self.io.state.read().raw.as_ref().map_or(std::ptr::null_mut(), |r| r.handle() as RawHandle)
+    }
+
+    /// Runs `f` with the file or pipe handle borrowed; a close waits until
+    /// it returns.
+    pub(crate) fn with_handle<T>(
+        &self,
+        f: impl FnOnce(std::os::windows::io::BorrowedHandle<'_>) -> T,
+    ) -> Result<T> {
+        let st = self.io.state.read();
+        match st.raw.as_ref() {
+            Some(Raw::File(h)) => Ok(f(h.as_handle())),
+            Some(Raw::Socket(_)) => {
+                Err(Error::invalid("handle", self.describe_kind(), "is a socket (use with_socket)"))
+            }
+            None => Err(closed()),
+        }
+    }
+}
+
+/// What a socket is: its type, and whether it listens (`SO_ACCEPTCONN`).
+fn socket_kind(s: &OwnedSocket) -> HandleKind {
+    match SockRef::from(s).r#type() {
+        Ok(Type::DGRAM) => HandleKind::Udp,
+        Ok(Type::STREAM) => {
+            let mut v: i32 = 0;
+            let mut len = std::mem::size_of::<i32>() as i32;
+            // SAFETY: the socket is open (borrowed); the option value is an
+            // i32 with its exact length.
+            let r = unsafe {
+                getsockopt(
+                    s.as_raw_socket() as SOCKET,
+                    SOL_SOCKET,
+                    SO_ACCEPTCONN,
+                    &mut v as *mut i32 as *mut u8,
+                    &mut len,
+                )
+            };
+            if r == 0 && v != 0 {
+                HandleKind::TcpListener
+            } else {
+                HandleKind::TcpStream
+            }
+        }
+        _ => HandleKind::Stream,
+    }
+}
+
+/// An owned socket (S38): a TCP stream or listener (told by
+/// `SO_ACCEPTCONN`) or a UDP socket, by its type.
+impl From<OwnedSocket> for crate::Handle {
+    fn from(s: OwnedSocket) -> crate::Handle {
+        let kind = socket_kind(&s);
+        crate::Handle::from_sys(Handle::new(Raw::Socket(s), kind))
+    }
+}
+
+/// The socket, or `INVALID_SOCKET` for a file or pipe handle or once the
+/// handle is closed. Valid only while the handle is open; use
+/// [`Handle::with_socket`](crate::Handle::with_socket) to hold it open.
+impl AsRawSocket for crate::Handle {
+    fn as_raw_socket(&self) -> std::os::windows::io::RawSocket {
+        self.sys().raw_socket()
+    }
+}
+
+/// The OS handle (for a socket, the socket's value), or null once the
+/// handle is closed. Valid only while the handle is open; use
+/// [`Handle::with_handle`](crate::Handle::with_handle) to hold it open.
+impl AsRawHandle for crate::Handle {
+    fn as_raw_handle(&self) -> RawHandle {
+        self.sys().raw_handle()
     }
 }
 
@@ -744,11 +823,29 @@ impl crate::Handle {
     /// A handle over an OS file, pipe or device handle that was opened for
     /// overlapped I/O (`FILE_FLAG_OVERLAPPED`); it is used as it is. A
     /// handle opened without that flag cannot be driven by a completion
-    /// port: its requests would block the starting thread. Use
-    /// `Handle::from(File)` for those, which reopens the file.
+    /// port: binding it fails with `ERROR_INVALID_PARAMETER` (87) from
+    /// `CreateIoCompletionPort`, and nothing is started on it. Use
+    /// `Handle::try_from(File)` for a std `File`, which reopens it.
+    ///
+    /// Overlapped I/O that other code issues on a duplicate of the handle
+    /// completes to the same port; the crate tells those packets apart and
+    /// drops them (S39, [`Port::foreign_packets`](crate::Port::foreign_packets)).
     pub fn from_overlapped_handle(h: OwnedHandle) -> crate::Handle {
         let kind = kind_of(h.as_raw_handle());
-        crate::Handle::from_sys(Handle::new(Raw::File(h), kind, true))
+        crate::Handle::from_sys(Handle::new(Raw::File(h), kind))
+    }
+
+    /// Lends the file or pipe handle to `f` for what the crate does not
+    /// wrap (S38), without undoing the binding. The handle cannot be closed
+    /// while `f` runs (a close waits for it). Fails with `InvalidArgument`
+    /// for a socket (see [`Handle::with_socket`](crate::Handle::with_socket))
+    /// or once closed.
+    ///
+    /// A handle can be closed through any of its clones, so it lends its
+    /// OS handle for a call rather than implementing `AsHandle`, whose
+    /// borrow would outlive a close; [`AsRawHandle`] gives the raw value.
+    pub fn with_handle<T>(&self, f: impl FnOnce(std::os::windows::io::BorrowedHandle<'_>) -> T) -> Result<T> {
+        self.sys().with_handle(f)
     }
 
     /// Creates the server end of a named pipe (S27): a byte-mode, duplex,
@@ -782,7 +879,7 @@ impl crate::Handle {
         }
         // SAFETY: `h` is a fresh handle that nothing else owns.
         let h = unsafe { OwnedHandle::from_raw_handle(h as RawHandle) };
-        Ok(crate::Handle::from_sys(Handle::new(Raw::File(h), HandleKind::LocalStream, true)))
+        Ok(crate::Handle::from_sys(Handle::new(Raw::File(h), HandleKind::LocalStream)))
     }
 
     /// Opens the client end of the named pipe `name` (see
@@ -806,6 +903,6 @@ impl crate::Handle {
         }
         // SAFETY: `h` is a fresh handle that nothing else owns.
         let h = unsafe { OwnedHandle::from_raw_handle(h as RawHandle) };
-        Ok(crate::Handle::from_sys(Handle::new(Raw::File(h), HandleKind::LocalStream, true)))
+        Ok(crate::Handle::from_sys(Handle::new(Raw::File(h), HandleKind::LocalStream)))
     }
 }

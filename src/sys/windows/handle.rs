@@ -121,20 +121,56 @@ fn wsa_started(r: i32) -> io::Result<()> {
     }
 }
 
-/// `WSABUF`s over the buffer's parts (each at most 4 GiB - 1).
-fn wsabufs(buf: &mut Buffer) -> Vec<WSABUF> {
-    let one = |b: &mut Vec<u8>| WSABUF { len: b.len().min(u32::MAX as usize) as u32, buf: b.as_mut_ptr() };
-    let mut bufs = match buf {
-        Buffer::None => Vec::new(),
-        Buffer::Single(b) => vec![one(b)],
-        Buffer::Vectored(v) => v.iter_mut().map(one).collect(),
-    };
-    if bufs.is_empty() {
-        // A request with no room is one zero-length buffer (S31): Winsock
-        // refuses an empty array.
-        bufs.push(WSABUF { len: 0, buf: std::ptr::NonNull::<u8>::dangling().as_ptr() });
+/// Parts gathered without allocating; more go to the heap.
+const INLINE_PARTS: usize = 4;
+
+/// The `WSABUF` array of one request: on the stack for up to
+/// [`INLINE_PARTS`] parts (a single buffer always), else on the heap.
+/// Winsock copies the array during the call, so it lives only that long.
+enum WsaBufs {
+    Inline([WSABUF; INLINE_PARTS], usize),
+    Heap(Vec<WSABUF>),
+}
+
+impl WsaBufs {
+    fn as_ptr(&self) -> *const WSABUF {
+        match self {
+            WsaBufs::Inline(a, _) => a.as_ptr(),
+            WsaBufs::Heap(v) => v.as_ptr(),
+        }
     }
-    bufs
+
+    fn len(&self) -> u32 {
+        match self {
+            WsaBufs::Inline(_, n) => *n as u32,
+            WsaBufs::Heap(v) => v.len() as u32,
+        }
+    }
+}
+
+/// `WSABUF`s over the buffer's parts (each at most 4 GiB - 1). A request
+/// with no room is one zero-length buffer (S31): Winsock refuses an empty
+/// array.
+fn wsabufs(buf: &mut Buffer) -> WsaBufs {
+    let one = |b: &mut Vec<u8>| WSABUF { len: b.len().min(u32::MAX as usize) as u32, buf: b.as_mut_ptr() };
+    let empty = WSABUF { len: 0, buf: std::ptr::NonNull::<u8>::dangling().as_ptr() };
+    let mut inline = [empty; INLINE_PARTS];
+    match buf {
+        Buffer::None => WsaBufs::Inline(inline, 1),
+        Buffer::Single(b) => {
+            inline[0] = one(b);
+            WsaBufs::Inline(inline, 1)
+        }
+        Buffer::Vectored(v) if v.is_empty() => WsaBufs::Inline(inline, 1),
+        Buffer::Vectored(v) if v.len() <= INLINE_PARTS => {
+            let n = v.len();
+            for (slot, b) in inline.iter_mut().zip(v.iter_mut()) {
+                *slot = one(b);
+            }
+            WsaBufs::Inline(inline, n)
+        }
+        Buffer::Vectored(v) => WsaBufs::Heap(v.iter_mut().map(one).collect()),
+    }
 }
 
 /// The one part a file-handle request transfers: the single buffer, or the
@@ -388,15 +424,14 @@ pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &P
             // lives until the packet is taken; Winsock copies the array
             // itself; flags and OVERLAPPED live in the request.
             let r = unsafe {
-                WSARecv(s, bufs.as_ptr(), bufs.len() as u32, std::ptr::null_mut(), &mut h.os.flags, ov, None)
+                WSARecv(s, bufs.as_ptr(), bufs.len(), std::ptr::null_mut(), &mut h.os.flags, ov, None)
             };
             Ok(wsa_started(r)?)
         }
         (Op::Write, Some(s)) => {
             let bufs = wsabufs(&mut h.buffer);
             // SAFETY: as for WSARecv; the data is only read.
-            let r =
-                unsafe { WSASend(s, bufs.as_ptr(), bufs.len() as u32, std::ptr::null_mut(), 0, ov, None) };
+            let r = unsafe { WSASend(s, bufs.as_ptr(), bufs.len(), std::ptr::null_mut(), 0, ov, None) };
             Ok(wsa_started(r)?)
         }
         (Op::Read | Op::ReadAt(_), None) => {
@@ -510,7 +545,7 @@ pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &P
                 WSASendTo(
                     s,
                     bufs.as_ptr(),
-                    bufs.len() as u32,
+                    bufs.len(),
                     std::ptr::null_mut(),
                     0,
                     h.os.addr.as_ptr() as *const SOCKADDR,
@@ -530,7 +565,7 @@ pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &P
                 WSARecvFrom(
                     s,
                     bufs.as_ptr(),
-                    bufs.len() as u32,
+                    bufs.len(),
                     std::ptr::null_mut(),
                     &mut h.os.flags,
                     h.os.addr.as_mut_ptr() as *mut SOCKADDR,

@@ -321,9 +321,11 @@ impl Handle {
         }
     }
 
-    /// Reads from a stream into `buf` (its initialized length).
+    /// Reads from a stream into `buf`, from its start up to its capacity;
+    /// the completion hands it back with its length set to the bytes read
+    /// (S32), so `Vec::with_capacity(n)` needs no zeroing.
     ///
-    /// A read with no room (an empty `buf`) is the zero-byte read of IOCP
+    /// A read with no room (`buf` of capacity 0) is the zero-byte read of IOCP
     /// (S31): it completes, with 0 bytes and taking no data, once the
     /// stream is readable (data waiting, its end, or an error, which it
     /// completes with). A server holds idle connections this way without a
@@ -332,14 +334,15 @@ impl Handle {
     /// ```no_run
     /// # fn f(conn: &iocompletion::Handle) -> Result<(), iocompletion::StartError> {
     /// conn.read(Vec::new())?; // completes when data arrives; then:
-    /// conn.read(vec![0; 16 * 1024])?; // finds the data at once
+    /// conn.read(Vec::with_capacity(16 * 1024))?; // finds the data at once
     /// # Ok(()) }
     /// ```
     pub fn read(&self, buf: Vec<u8>) -> Result<RequestId, StartError> {
         self.start(Op::Read, Buffer::Single(buf))
     }
 
-    /// Reads from a stream into several buffers in order.
+    /// Reads from a stream into several buffers in order, each up to its
+    /// capacity (S32).
     pub fn read_vectored(&self, bufs: Vec<Vec<u8>>) -> Result<RequestId, StartError> {
         self.start(Op::Read, Buffer::Vectored(bufs))
     }
@@ -354,7 +357,8 @@ impl Handle {
         self.start(Op::Write, Buffer::Vectored(bufs))
     }
 
-    /// Reads a regular file at `offset`; 0 bytes at or past its end.
+    /// Reads a regular file at `offset` into `buf`, up to its capacity
+    /// (S32); 0 bytes at or past its end.
     pub fn read_at(&self, offset: u64, buf: Vec<u8>) -> Result<RequestId, StartError> {
         self.start(Op::ReadAt(offset), Buffer::Single(buf))
     }

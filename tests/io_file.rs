@@ -71,7 +71,9 @@ fn s27_read_at_or_past_the_end_reads_zero_bytes() {
         started(h.read_at(off, vec![0xEE; 16]));
         let done = c.recv();
         assert_eq!(done.ok(), 0, "read at {off} of a 10-byte file");
-        assert_eq!(done.request.into_buffer().into_vec(), vec![0xEE; 16], "the buffer comes back untouched");
+        // S32: the length is the bytes read; the allocation comes back.
+        let buf = done.request.into_buffer().into_vec();
+        assert!(buf.is_empty() && buf.capacity() == 16, "{} bytes, capacity {}", buf.len(), buf.capacity());
     }
     // Straddling the end: the bytes that are there.
     started(h.read_at(8, vec![0; 16]));

@@ -27,8 +27,10 @@ fn s27_tcp_read_completes_with_the_bytes_the_peer_wrote() {
     assert_eq!(done.data(), b"hello, completion");
 }
 
+/// S32: a read fills from the start up to the capacity and sets the length
+/// to the bytes read; the allocation comes back with it (S26).
 #[test]
-fn s26_read_hands_back_the_buffer_at_its_full_length() {
+fn s32_a_read_sets_the_length_to_the_bytes_read_and_keeps_the_allocation() {
     let rt = runtime();
     let (mut client, server) = tcp_pair();
     let h = Handle::from(server);
@@ -39,9 +41,33 @@ fn s26_read_hands_back_the_buffer_at_its_full_length() {
     let done = c.recv();
     assert_eq!(done.ok(), 3);
     let buf = done.request.into_buffer().into_vec();
-    assert_eq!(buf.len(), 100, "the buffer comes back whole, not cut");
-    assert_eq!(&buf[..3], b"abc");
-    assert!(buf[3..].iter().all(|&b| b == 0xAA), "bytes past the read are untouched");
+    assert_eq!(buf, b"abc");
+    assert_eq!(buf.capacity(), 100, "the same allocation");
+}
+
+/// S32: `Vec::with_capacity(n)` reads up to `n` bytes (it used to complete
+/// at once with 0 bytes, which looks like the end of the stream).
+#[test]
+fn s32_a_read_into_an_empty_vector_with_capacity_reads_data() {
+    let rt = runtime();
+    let (mut client, server) = tcp_pair();
+    let h = Handle::from(server);
+    let c = bind(&rt, &h);
+
+    let data = pattern(4096, 9);
+    started(h.read(Vec::with_capacity(4096)));
+    client.write_all(&data).unwrap();
+    let mut got = Vec::new();
+    let done = c.recv();
+    assert!(done.ok() > 0, "data, not the end of the stream");
+    got.extend_from_slice(&done.request.into_buffer().into_vec());
+    while got.len() < data.len() {
+        started(h.read(Vec::with_capacity(4096)));
+        let done = c.recv();
+        assert!(done.ok() > 0);
+        got.extend_from_slice(&done.request.into_buffer().into_vec());
+    }
+    assert_eq!(got, data);
 }
 
 #[test]
@@ -85,8 +111,18 @@ fn s27_tcp_read_vectored_fills_the_parts_in_order() {
         iocompletion::Buffer::Vectored(v) => v,
         other => panic!("a vectored read hands back its parts, got {other:?}"),
     };
-    assert_eq!(parts.iter().map(Vec::len).collect::<Vec<_>>(), [3, 4, 8], "each part keeps its length");
-    assert_eq!(&parts.concat()[..n], bytes);
+    // S32: the parts are filled in order, each up to its capacity.
+    let mut left = n;
+    let expected: Vec<usize> = parts
+        .iter()
+        .map(|p| {
+            let k = left.min(p.capacity());
+            left -= k;
+            k
+        })
+        .collect();
+    assert_eq!(parts.iter().map(Vec::len).collect::<Vec<_>>(), expected);
+    assert_eq!(parts.concat(), bytes);
     assert!(n >= 1);
 }
 

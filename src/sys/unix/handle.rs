@@ -2,8 +2,8 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, IoSlice, IoSliceMut, Read, Write};
-use std::mem::ManuallyDrop;
+use std::io::{self, IoSlice, Write};
+use std::mem::{ManuallyDrop, MaybeUninit};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
@@ -312,7 +312,7 @@ impl Io {
         let Some(fd) = guard.as_ref() else { return Some(aborted(req)) };
         let file = borrow::<File>(fd);
         let r = match (req.op(), req.buffer_mut()) {
-            (Op::ReadAt(off), Buffer::Single(b)) => retry(|| file.read_at(b, off)),
+            (Op::ReadAt(off), Buffer::Single(b)) => retry(|| pread_into(fd, b, off)),
             (Op::WriteAt(off), Buffer::Single(b)) => file.write_all_at(b, off).map(|()| b.len()),
             _ => Err(io::Error::from(io::ErrorKind::InvalidInput)),
         };
@@ -379,18 +379,8 @@ fn perform(kind: HandleKind, fd: &OwnedFd, req: &mut Request, ready: bool) -> io
     let op = req.op();
     let h = req.header_mut();
     match op {
-        Op::Read if h.buffer.is_empty() => readable(kind, fd, ready),
-        Op::Read => {
-            let mut s = borrow::<File>(fd);
-            pending(retry(|| match &mut h.buffer {
-                Buffer::Single(b) => s.read(b),
-                Buffer::Vectored(v) => {
-                    let mut bufs: Vec<IoSliceMut<'_>> = v.iter_mut().map(|b| IoSliceMut::new(b)).collect();
-                    s.read_vectored(&mut bufs)
-                }
-                Buffer::None => Ok(0),
-            }))
-        }
+        Op::Read if h.buffer.capacity() == 0 => readable(kind, fd, ready),
+        Op::Read => pending(retry(|| read_into(fd, &mut h.buffer))),
         Op::Write => write_stream(kind, fd, &h.buffer, &mut h.os.progress),
         Op::Accept => {
             let accepted = match kind {
@@ -426,8 +416,15 @@ fn perform(kind: HandleKind, fd: &OwnedFd, req: &mut Request, ready: bool) -> io
         },
         Op::RecvFrom => match &mut h.buffer {
             Buffer::Single(b) => {
-                Ok(pending(retry(|| borrow::<UdpSocket>(fd).recv_from(b)))?.map(|(n, a)| {
-                    h.addr = Some(a);
+                // SAFETY: the whole allocation, viewed as possibly
+                // uninitialized bytes; the vector is not touched meanwhile.
+                let room = unsafe {
+                    std::slice::from_raw_parts_mut(b.as_mut_ptr().cast::<MaybeUninit<u8>>(), b.capacity())
+                };
+                Ok(pending(retry(|| SockRef::from(fd).recv_from(room)))?.map(|(n, a)| {
+                    // SAFETY: recv_from wrote the first `n` bytes.
+                    unsafe { b.set_len(n) };
+                    h.addr = a.as_socket();
                     n
                 }))
             }
@@ -435,6 +432,50 @@ fn perform(kind: HandleKind, fd: &OwnedFd, req: &mut Request, ready: bool) -> io
         },
         Op::Post | Op::ReadAt(_) | Op::WriteAt(_) => Err(io::Error::from(io::ErrorKind::InvalidInput)),
     }
+}
+
+/// One `read` (or `readv`) into the buffer's room, from the start of each
+/// part up to its capacity (S32); on success the lengths say what was read.
+fn read_into(fd: &OwnedFd, buf: &mut Buffer) -> io::Result<usize> {
+    let n = match buf {
+        Buffer::None => return Ok(0),
+        // SAFETY: the pointer and capacity describe the vector's whole
+        // allocation, which the read may fill; `fd` is open (fd lock held).
+        Buffer::Single(b) => unsafe { libc::read(fd.as_raw_fd(), b.as_mut_ptr().cast(), b.capacity()) },
+        Buffer::Vectored(v) => {
+            let iov: Vec<libc::iovec> = v
+                .iter_mut()
+                .map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.capacity() })
+                .collect();
+            let count = iov.len().min(libc::c_int::MAX as usize) as libc::c_int;
+            // SAFETY: each iovec describes one part's whole allocation; the
+            // array lives for the call; `fd` is open (fd lock held).
+            unsafe { libc::readv(fd.as_raw_fd(), iov.as_ptr(), count) }
+        }
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    // SAFETY: the read wrote its first `n` bytes into the room, in order.
+    unsafe { buf.set_filled(n) };
+    Ok(n)
+}
+
+/// One `pread` at `off` into the vector's room (S32).
+fn pread_into(fd: &OwnedFd, b: &mut Vec<u8>, off: u64) -> io::Result<usize> {
+    // An offset past off_t's range is the OS's EINVAL, as pread gives for
+    // one whose end overflows.
+    let off = libc::off_t::try_from(off).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: the pointer and capacity describe the vector's allocation;
+    // `fd` is open (the caller holds the fd lock).
+    let n = unsafe { libc::pread(fd.as_raw_fd(), b.as_mut_ptr().cast(), b.capacity(), off) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pread wrote the first `n` bytes.
+    unsafe { b.set_len(n as usize) };
+    Ok(n as usize)
 }
 
 /// A read with no room (S31): completes, with 0 bytes, once the stream is

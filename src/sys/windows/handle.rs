@@ -148,11 +148,15 @@ impl WsaBufs {
     }
 }
 
-/// `WSABUF`s over the buffer's parts (each at most 4 GiB - 1). A request
+/// `WSABUF`s over the buffer's parts (each at most 4 GiB - 1): for a read
+/// each part's room, its capacity (S32); for a write its bytes. A request
 /// with no room is one zero-length buffer (S31): Winsock refuses an empty
 /// array.
-fn wsabufs(buf: &mut Buffer) -> WsaBufs {
-    let one = |b: &mut Vec<u8>| WSABUF { len: b.len().min(u32::MAX as usize) as u32, buf: b.as_mut_ptr() };
+fn wsabufs(buf: &mut Buffer, read: bool) -> WsaBufs {
+    let one = |b: &mut Vec<u8>| {
+        let n = if read { b.capacity() } else { b.len() };
+        WSABUF { len: n.min(u32::MAX as usize) as u32, buf: b.as_mut_ptr() }
+    };
     let empty = WSABUF { len: 0, buf: std::ptr::NonNull::<u8>::dangling().as_ptr() };
     let mut inline = [empty; INLINE_PARTS];
     match buf {
@@ -174,15 +178,17 @@ fn wsabufs(buf: &mut Buffer) -> WsaBufs {
 }
 
 /// The one part a file-handle request transfers: the single buffer, or the
-/// first non-empty part of a vectored one.
-fn first_part(buf: &mut Buffer) -> (*mut u8, u32) {
+/// first part of a vectored one with room (a read: capacity, S32) or bytes
+/// (a write).
+fn first_part(buf: &mut Buffer, read: bool) -> (*mut u8, u32) {
+    let size = |b: &Vec<u8>| if read { b.capacity() } else { b.len() };
     let part = match buf {
         Buffer::None => None,
         Buffer::Single(b) => Some(b),
-        Buffer::Vectored(v) => v.iter_mut().find(|b| !b.is_empty()),
+        Buffer::Vectored(v) => v.iter_mut().find(|b| size(b) > 0),
     };
     match part {
-        Some(b) => (b.as_mut_ptr(), b.len().min(u32::MAX as usize) as u32),
+        Some(b) => (b.as_mut_ptr(), size(b).min(u32::MAX as usize) as u32),
         // No room: a zero-byte ReadFile or WriteFile (S31).
         None => (std::ptr::NonNull::<u8>::dangling().as_ptr(), 0),
     }
@@ -419,7 +425,7 @@ pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &P
         // A read with no room is the real zero-byte WSARecv or ReadFile
         // (S31): it completes when the stream is readable, taking nothing.
         (Op::Read, Some(s)) => {
-            let bufs = wsabufs(&mut h.buffer);
+            let bufs = wsabufs(&mut h.buffer, true);
             // SAFETY: the WSABUFs point into the request's buffer, which
             // lives until the packet is taken; Winsock copies the array
             // itself; flags and OVERLAPPED live in the request.
@@ -429,16 +435,16 @@ pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &P
             Ok(wsa_started(r)?)
         }
         (Op::Write, Some(s)) => {
-            let bufs = wsabufs(&mut h.buffer);
+            let bufs = wsabufs(&mut h.buffer, false);
             // SAFETY: as for WSARecv; the data is only read.
             let r = unsafe { WSASend(s, bufs.as_ptr(), bufs.len(), std::ptr::null_mut(), 0, ov, None) };
             Ok(wsa_started(r)?)
         }
         (Op::Read | Op::ReadAt(_), None) => {
             if let Op::ReadAt(off) = op {
-                set_offset(&mut h.os.overlapped, off, h.buffer.len())?;
+                set_offset(&mut h.os.overlapped, off, h.buffer.capacity())?;
             }
-            let (ptr, len) = first_part(&mut h.buffer);
+            let (ptr, len) = first_part(&mut h.buffer, true);
             // SAFETY: the buffer and OVERLAPPED live in the request until
             // its packet is taken.
             let ok = unsafe { ReadFile(raw.handle(), ptr, len, std::ptr::null_mut(), ov) };
@@ -473,7 +479,7 @@ pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &P
                     ));
                 }
             }
-            let (ptr, len) = first_part(&mut h.buffer);
+            let (ptr, len) = first_part(&mut h.buffer, false);
             // SAFETY: as for ReadFile; the data is only read.
             let ok = unsafe { WriteFile(raw.handle(), ptr, len, std::ptr::null_mut(), ov) };
             Ok(win32_started(ok)?)
@@ -539,7 +545,7 @@ pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &P
         }
         (Op::SendTo(addr), Some(s)) => {
             let len = net::encode(&addr, &mut h.os.addr);
-            let bufs = wsabufs(&mut h.buffer);
+            let bufs = wsabufs(&mut h.buffer, false);
             // SAFETY: as for WSASend; the address lives in the request.
             let r = unsafe {
                 WSASendTo(
@@ -558,7 +564,7 @@ pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &P
         }
         (Op::RecvFrom, Some(s)) => {
             h.os.addr_len = (super::ADDR_WORDS * 8) as i32;
-            let bufs = wsabufs(&mut h.buffer);
+            let bufs = wsabufs(&mut h.buffer, true);
             // SAFETY: as for WSARecv; the source address and its length are
             // written at completion into the request, which lives until then.
             let r = unsafe {
@@ -651,6 +657,14 @@ impl Io {
                 h.addr = net::decode(&h.os.addr, h.os.addr_len);
             }
             _ => {}
+        }
+        if code == 0 && matches!(h.op, Op::Read | Op::ReadAt(_) | Op::RecvFrom) {
+            // S32: the length is the bytes read (the kernel never transfers
+            // more than the room it was given; clamped all the same).
+            let n = bytes.min(h.buffer.capacity());
+            // SAFETY: the kernel wrote the first `n` bytes of the room the
+            // request gave it, part by part in order.
+            unsafe { h.buffer.set_filled(n) };
         }
         Packet { status: Status::from_raw(code), bytes, key: 0, request: Some(req) }
     }

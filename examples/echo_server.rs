@@ -130,7 +130,9 @@ impl Server {
     /// emptied, is dropped), or with `--hold-buffers` the real read.
     fn wait_for_data(&self, conn: &Handle, mut buf: Vec<u8>) -> Result<(), iocompletion::StartError> {
         if self.hold_buffers {
-            buf.resize(BUF_SIZE, 0);
+            // Room for the read, not zeroed: a read fills the capacity.
+            buf.clear();
+            buf.reserve(BUF_SIZE);
             conn.read(buf).map(drop)
         } else {
             conn.read(Vec::new()).map(drop)
@@ -142,7 +144,7 @@ impl Server {
         // by every connection) per completion.
         let Some(conn) = req.handle() else { return };
         let op = req.op();
-        let mut buf = req.take_buffer().into_vec();
+        let buf = req.take_buffer().into_vec();
         let next = match op {
             _ if !status.is_success() => {
                 if !status.is_aborted() {
@@ -150,15 +152,12 @@ impl Server {
                 }
                 return self.close(id);
             }
-            // Data is waiting (or the stream ended, or failed: the real read
-            // tells which).
-            Op::Read if buf.is_empty() => conn.read(vec![0; BUF_SIZE]).map(drop),
+            // The zero-byte wait ended (its buffer has no room): data is
+            // waiting, or the stream ended or failed; the real read tells.
+            Op::Read if buf.capacity() == 0 => conn.read(Vec::with_capacity(BUF_SIZE)).map(drop),
             Op::Read if bytes == 0 => return self.close(id), // the peer closed
-            Op::Read => {
-                // Echo what came in: the write sends the whole buffer.
-                buf.truncate(bytes);
-                conn.write(buf).map(drop)
-            }
+            // Echo what came in: the read set the length to the bytes read.
+            Op::Read => conn.write(buf).map(drop),
             Op::Write => {
                 self.counters.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
                 self.wait_for_data(&conn, buf)

@@ -130,12 +130,10 @@ fn echo(rt: &Runtime, conn: Handle) -> Result<(), Box<dyn Error>> {
             let Some(conn) = slot.clone() else { return };
             let mut buf = request.take_buffer().into_vec();
             let next = match request.op() {
-                Op::Read if status.is_success() && bytes > 0 => {
-                    buf.truncate(bytes); // send back exactly what came in
-                    conn.write(buf)
-                }
+                // The read set the length to the bytes read: send them back.
+                Op::Read if status.is_success() && bytes > 0 => conn.write(buf),
                 Op::Write if status.is_success() => {
-                    buf.resize(64 * 1024, 0);
+                    buf.clear(); // the next read fills the capacity again
                     conn.read(buf)
                 }
                 _ => {
@@ -150,7 +148,7 @@ fn echo(rt: &Runtime, conn: Handle) -> Result<(), Box<dyn Error>> {
         }),
         0,
     )?;
-    conn.read(vec![0; 64 * 1024])?;
+    conn.read(Vec::with_capacity(64 * 1024))?;
     Ok(())
 }
 

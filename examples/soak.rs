@@ -88,11 +88,12 @@ fn serve(rt: &Runtime, ledger: &Arc<Ledger>, conns: &Conns, number: u64, conn: H
                 return close(conn);
             }
             let mut buf = req.take_buffer().into_vec();
+            // A read sets the length to the bytes read (S32); a cleared
+            // buffer keeps its capacity for the next read.
             let next = if req.op() == Op::Read {
-                buf.truncate(bytes);
                 conn.write(buf)
             } else {
-                buf.resize(4096, 0);
+                buf.clear();
                 conn.read(buf)
             };
             if l.started(next).is_none() {

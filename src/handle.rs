@@ -75,6 +75,9 @@ pub(crate) struct Binding {
     ext_len: usize,
     /// The `BindIoCompletionCallback` callback, if bound that way (S22).
     callback: Option<Arc<dyn CompletionSink>>,
+    /// Bound with `Runtime::bind_async`: only requests with a target of
+    /// their own (futures) may start, since nothing else would take them.
+    futures_only: bool,
 }
 
 pub(crate) struct HandleInner {
@@ -167,6 +170,16 @@ impl Handle {
         host: Arc<dyn IoCompletionManager>,
         callback: Option<Arc<dyn CompletionSink>>,
     ) -> Result<()> {
+        self.attach_as(port, host, callback, false)
+    }
+
+    pub(crate) fn attach_as(
+        &self,
+        port: &Port,
+        host: Arc<dyn IoCompletionManager>,
+        callback: Option<Arc<dyn CompletionSink>>,
+        futures_only: bool,
+    ) -> Result<()> {
         // The host is user code: asked before the bind lock is taken, so a
         // host that looks at this handle does not deadlock (S18: the size
         // is fixed for the host's lifetime).
@@ -182,7 +195,7 @@ impl Handle {
             return Err(Error::invalid("port", port.id(), "is closed"));
         }
         self.inner.sys.associate(&port.inner.sys)?;
-        let _ = self.inner.binding.set(Binding { port: port.clone(), host, ext_len, callback });
+        let _ = self.inner.binding.set(Binding { port: port.clone(), host, ext_len, callback, futures_only });
         Ok(())
     }
 
@@ -281,6 +294,18 @@ impl Handle {
     /// starts (and before the host's initializer runs); the completion's
     /// [`Request::user_data`] gives it back.
     pub fn start_with(&self, op: Op, buffer: Buffer, user_data: usize) -> Result<RequestId, StartError> {
+        self.start_targeted(op, buffer, user_data, None)
+    }
+
+    /// Starts a request whose completion goes to `target` when given, else
+    /// to the handle's callback (or the host's sink).
+    pub(crate) fn start_targeted(
+        &self,
+        op: Op,
+        buffer: Buffer,
+        user_data: usize,
+        target: Option<Arc<dyn CompletionSink>>,
+    ) -> Result<RequestId, StartError> {
         let Some(b) = self.inner.binding.get() else {
             return Err(StartError::new(
                 Error::invalid("handle", self.describe(), "is not bound to a port"),
@@ -289,6 +314,16 @@ impl Handle {
         };
         if let Err(e) = check(self.kind(), op, &buffer) {
             return Err(StartError::new(e, buffer));
+        }
+        if b.futures_only && target.is_none() {
+            return Err(StartError::new(
+                Error::invalid(
+                    "handle",
+                    self.describe(),
+                    "is bound with bind_async: start its requests with start_async or the *_async methods",
+                ),
+                buffer,
+            ));
         }
         if let Err(e) = b.port.admit() {
             return Err(StartError::new(e, buffer));
@@ -310,7 +345,7 @@ impl Handle {
         if let Err(e) = b.host.initialize_host_overlapped(&mut req) {
             return refuse(e, req.into_buffer());
         }
-        req.header_mut().target = b.callback.clone();
+        req.header_mut().target = target.or_else(|| b.callback.clone());
         let id = req.id();
         match self.inner.sys.submit(req, &b.port.inner.sys) {
             Ok(()) => {

@@ -76,6 +76,7 @@ mod sys;
 
 not_loom! {
     mod error;
+    mod future;
     mod handle;
     mod manager;
     mod pool;
@@ -89,6 +90,7 @@ not_loom! {
         E_FAIL, E_INVALIDARG, E_NOTIMPL, E_NOT_ENOUGH_QUOTA, E_OUTOFMEMORY, HOST_E_ABANDONED, HOST_E_CLRNOTAVAILABLE,
         HOST_E_NOT_OWNER, HOST_E_TIMEOUT,
     };
+    pub use future::{Completed, IoFuture};
     pub use handle::{Handle, HandleKind, WeakHandle};
     pub use manager::IoCompletionManager;
     pub use pool::PoolStats;

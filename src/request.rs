@@ -527,6 +527,15 @@ impl Request {
         self.header_mut().target = Some(callback);
     }
 
+    /// Takes the request's own completion target: a callback set with
+    /// [`Request::set_callback`], a handle's callback, or an awaiting
+    /// future ([`Handle::start_async`](crate::Handle::start_async)). A
+    /// custom host that takes packets itself calls it, when there is one,
+    /// instead of its sink, so that every target gets its completion.
+    pub fn take_callback(&mut self) -> Option<Arc<dyn CompletionSink>> {
+        self.header_mut().target.take()
+    }
+
     pub(crate) fn target(&self) -> Option<&Arc<dyn CompletionSink>> {
         self.header().target.as_ref()
     }

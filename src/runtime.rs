@@ -525,6 +525,18 @@ impl Runtime {
         self.post(None, bytes, req)
     }
 
+    /// Binds `handle` to the default port for awaited requests only (S34):
+    /// requests started on it with [`Handle::start_async`] or the `*_async`
+    /// methods resolve their futures; no sink or callback is needed, and a
+    /// request started any other way is refused at start (nothing would
+    /// take its completion).
+    pub fn bind_async(&self, handle: &Handle) -> Result<()> {
+        self.check()?;
+        let port = self.resolve(None)?;
+        let r = handle.attach_as(&port, Arc::new(self.clone()), None, true);
+        self.guard(r)
+    }
+
     /// `BindIoCompletionCallback(handle, callback, flags)` (S22): binds the
     /// handle to the pool's default port; each completion on it runs
     /// `callback` on a pool worker with (status, bytes, request). `flags`

@@ -1,0 +1,257 @@
+//! Awaitable requests (S34): a request whose completion resolves a future
+//! instead of calling a callback, on any executor.
+//!
+//! The future is the request's own completion target: the pool thread that
+//! takes the completion stores it and wakes the task; no thread of the
+//! crate ever polls. Dropping the future before it resolves cancels the
+//! request; its one completion still arrives, after the OS has released the
+//! buffer, and the buffer is freed then.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use crate::handle::{Handle, WeakHandle};
+use crate::request::{Buffer, Request, RequestId, Status};
+use crate::sink::CompletionSink;
+use crate::sync::Mutex;
+
+/// The completion of an awaited request: its status, the bytes transferred
+/// and the request, which hands the buffer back (S26).
+#[derive(Debug)]
+pub struct Completed {
+    /// Success or the OS error of the request (S8).
+    pub status: Status,
+    /// Bytes transferred.
+    pub bytes: usize,
+    /// The request, with its buffer and, for an accept, the connection.
+    pub request: Request,
+}
+
+impl Completed {
+    /// `Ok(bytes)` on success, else the OS error.
+    pub fn result(&self) -> io::Result<usize> {
+        self.status.result(self.bytes)
+    }
+
+    /// The request's buffer.
+    pub fn into_buffer(self) -> Buffer {
+        self.request.into_buffer()
+    }
+}
+
+enum State {
+    /// Started, not completed; the waker of the last poll.
+    Waiting(Option<Waker>),
+    /// Completed, not yet taken by a poll.
+    Done(Completed),
+    /// Taken by a poll, or the future was dropped.
+    Gone,
+}
+
+/// The shared slot between a future and its request's completion.
+struct Slot(Mutex<State>);
+
+impl CompletionSink for Slot {
+    fn on_complete(&self, status: Status, bytes: usize, request: Request) {
+        let mut st = self.0.lock();
+        match std::mem::replace(&mut *st, State::Gone) {
+            State::Waiting(waker) => {
+                *st = State::Done(Completed { status, bytes, request });
+                drop(st);
+                if let Some(w) = waker {
+                    w.wake();
+                }
+            }
+            // The future is gone: the OS has released the request, so its
+            // buffer is dropped here (outside the lock).
+            State::Gone => {
+                drop(st);
+                drop(request);
+            }
+            State::Done(_) => unreachable!("a request completes once (S2)"),
+        }
+    }
+}
+
+/// A started request that resolves to its [`Completed`] (S34).
+///
+/// Made by [`Handle::start_async`]. It needs no particular executor: the
+/// pool thread that takes the completion wakes the task. Dropping it before
+/// it resolves cancels the request ([`Handle::cancel`]); the request still
+/// completes once, and its buffer is freed when it does.
+#[must_use = "a dropped IoFuture cancels its request"]
+pub struct IoFuture {
+    slot: Arc<Slot>,
+    id: RequestId,
+    handle: WeakHandle,
+}
+
+impl IoFuture {
+    /// The id of the request, as [`Handle::cancel`] takes it.
+    pub fn id(&self) -> RequestId {
+        self.id
+    }
+}
+
+impl fmt::Debug for IoFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IoFuture").field("id", &self.id).finish()
+    }
+}
+
+impl Future for IoFuture {
+    type Output = Completed;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Completed> {
+        let mut st = self.slot.0.lock();
+        match std::mem::replace(&mut *st, State::Gone) {
+            State::Done(c) => Poll::Ready(c),
+            State::Waiting(w) => {
+                let w = match w {
+                    Some(w) if w.will_wake(cx.waker()) => w,
+                    _ => cx.waker().clone(),
+                };
+                *st = State::Waiting(Some(w));
+                Poll::Pending
+            }
+            State::Gone => panic!("IoFuture polled after it resolved"),
+        }
+    }
+}
+
+impl Drop for IoFuture {
+    fn drop(&mut self) {
+        let pending = {
+            let mut st = self.slot.0.lock();
+            let pending = matches!(*st, State::Waiting(_));
+            // A completion that already came (not taken) is dropped with
+            // the slot's state; one still to come finds `Gone`.
+            let old = std::mem::replace(&mut *st, State::Gone);
+            drop(st);
+            drop(old);
+            pending
+        };
+        if pending {
+            if let Some(h) = self.handle.upgrade() {
+                // "Not found" means it completed meanwhile: nothing to do.
+                let _ = h.cancel(self.id);
+            }
+        }
+    }
+}
+
+impl Handle {
+    /// Starts a request whose completion resolves the returned future
+    /// instead of going to the handle's callback or the sink (S34).
+    ///
+    /// The handle must be bound to a runtime's port (or to a host that
+    /// dispatches a request's own callback, see [`Request::take_callback`]).
+    /// A request that cannot start returns its error and buffer at once
+    /// (S23).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::io::Write;
+    /// use iocompletion::{Handle, Runtime};
+    ///
+    /// let rt = Runtime::builder().build()?;
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let mut peer = std::net::TcpStream::connect(listener.local_addr()?)?;
+    /// let conn = Handle::from(listener.accept()?.0);
+    /// rt.bind_async(&conn)?;
+    ///
+    /// let read = conn.read_async(Vec::with_capacity(64));
+    /// peer.write_all(b"hello")?;
+    /// let (n, buf) = futures_lite_block_on(read);
+    /// assert_eq!((n?, &buf[..]), (5, &b"hello"[..]));
+    /// # rt.shutdown();
+    /// # Ok(()) }
+    /// # fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     struct W(std::thread::Thread);
+    /// #     impl std::task::Wake for W { fn wake(self: std::sync::Arc<Self>) { self.0.unpark() } }
+    /// #     let waker = std::sync::Arc::new(W(std::thread::current())).into();
+    /// #     let mut cx = std::task::Context::from_waker(&waker);
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     loop {
+    /// #         if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; }
+    /// #         std::thread::park();
+    /// #     }
+    /// # }
+    /// ```
+    pub fn start_async(&self, op: crate::Op, buffer: Buffer) -> Result<IoFuture, crate::StartError> {
+        let slot = Arc::new(Slot(Mutex::new(State::Waiting(None))));
+        let target: Arc<dyn CompletionSink> = slot.clone();
+        let id = self.start_targeted(op, buffer, 0, Some(target))?;
+        Ok(IoFuture { slot, id, handle: self.downgrade() })
+    }
+
+    /// Reads from a stream into `buf` up to its capacity (S32) and resolves
+    /// to the result and the buffer, its length set to the bytes read. The
+    /// read starts now; awaiting only waits for it.
+    pub fn read_async(&self, buf: Vec<u8>) -> impl Future<Output = (io::Result<usize>, Vec<u8>)> + Send + 'static {
+        buf_future(self.start_async(crate::Op::Read, Buffer::Single(buf)))
+    }
+
+    /// Writes the whole buffer to a stream and resolves to the result and
+    /// the buffer. The write starts now.
+    pub fn write_async(&self, buf: Vec<u8>) -> impl Future<Output = (io::Result<usize>, Vec<u8>)> + Send + 'static {
+        buf_future(self.start_async(crate::Op::Write, Buffer::Single(buf)))
+    }
+
+    /// Reads a regular file at `offset` into `buf` up to its capacity; see
+    /// [`Handle::read_async`].
+    pub fn read_at_async(
+        &self,
+        offset: u64,
+        buf: Vec<u8>,
+    ) -> impl Future<Output = (io::Result<usize>, Vec<u8>)> + Send + 'static {
+        buf_future(self.start_async(crate::Op::ReadAt(offset), Buffer::Single(buf)))
+    }
+
+    /// Writes `buf` to a regular file at `offset`; see [`Handle::write_async`].
+    pub fn write_at_async(
+        &self,
+        offset: u64,
+        buf: Vec<u8>,
+    ) -> impl Future<Output = (io::Result<usize>, Vec<u8>)> + Send + 'static {
+        buf_future(self.start_async(crate::Op::WriteAt(offset), Buffer::Single(buf)))
+    }
+
+    /// Accepts a connection on a listener and resolves to it, with the
+    /// peer's address where the OS tells it. The accept starts now.
+    pub fn accept_async(
+        &self,
+    ) -> impl Future<Output = io::Result<(Handle, Option<std::net::SocketAddr>)>> + Send + 'static {
+        let started = self.start_async(crate::Op::Accept, Buffer::None);
+        async move {
+            let mut c = started.map_err(|e| io::Error::from(e.error))?.await;
+            c.result()?;
+            let addr = c.request.addr();
+            let conn = c.request.take_accepted().ok_or_else(|| io::Error::other("the accept carried no connection"))?;
+            Ok((conn, addr))
+        }
+    }
+
+    /// Connects a TCP socket (see [`Handle::tcp_socket_for`]) to `addr`.
+    /// The connect starts now.
+    pub fn connect_async(&self, addr: std::net::SocketAddr) -> impl Future<Output = io::Result<()>> + Send + 'static {
+        let started = self.start_async(crate::Op::Connect(addr), Buffer::None);
+        async move { started.map_err(|e| io::Error::from(e.error))?.await.result().map(drop) }
+    }
+}
+
+/// The `(result, buffer)` future of a single-buffer request (`Send` and
+/// `'static`: it owns everything it needs).
+async fn buf_future(started: Result<IoFuture, crate::StartError>) -> (io::Result<usize>, Vec<u8>) {
+    match started {
+        Ok(f) => {
+            let c = f.await;
+            (c.result(), c.into_buffer().into_vec())
+        }
+        Err(e) => (Err(e.error.into()), e.buffer.into_vec()),
+    }
+}

@@ -79,6 +79,7 @@ not_loom! {
     mod future;
     mod handle;
     mod manager;
+    mod oneshot;
     mod pool;
     mod port;
     mod request;

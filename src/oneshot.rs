@@ -1,0 +1,115 @@
+//! One-shot completions: a request whose completion runs a closure of its
+//! own, once, with a result a Rust user can match on (`io::Result`) and the
+//! buffer, instead of the CLR-shaped `(Status, bytes, Request)` of the
+//! handle's callback or the sink.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::error::StartError;
+use crate::future::Completed;
+use crate::handle::Handle;
+use crate::request::{Buffer, Op, Request, RequestId, Status};
+use crate::sink::CompletionSink;
+use crate::sync::Mutex;
+
+/// A closure run by the request's one completion (S2), taken out before it
+/// runs so it runs at most once.
+struct Once<F>(Mutex<Option<F>>);
+
+impl<F> CompletionSink for Once<F>
+where
+    F: FnOnce(Completed) + Send + 'static,
+{
+    fn on_complete(&self, status: Status, bytes: usize, request: Request) {
+        let f = self.0.lock().take();
+        if let Some(f) = f {
+            f(Completed { status, bytes, request });
+        }
+    }
+}
+
+impl Handle {
+    /// Starts a request whose completion runs `f` once, on a pool thread,
+    /// instead of the handle's callback or the sink. `f` is `FnOnce`: it
+    /// may own a one-shot sender or the next step of a state machine. A
+    /// request that cannot start returns its error and buffer, and `f` is
+    /// dropped without running (S23).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::io::Write;
+    /// use iocompletion::{Handle, Runtime};
+    ///
+    /// let rt = Runtime::builder().build()?;
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let mut peer = std::net::TcpStream::connect(listener.local_addr()?)?;
+    /// let conn = Handle::from(listener.accept()?.0);
+    /// rt.bind_async(&conn)?;
+    ///
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// conn.read_then(Vec::with_capacity(64), move |n, buf| tx.send((n.ok(), buf)).unwrap())?;
+    /// peer.write_all(b"hi")?;
+    /// assert_eq!(rx.recv()?, (Some(2), b"hi".to_vec()));
+    /// # rt.shutdown();
+    /// # Ok(()) }
+    /// ```
+    pub fn start_then<F>(&self, op: Op, buffer: Buffer, f: F) -> Result<RequestId, StartError>
+    where
+        F: FnOnce(Completed) + Send + 'static,
+    {
+        let target: Arc<dyn CompletionSink> = Arc::new(Once(Mutex::new(Some(f))));
+        self.start_targeted(op, buffer, 0, Some(target))
+    }
+
+    /// Reads from a stream into `buf` up to its capacity (S32); `f` gets
+    /// the result and the buffer, its length set to the bytes read.
+    pub fn read_then<F>(&self, buf: Vec<u8>, f: F) -> Result<RequestId, StartError>
+    where
+        F: FnOnce(io::Result<usize>, Vec<u8>) + Send + 'static,
+    {
+        self.start_then(Op::Read, Buffer::Single(buf), move |c| {
+            let r = c.result();
+            f(r, c.into_buffer().into_vec())
+        })
+    }
+
+    /// Writes the whole buffer to a stream; `f` gets the result and the
+    /// buffer.
+    pub fn write_then<F>(&self, buf: Vec<u8>, f: F) -> Result<RequestId, StartError>
+    where
+        F: FnOnce(io::Result<usize>, Vec<u8>) + Send + 'static,
+    {
+        self.start_then(Op::Write, Buffer::Single(buf), move |c| {
+            let r = c.result();
+            f(r, c.into_buffer().into_vec())
+        })
+    }
+
+    /// Accepts a connection; `f` gets it, with the peer's address where
+    /// the OS tells it.
+    pub fn accept_then<F>(&self, f: F) -> Result<RequestId, StartError>
+    where
+        F: FnOnce(io::Result<(Handle, Option<SocketAddr>)>) + Send + 'static,
+    {
+        self.start_then(Op::Accept, Buffer::None, move |mut c| {
+            let r = c.result().and_then(|_| {
+                let addr = c.request.addr();
+                c.request
+                    .take_accepted()
+                    .map(|h| (h, addr))
+                    .ok_or_else(|| io::Error::other("the accept carried no connection"))
+            });
+            f(r)
+        })
+    }
+
+    /// Connects a TCP socket to `addr`; `f` gets the result.
+    pub fn connect_then<F>(&self, addr: SocketAddr, f: F) -> Result<RequestId, StartError>
+    where
+        F: FnOnce(io::Result<()>) + Send + 'static,
+    {
+        self.start_then(Op::Connect(addr), Buffer::None, move |c| f(c.result().map(drop)))
+    }
+}

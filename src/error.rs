@@ -150,16 +150,30 @@ impl From<Error> for io::Error {
 ///
 /// A request either starts (and later completes exactly once) or fails with
 /// this error and produces no completion; never both, never neither.
+#[non_exhaustive]
 pub struct StartError {
     /// Why the request was not started.
     pub error: Error,
     /// The buffer the caller gave, returned untouched.
     pub buffer: crate::Buffer,
+    /// The request that was refused, when it had been made (a refusal by
+    /// the host's initializer or the backend); `None` when the start was
+    /// refused before (unbound handle, wrong op, a full port).
+    pub request: Option<crate::RequestId>,
+    /// The user data the request carried (0 when it was not made).
+    pub user_data: usize,
 }
 
 impl StartError {
     pub(crate) fn new(error: Error, buffer: crate::Buffer) -> StartError {
-        StartError { error, buffer }
+        StartError { error, buffer, request: None, user_data: 0 }
+    }
+
+    /// The refusal of a request that was made: its id and user data are
+    /// kept, its buffer handed back.
+    pub(crate) fn of(error: Error, request: crate::Request) -> StartError {
+        let (id, user_data) = (request.id(), request.user_data());
+        StartError { error, buffer: request.into_buffer(), request: Some(id), user_data }
     }
 }
 
@@ -168,6 +182,8 @@ impl fmt::Debug for StartError {
         f.debug_struct("StartError")
             .field("error", &self.error)
             .field("buffer_len", &self.buffer.len())
+            .field("request", &self.request)
+            .field("user_data", &self.user_data)
             .finish()
     }
 }

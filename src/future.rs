@@ -22,6 +22,7 @@ use crate::sync::Mutex;
 /// The completion of an awaited request: its status, the bytes transferred
 /// and the request, which hands the buffer back (S26).
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Completed {
     /// Success or the OS error of the request (S8).
     pub status: Status,

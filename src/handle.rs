@@ -333,6 +333,10 @@ impl Handle {
             b.port.taken(1);
             Err(StartError::new(e, buffer))
         };
+        let refuse_request = |e: Error, req: Request| {
+            b.port.taken(1);
+            Err(StartError::of(e, req))
+        };
         let mut req = match Request::alloc(op, buffer, b.ext_len) {
             Ok(r) => r,
             Err(buffer) => return refuse(Error::OutOfMemory, buffer),
@@ -343,7 +347,7 @@ impl Handle {
             h.handle = Some(Arc::downgrade(&self.inner));
         }
         if let Err(e) = b.host.initialize_host_overlapped(&mut req) {
-            return refuse(e, req.into_buffer());
+            return refuse_request(e, req);
         }
         req.header_mut().target = target.or_else(|| b.callback.clone());
         let id = req.id();
@@ -352,7 +356,7 @@ impl Handle {
                 b.port.pushed();
                 Ok(id)
             }
-            Err((e, req)) => refuse(e, req.into_buffer()),
+            Err((e, req)) => refuse_request(e, req),
         }
     }
 

@@ -43,7 +43,8 @@ pub(crate) struct PoolConfig {
 }
 
 /// A snapshot of the pool's counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct PoolStats {
     /// Worker threads alive now.
     pub threads: usize,

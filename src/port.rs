@@ -5,13 +5,14 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::error::{Error, Result, StartError};
-use crate::request::{Request, Status};
+use crate::request::{Buffer, Request, Status};
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Ordering};
 use crate::sys::{self, PortDriver};
 
 /// One completion packet (S8): status, bytes transferred, the completion
 /// key and the request, if the packet carries one.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Packet {
     /// Success or the OS error of the request.
     pub status: Status,
@@ -160,11 +161,17 @@ impl Port {
     /// On a closed port it fails and hands the request's buffer back.
     pub fn post(&self, bytes: usize, key: usize, request: Option<Request>) -> Result<(), StartError> {
         if let Err(e) = self.admit() {
-            return Err(StartError::new(e, request.map(Request::into_buffer).unwrap_or_default()));
+            return Err(match request {
+                Some(r) => StartError::of(e, r),
+                None => StartError::new(e, Buffer::None),
+            });
         }
         if let Err((e, p)) = self.inner.sys.post(Packet { status: Status::SUCCESS, bytes, key, request }) {
             self.taken(1);
-            return Err(StartError::new(e, p.request.map(Request::into_buffer).unwrap_or_default()));
+            return Err(match p.request {
+                Some(r) => StartError::of(e, r),
+                None => StartError::new(e, Buffer::None),
+            });
         }
         self.pushed();
         Ok(())

@@ -20,7 +20,7 @@ use crate::sys;
 /// parts in order, each up to its capacity. A write sends the initialized
 /// bytes (`len()`). The completion hands the buffer back; a read that
 /// failed or was aborted leaves its length as it was.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Hash)]
 pub enum Buffer {
     /// No buffer (accept, connect, user posts without data).
     #[default]

@@ -88,6 +88,7 @@ impl Sink {
 static NEXT_RUNTIME: AtomicU64 = AtomicU64::new(1);
 
 /// Settings of a [`Runtime`]; see [`Runtime::builder`].
+#[must_use = "a Builder does nothing until build() is called"]
 pub struct Builder {
     min_threads: usize,
     max_threads: usize,
@@ -466,7 +467,7 @@ impl Runtime {
         };
         match self.initialize_host_overlapped(&mut req) {
             Ok(()) => Ok(req),
-            Err(e) => Err(StartError::new(e, req.into_buffer())),
+            Err(e) => Err(StartError::of(e, req)),
         }
     }
 
@@ -486,30 +487,26 @@ impl Runtime {
         };
         let port = match port {
             Ok(p) => p,
-            Err(e) => return Err(StartError::new(e, request.into_buffer())),
+            Err(e) => return Err(StartError::of(e, request)),
         };
         if request.extension().len() != self.inner.ext_size {
             // S18: every request this runtime hands its sink carries the
             // host's extension; one made elsewhere (`Request::new`, another
             // runtime) does not.
-            return Err(StartError::new(
-                Error::invalid(
-                    "request",
-                    request.id().as_u64(),
-                    &format!(
-                        "carries a host extension of {} bytes, not this runtime's {} (make it with Runtime::new_request)",
-                        request.extension().len(),
-                        self.inner.ext_size
-                    ),
+            let e = Error::invalid(
+                "request",
+                request.id().as_u64(),
+                &format!(
+                    "carries a host extension of {} bytes, not this runtime's {} (make it with Runtime::new_request)",
+                    request.extension().len(),
+                    self.inner.ext_size
                 ),
-                request.into_buffer(),
-            ));
+            );
+            return Err(StartError::of(e, request));
         }
         if request.target().is_none() && !self.inner.sink.is_set.load(Ordering::Acquire) {
-            return Err(StartError::new(
-                Error::invalid("request", request.id().as_u64(), "has no callback and no sink is set"),
-                request.into_buffer(),
-            ));
+            let e = Error::invalid("request", request.id().as_u64(), "has no callback and no sink is set");
+            return Err(StartError::of(e, request));
         }
         port.post(bytes, 0, Some(request))
     }

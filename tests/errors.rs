@@ -339,3 +339,26 @@ fn s21_attach_asks_the_host_before_it_locks_the_handle() {
     assert!(handle.is_bound());
     rt.shutdown();
 }
+
+/// A refusal after the request was made tells which request it was; one
+/// before (an unbound handle) has no request to name.
+#[test]
+fn s19_a_start_refused_by_the_initializer_names_its_request_and_user_data() {
+    use iocompletion::{Handle, Op, Request};
+    let rt = iocompletion::Runtime::builder()
+        .host_overlapped_size(8)
+        .initializer(|_req: &mut Request| Err(iocompletion::Error::NotOwner("refused here".into())))
+        .build()
+        .unwrap();
+    let (_peer, mine) = util::tcp_pair();
+    let h = Handle::from(mine);
+    let e = h.start_with(Op::Read, vec![0; 4].into(), 77).unwrap_err();
+    assert!(e.request.is_none(), "not bound: refused before a request was made");
+    rt.bind_io_completion_callback(&h, std::sync::Arc::new(|_, _, _| {}), 0).unwrap();
+    let e = h.start_with(Op::Read, vec![0; 4].into(), 77).unwrap_err();
+    assert!(matches!(e.error, iocompletion::Error::NotOwner(_)), "{e}");
+    assert!(e.request.is_some(), "the refused request is named");
+    assert_eq!(e.user_data, 77);
+    assert_eq!(e.buffer.len(), 4);
+    rt.shutdown();
+}

@@ -186,8 +186,38 @@ impl Handle {
     pub fn start_async(&self, op: crate::Op, buffer: Buffer) -> Result<IoFuture, crate::StartError> {
         let slot = Arc::new(Slot(Mutex::new(State::Waiting(None))));
         let target: Arc<dyn CompletionSink> = slot.clone();
-        let id = self.start_targeted(op, buffer, 0, Some(target))?;
+        let id = self.start_targeted(op, buffer, 0, Some(target), None)?;
         Ok(IoFuture { slot, id, handle: self.downgrade() })
+    }
+
+    /// [`Handle::start_async`] with a deadline (S33, see
+    /// [`Handle::start_before`]): past it the future resolves with the
+    /// timed-out status and the buffer.
+    pub fn start_async_before(
+        &self,
+        op: crate::Op,
+        buffer: Buffer,
+        deadline: std::time::Instant,
+    ) -> Result<IoFuture, crate::StartError> {
+        let slot = Arc::new(Slot(Mutex::new(State::Waiting(None))));
+        let target: Arc<dyn CompletionSink> = slot.clone();
+        let id = self.start_targeted(op, buffer, 0, Some(target), Some(deadline))?;
+        Ok(IoFuture { slot, id, handle: self.downgrade() })
+    }
+
+    /// [`Handle::read_async`] that gives up after `timeout` (S33): the
+    /// result is then an error of kind `TimedOut`, with the buffer.
+    pub fn read_async_timeout(
+        &self,
+        buf: Vec<u8>,
+        timeout: std::time::Duration,
+    ) -> impl Future<Output = (io::Result<usize>, Vec<u8>)> + Send + 'static {
+        let deadline = std::time::Instant::now().checked_add(timeout);
+        let started = match deadline {
+            Some(d) => self.start_async_before(crate::Op::Read, Buffer::Single(buf), d),
+            None => self.start_async(crate::Op::Read, Buffer::Single(buf)),
+        };
+        buf_future(started)
     }
 
     /// Reads from a stream into `buf` up to its capacity (S32) and resolves

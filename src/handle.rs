@@ -34,6 +34,16 @@ pub enum HandleKind {
     Stream,
 }
 
+impl HandleKind {
+    /// True for the socket kinds (TCP, UDP, Unix-domain).
+    pub fn is_socket(self) -> bool {
+        matches!(
+            self,
+            HandleKind::TcpStream | HandleKind::TcpListener | HandleKind::Udp | HandleKind::LocalListener
+        ) || (cfg!(unix) && self == HandleKind::LocalStream)
+    }
+}
+
 /// Checks that `op` suits a handle of `kind` and its buffer, before any
 /// allocation or I/O.
 fn check(kind: HandleKind, op: Op, buffer: &Buffer) -> Result<()> {
@@ -294,7 +304,19 @@ impl Handle {
     /// starts (and before the host's initializer runs); the completion's
     /// [`Request::user_data`] gives it back.
     pub fn start_with(&self, op: Op, buffer: Buffer, user_data: usize) -> Result<RequestId, StartError> {
-        self.start_targeted(op, buffer, user_data, None)
+        self.start_targeted(op, buffer, user_data, None, None)
+    }
+
+    /// Starts a request that must complete before `deadline` (S33). When
+    /// the deadline passes first, the request is cancelled and completes
+    /// once, with the OS's timed-out status (`ETIMEDOUT` on Unix;
+    /// `WSAETIMEDOUT` for a socket, `ERROR_TIMEOUT` otherwise, on Windows)
+    /// and its buffer; a completion that wins the race is reported as it
+    /// is. A deadline that has already passed refuses the start with
+    /// `Error::Timeout`. One thread serves every deadline and timer of the
+    /// process.
+    pub fn start_before(&self, op: Op, buffer: Buffer, deadline: std::time::Instant) -> Result<RequestId, StartError> {
+        self.start_targeted(op, buffer, 0, None, Some(deadline))
     }
 
     /// Starts a request whose completion goes to `target` when given, else
@@ -305,7 +327,11 @@ impl Handle {
         buffer: Buffer,
         user_data: usize,
         target: Option<Arc<dyn CompletionSink>>,
+        deadline: Option<std::time::Instant>,
     ) -> Result<RequestId, StartError> {
+        if deadline.is_some_and(|d| d <= std::time::Instant::now()) {
+            return Err(StartError::new(Error::Timeout, buffer));
+        }
         let Some(b) = self.inner.binding.get() else {
             return Err(StartError::new(
                 Error::invalid("handle", self.describe(), "is not bound to a port"),
@@ -351,12 +377,31 @@ impl Handle {
         }
         req.header_mut().target = target.or_else(|| b.callback.clone());
         let id = req.id();
+        if let Some(d) = deadline {
+            // Watched before the request can complete, so its completion
+            // always finds the entry (see `timer`).
+            if let Err(e) = crate::timer::watch(d, id, self.downgrade()) {
+                return refuse_request(Error::Io(e), req);
+            }
+            req.header_mut().deadline = Some(d);
+        }
         match self.inner.sys.submit(req, &b.port.inner.sys) {
             Ok(()) => {
                 b.port.pushed();
+                if let Some(d) = deadline.filter(|&d| d <= std::time::Instant::now()) {
+                    // It passed while the request started: the timer's
+                    // cancel may have come too early to find it.
+                    crate::timer::expire_now(d, id);
+                    let _ = self.cancel(id);
+                }
                 Ok(id)
             }
-            Err((e, req)) => refuse_request(e, req),
+            Err((e, mut req)) => {
+                if let Some(d) = req.header_mut().deadline.take() {
+                    crate::timer::unwatch(d, id);
+                }
+                refuse_request(e, req)
+            }
         }
     }
 

@@ -85,6 +85,7 @@ not_loom! {
     mod request;
     mod runtime;
     mod sink;
+    mod timer;
 
     pub use error::{Error, Result, StartError};
     pub use error::{
@@ -97,7 +98,7 @@ not_loom! {
     pub use pool::PoolStats;
     pub use port::{Packet, Port};
     pub use request::{Buffer, Op, Request, RequestId, Status};
-    pub use runtime::{Builder, Initializer, Runtime, MAX_HOST_OVERLAPPED_SIZE};
+    pub use runtime::{Builder, Initializer, Runtime, TimerId, MAX_HOST_OVERLAPPED_SIZE};
     pub use sink::CompletionSink;
 }
 

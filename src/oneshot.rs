@@ -60,7 +60,7 @@ impl Handle {
         F: FnOnce(Completed) + Send + 'static,
     {
         let target: Arc<dyn CompletionSink> = Arc::new(Once(Mutex::new(Some(f))));
-        self.start_targeted(op, buffer, 0, Some(target))
+        self.start_targeted(op, buffer, 0, Some(target), None)
     }
 
     /// Reads from a stream into `buf` up to its capacity (S32); `f` gets

@@ -26,6 +26,20 @@ pub struct Packet {
 
 static NEXT_PORT: AtomicU64 = AtomicU64::new(1);
 
+/// What taking a packet settles for its request: a deadline (S33) is
+/// forgotten, and a request cancelled because its deadline passed reports
+/// the OS's timed-out status instead of the aborted one.
+fn settle(packets: &mut [Packet]) {
+    for p in packets {
+        let Some(req) = p.request.as_mut() else { continue };
+        let Some(deadline) = req.header_mut().deadline.take() else { continue };
+        if crate::timer::completed(deadline, req.id().as_u64()) && p.status.is_aborted() {
+            let socket = req.handle().is_some_and(|h| h.kind().is_socket());
+            p.status = Status::from_raw(sys::timed_out_code(socket));
+        }
+    }
+}
+
 /// What the pool serving a port runs when work reaches the port while no
 /// thread waits on it (S14: below the minimum a thread starts at once).
 pub(crate) type Starving = Box<dyn Fn() + Send + Sync>;
@@ -222,6 +236,7 @@ impl Port {
         let mut v = Vec::with_capacity(1);
         let n = self.inner.sys.get_many(&mut v, 1, timeout, None)?;
         self.taken(n);
+        settle(&mut v);
         v.pop().ok_or(Error::Timeout)
     }
 
@@ -231,8 +246,10 @@ impl Port {
         if max == 0 {
             return Err(Error::invalid("max", max, "must be at least 1"));
         }
+        let before = out.len();
         let n = self.inner.sys.get_many(out, max, timeout, None)?;
         self.taken(n);
+        settle(&mut out[before..]);
         Ok(n)
     }
 
@@ -244,8 +261,10 @@ impl Port {
         timeout: Option<Duration>,
         interrupts: usize,
     ) -> Result<usize> {
+        let before = out.len();
         let n = self.inner.sys.get_many(out, 1, timeout, Some(interrupts))?;
         self.taken(n);
+        settle(&mut out[before..]);
         Ok(n)
     }
 

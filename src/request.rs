@@ -226,6 +226,9 @@ pub(crate) struct Header {
     /// The handle the request was started on, held weakly so an in-flight
     /// request never keeps its handle open.
     pub(crate) handle: Option<crate::sync::Weak<crate::handle::HandleInner>>,
+    /// The deadline the request was started with (S33), until its
+    /// completion is taken.
+    pub(crate) deadline: Option<std::time::Instant>,
 }
 
 const EXT_ALIGN: usize = 16;
@@ -390,6 +393,7 @@ impl Request {
             accepted: None,
             user_data: 0,
             handle: None,
+            deadline: None,
         };
         // SAFETY: `raw` is a block of layout(ext_cap): big enough and aligned
         // for a Header at offset 0 and `ext_cap >= ext_len` bytes after it.

@@ -325,9 +325,15 @@ impl Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.shut.store(true, Ordering::Release);
+        // Timers of a runtime that is gone complete aborted (here).
+        crate::timer::cancel_owner(self.id);
         self.stop();
     }
 }
+
+/// Identifies a timer, for [`Runtime::cancel_timer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TimerId(crate::timer::Key);
 
 /// The default host: completion ports from the platform backend (IOCP on
 /// Windows, mio elsewhere) served by the crate's elastic thread pool.
@@ -585,10 +591,79 @@ impl Runtime {
     /// calling it twice is harmless. Called from a worker thread, it does
     /// not wait for that thread.
     pub fn shutdown(&self) {
+        // Pending timers complete aborted, on the pool while it still runs.
+        crate::timer::cancel_owner(self.inner.id);
         if self.inner.shut.swap(true, Ordering::AcqRel) {
             return;
         }
         self.inner.stop();
+    }
+
+    /// A timer (S33): runs `f` once on a pool thread after `delay`, with a
+    /// success status; or once with the aborted status when cancelled
+    /// ([`Runtime::cancel_timer`]) or when the runtime shuts down first.
+    /// One thread serves every timer and deadline of the process: no
+    /// thread per timer.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// let rt = iocompletion::Runtime::builder().build()?;
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// rt.timer_after(Duration::from_millis(10), move |status| tx.send(status).unwrap())?;
+    /// assert!(rx.recv()?.is_success());
+    /// # rt.shutdown();
+    /// # Ok(()) }
+    /// ```
+    pub fn timer_after<F>(&self, delay: Duration, f: F) -> Result<TimerId>
+    where
+        F: FnOnce(crate::Status) + Send + 'static,
+    {
+        let at = std::time::Instant::now()
+            .checked_add(delay)
+            .ok_or_else(|| Error::invalid("delay", format!("{delay:?}"), "is too far in the future"))?;
+        self.timer_at(at, f)
+    }
+
+    /// A timer for the instant `at`; see [`Runtime::timer_after`]. An
+    /// instant already past fires at once.
+    pub fn timer_at<F>(&self, at: std::time::Instant, f: F) -> Result<TimerId>
+    where
+        F: FnOnce(crate::Status) + Send + 'static,
+    {
+        self.check()?;
+        let weak = Arc::downgrade(&self.inner);
+        let fire = Box::new(move |status: crate::Status| {
+            // On the pool when the runtime still runs; else here, aborted.
+            let f = Arc::new(Mutex::new(Some(f)));
+            let posted = weak.upgrade().map(|inner| Runtime { inner }).and_then(|rt| {
+                let g = f.clone();
+                rt.post_callback(0, move |_, _, _| {
+                    if let Some(f) = g.lock().take() {
+                        f(status)
+                    }
+                })
+                .ok()
+            });
+            if posted.is_none() {
+                if let Some(f) = f.lock().take() {
+                    f(crate::Status::ABORTED)
+                }
+            }
+        });
+        let key = crate::timer::schedule(at, self.inner.id, fire)?;
+        Ok(TimerId(key))
+    }
+
+    /// Cancels a timer: it completes once, now, with the aborted status.
+    /// A timer that already fired or was cancelled gives a "not found"
+    /// `Io` error (S25).
+    pub fn cancel_timer(&self, id: TimerId) -> Result<()> {
+        if crate::timer::cancel(id.0) {
+            Ok(())
+        } else {
+            Err(Error::Io(crate::sys::not_found()))
+        }
     }
 
     /// True once [`Runtime::shutdown`] ran or a `Fatal` poisoned it.

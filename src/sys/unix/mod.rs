@@ -30,3 +30,8 @@ pub(crate) struct RequestOs {
 pub(crate) fn not_found() -> std::io::Error {
     std::io::Error::from_raw_os_error(libc::ENOENT)
 }
+
+/// The status of a request whose deadline passed (S33): `ETIMEDOUT`.
+pub(crate) fn timed_out_code(_socket: bool) -> u32 {
+    libc::ETIMEDOUT as u32
+}

@@ -124,3 +124,13 @@ impl std::fmt::Debug for RequestOs {
         f.debug_struct("RequestOs").field("started", &self.io.is_some()).finish()
     }
 }
+
+/// The status of a request whose deadline passed (S33): `WSAETIMEDOUT`
+/// for a socket, as Winsock reports a timeout, else `ERROR_TIMEOUT`.
+pub(crate) fn timed_out_code(socket: bool) -> u32 {
+    if socket {
+        windows_sys::Win32::Networking::WinSock::WSAETIMEDOUT as u32
+    } else {
+        windows_sys::Win32::Foundation::ERROR_TIMEOUT
+    }
+}

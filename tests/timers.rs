@@ -1,0 +1,150 @@
+//! S33: deadlines on requests and timers. Each test waits for an event
+//! that must come (a deadline with no data, a timer), bounded by the
+//! suite's generous DEADLINE; none depends on how long anything takes.
+
+mod util;
+
+use std::collections::HashSet;
+use std::io::{ErrorKind, Write};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use iocompletion::{Error, Handle, Op, Runtime, Status};
+use util::{bind, runtime, started, tcp_pair, DEADLINE};
+
+fn timed_out(status: Status) -> bool {
+    status.result(0).is_err_and(|e| e.kind() == ErrorKind::TimedOut)
+}
+
+#[test]
+fn s33_a_deadline_that_passes_cancels_the_request_with_the_timed_out_status() {
+    let rt = runtime();
+    let (_peer, mine) = tcp_pair();
+    let h = Handle::from(mine);
+    let c = bind(&rt, &h);
+    let id =
+        started(h.start_before(Op::Read, vec![5; 16].into(), Instant::now() + Duration::from_millis(20)));
+    let done = c.recv();
+    assert_eq!(done.id(), id);
+    assert!(timed_out(done.status), "{:?}", done.status);
+    assert!(!done.status.is_aborted());
+    assert_eq!(done.request.into_buffer().into_vec(), vec![5; 16], "the buffer comes back as it was");
+    c.expect_none(Duration::from_millis(50));
+}
+
+#[test]
+fn s33_a_request_that_completes_before_its_deadline_is_reported_as_it_is() {
+    let rt = runtime();
+    let (mut peer, mine) = tcp_pair();
+    let h = Handle::from(mine);
+    let c = bind(&rt, &h);
+    started(h.start_before(
+        Op::Read,
+        Vec::<u8>::with_capacity(8).into(),
+        Instant::now() + Duration::from_secs(3600),
+    ));
+    peer.write_all(b"in time").unwrap();
+    let done = c.recv();
+    assert!(done.status.is_success(), "{:?}", done.status);
+    assert_eq!(done.request.into_buffer().into_vec(), b"in time");
+}
+
+#[test]
+fn s33_a_deadline_already_passed_refuses_the_start() {
+    let rt = runtime();
+    let (_peer, mine) = tcp_pair();
+    let h = Handle::from(mine);
+    let _c = bind(&rt, &h);
+    let e = h.start_before(Op::Read, vec![1; 4].into(), Instant::now()).unwrap_err();
+    assert!(matches!(e.error, Error::Timeout), "{e}");
+    assert_eq!(e.buffer.len(), 4);
+}
+
+#[test]
+fn s33_an_awaited_read_with_a_timeout_resolves_timed_out_with_its_buffer() {
+    let rt = Runtime::builder().min_threads(1).build().unwrap();
+    let (_peer, mine) = tcp_pair();
+    let h = Handle::from(mine);
+    rt.bind_async(&h).unwrap();
+    let (r, buf) =
+        futures::executor::block_on(h.read_async_timeout(Vec::with_capacity(32), Duration::from_millis(20)));
+    assert_eq!(r.unwrap_err().kind(), ErrorKind::TimedOut);
+    assert_eq!(buf.capacity(), 32);
+    rt.shutdown();
+}
+
+/// Deadlines racing completions: every request completes exactly once,
+/// either with its byte or timed out, and no byte is lost or read twice.
+#[test]
+fn s33_a_deadline_racing_a_completion_yields_exactly_one_completion() {
+    let rt = runtime();
+    let (mut peer, mine) = tcp_pair();
+    let h = Handle::from(mine);
+    let c = bind(&rt, &h);
+    const N: usize = 200;
+    let mut ids = HashSet::new();
+    let mut got = Vec::new();
+    for i in 0..N {
+        let id = started(h.start_before(
+            Op::Read,
+            Vec::<u8>::with_capacity(1).into(),
+            Instant::now() + Duration::from_micros(200),
+        ));
+        ids.insert(id);
+        peer.write_all(&[i as u8]).unwrap();
+        let done = c.recv();
+        assert!(ids.remove(&done.id()), "one completion per request");
+        if done.status.is_success() {
+            got.extend(done.request.into_buffer().into_vec());
+        } else {
+            assert!(timed_out(done.status), "{:?}", done.status);
+        }
+    }
+    assert!(ids.is_empty());
+    // What the timed-out reads did not take is still there, in order.
+    while got.len() < N {
+        started(h.read(Vec::with_capacity(N)));
+        got.extend(c.recv().request.into_buffer().into_vec());
+    }
+    assert_eq!(got, (0..N).map(|i| i as u8).collect::<Vec<_>>(), "no byte lost or read twice");
+    c.expect_none(Duration::from_millis(50));
+}
+
+#[test]
+fn s33_a_timer_fires_once_with_success() {
+    let rt = Runtime::builder().min_threads(1).build().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let id = rt.timer_after(Duration::from_millis(5), move |s| tx.send(s).unwrap()).unwrap();
+    assert!(rx.recv_timeout(DEADLINE).unwrap().is_success());
+    assert!(rx.recv_timeout(Duration::from_millis(50)).is_err(), "once");
+    assert!(rt.cancel_timer(id).is_err(), "a fired timer is not found");
+    rt.shutdown();
+}
+
+#[test]
+fn s33_a_cancelled_timer_completes_once_aborted() {
+    let rt = Runtime::builder().min_threads(1).build().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let id = rt.timer_after(Duration::from_secs(3600), move |s| tx.send(s).unwrap()).unwrap();
+    rt.cancel_timer(id).unwrap();
+    assert!(rx.recv_timeout(DEADLINE).unwrap().is_aborted());
+    assert!(rt.cancel_timer(id).is_err(), "cancelled once");
+    assert!(rx.recv_timeout(Duration::from_millis(50)).is_err(), "once");
+    rt.shutdown();
+}
+
+#[test]
+fn s33_shutdown_completes_pending_timers_aborted() {
+    let rt = Runtime::builder().min_threads(1).build().unwrap();
+    let (tx, rx) = mpsc::channel();
+    for _ in 0..3 {
+        let tx = tx.clone();
+        rt.timer_after(Duration::from_secs(3600), move |s| tx.send(s).unwrap()).unwrap();
+    }
+    drop(tx);
+    rt.shutdown();
+    let all: Vec<Status> = rx.iter().collect();
+    assert_eq!(all.len(), 3);
+    assert!(all.iter().all(|s| s.is_aborted()), "{all:?}");
+    assert!(rt.timer_after(Duration::from_millis(1), |_| {}).is_err(), "a shut-down runtime takes no timer");
+}

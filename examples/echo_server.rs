@@ -18,6 +18,10 @@
 //! data is there and dropped after the echo. `--hold-buffers` starts the
 //! real read at once instead, each connection keeping its buffer while it
 //! waits (one request and one completion fewer per round trip).
+//!
+//! Every wait for data carries a deadline (S33): a connection that sends
+//! nothing for `IDLE` (5 minutes) is closed, so a peer that vanished
+//! without a FIN or RST does not hold its descriptor for ever.
 
 use std::collections::HashMap;
 use std::error::Error;
@@ -30,6 +34,8 @@ use iocompletion::{Handle, Op, Request, Runtime, Status};
 
 /// Bytes read per request.
 const BUF_SIZE: usize = 16 * 1024;
+/// A connection idle this long is closed.
+const IDLE: Duration = Duration::from_secs(300);
 /// Accepts kept pending, so a burst of connections is taken at once.
 const ACCEPTS: usize = 32;
 
@@ -39,6 +45,7 @@ struct Counters {
     closed: AtomicU64,
     bytes: AtomicU64,
     errors: AtomicU64,
+    idle_closed: AtomicU64,
 }
 
 struct Server {
@@ -129,14 +136,15 @@ impl Server {
     /// The connection's next read: a zero-byte wait for data (the buffer,
     /// emptied, is dropped), or with `--hold-buffers` the real read.
     fn wait_for_data(&self, conn: &Handle, mut buf: Vec<u8>) -> Result<(), iocompletion::StartError> {
-        if self.hold_buffers {
+        let buf = if self.hold_buffers {
             // Room for the read, not zeroed: a read fills the capacity.
             buf.clear();
             buf.reserve(BUF_SIZE);
-            conn.read(buf).map(drop)
+            buf
         } else {
-            conn.read(Vec::new()).map(drop)
-        }
+            Vec::new()
+        };
+        conn.start_before(Op::Read, buf.into(), Instant::now() + IDLE).map(drop)
     }
 
     fn on_io(&self, id: u64, status: Status, bytes: usize, mut req: Request) {
@@ -147,8 +155,10 @@ impl Server {
         let buf = req.take_buffer().into_vec();
         let next = match op {
             _ if !status.is_success() => {
+                let timed_out = status.result(0).is_err_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
+                let counter = if timed_out { &self.counters.idle_closed } else { &self.counters.errors };
                 if !status.is_aborted() {
-                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    counter.fetch_add(1, Ordering::Relaxed);
                 }
                 return self.close(id);
             }
@@ -230,12 +240,13 @@ fn main() -> Result<(), Box<dyn Error>> {
         let bytes = c.bytes.load(Ordering::Relaxed);
         let stats = rt.stats();
         println!(
-            "[{:>5.0}s] connections: {} open, {} accepted, {} closed; echoed {:.1} MiB ({:.1} MiB/s); errors {}; \
+            "[{:>5.0}s] connections: {} open, {} accepted, {} closed ({} idle); echoed {:.1} MiB ({:.1} MiB/s); errors {}; \
              threads {} (peak {}), completions {}; RSS {}",
             start.elapsed().as_secs_f64(),
             server.conns.lock().unwrap().len(),
             c.accepted.load(Ordering::Relaxed),
             c.closed.load(Ordering::Relaxed),
+            c.idle_closed.load(Ordering::Relaxed),
             bytes as f64 / (1 << 20) as f64,
             (bytes - last_bytes) as f64 / (1 << 20) as f64 / 5.0,
             c.errors.load(Ordering::Relaxed),

@@ -184,9 +184,18 @@ impl Handle {
     /// # }
     /// ```
     pub fn start_async(&self, op: crate::Op, buffer: Buffer) -> Result<IoFuture, crate::StartError> {
+        self.start_future(op, buffer, None)
+    }
+
+    fn start_future(
+        &self,
+        op: crate::Op,
+        buffer: Buffer,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<IoFuture, crate::StartError> {
         let slot = Arc::new(Slot(Mutex::new(State::Waiting(None))));
         let target: Arc<dyn CompletionSink> = slot.clone();
-        let id = self.start_targeted(op, buffer, 0, Some(target), None)?;
+        let id = self.start_targeted(op, buffer, 0, Some(target), deadline)?;
         Ok(IoFuture { slot, id, handle: self.downgrade() })
     }
 
@@ -199,10 +208,7 @@ impl Handle {
         buffer: Buffer,
         deadline: std::time::Instant,
     ) -> Result<IoFuture, crate::StartError> {
-        let slot = Arc::new(Slot(Mutex::new(State::Waiting(None))));
-        let target: Arc<dyn CompletionSink> = slot.clone();
-        let id = self.start_targeted(op, buffer, 0, Some(target), Some(deadline))?;
-        Ok(IoFuture { slot, id, handle: self.downgrade() })
+        self.start_future(op, buffer, Some(deadline))
     }
 
     /// [`Handle::read_async`] that gives up after `timeout` (S33): the

@@ -69,7 +69,15 @@ impl Handle {
     where
         F: FnOnce(io::Result<usize>, Vec<u8>) + Send + 'static,
     {
-        self.start_then(Op::Read, Buffer::Single(buf), move |c| {
+        self.buf_then(Op::Read, buf, f)
+    }
+
+    /// A single-buffer request whose closure gets the result and the buffer.
+    fn buf_then<F>(&self, op: Op, buf: Vec<u8>, f: F) -> Result<RequestId, StartError>
+    where
+        F: FnOnce(io::Result<usize>, Vec<u8>) + Send + 'static,
+    {
+        self.start_then(op, Buffer::Single(buf), move |c| {
             let r = c.result();
             f(r, c.into_buffer().into_vec())
         })
@@ -81,10 +89,7 @@ impl Handle {
     where
         F: FnOnce(io::Result<usize>, Vec<u8>) + Send + 'static,
     {
-        self.start_then(Op::Write, Buffer::Single(buf), move |c| {
-            let r = c.result();
-            f(r, c.into_buffer().into_vec())
-        })
+        self.buf_then(Op::Write, buf, f)
     }
 
     /// Accepts a connection; `f` gets it, with the peer's address where

@@ -5,10 +5,9 @@ mod util;
 
 use std::io::Write;
 use std::net::TcpListener;
-use std::sync::Arc;
 use std::time::Duration;
 
-use iocompletion::{Error, Handle, IoCompletionManager, Op, Port, Runtime};
+use iocompletion::{Error, Handle, Op, Runtime};
 use util::{pattern, tcp_pair, TempFile, DEADLINE};
 
 fn bound(rt: &Runtime, h: &Handle) {
@@ -102,10 +101,7 @@ fn s34_a_request_that_cannot_start_resolves_with_its_error_and_buffer() {
 fn s34_dropping_a_future_cancels_its_request_which_completes_once_with_its_buffer() {
     let (_peer, mine) = tcp_pair();
     let h = Handle::from(mine);
-    let rt = Runtime::builder().min_threads(1).build().unwrap();
-    let port = Port::new(1).unwrap();
-    let host: Arc<dyn IoCompletionManager> = Arc::new(rt.clone());
-    h.attach(&port, host, None).unwrap();
+    let (port, _rt) = util::on_own_port(&h);
 
     let fut = h.start_async(Op::Read, Vec::<u8>::with_capacity(64).into()).unwrap();
     let id = fut.id();

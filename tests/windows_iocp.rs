@@ -11,8 +11,8 @@ use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle, RawHandle};
 use std::sync::Arc;
 use std::time::Duration;
 
-use iocompletion::{Error, Handle, IoCompletionManager, Packet, Port, Runtime};
-use util::{started, DEADLINE};
+use iocompletion::{Error, Handle, IoCompletionManager, Port, Runtime};
+use util::{next_packet, on_own_port, started};
 use windows_sys::Win32::Foundation::{GetLastError, ERROR_IO_PENDING, HANDLE, INVALID_HANDLE_VALUE};
 use windows_sys::Win32::Storage::FileSystem::{ReadFile, FILE_FLAG_OVERLAPPED, PIPE_ACCESS_DUPLEX};
 use windows_sys::Win32::System::Pipes::{CreateNamedPipeW, PIPE_READMODE_BYTE, PIPE_TYPE_BYTE, PIPE_WAIT};
@@ -45,19 +45,6 @@ fn pipe(what: &str) -> (OwnedHandle, File) {
     let server = unsafe { OwnedHandle::from_raw_handle(h as RawHandle) };
     let client = OpenOptions::new().read(true).write(true).open(&name).unwrap();
     (server, client)
-}
-
-/// A handle on a port of its own, attached with a runtime as the host.
-fn on_own_port(h: &Handle) -> (Port, Runtime) {
-    let rt = Runtime::builder().min_threads(1).build().unwrap();
-    let port = Port::new(1).unwrap();
-    let host: Arc<dyn IoCompletionManager> = Arc::new(rt.clone());
-    h.attach(&port, host, None).unwrap();
-    (port, rt)
-}
-
-fn next(port: &Port) -> Packet {
-    port.get(Some(DEADLINE)).expect("a packet within the deadline")
 }
 
 fn nothing_queued(port: &Port) {
@@ -98,7 +85,7 @@ fn s39_a_foreign_packet_on_a_bound_handle_is_dropped_unread() {
     // The crate's read comes after the foreign packet in the queue.
     let id = started(h.read(vec![0; 4]));
     client.write_all(b"efgh").unwrap();
-    let p = next(&port);
+    let p = next_packet(&port);
     let req = p.request.expect("the crate's read");
     assert_eq!(req.id(), id);
     assert_eq!(p.bytes, 4);
@@ -122,11 +109,11 @@ fn s25_cancel_all_does_not_count_a_request_that_already_completed() {
     client.write_all(b"data").unwrap();
     assert_eq!(h.cancel_all().unwrap(), 1, "only the second read was still pending");
 
-    let a = next(&port);
+    let a = next_packet(&port);
     assert_eq!(a.request.as_ref().unwrap().id(), first);
     assert!(a.status.is_success(), "{:?}", a.status);
     assert_eq!(a.bytes, 4);
-    let b = next(&port);
+    let b = next_packet(&port);
     assert_eq!(b.request.as_ref().unwrap().id(), second);
     assert!(b.status.is_aborted(), "{:?}", b.status);
     nothing_queued(&port);

@@ -9,21 +9,10 @@
 mod util;
 
 use std::io::Write;
-use std::sync::Arc;
 use std::time::Duration;
 
-use iocompletion::{Error, Handle, IoCompletionManager, Op, Packet, Port, Runtime};
-use util::{started, tcp_pair, DEADLINE};
-
-/// A handle on a port of its own, attached with a runtime as the host (the
-/// host only supplies the extension size, here 0).
-fn on_own_port(h: &Handle) -> (Port, Runtime) {
-    let rt = Runtime::builder().min_threads(1).build().unwrap();
-    let port = Port::new(1).unwrap();
-    let host: Arc<dyn IoCompletionManager> = Arc::new(rt.clone());
-    h.attach(&port, host, None).unwrap();
-    (port, rt)
-}
+use iocompletion::{Error, Handle, Op, Port};
+use util::{next_packet, on_own_port, started, tcp_pair};
 
 fn nothing_yet(port: &Port, what: &str) {
     match port.get(Some(Duration::ZERO)) {
@@ -31,10 +20,6 @@ fn nothing_yet(port: &Port, what: &str) {
         Ok(p) => panic!("{what}: completed before the stream was readable: {:?}", p.status),
         Err(e) => panic!("{what}: {e}"),
     }
-}
-
-fn next(port: &Port) -> Packet {
-    port.get(Some(DEADLINE)).expect("a packet within the deadline")
 }
 
 #[test]
@@ -46,7 +31,7 @@ fn s31_a_zero_byte_read_completes_when_data_arrives_and_takes_none() {
     let id = started(h.read(Vec::new()));
     nothing_yet(&port, "a zero-byte read on an idle connection");
     client.write_all(b"ping").unwrap();
-    let p = next(&port);
+    let p = next_packet(&port);
     let req = p.request.expect("the read's request");
     assert_eq!(req.id(), id);
     assert_eq!(req.op(), Op::Read);
@@ -55,7 +40,7 @@ fn s31_a_zero_byte_read_completes_when_data_arrives_and_takes_none() {
 
     // The data is still there for the real read, which completes at once.
     started(h.read(vec![0; 16]));
-    let p = next(&port);
+    let p = next_packet(&port);
     assert_eq!(p.bytes, 4);
     assert_eq!(&p.request.unwrap().into_buffer().into_vec()[..4], b"ping");
 }
@@ -72,7 +57,7 @@ fn s31_a_zero_byte_read_with_data_already_waiting_completes_at_once() {
     let (port, _rt) = on_own_port(&h);
 
     started(h.read(Vec::new()));
-    let p = next(&port);
+    let p = next_packet(&port);
     assert!(p.status.is_success(), "{:?}", p.status);
     assert_eq!(p.bytes, 0);
 }
@@ -86,7 +71,7 @@ fn s31_a_zero_byte_read_completes_at_the_end_of_the_stream() {
     started(h.read(Vec::new()));
     nothing_yet(&port, "a zero-byte read before the peer closed");
     drop(client);
-    let p = next(&port);
+    let p = next_packet(&port);
     assert!(p.status.is_success(), "{:?}", p.status);
     assert_eq!(p.bytes, 0);
 }
@@ -101,7 +86,7 @@ fn s31_a_zero_byte_read_completes_with_the_error_of_a_reset() {
     nothing_yet(&port, "a vectored zero-byte read before the reset");
     socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO)).unwrap();
     drop(client);
-    let p = next(&port);
+    let p = next_packet(&port);
     assert!(!p.status.is_success(), "a reset is an error, got {:?}", p.status);
     assert_eq!(p.bytes, 0);
 }

@@ -15,7 +15,10 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use iocompletion::{CompletionSink, Handle, Request, RequestId, Runtime, StartError, Status};
+use iocompletion::{
+    CompletionSink, Handle, IoCompletionManager, Packet, Port, Request, RequestId, Runtime, StartError,
+    Status,
+};
 
 /// How long any wait in a test may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -432,4 +435,21 @@ pub fn echo_client(addr: SocketAddr, rounds: usize, seed: usize) {
         s.read_exact(&mut got).unwrap();
         assert_eq!(got, msg, "the echo differs");
     }
+}
+
+/// `h` bound to a port of its own that no thread serves, with a runtime as
+/// the host (the host only supplies the extension size, here 0): the test
+/// takes every packet itself, so "not completed yet" is a fact of the
+/// queue (`get` with a zero timeout), not a guess about timing.
+pub fn on_own_port(h: &Handle) -> (Port, Runtime) {
+    let rt = Runtime::builder().min_threads(1).build().unwrap();
+    let port = Port::new(1).unwrap();
+    let host: Arc<dyn IoCompletionManager> = Arc::new(rt.clone());
+    h.attach(&port, host, None).unwrap();
+    (port, rt)
+}
+
+/// The next packet of `port`, within [`DEADLINE`].
+pub fn next_packet(port: &Port) -> Packet {
+    port.get(Some(DEADLINE)).expect("a packet within the deadline")
 }

@@ -477,6 +477,24 @@ impl Handle {
     /// `CancelIoEx` for one request (S25). The request still completes
     /// exactly once: aborted, or normally if it won the race. A request that
     /// already completed, or was never started here, gives a "not found" `Io` error.
+    ///
+    /// ```
+    /// use iocompletion::{Handle, Op, Runtime};
+    ///
+    /// let rt = Runtime::builder().build()?;
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let _peer = std::net::TcpStream::connect(listener.local_addr()?)?;
+    /// let conn = Handle::from(listener.accept()?.0);
+    /// rt.bind_async(&conn)?;
+    ///
+    /// let read = conn.start_async(Op::Read, Vec::<u8>::with_capacity(16).into())?;
+    /// conn.cancel(read.id())?; // nothing was sent: the read is pending
+    /// let done = futures::executor::block_on(read);
+    /// assert!(done.status.is_aborted());
+    /// assert_eq!(done.into_buffer().capacity(), 16, "the buffer comes back");
+    /// # rt.shutdown();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn cancel(&self, id: RequestId) -> Result<()> {
         self.inner.sys.cancel(id)
     }

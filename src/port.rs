@@ -85,6 +85,22 @@ impl Port {
     /// Creates a port (`CreateIoCompletionPort(INVALID_HANDLE_VALUE, …)`).
     /// `concurrency` is the number of threads allowed to run its
     /// completions at once; 0 means the number of CPUs (S7).
+    ///
+    /// A port made this way is served by nobody: the program takes its
+    /// packets itself, as with a raw IOCP.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use iocompletion::{Error, Port};
+    ///
+    /// let port = Port::new(0)?;
+    /// port.post(42, 7, None)?; // bytes, key, no request
+    /// let p = port.get(Some(Duration::from_secs(1)))?;
+    /// assert_eq!((p.bytes, p.key), (42, 7));
+    /// assert!(matches!(port.get(Some(Duration::ZERO)), Err(Error::Timeout)));
+    /// port.close()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(concurrency: usize) -> Result<Port> {
         Port::with_owner(concurrency, 0, None)
     }

@@ -519,6 +519,18 @@ impl Runtime {
 
     /// Posts `bytes` to the default port with `callback` as the request's
     /// target: the shortest way to run a completion on the pool.
+    ///
+    /// ```
+    /// let rt = iocompletion::Runtime::builder().build()?;
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// let tx = std::sync::Mutex::new(tx);
+    /// rt.post_callback(5, move |status, bytes, _request| {
+    ///     tx.lock().unwrap().send((status.is_success(), bytes)).unwrap();
+    /// })?;
+    /// assert_eq!(rx.recv()?, (true, 5));
+    /// rt.shutdown();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn post_callback<F>(&self, bytes: usize, callback: F) -> Result<(), StartError>
     where
         F: Fn(crate::Status, usize, Request) + Send + Sync + 'static,

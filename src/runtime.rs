@@ -651,14 +651,17 @@ impl Runtime {
             let posted = weak.upgrade().map(|inner| Runtime { inner }).and_then(|rt| {
                 let g = f.clone();
                 rt.post_callback(0, move |_, _, _| {
-                    if let Some(f) = g.lock().take() {
+                    // Taken out first: the closure runs with no lock held.
+                    let f = g.lock().take();
+                    if let Some(f) = f {
                         f(status)
                     }
                 })
                 .ok()
             });
             if posted.is_none() {
-                if let Some(f) = f.lock().take() {
+                let f = f.lock().take();
+                if let Some(f) = f {
                     f(crate::Status::ABORTED)
                 }
             }

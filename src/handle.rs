@@ -62,7 +62,9 @@ fn check(kind: HandleKind, op: Op, buffer: &Buffer) -> Result<()> {
     let ok = match op {
         Op::Read | Op::Write => matches!(kind, K::TcpStream | K::LocalStream | K::Stream),
         Op::ReadAt(_) | Op::WriteAt(_) => kind == K::File,
-        Op::Accept => matches!(kind, K::TcpListener | K::LocalListener),
+        // On Windows the server end of a named pipe accepts too: it waits
+        // for a client (ConnectNamedPipe).
+        Op::Accept => matches!(kind, K::TcpListener | K::LocalListener) || (cfg!(windows) && kind == K::LocalStream),
         Op::Connect(_) => kind == K::TcpStream,
         Op::SendTo(_) | Op::RecvFrom => kind == K::Udp,
         Op::Post => return bad("user posts go to a port, not a handle"),
@@ -454,6 +456,11 @@ impl Handle {
 
     /// Accepts one connection on a listener; the completion's request holds
     /// it ([`Request::take_accepted`]) and its peer address.
+    ///
+    /// On Windows, on the server end of a named pipe, it waits for a client
+    /// to connect (`ConnectNamedPipe`); the connection is the pipe handle
+    /// itself, so the request holds none. After
+    /// `Handle::disconnect_named_pipe` the same instance accepts again.
     pub fn accept(&self) -> Result<RequestId, StartError> {
         self.start(Op::Accept, Buffer::None)
     }

@@ -83,3 +83,70 @@ fn s21_a_second_bind_of_a_pipe_is_invalid() {
     rt.bind(None, &server).unwrap();
     assert!(matches!(rt.bind(None, &server), Err(iocompletion::Error::InvalidArgument(_))));
 }
+
+/// The server end of a named pipe waits for its client with an accept
+/// (ConnectNamedPipe), and after a disconnect the same instance serves the
+/// next client. The server is on a port no thread serves: "not connected
+/// yet" is read from the queue.
+#[test]
+fn s27_a_named_pipe_server_accepts_its_clients_one_after_the_other() {
+    use std::time::Duration;
+    use util::{next_packet, on_own_port};
+
+    let name = unique("accept");
+    let server = Handle::named_pipe_server(&name, true).unwrap();
+    let (port, _rt) = on_own_port(&server);
+    for round in 0..2u8 {
+        let accept = server.accept().unwrap();
+        match port.get(Some(Duration::ZERO)) {
+            Err(iocompletion::Error::Timeout) => {}
+            other => panic!("round {round}: the accept completed with no client: {other:?}"),
+        }
+        let client = Handle::named_pipe_client(&name).unwrap();
+        let p = next_packet(&port);
+        assert!(p.status.is_success(), "round {round}: {:?}", p.status);
+        let mut req = p.request.expect("the accept");
+        assert_eq!(req.id(), accept);
+        assert!(req.take_accepted().is_none(), "the pipe itself is the connection");
+
+        // The client writes (on a runtime port of its own), the server reads.
+        let rt = runtime();
+        let (sink, rx) = collector();
+        rt.set_completion_sink(sink).unwrap();
+        rt.bind(None, &client).unwrap();
+        client.write(vec![round; 3]).unwrap();
+        assert!(rx.recv_for("the client's write").status.is_success());
+        server.read(Vec::with_capacity(8)).unwrap();
+        let p = next_packet(&port);
+        assert_eq!(p.request.unwrap().into_buffer().into_vec(), vec![round; 3]);
+
+        drop(client);
+        rt.shutdown();
+        server.disconnect_named_pipe().unwrap();
+    }
+}
+
+/// A client that finds every instance busy waits for one (ERROR_PIPE_BUSY,
+/// then WaitNamedPipeW) instead of failing at once.
+#[test]
+fn s27_a_pipe_client_waits_for_a_busy_instance() {
+    use util::{next_packet, on_own_port};
+
+    let name = unique("busy");
+    let server = Handle::named_pipe_server(&name, true).unwrap();
+    let (port, _rt) = on_own_port(&server);
+    server.accept().unwrap();
+    let first = Handle::named_pipe_client(&name).unwrap();
+    assert!(next_packet(&port).status.is_success());
+
+    // The only instance is taken: a second client waits in another thread
+    // until the instance is free again.
+    let n = name.clone();
+    let second = std::thread::spawn(move || Handle::named_pipe_client(&n));
+    drop(first);
+    server.disconnect_named_pipe().unwrap();
+    server.accept().unwrap();
+    let second = second.join().unwrap().expect("the second client connects once the instance is free");
+    assert!(next_packet(&port).status.is_success());
+    drop(second);
+}

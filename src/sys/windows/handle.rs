@@ -13,8 +13,9 @@ use std::sync::OnceLock;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use windows_sys::Wdk::Foundation::{NtQueryObject, ObjectBasicInformation};
 use windows_sys::Win32::Foundation::{
-    GetLastError, ERROR_BROKEN_PIPE, ERROR_HANDLE_EOF, ERROR_IO_PENDING, ERROR_NOT_FOUND, GENERIC_READ,
-    GENERIC_WRITE, HANDLE, INVALID_HANDLE_VALUE, STATUS_ALERTED, STATUS_PENDING,
+    GetLastError, ERROR_BROKEN_PIPE, ERROR_HANDLE_EOF, ERROR_IO_PENDING, ERROR_NOT_FOUND, ERROR_PIPE_BUSY,
+    ERROR_PIPE_CONNECTED, GENERIC_READ, GENERIC_WRITE, HANDLE, INVALID_HANDLE_VALUE, STATUS_ALERTED,
+    STATUS_PENDING,
 };
 use windows_sys::Win32::Networking::WinSock::{
     getsockopt, setsockopt, WSARecv, WSARecvFrom, WSASend, WSASendTo, SOCKADDR, SOCKET, SOL_SOCKET,
@@ -23,11 +24,11 @@ use windows_sys::Win32::Networking::WinSock::{
 use windows_sys::Win32::Storage::FileSystem::{
     CreateFileW, GetFileType, ReOpenFile, ReadFile, WriteFile, FILE_FLAG_FIRST_PIPE_INSTANCE,
     FILE_FLAG_OVERLAPPED, FILE_SHARE_DELETE, FILE_SHARE_READ, FILE_SHARE_WRITE, FILE_TYPE_DISK,
-    FILE_TYPE_PIPE, OPEN_EXISTING, PIPE_ACCESS_DUPLEX,
+    FILE_TYPE_PIPE, OPEN_EXISTING, PIPE_ACCESS_DUPLEX, SECURITY_IDENTIFICATION, SECURITY_SQOS_PRESENT,
 };
 use windows_sys::Win32::System::Pipes::{
-    CreateNamedPipeW, PIPE_READMODE_BYTE, PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE,
-    PIPE_UNLIMITED_INSTANCES, PIPE_WAIT,
+    ConnectNamedPipe, CreateNamedPipeW, DisconnectNamedPipe, WaitNamedPipeW, PIPE_READMODE_BYTE,
+    PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE, PIPE_UNLIMITED_INSTANCES, PIPE_WAIT,
 };
 use windows_sys::Win32::System::WindowsProgramming::PUBLIC_OBJECT_BASIC_INFORMATION;
 use windows_sys::Win32::System::IO::{CancelIoEx, CreateIoCompletionPort, OVERLAPPED};
@@ -513,6 +514,25 @@ pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &P
             };
             Ok(wsa_started(if ok != 0 { 0 } else { -1 })?)
         }
+        // The server end of a named pipe waits for a client. A client that
+        // connected before the call is a success with no packet queued.
+        (Op::Accept, None) if kind == HandleKind::LocalStream => {
+            // SAFETY: the pipe handle is open; the OVERLAPPED lives in the
+            // request until its packet is taken.
+            let ok = unsafe { ConnectNamedPipe(raw.handle(), ov) };
+            match win32_started(ok) {
+                Ok(()) => Ok(()),
+                Err(e) if e.raw_os_error().map(|c| c as u32) == Some(ERROR_PIPE_CONNECTED) => {
+                    h.os.overlapped.Internal = 0;
+                    h.os.overlapped.InternalHigh = 0;
+                    let key = h.os.io.as_ref().map_or(0, |io| io.key.load(Ordering::Acquire));
+                    // SAFETY: `p` is a started request, in its handle's
+                    // pending table; the packet owns it now.
+                    Ok(unsafe { port.post_raw(p, key, 0) }?)
+                }
+                Err(e) => Err(Error::Io(e)),
+            }
+        }
         (Op::Connect(addr), Some(s)) => {
             let sock = SockRef::from(match raw {
                 Raw::Socket(o) => o,
@@ -869,6 +889,24 @@ fn pipe_name(name: &str) -> Result<Vec<u16>> {
 }
 
 impl crate::Handle {
+    /// Disconnects the server end of a named pipe from its client
+    /// (`DisconnectNamedPipe`), so that the instance can
+    /// [`accept`](crate::Handle::accept) the next client. The client's
+    /// pending requests fail; the server's end their own way (a pending
+    /// read completes with an error). `InvalidArgument` on a socket or a
+    /// closed handle.
+    pub fn disconnect_named_pipe(&self) -> Result<()> {
+        self.sys().with_handle(|h| {
+            // SAFETY: the pipe handle is open while the state lock is held
+            // (with_handle); the call takes only the handle.
+            if unsafe { DisconnectNamedPipe(h.as_raw_handle() as HANDLE) } == 0 {
+                Err(Error::Io(io::Error::last_os_error()))
+            } else {
+                Ok(())
+            }
+        })?
+    }
+
     /// A handle over an OS file, pipe or device handle that was opened for
     /// overlapped I/O (`FILE_FLAG_OVERLAPPED`); it is used as it is. A
     /// handle opened without that flag cannot be driven by a completion
@@ -933,23 +971,40 @@ impl crate::Handle {
 
     /// Opens the client end of the named pipe `name` (see
     /// [`Handle::named_pipe_server`](crate::Handle::named_pipe_server)) for overlapped reads and writes.
+    ///
+    /// The client allows the server to identify it but not to act as it
+    /// (`SECURITY_SQOS_PRESENT | SECURITY_IDENTIFICATION`: no impersonation).
+    /// When every instance of the pipe is busy (`ERROR_PIPE_BUSY`) it waits
+    /// for one (`WaitNamedPipeW`, up to 5 s at a time, 3 times) before it
+    /// gives up with that error.
     pub fn named_pipe_client(name: &str) -> Result<crate::Handle> {
         let w = pipe_name(name)?;
-        // SAFETY: `w` is a NUL-terminated UTF-16 name; no template.
-        let h = unsafe {
-            CreateFileW(
-                w.as_ptr(),
-                GENERIC_READ | GENERIC_WRITE,
-                0,
-                std::ptr::null(),
-                OPEN_EXISTING,
-                FILE_FLAG_OVERLAPPED,
-                std::ptr::null_mut(),
-            )
+        let mut tries = 0;
+        let h = loop {
+            // SAFETY: `w` is a NUL-terminated UTF-16 name; no template.
+            let h = unsafe {
+                CreateFileW(
+                    w.as_ptr(),
+                    GENERIC_READ | GENERIC_WRITE,
+                    0,
+                    std::ptr::null(),
+                    OPEN_EXISTING,
+                    FILE_FLAG_OVERLAPPED | SECURITY_SQOS_PRESENT | SECURITY_IDENTIFICATION,
+                    std::ptr::null_mut(),
+                )
+            };
+            if h != INVALID_HANDLE_VALUE {
+                break h;
+            }
+            let e = io::Error::last_os_error();
+            tries += 1;
+            if e.raw_os_error().map(|c| c as u32) != Some(ERROR_PIPE_BUSY) || tries > 3 {
+                return Err(Error::Io(e));
+            }
+            // SAFETY: `w` is a NUL-terminated UTF-16 name. A failed wait
+            // (timeout) is followed by one more try, which reports it.
+            unsafe { WaitNamedPipeW(w.as_ptr(), 5000) };
         };
-        if h == INVALID_HANDLE_VALUE {
-            return Err(Error::Io(io::Error::last_os_error()));
-        }
         // SAFETY: `h` is a fresh handle that nothing else owns.
         let h = unsafe { OwnedHandle::from_raw_handle(h as RawHandle) };
         Ok(crate::Handle::from_sys(Handle::new(Raw::File(h), HandleKind::LocalStream)))

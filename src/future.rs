@@ -259,17 +259,17 @@ impl Handle {
     }
 
     /// Accepts a connection on a listener and resolves to it, with the
-    /// peer's address where the OS tells it. The accept starts now.
+    /// peer's address where the OS tells it. The accept starts now. On the
+    /// server end of a Windows named pipe the connection is the pipe
+    /// handle itself (see [`Handle::accept`]).
     pub fn accept_async(
         &self,
     ) -> impl Future<Output = io::Result<(Handle, Option<std::net::SocketAddr>)>> + Send + 'static {
         let started = self.start_async(crate::Op::Accept, Buffer::None);
+        let this = self.clone();
         async move {
-            let mut c = started.map_err(|e| io::Error::from(e.error))?.await;
-            c.result()?;
-            let addr = c.request.addr();
-            let conn = c.request.take_accepted().ok_or_else(|| io::Error::other("the accept carried no connection"))?;
-            Ok((conn, addr))
+            let c = started.map_err(|e| io::Error::from(e.error))?.await;
+            accepted(c, || Some(this))
         }
     }
 
@@ -278,6 +278,23 @@ impl Handle {
     pub fn connect_async(&self, addr: std::net::SocketAddr) -> impl Future<Output = io::Result<()>> + Send + 'static {
         let started = self.start_async(crate::Op::Connect(addr), Buffer::None);
         async move { started.map_err(|e| io::Error::from(e.error))?.await.result().map(drop) }
+    }
+}
+
+/// The connection an accept produced: the accepted handle, or on the server
+/// end of a named pipe the pipe itself (`this`, asked for only then).
+pub(crate) fn accepted(
+    mut c: Completed,
+    this: impl FnOnce() -> Option<Handle>,
+) -> io::Result<(Handle, Option<std::net::SocketAddr>)> {
+    c.result()?;
+    let addr = c.request.addr();
+    match c.request.take_accepted() {
+        Some(conn) => Ok((conn, addr)),
+        None => match this() {
+            Some(pipe) if pipe.kind() == crate::HandleKind::LocalStream => Ok((pipe, None)),
+            _ => Err(io::Error::other("the accept carried no connection")),
+        },
     }
 }
 

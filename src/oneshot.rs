@@ -98,16 +98,10 @@ impl Handle {
     where
         F: FnOnce(io::Result<(Handle, Option<SocketAddr>)>) + Send + 'static,
     {
-        self.start_then(Op::Accept, Buffer::None, move |mut c| {
-            let r = c.result().and_then(|_| {
-                let addr = c.request.addr();
-                c.request
-                    .take_accepted()
-                    .map(|h| (h, addr))
-                    .ok_or_else(|| io::Error::other("the accept carried no connection"))
-            });
-            f(r)
-        })
+        // Weak: the closure lives in the request, which the handle may hold
+        // while it is pending; a strong clone would keep the handle open.
+        let this = self.downgrade();
+        self.start_then(Op::Accept, Buffer::None, move |c| f(crate::future::accepted(c, || this.upgrade())))
     }
 
     /// Connects a TCP socket to `addr`; `f` gets the result.

@@ -455,14 +455,18 @@ fn gate(weak: Weak<Shared>) {
     }
 }
 
-/// Leaves the pool if the census allows it for `why`.
+/// Leaves the pool if the census allows it for `why`. The port's last
+/// worker never leaves: its place in the port's count is taken first,
+/// atomically (`census::leave_port`), and given back if the census refuses.
 fn try_leave(shared: &Shared, slot: &PortSlot, why: Leave) -> bool {
-    let last = slot.threads.load(Ordering::Acquire) <= 1;
-    if shared.census.try_leave(why, last) {
-        slot.threads.fetch_sub(1, Ordering::AcqRel);
+    if !crate::census::leave_port(&slot.threads) {
+        return false;
+    }
+    if shared.census.try_leave(why, false) {
         shared.retired.fetch_add(1, Ordering::Relaxed);
         return true;
     }
+    crate::census::rejoin_port(&slot.threads);
     false
 }
 

@@ -40,7 +40,7 @@ impl HandleKind {
         matches!(
             self,
             HandleKind::TcpStream | HandleKind::TcpListener | HandleKind::Udp | HandleKind::LocalListener
-        ) || (cfg!(unix) && self == HandleKind::LocalStream)
+        ) || (sys::LOCAL_STREAM_IS_SOCKET && self == HandleKind::LocalStream)
     }
 }
 
@@ -62,9 +62,11 @@ fn check(kind: HandleKind, op: Op, buffer: &Buffer) -> Result<()> {
     let ok = match op {
         Op::Read | Op::Write => matches!(kind, K::TcpStream | K::LocalStream | K::Stream),
         Op::ReadAt(_) | Op::WriteAt(_) => kind == K::File,
-        // On Windows the server end of a named pipe accepts too: it waits
-        // for a client (ConnectNamedPipe).
-        Op::Accept => matches!(kind, K::TcpListener | K::LocalListener) || (cfg!(windows) && kind == K::LocalStream),
+        // Where local streams are named pipes, a pipe's server end accepts
+        // too: it waits for a client (ConnectNamedPipe).
+        Op::Accept => {
+            matches!(kind, K::TcpListener | K::LocalListener) || (sys::LOCAL_STREAM_ACCEPTS && kind == K::LocalStream)
+        }
         Op::Connect(_) => kind == K::TcpStream,
         Op::SendTo(_) | Op::RecvFrom => kind == K::Udp,
         Op::Post => return bad("user posts go to a port, not a handle"),

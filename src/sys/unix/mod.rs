@@ -35,3 +35,9 @@ pub(crate) fn not_found() -> std::io::Error {
 pub(crate) fn timed_out_code(_socket: bool) -> u32 {
     libc::ETIMEDOUT as u32
 }
+
+/// A local stream is a Unix-domain socket.
+pub(crate) const LOCAL_STREAM_IS_SOCKET: bool = true;
+
+/// A Unix-domain stream does not accept (its listener does).
+pub(crate) const LOCAL_STREAM_ACCEPTS: bool = false;

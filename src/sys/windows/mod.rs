@@ -134,3 +134,9 @@ pub(crate) fn timed_out_code(socket: bool) -> u32 {
         windows_sys::Win32::Foundation::ERROR_TIMEOUT
     }
 }
+
+/// A local stream is a named pipe, not a socket.
+pub(crate) const LOCAL_STREAM_IS_SOCKET: bool = false;
+
+/// The server end of a named pipe accepts (`ConnectNamedPipe`).
+pub(crate) const LOCAL_STREAM_ACCEPTS: bool = true;

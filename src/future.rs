@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use crate::handle::{Handle, WeakHandle};
-use crate::request::{Buffer, Request, RequestId, Status};
+use crate::buf::{Buffer, IoBuf, IoBufMut};
+use crate::request::{Request, RequestId, Status};
 use crate::sink::CompletionSink;
 use crate::sync::Mutex;
 
@@ -213,49 +214,108 @@ impl Handle {
 
     /// [`Handle::read_async`] that gives up after `timeout` (S33): the
     /// result is then an error of kind `TimedOut`, with the buffer.
-    pub fn read_async_timeout(
+    pub fn read_async_timeout<B: IoBufMut + Default>(
         &self,
-        buf: Vec<u8>,
+        buf: B,
         timeout: std::time::Duration,
-    ) -> impl Future<Output = (io::Result<usize>, Vec<u8>)> + Send + 'static {
-        let deadline = std::time::Instant::now().checked_add(timeout);
-        let started = match deadline {
-            Some(d) => self.start_async_before(crate::Op::Read, Buffer::Single(buf), d),
-            None => self.start_async(crate::Op::Read, Buffer::Single(buf)),
+    ) -> impl Future<Output = (io::Result<usize>, B)> + Send + 'static {
+        let buffer = Buffer::from_buf_mut(buf);
+        let started = match std::time::Instant::now().checked_add(timeout) {
+            Some(d) => self.start_async_before(crate::Op::Read, buffer, d),
+            None => self.start_async(crate::Op::Read, buffer),
         };
-        buf_future(started)
+        buf_future(started, Buffer::into_buf)
     }
 
     /// Reads from a stream into `buf` up to its capacity (S32) and resolves
     /// to the result and the buffer, its length set to the bytes read. The
-    /// read starts now; awaiting only waits for it.
-    pub fn read_async(&self, buf: Vec<u8>) -> impl Future<Output = (io::Result<usize>, Vec<u8>)> + Send + 'static {
-        buf_future(self.start_async(crate::Op::Read, Buffer::Single(buf)))
+    /// read starts now; awaiting only waits for it. Any [`IoBufMut`] will
+    /// do (`Vec<u8>`, `Box<[u8]>`, `BytesMut` with the `bytes` feature);
+    /// the same type comes back.
+    pub fn read_async<B: IoBufMut + Default>(
+        &self,
+        buf: B,
+    ) -> impl Future<Output = (io::Result<usize>, B)> + Send + 'static {
+        buf_future(self.start_async(crate::Op::Read, Buffer::from_buf_mut(buf)), Buffer::into_buf)
+    }
+
+    /// Reads from a stream into several buffers in order, each up to its
+    /// capacity; resolves to the result and the buffers.
+    pub fn read_vectored_async<B: IoBufMut + Default>(
+        &self,
+        bufs: Vec<B>,
+    ) -> impl Future<Output = (io::Result<usize>, Vec<B>)> + Send + 'static {
+        buf_future(self.start_async(crate::Op::Read, Buffer::from_bufs_mut(bufs)), Buffer::into_bufs)
     }
 
     /// Writes the whole buffer to a stream and resolves to the result and
     /// the buffer. The write starts now.
-    pub fn write_async(&self, buf: Vec<u8>) -> impl Future<Output = (io::Result<usize>, Vec<u8>)> + Send + 'static {
-        buf_future(self.start_async(crate::Op::Write, Buffer::Single(buf)))
+    pub fn write_async<B: IoBuf + Default>(
+        &self,
+        buf: B,
+    ) -> impl Future<Output = (io::Result<usize>, B)> + Send + 'static {
+        buf_future(self.start_async(crate::Op::Write, Buffer::from_buf(buf)), Buffer::into_buf)
+    }
+
+    /// Writes several buffers to a stream in order; resolves to the result
+    /// and the buffers.
+    pub fn write_vectored_async<B: IoBuf + Default>(
+        &self,
+        bufs: Vec<B>,
+    ) -> impl Future<Output = (io::Result<usize>, Vec<B>)> + Send + 'static {
+        buf_future(self.start_async(crate::Op::Write, Buffer::from_bufs(bufs)), Buffer::into_bufs)
     }
 
     /// Reads a regular file at `offset` into `buf` up to its capacity; see
     /// [`Handle::read_async`].
-    pub fn read_at_async(
+    pub fn read_at_async<B: IoBufMut + Default>(
         &self,
         offset: u64,
-        buf: Vec<u8>,
-    ) -> impl Future<Output = (io::Result<usize>, Vec<u8>)> + Send + 'static {
-        buf_future(self.start_async(crate::Op::ReadAt(offset), Buffer::Single(buf)))
+        buf: B,
+    ) -> impl Future<Output = (io::Result<usize>, B)> + Send + 'static {
+        buf_future(self.start_async(crate::Op::ReadAt(offset), Buffer::from_buf_mut(buf)), Buffer::into_buf)
     }
 
     /// Writes `buf` to a regular file at `offset`; see [`Handle::write_async`].
-    pub fn write_at_async(
+    pub fn write_at_async<B: IoBuf + Default>(
         &self,
         offset: u64,
-        buf: Vec<u8>,
-    ) -> impl Future<Output = (io::Result<usize>, Vec<u8>)> + Send + 'static {
-        buf_future(self.start_async(crate::Op::WriteAt(offset), Buffer::Single(buf)))
+        buf: B,
+    ) -> impl Future<Output = (io::Result<usize>, B)> + Send + 'static {
+        buf_future(self.start_async(crate::Op::WriteAt(offset), Buffer::from_buf(buf)), Buffer::into_buf)
+    }
+
+    /// Sends `buf` as one datagram to `addr`; resolves to the result and
+    /// the buffer.
+    pub fn send_to_async<B: IoBuf + Default>(
+        &self,
+        buf: B,
+        addr: std::net::SocketAddr,
+    ) -> impl Future<Output = (io::Result<usize>, B)> + Send + 'static {
+        buf_future(self.start_async(crate::Op::SendTo(addr), Buffer::from_buf(buf)), Buffer::into_buf)
+    }
+
+    /// Receives one datagram into `buf` up to its capacity; resolves to the
+    /// bytes and the source address, and the buffer.
+    pub fn recv_from_async<B: IoBufMut + Default>(
+        &self,
+        buf: B,
+    ) -> impl Future<Output = (io::Result<(usize, std::net::SocketAddr)>, B)> + Send + 'static {
+        let started = self.start_async(crate::Op::RecvFrom, Buffer::from_buf_mut(buf));
+        async move {
+            match started {
+                Ok(f) => {
+                    let c = f.await;
+                    let addr = c.request.addr();
+                    let r = c.result().and_then(|n| match addr {
+                        Some(a) => Ok((n, a)),
+                        None => Err(io::Error::other("the datagram carried no source address")),
+                    });
+                    give_back(r, c.into_buffer(), Buffer::into_buf)
+                }
+                Err(e) => give_back(Err(e.error.into()), e.buffer, Buffer::into_buf),
+            }
+        }
     }
 
     /// Accepts a connection on a listener and resolves to it, with the
@@ -298,14 +358,32 @@ pub(crate) fn accepted(
     }
 }
 
-/// The `(result, buffer)` future of a single-buffer request (`Send` and
-/// `'static`: it owns everything it needs).
-async fn buf_future(started: Result<IoFuture, crate::StartError>) -> (io::Result<usize>, Vec<u8>) {
+/// The `(result, buffer)` future of a request with a buffer (`Send` and
+/// `'static`: it owns everything it needs); `back` turns the buffer into
+/// the caller's type.
+async fn buf_future<T: Default>(
+    started: Result<IoFuture, crate::StartError>,
+    back: fn(Buffer) -> Result<T, Buffer>,
+) -> (io::Result<usize>, T) {
     match started {
         Ok(f) => {
             let c = f.await;
-            (c.result(), c.into_buffer().into_vec())
+            give_back(c.result(), c.into_buffer(), back)
         }
-        Err(e) => (Err(e.error.into()), e.buffer.into_vec()),
+        Err(e) => give_back(Err(e.error.into()), e.buffer, back),
+    }
+}
+
+/// The result with the buffer as the caller's type. They differ only when
+/// a custom host replaced the request's buffer (against S26); the result
+/// then says so and an empty buffer comes back.
+pub(crate) fn give_back<R, T: Default>(
+    r: io::Result<R>,
+    buffer: Buffer,
+    back: fn(Buffer) -> Result<T, Buffer>,
+) -> (io::Result<R>, T) {
+    match back(buffer) {
+        Ok(b) => (r, b),
+        Err(_) => (Err(io::Error::other("the host replaced the request's buffer")), T::default()),
     }
 }

@@ -8,7 +8,8 @@ use std::sync::OnceLock;
 use crate::error::{Error, Result, StartError};
 use crate::manager::IoCompletionManager;
 use crate::port::Port;
-use crate::request::{Buffer, Op, Request, RequestId};
+use crate::buf::{Buffer, IoBuf, IoBufMut};
+use crate::request::{Op, Request, RequestId};
 use crate::sink::CompletionSink;
 use crate::sync::{Arc, Mutex, Weak};
 use crate::sys::{self, HandleDriver};
@@ -56,8 +57,12 @@ fn check(kind: HandleKind, op: Op, buffer: &Buffer) -> Result<()> {
         return bad("this request needs a buffer");
     }
     let single = matches!(op, Op::ReadAt(_) | Op::WriteAt(_) | Op::SendTo(_) | Op::RecvFrom);
-    if single && matches!(buffer, Buffer::Vectored(_)) {
+    if single && buffer.is_vectored() {
         return bad("this request takes one buffer, not a vectored one");
+    }
+    let reads = matches!(op, Op::Read | Op::ReadAt(_) | Op::RecvFrom);
+    if reads && !buffer.is_writable() {
+        return bad("a read needs a writable buffer (given as IoBufMut)");
     }
     let ok = match op {
         Op::Read | Op::Write => matches!(kind, K::TcpStream | K::LocalStream | K::Stream),
@@ -425,35 +430,35 @@ impl Handle {
     /// conn.read(Vec::with_capacity(16 * 1024))?; // finds the data at once
     /// # Ok(()) }
     /// ```
-    pub fn read(&self, buf: Vec<u8>) -> Result<RequestId, StartError> {
-        self.start(Op::Read, Buffer::Single(buf))
+    pub fn read(&self, buf: impl IoBufMut) -> Result<RequestId, StartError> {
+        self.start(Op::Read, Buffer::from_buf_mut(buf))
     }
 
     /// Reads from a stream into several buffers in order, each up to its
     /// capacity (S32).
-    pub fn read_vectored(&self, bufs: Vec<Vec<u8>>) -> Result<RequestId, StartError> {
-        self.start(Op::Read, Buffer::Vectored(bufs))
+    pub fn read_vectored<B: IoBufMut>(&self, bufs: Vec<B>) -> Result<RequestId, StartError> {
+        self.start(Op::Read, Buffer::from_bufs_mut(bufs))
     }
 
     /// Writes `buf` to a stream (the completion tells how much was written).
-    pub fn write(&self, buf: Vec<u8>) -> Result<RequestId, StartError> {
-        self.start(Op::Write, Buffer::Single(buf))
+    pub fn write(&self, buf: impl IoBuf) -> Result<RequestId, StartError> {
+        self.start(Op::Write, Buffer::from_buf(buf))
     }
 
     /// Writes several buffers to a stream in order.
-    pub fn write_vectored(&self, bufs: Vec<Vec<u8>>) -> Result<RequestId, StartError> {
-        self.start(Op::Write, Buffer::Vectored(bufs))
+    pub fn write_vectored<B: IoBuf>(&self, bufs: Vec<B>) -> Result<RequestId, StartError> {
+        self.start(Op::Write, Buffer::from_bufs(bufs))
     }
 
     /// Reads a regular file at `offset` into `buf`, up to its capacity
     /// (S32); 0 bytes at or past its end.
-    pub fn read_at(&self, offset: u64, buf: Vec<u8>) -> Result<RequestId, StartError> {
-        self.start(Op::ReadAt(offset), Buffer::Single(buf))
+    pub fn read_at(&self, offset: u64, buf: impl IoBufMut) -> Result<RequestId, StartError> {
+        self.start(Op::ReadAt(offset), Buffer::from_buf_mut(buf))
     }
 
     /// Writes `buf` to a regular file at `offset`.
-    pub fn write_at(&self, offset: u64, buf: Vec<u8>) -> Result<RequestId, StartError> {
-        self.start(Op::WriteAt(offset), Buffer::Single(buf))
+    pub fn write_at(&self, offset: u64, buf: impl IoBuf) -> Result<RequestId, StartError> {
+        self.start(Op::WriteAt(offset), Buffer::from_buf(buf))
     }
 
     /// Accepts one connection on a listener; the completion's request holds
@@ -473,14 +478,14 @@ impl Handle {
     }
 
     /// Sends `buf` as one datagram to `addr`.
-    pub fn send_to(&self, buf: Vec<u8>, addr: SocketAddr) -> Result<RequestId, StartError> {
-        self.start(Op::SendTo(addr), Buffer::Single(buf))
+    pub fn send_to(&self, buf: impl IoBuf, addr: SocketAddr) -> Result<RequestId, StartError> {
+        self.start(Op::SendTo(addr), Buffer::from_buf(buf))
     }
 
     /// Receives one datagram into `buf`; the request's
     /// [`addr`](Request::addr) is its source.
-    pub fn recv_from(&self, buf: Vec<u8>) -> Result<RequestId, StartError> {
-        self.start(Op::RecvFrom, Buffer::Single(buf))
+    pub fn recv_from(&self, buf: impl IoBufMut) -> Result<RequestId, StartError> {
+        self.start(Op::RecvFrom, Buffer::from_buf_mut(buf))
     }
 
     /// `CancelIoEx` for one request (S25). The request still completes

@@ -75,6 +75,7 @@ mod sync;
 mod sys;
 
 not_loom! {
+    mod buf;
     mod error;
     mod future;
     mod handle;
@@ -87,6 +88,7 @@ not_loom! {
     mod sink;
     mod timer;
 
+    pub use buf::{Buffer, IoBuf, IoBufMut, OtherBuf};
     pub use error::{Error, Result, StartError};
     pub use error::{
         E_FAIL, E_INVALIDARG, E_NOTIMPL, E_NOT_ENOUGH_QUOTA, E_OUTOFMEMORY, HOST_E_ABANDONED, HOST_E_CLRNOTAVAILABLE,
@@ -97,7 +99,7 @@ not_loom! {
     pub use manager::IoCompletionManager;
     pub use pool::PoolStats;
     pub use port::{Packet, Port};
-    pub use request::{Buffer, Op, Request, RequestId, Status};
+    pub use request::{Op, Request, RequestId, Status};
     pub use runtime::{Builder, Initializer, Runtime, TimerId, MAX_HOST_OVERLAPPED_SIZE};
     pub use sink::CompletionSink;
 }

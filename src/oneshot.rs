@@ -10,7 +10,8 @@ use std::sync::Arc;
 use crate::error::StartError;
 use crate::future::Completed;
 use crate::handle::Handle;
-use crate::request::{Buffer, Op, Request, RequestId, Status};
+use crate::buf::{Buffer, IoBuf, IoBufMut};
+use crate::request::{Op, Request, RequestId, Status};
 use crate::sink::CompletionSink;
 use crate::sync::Mutex;
 
@@ -64,32 +65,38 @@ impl Handle {
     }
 
     /// Reads from a stream into `buf` up to its capacity (S32); `f` gets
-    /// the result and the buffer, its length set to the bytes read.
-    pub fn read_then<F>(&self, buf: Vec<u8>, f: F) -> Result<RequestId, StartError>
+    /// the result and the buffer, its length set to the bytes read. Any
+    /// [`IoBufMut`] will do; the same type comes back.
+    pub fn read_then<B, F>(&self, buf: B, f: F) -> Result<RequestId, StartError>
     where
-        F: FnOnce(io::Result<usize>, Vec<u8>) + Send + 'static,
+        B: IoBufMut + Default,
+        F: FnOnce(io::Result<usize>, B) + Send + 'static,
     {
-        self.buf_then(Op::Read, buf, f)
+        self.buf_then(Op::Read, Buffer::from_buf_mut(buf), f)
     }
 
-    /// A single-buffer request whose closure gets the result and the buffer.
-    fn buf_then<F>(&self, op: Op, buf: Vec<u8>, f: F) -> Result<RequestId, StartError>
+    /// A request with a buffer whose closure gets the result and the
+    /// buffer, as the caller's type.
+    fn buf_then<B, F>(&self, op: Op, buffer: Buffer, f: F) -> Result<RequestId, StartError>
     where
-        F: FnOnce(io::Result<usize>, Vec<u8>) + Send + 'static,
+        B: IoBuf + Default,
+        F: FnOnce(io::Result<usize>, B) + Send + 'static,
     {
-        self.start_then(op, Buffer::Single(buf), move |c| {
+        self.start_then(op, buffer, move |c| {
             let r = c.result();
-            f(r, c.into_buffer().into_vec())
+            let (r, b) = crate::future::give_back(r, c.into_buffer(), Buffer::into_buf);
+            f(r, b)
         })
     }
 
     /// Writes the whole buffer to a stream; `f` gets the result and the
     /// buffer.
-    pub fn write_then<F>(&self, buf: Vec<u8>, f: F) -> Result<RequestId, StartError>
+    pub fn write_then<B, F>(&self, buf: B, f: F) -> Result<RequestId, StartError>
     where
-        F: FnOnce(io::Result<usize>, Vec<u8>) + Send + 'static,
+        B: IoBuf + Default,
+        F: FnOnce(io::Result<usize>, B) + Send + 'static,
     {
-        self.buf_then(Op::Write, buf, f)
+        self.buf_then(Op::Write, Buffer::from_buf(buf), f)
     }
 
     /// Accepts a connection; `f` gets it, with the peer's address where

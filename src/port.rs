@@ -5,7 +5,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::error::{Error, Result, StartError};
-use crate::request::{Buffer, Request, Status};
+use crate::buf::Buffer;
+use crate::request::{Request, Status};
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Ordering};
 use crate::sys::{self, PortDriver};
 

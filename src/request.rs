@@ -6,96 +6,11 @@ use std::net::SocketAddr;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::buf::Buffer;
 use crate::handle::Handle;
 use crate::sink::CompletionSink;
 use crate::sync::Arc;
 use crate::sys;
-
-/// The buffer a request owns while it is in flight (S26).
-///
-/// A read fills the vector from its start up to its capacity and sets its
-/// length to the bytes read (S32), so `vec![0; n]` and
-/// `Vec::with_capacity(n)` both read up to `n` bytes, and a vector with no
-/// capacity at all is a zero-byte read (S31). A vectored read fills the
-/// parts in order, each up to its capacity. A write sends the initialized
-/// bytes (`len()`). The completion hands the buffer back; a read that
-/// failed or was aborted leaves its length as it was.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Hash)]
-pub enum Buffer {
-    /// No buffer (accept, connect, user posts without data).
-    #[default]
-    None,
-    /// One contiguous buffer.
-    Single(Vec<u8>),
-    /// A list of buffers for vectored reads and writes.
-    Vectored(Vec<Vec<u8>>),
-}
-
-impl Buffer {
-    /// Total number of bytes over all parts.
-    pub fn len(&self) -> usize {
-        match self {
-            Buffer::None => 0,
-            Buffer::Single(b) => b.len(),
-            Buffer::Vectored(v) => v.iter().map(Vec::len).sum(),
-        }
-    }
-
-    /// True when [`Buffer::len`] is 0.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Room for a read: the capacity over all parts.
-    pub fn capacity(&self) -> usize {
-        match self {
-            Buffer::None => 0,
-            Buffer::Single(b) => b.capacity(),
-            Buffer::Vectored(v) => v.iter().map(Vec::capacity).sum(),
-        }
-    }
-
-    /// Sets the lengths after a read of `n` bytes: the parts in order, each
-    /// up to its capacity (S32).
-    ///
-    /// # Safety
-    /// The first `n` bytes of room (the first part up to its capacity, then
-    /// the next, …) were written by the read, and `n <= self.capacity()`.
-    pub(crate) unsafe fn set_filled(&mut self, mut n: usize) {
-        let mut fill = |b: &mut Vec<u8>| {
-            let k = n.min(b.capacity());
-            // SAFETY: the caller promises these `k` bytes were written.
-            unsafe { b.set_len(k) };
-            n -= k;
-        };
-        match self {
-            Buffer::None => {}
-            Buffer::Single(b) => fill(b),
-            Buffer::Vectored(v) => v.iter_mut().for_each(fill),
-        }
-    }
-
-    /// The single buffer, or the parts concatenated, or an empty vector.
-    pub fn into_vec(self) -> Vec<u8> {
-        match self {
-            Buffer::None => Vec::new(),
-            Buffer::Single(b) => b,
-            Buffer::Vectored(v) => v.concat(),
-        }
-    }
-}
-
-impl From<Vec<u8>> for Buffer {
-    fn from(v: Vec<u8>) -> Buffer {
-        Buffer::Single(v)
-    }
-}
-
-impl From<Vec<Vec<u8>>> for Buffer {
-    fn from(v: Vec<Vec<u8>>) -> Buffer {
-        Buffer::Vectored(v)
-    }
-}
 
 /// The status a completion carries: success or an OS error code (S8).
 ///

@@ -9,7 +9,8 @@ use crate::handle::Handle;
 use crate::manager::IoCompletionManager;
 use crate::pool::{Dispatch, Pool, PoolConfig, PoolStats};
 use crate::port::{Packet, Port};
-use crate::request::{Buffer, Op, Request};
+use crate::buf::Buffer;
+use crate::request::{Op, Request};
 use crate::sink::CompletionSink;
 use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, RwLock};
 

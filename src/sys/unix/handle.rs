@@ -14,10 +14,11 @@ use mio::unix::SourceFd;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use super::port::{aborted, Inner as PortInner, Item, Port, PortQueue};
+use crate::buf::Buffer;
 use crate::error::{Error, Result};
 use crate::handle::HandleKind;
 use crate::port::Packet;
-use crate::request::{Buffer, Op, Request, RequestId, Status};
+use crate::request::{Op, Request, RequestId, Status};
 use crate::sync::{Arc, AtomicBool, Mutex, Ordering, RwLock, Weak};
 use crate::sys::HandleDriver;
 
@@ -312,8 +313,8 @@ impl Io {
         let Some(fd) = guard.as_ref() else { return Some(aborted(req)) };
         let file = borrow::<File>(fd);
         let r = match (req.op(), req.buffer_mut()) {
-            (Op::ReadAt(off), Buffer::Single(b)) => retry(|| pread_into(fd, b, off)),
-            (Op::WriteAt(off), Buffer::Single(b)) => file.write_all_at(b, off).map(|()| b.len()),
+            (Op::ReadAt(off), b) => retry(|| pread_into(fd, b, off)),
+            (Op::WriteAt(off), b) if !b.is_vectored() => file.write_all_at(b.chunk(0), off).map(|()| b.len()),
             _ => Err(io::Error::from(io::ErrorKind::InvalidInput)),
         };
         drop(guard);
@@ -410,26 +411,24 @@ fn perform(kind: HandleKind, fd: &OwnedFd, req: &mut Request, ready: bool) -> io
                 Err(e) => Err(e),
             }
         }
-        Op::SendTo(addr) => match &h.buffer {
-            Buffer::Single(b) => pending(retry(|| borrow::<UdpSocket>(fd).send_to(b, addr))),
-            _ => Err(io::Error::from(io::ErrorKind::InvalidInput)),
-        },
-        Op::RecvFrom => match &mut h.buffer {
-            Buffer::Single(b) => {
-                // SAFETY: the whole allocation, viewed as possibly
-                // uninitialized bytes; the vector is not touched meanwhile.
-                let room = unsafe {
-                    std::slice::from_raw_parts_mut(b.as_mut_ptr().cast::<MaybeUninit<u8>>(), b.capacity())
-                };
-                Ok(pending(retry(|| SockRef::from(fd).recv_from(room)))?.map(|(n, a)| {
-                    // SAFETY: recv_from wrote the first `n` bytes.
-                    unsafe { b.set_len(n) };
-                    h.addr = a.as_socket();
-                    n
-                }))
-            }
-            _ => Err(io::Error::from(io::ErrorKind::InvalidInput)),
-        },
+        Op::SendTo(addr) if !h.buffer.is_vectored() => {
+            let data = h.buffer.chunk(0);
+            pending(retry(|| borrow::<UdpSocket>(fd).send_to(data, addr)))
+        }
+        Op::RecvFrom if h.buffer.is_writable() && h.buffer.part_count() == 1 => {
+            let p = h.buffer.part(0);
+            // SAFETY: the part's whole room, writable (checked above), viewed
+            // as possibly uninitialized bytes; the buffer is not touched
+            // while the slice lives.
+            let room = unsafe { std::slice::from_raw_parts_mut(p.ptr.cast::<MaybeUninit<u8>>(), p.cap) };
+            Ok(pending(retry(|| SockRef::from(fd).recv_from(room)))?.map(|(n, a)| {
+                // SAFETY: recv_from wrote the first `n` bytes of the room.
+                unsafe { h.buffer.set_filled(n) };
+                h.addr = a.as_socket();
+                n
+            }))
+        }
+        Op::SendTo(_) | Op::RecvFrom => Err(io::Error::from(io::ErrorKind::InvalidInput)),
         Op::Post | Op::ReadAt(_) | Op::WriteAt(_) => Err(io::Error::from(io::ErrorKind::InvalidInput)),
     }
 }
@@ -437,19 +436,28 @@ fn perform(kind: HandleKind, fd: &OwnedFd, req: &mut Request, ready: bool) -> io
 /// One `read` (or `readv`) into the buffer's room, from the start of each
 /// part up to its capacity (S32); on success the lengths say what was read.
 fn read_into(fd: &OwnedFd, buf: &mut Buffer) -> io::Result<usize> {
-    let n = match buf {
-        Buffer::None => return Ok(0),
-        // SAFETY: the pointer and capacity describe the vector's whole
-        // allocation, which the read may fill; `fd` is open (fd lock held).
-        Buffer::Single(b) => unsafe { libc::read(fd.as_raw_fd(), b.as_mut_ptr().cast(), b.capacity()) },
-        Buffer::Vectored(v) => {
-            let iov: Vec<libc::iovec> = v
-                .iter_mut()
-                .map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.capacity() })
+    if !buf.is_writable() {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    let n = match buf.part_count() {
+        0 => return Ok(0),
+        1 => {
+            let p = buf.part(0);
+            // SAFETY: the pointer and capacity describe the part's whole
+            // room, writable (checked above), which the read may fill; `fd`
+            // is open (the caller holds the fd lock).
+            unsafe { libc::read(fd.as_raw_fd(), p.ptr.cast(), p.cap) }
+        }
+        parts => {
+            let iov: Vec<libc::iovec> = (0..parts)
+                .map(|i| {
+                    let p = buf.part(i);
+                    libc::iovec { iov_base: p.ptr.cast(), iov_len: p.cap }
+                })
                 .collect();
             let count = iov.len().min(libc::c_int::MAX as usize) as libc::c_int;
-            // SAFETY: each iovec describes one part's whole allocation; the
-            // array lives for the call; `fd` is open (fd lock held).
+            // SAFETY: each iovec describes one part's whole room, writable;
+            // the array lives for the call; `fd` is open (fd lock held).
             unsafe { libc::readv(fd.as_raw_fd(), iov.as_ptr(), count) }
         }
     };
@@ -462,19 +470,23 @@ fn read_into(fd: &OwnedFd, buf: &mut Buffer) -> io::Result<usize> {
     Ok(n)
 }
 
-/// One `pread` at `off` into the vector's room (S32).
-fn pread_into(fd: &OwnedFd, b: &mut Vec<u8>, off: u64) -> io::Result<usize> {
+/// One `pread` at `off` into the buffer's room (S32).
+fn pread_into(fd: &OwnedFd, buf: &mut Buffer, off: u64) -> io::Result<usize> {
+    if !buf.is_writable() || buf.part_count() != 1 {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
     // An offset past off_t's range is the OS's EINVAL, as pread gives for
     // one whose end overflows.
     let off = libc::off_t::try_from(off).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: the pointer and capacity describe the vector's allocation;
-    // `fd` is open (the caller holds the fd lock).
-    let n = unsafe { libc::pread(fd.as_raw_fd(), b.as_mut_ptr().cast(), b.capacity(), off) };
+    let p = buf.part(0);
+    // SAFETY: the pointer and capacity describe the part's room, writable
+    // (checked above); `fd` is open (the caller holds the fd lock).
+    let n = unsafe { libc::pread(fd.as_raw_fd(), p.ptr.cast(), p.cap, off) };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: pread wrote the first `n` bytes.
-    unsafe { b.set_len(n as usize) };
+    unsafe { buf.set_filled(n as usize) };
     Ok(n as usize)
 }
 
@@ -526,12 +538,13 @@ fn write_stream(
 ) -> io::Result<Option<usize>> {
     let total = buf.len();
     while *progress < total {
-        let r = match buf {
-            Buffer::Single(b) => stream_write(kind, fd, &[IoSlice::new(&b[*progress..])]),
-            Buffer::Vectored(v) => {
+        let r = match buf.part_count() {
+            0 => Ok(0),
+            1 => stream_write(kind, fd, &[IoSlice::new(&buf.chunk(0)[*progress..])]),
+            parts => {
                 let mut skip = *progress;
-                let mut slices = Vec::with_capacity(v.len());
-                for b in v {
+                let mut slices = Vec::with_capacity(parts);
+                for b in (0..parts).map(|i| buf.chunk(i)) {
                     if skip >= b.len() {
                         skip -= b.len();
                         continue;
@@ -541,7 +554,6 @@ fn write_stream(
                 }
                 stream_write(kind, fd, &slices)
             }
-            Buffer::None => Ok(0),
         };
         match r {
             Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),

@@ -36,10 +36,11 @@ use windows_sys::Win32::System::IO::{CancelIoEx, CreateIoCompletionPort, OVERLAP
 use super::net;
 use super::port::Inner as PortInner;
 use super::port::Port;
+use crate::buf::{Buffer, Part};
 use crate::error::{Error, Result};
 use crate::handle::HandleKind;
 use crate::port::Packet;
-use crate::request::{Buffer, Header, Op, Request, RequestId, Status};
+use crate::request::{Header, Op, Request, RequestId, Status};
 use crate::sync::{Arc, AtomicUsize, Mutex, Ordering, RwLock, Weak};
 use crate::sys::HandleDriver;
 
@@ -154,27 +155,23 @@ impl WsaBufs {
 /// with no room is one zero-length buffer (S31): Winsock refuses an empty
 /// array.
 fn wsabufs(buf: &mut Buffer, read: bool) -> WsaBufs {
-    let one = |b: &mut Vec<u8>| {
-        let n = if read { b.capacity() } else { b.len() };
-        WSABUF { len: n.min(u32::MAX as usize) as u32, buf: b.as_mut_ptr() }
+    let parts = buf.part_count();
+    let mut one = |i: usize| {
+        let p = buf.part(i);
+        let n = if read { p.cap } else { p.len };
+        WSABUF { len: n.min(u32::MAX as usize) as u32, buf: p.ptr }
     };
     let empty = WSABUF { len: 0, buf: std::ptr::NonNull::<u8>::dangling().as_ptr() };
     let mut inline = [empty; INLINE_PARTS];
-    match buf {
-        Buffer::None => WsaBufs::Inline(inline, 1),
-        Buffer::Single(b) => {
-            inline[0] = one(b);
-            WsaBufs::Inline(inline, 1)
-        }
-        Buffer::Vectored(v) if v.is_empty() => WsaBufs::Inline(inline, 1),
-        Buffer::Vectored(v) if v.len() <= INLINE_PARTS => {
-            let n = v.len();
-            for (slot, b) in inline.iter_mut().zip(v.iter_mut()) {
-                *slot = one(b);
+    match parts {
+        0 => WsaBufs::Inline(inline, 1),
+        n if n <= INLINE_PARTS => {
+            for (i, slot) in inline.iter_mut().take(n).enumerate() {
+                *slot = one(i);
             }
             WsaBufs::Inline(inline, n)
         }
-        Buffer::Vectored(v) => WsaBufs::Heap(v.iter_mut().map(one).collect()),
+        n => WsaBufs::Heap((0..n).map(one).collect()),
     }
 }
 
@@ -182,14 +179,10 @@ fn wsabufs(buf: &mut Buffer, read: bool) -> WsaBufs {
 /// first part of a vectored one with room (a read: capacity, S32) or bytes
 /// (a write).
 fn first_part(buf: &mut Buffer, read: bool) -> (*mut u8, u32) {
-    let size = |b: &Vec<u8>| if read { b.capacity() } else { b.len() };
-    let part = match buf {
-        Buffer::None => None,
-        Buffer::Single(b) => Some(b),
-        Buffer::Vectored(v) => v.iter_mut().find(|b| size(b) > 0),
-    };
+    let size = |p: &Part| if read { p.cap } else { p.len };
+    let part = (0..buf.part_count()).map(|i| buf.part(i)).find(|p| size(p) > 0);
     match part {
-        Some(b) => (b.as_mut_ptr(), size(b).min(u32::MAX as usize) as u32),
+        Some(p) => (p.ptr, size(&p).min(u32::MAX as usize) as u32),
         // No room: a zero-byte ReadFile or WriteFile (S31).
         None => (std::ptr::NonNull::<u8>::dangling().as_ptr(), 0),
     }
@@ -473,12 +466,11 @@ pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &P
             if let Op::WriteAt(off) = op {
                 set_offset(&mut h.os.overlapped, off, h.buffer.len())?;
             }
-            if let Buffer::Vectored(v) = &h.buffer {
-                if v.iter().filter(|b| !b.is_empty()).count() > 1 {
-                    return Err(Error::NotImplemented(
-                        "vectored writes on a pipe or file handle (only sockets gather)".into(),
-                    ));
-                }
+            let filled = (0..h.buffer.part_count()).filter(|&i| !h.buffer.chunk(i).is_empty()).count();
+            if h.buffer.is_vectored() && filled > 1 {
+                return Err(Error::NotImplemented(
+                    "vectored writes on a pipe or file handle (only sockets gather)".into(),
+                ));
             }
             let (ptr, len) = first_part(&mut h.buffer, false);
             // SAFETY: as for ReadFile; the data is only read.

@@ -16,7 +16,8 @@ use std::task::{Context, Poll, Waker};
 
 use crate::handle::{Handle, WeakHandle};
 use crate::buf::{Buffer, IoBuf, IoBufMut};
-use crate::request::{Request, RequestId, Status};
+use crate::request::{Request, RequestId};
+use crate::status::Status;
 use crate::sink::CompletionSink;
 use crate::sync::Mutex;
 

@@ -86,6 +86,7 @@ not_loom! {
     mod request;
     mod runtime;
     mod sink;
+    mod status;
     mod timer;
 
     pub use buf::{Buffer, IoBuf, IoBufMut, OtherBuf};
@@ -99,7 +100,8 @@ not_loom! {
     pub use manager::IoCompletionManager;
     pub use pool::PoolStats;
     pub use port::{Packet, Port};
-    pub use request::{Op, Request, RequestId, Status};
+    pub use request::{Op, Request, RequestId};
+    pub use status::Status;
     pub use runtime::{Builder, Initializer, Runtime, TimerId, MAX_HOST_OVERLAPPED_SIZE};
     pub use sink::CompletionSink;
 }

@@ -11,7 +11,8 @@ use crate::error::StartError;
 use crate::future::Completed;
 use crate::handle::Handle;
 use crate::buf::{Buffer, IoBuf, IoBufMut};
-use crate::request::{Op, Request, RequestId, Status};
+use crate::request::{Op, Request, RequestId};
+use crate::status::Status;
 use crate::sink::CompletionSink;
 use crate::sync::Mutex;
 

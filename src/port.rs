@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use crate::error::{Error, Result, StartError};
 use crate::buf::Buffer;
-use crate::request::{Request, Status};
+use crate::request::Request;
+use crate::status::Status;
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Ordering};
 use crate::sys::{self, PortDriver};
 

@@ -1,6 +1,7 @@
 //! The runtime side of the interface: `ICLRIoCompletionManager` (S2).
 
-use crate::request::{Request, Status};
+use crate::request::Request;
+use crate::status::Status;
 
 /// Receives one call for every request that was started, whether it
 /// succeeded, failed, was cancelled or was aborted by a close (S2).

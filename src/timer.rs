@@ -20,7 +20,8 @@ use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::Instant;
 
 use crate::handle::WeakHandle;
-use crate::request::{RequestId, Status};
+use crate::request::RequestId;
+use crate::status::Status;
 
 /// What a timer runs, once, with success or the aborted status.
 pub(crate) type Fire = Box<dyn FnOnce(Status) + Send>;

@@ -18,7 +18,8 @@ use crate::buf::Buffer;
 use crate::error::{Error, Result};
 use crate::handle::HandleKind;
 use crate::port::Packet;
-use crate::request::{Op, Request, RequestId, Status};
+use crate::request::{Op, Request, RequestId};
+use crate::status::Status;
 use crate::sync::{Arc, AtomicBool, Mutex, Ordering, RwLock, Weak};
 use crate::sys::HandleDriver;
 

@@ -17,7 +17,7 @@ use slab::Slab;
 use super::handle::Io;
 use crate::error::{Error, Result};
 use crate::port::Packet;
-use crate::request::Status;
+use crate::status::Status;
 use crate::sync::{Arc, Mutex, Ordering};
 use crate::sys::queue::{Ended, Poller, Queue, Slot};
 use crate::sys::{PortDriver, SlotOps};

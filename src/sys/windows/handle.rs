@@ -40,7 +40,8 @@ use crate::buf::{Buffer, Part};
 use crate::error::{Error, Result};
 use crate::handle::HandleKind;
 use crate::port::Packet;
-use crate::request::{Header, Op, Request, RequestId, Status};
+use crate::request::{Header, Op, Request, RequestId};
+use crate::status::Status;
 use crate::sync::{Arc, AtomicUsize, Mutex, Ordering, RwLock, Weak};
 use crate::sys::HandleDriver;
 

@@ -14,7 +14,8 @@ use windows_sys::Win32::System::IO::{
 use super::handle::Io;
 use crate::error::{Error, Result};
 use crate::port::Packet;
-use crate::request::{Header, Request, Status};
+use crate::request::{Header, Request};
+use crate::status::Status;
 use crate::sync::{Arc, AtomicBool, AtomicUsize, Mutex, Ordering, Weak};
 use crate::sys::{PortDriver, SlotOps};
 

@@ -48,42 +48,18 @@ impl HandleKind {
 /// Checks that `op` suits a handle of `kind` and its buffer, before any
 /// allocation or I/O.
 fn check(kind: HandleKind, op: Op, buffer: &Buffer) -> Result<()> {
-    use HandleKind as K;
     let bad =
         |why: &str| Err(Error::invalid("op", format!("{op:?}"), &format!("{why} (the handle is {kind:?})")));
-    let needs_buffer =
-        matches!(op, Op::Read | Op::Write | Op::ReadAt(_) | Op::WriteAt(_) | Op::SendTo(_) | Op::RecvFrom);
-    if needs_buffer && matches!(buffer, Buffer::None) {
+    if op.needs_buffer() && matches!(buffer, Buffer::None) {
         return bad("this request needs a buffer");
     }
-    let single = matches!(op, Op::ReadAt(_) | Op::WriteAt(_) | Op::SendTo(_) | Op::RecvFrom);
-    if single && buffer.is_vectored() {
+    if op.takes_one_buffer() && buffer.is_vectored() {
         return bad("this request takes one buffer, not a vectored one");
     }
-    let reads = matches!(op, Op::Read | Op::ReadAt(_) | Op::RecvFrom);
-    if reads && !buffer.is_writable() {
+    if op.fills_buffer() && !buffer.is_writable() {
         return bad("a read needs a writable buffer (given as IoBufMut)");
     }
-    let ok = match op {
-        Op::Read | Op::Write => matches!(kind, K::TcpStream | K::LocalStream | K::Stream),
-        Op::ReadAt(_) | Op::WriteAt(_) => kind == K::File,
-        // Where local streams are named pipes, a pipe's server end accepts
-        // too: it waits for a client (ConnectNamedPipe).
-        Op::Accept => {
-            matches!(kind, K::TcpListener | K::LocalListener) || (sys::LOCAL_STREAM_ACCEPTS && kind == K::LocalStream)
-        }
-        Op::Connect(_) => kind == K::TcpStream,
-        Op::SendTo(_) | Op::RecvFrom => kind == K::Udp,
-        Op::Post => return bad("user posts go to a port, not a handle"),
-    };
-    if !ok {
-        return bad(if kind == K::File {
-            "a regular file takes positional requests (read_at, write_at)"
-        } else {
-            "this handle does not support this request"
-        });
-    }
-    Ok(())
+    op.suits(kind).or_else(bad)
 }
 
 /// What a bind fixed for the handle's lifetime.

@@ -81,6 +81,7 @@ not_loom! {
     mod handle;
     mod manager;
     mod oneshot;
+    mod op;
     mod pool;
     mod port;
     mod request;
@@ -100,7 +101,8 @@ not_loom! {
     pub use manager::IoCompletionManager;
     pub use pool::PoolStats;
     pub use port::{Packet, Port};
-    pub use request::{Op, Request, RequestId};
+    pub use op::Op;
+    pub use request::{Request, RequestId};
     pub use status::Status;
     pub use runtime::{Builder, Initializer, Runtime, TimerId, MAX_HOST_OVERLAPPED_SIZE};
     pub use sink::CompletionSink;

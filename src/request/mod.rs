@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::buf::Buffer;
 use crate::handle::Handle;
+pub(crate) use crate::op::Op;
 use crate::sink::CompletionSink;
 use crate::sync::Arc;
 use crate::sys;
@@ -25,30 +26,6 @@ impl RequestId {
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
-/// What a request does. Platform-neutral: each backend performs it its way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Op {
-    /// A completion posted by the user; no I/O.
-    Post,
-    /// Stream read into the buffer (vectored when the buffer is).
-    Read,
-    /// Stream write of the buffer (vectored when the buffer is).
-    Write,
-    /// Positional read of a regular file.
-    ReadAt(u64),
-    /// Positional write of a regular file.
-    WriteAt(u64),
-    /// Accept one connection on a listener.
-    Accept,
-    /// Connect a stream socket.
-    Connect(SocketAddr),
-    /// Send a datagram.
-    SendTo(SocketAddr),
-    /// Receive a datagram and its source address.
-    RecvFrom,
-}
 
 /// The header every request starts with. `repr(C)` with the OS part first,
 /// so that on Windows a request pointer is an `OVERLAPPED` pointer.

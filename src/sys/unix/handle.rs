@@ -2,23 +2,22 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, IoSlice, Write};
-use std::mem::{ManuallyDrop, MaybeUninit};
+use std::io;
+use std::mem::ManuallyDrop;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::FileExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::OnceLock;
 
 use mio::unix::SourceFd;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
+use super::op::{self, is_write_side, perform};
 use super::port::{aborted, Inner as PortInner, Item, Port, PortQueue};
-use crate::buf::Buffer;
 use crate::error::{Error, Result};
 use crate::handle::HandleKind;
 use crate::port::Packet;
-use crate::request::{Op, Request, RequestId};
+use crate::request::{Request, RequestId};
 use crate::status::Status;
 use crate::sync::{Arc, AtomicBool, Mutex, Ordering, RwLock, Weak};
 use crate::sys::HandleDriver;
@@ -69,10 +68,6 @@ pub(crate) struct Io {
 /// The backend's handle.
 pub(crate) struct Handle {
     io: Arc<Io>,
-}
-
-fn is_write_side(op: Op) -> bool {
-    matches!(op, Op::Write | Op::Connect(_) | Op::SendTo(_))
 }
 
 fn closed_handle() -> Error {
@@ -312,12 +307,7 @@ impl Io {
         }
         let guard = self.fd.read();
         let Some(fd) = guard.as_ref() else { return Some(aborted(req)) };
-        let file = borrow::<File>(fd);
-        let r = match (req.op(), req.buffer_mut()) {
-            (Op::ReadAt(off), b) => retry(|| pread_into(fd, b, off)),
-            (Op::WriteAt(off), b) if !b.is_vectored() => file.write_all_at(b.chunk(0), off).map(|()| b.len()),
-            _ => Err(io::Error::from(io::ErrorKind::InvalidInput)),
-        };
+        let r = op::perform_file(fd, &mut req);
         drop(guard);
         Some(match r {
             Ok(n) => done(req, n),
@@ -346,234 +336,6 @@ fn drain(kind: HandleKind, fd: &OwnedFd, pending: &mut VecDeque<Request>, queue:
             Err(e) => failed(pending.pop_front().expect("front exists"), &e),
         };
         queue.push(Item::Packet(p));
-    }
-}
-
-/// A std object over `fd` that does not close it.
-fn borrow<T: FromRawFd>(fd: &OwnedFd) -> ManuallyDrop<T> {
-    // SAFETY: `fd` is open for as long as the caller holds the borrow (the
-    // handle's fd lock is held), and ManuallyDrop keeps T from closing it.
-    ManuallyDrop::new(unsafe { T::from_raw_fd(fd.as_raw_fd()) })
-}
-
-fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
-    loop {
-        match f() {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            r => return r,
-        }
-    }
-}
-
-/// `Ok(None)` while the call would block.
-fn pending<T>(r: io::Result<T>) -> io::Result<Option<T>> {
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// One non-blocking attempt at `req`: `Ok(Some(bytes))` when it finished,
-/// `Ok(None)` when it would block, `Err` when it failed. `ready`: a
-/// readiness event for this direction just arrived.
-fn perform(kind: HandleKind, fd: &OwnedFd, req: &mut Request, ready: bool) -> io::Result<Option<usize>> {
-    let op = req.op();
-    let h = req.header_mut();
-    match op {
-        Op::Read if h.buffer.capacity() == 0 => readable(kind, fd, ready),
-        Op::Read => pending(retry(|| read_into(fd, &mut h.buffer))),
-        Op::Write => write_stream(kind, fd, &h.buffer, &mut h.os.progress),
-        Op::Accept => {
-            let accepted = match kind {
-                HandleKind::TcpListener => pending(retry(|| borrow::<TcpListener>(fd).accept()))?
-                    .map(|(s, a)| (crate::Handle::from(s), Some(a))),
-                _ => pending(retry(|| borrow::<UnixListener>(fd).accept()))?
-                    .map(|(s, _)| (crate::Handle::from(s), None)),
-            };
-            Ok(accepted.map(|(h2, addr)| {
-                h.accepted = Some(h2);
-                h.addr = addr;
-                0
-            }))
-        }
-        Op::Connect(addr) => {
-            let sock = SockRef::from(fd);
-            if !h.os.started {
-                h.os.started = true;
-                return first_connect(sock.connect(&addr.into()));
-            }
-            if let Some(e) = sock.take_error()? {
-                return Err(e);
-            }
-            match sock.peer_addr() {
-                Ok(_) => Ok(Some(0)),
-                Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Ok(None),
-                Err(e) => Err(e),
-            }
-        }
-        Op::SendTo(addr) if !h.buffer.is_vectored() => {
-            let data = h.buffer.chunk(0);
-            pending(retry(|| borrow::<UdpSocket>(fd).send_to(data, addr)))
-        }
-        Op::RecvFrom if h.buffer.is_writable() && h.buffer.part_count() == 1 => {
-            let p = h.buffer.part(0);
-            // SAFETY: the part's whole room, writable (checked above), viewed
-            // as possibly uninitialized bytes; the buffer is not touched
-            // while the slice lives.
-            let room = unsafe { std::slice::from_raw_parts_mut(p.ptr.cast::<MaybeUninit<u8>>(), p.cap) };
-            Ok(pending(retry(|| SockRef::from(fd).recv_from(room)))?.map(|(n, a)| {
-                // SAFETY: recv_from wrote the first `n` bytes of the room.
-                unsafe { h.buffer.set_filled(n) };
-                h.addr = a.as_socket();
-                n
-            }))
-        }
-        Op::SendTo(_) | Op::RecvFrom => Err(io::Error::from(io::ErrorKind::InvalidInput)),
-        Op::Post | Op::ReadAt(_) | Op::WriteAt(_) => Err(io::Error::from(io::ErrorKind::InvalidInput)),
-    }
-}
-
-/// One `read` (or `readv`) into the buffer's room, from the start of each
-/// part up to its capacity (S32); on success the lengths say what was read.
-fn read_into(fd: &OwnedFd, buf: &mut Buffer) -> io::Result<usize> {
-    if !buf.is_writable() {
-        return Err(io::Error::from(io::ErrorKind::InvalidInput));
-    }
-    let n = match buf.part_count() {
-        0 => return Ok(0),
-        1 => {
-            let p = buf.part(0);
-            // SAFETY: the pointer and capacity describe the part's whole
-            // room, writable (checked above), which the read may fill; `fd`
-            // is open (the caller holds the fd lock).
-            unsafe { libc::read(fd.as_raw_fd(), p.ptr.cast(), p.cap) }
-        }
-        parts => {
-            let iov: Vec<libc::iovec> = (0..parts)
-                .map(|i| {
-                    let p = buf.part(i);
-                    libc::iovec { iov_base: p.ptr.cast(), iov_len: p.cap }
-                })
-                .collect();
-            let count = iov.len().min(libc::c_int::MAX as usize) as libc::c_int;
-            // SAFETY: each iovec describes one part's whole room, writable;
-            // the array lives for the call; `fd` is open (fd lock held).
-            unsafe { libc::readv(fd.as_raw_fd(), iov.as_ptr(), count) }
-        }
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let n = n as usize;
-    // SAFETY: the read wrote its first `n` bytes into the room, in order.
-    unsafe { buf.set_filled(n) };
-    Ok(n)
-}
-
-/// One `pread` at `off` into the buffer's room (S32).
-fn pread_into(fd: &OwnedFd, buf: &mut Buffer, off: u64) -> io::Result<usize> {
-    if !buf.is_writable() || buf.part_count() != 1 {
-        return Err(io::Error::from(io::ErrorKind::InvalidInput));
-    }
-    // An offset past off_t's range is the OS's EINVAL, as pread gives for
-    // one whose end overflows.
-    let off = libc::off_t::try_from(off).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    let p = buf.part(0);
-    // SAFETY: the pointer and capacity describe the part's room, writable
-    // (checked above); `fd` is open (the caller holds the fd lock).
-    let n = unsafe { libc::pread(fd.as_raw_fd(), p.ptr.cast(), p.cap, off) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pread wrote the first `n` bytes.
-    unsafe { buf.set_filled(n as usize) };
-    Ok(n as usize)
-}
-
-/// A read with no room (S31): completes, with 0 bytes, once the stream is
-/// readable (data waiting, its end, or an error, which it completes with),
-/// without taking any data. Asked of the OS with a zero-timeout `poll`
-/// unless a readiness event just said so.
-fn readable(kind: HandleKind, fd: &OwnedFd, ready: bool) -> io::Result<Option<usize>> {
-    if !ready {
-        let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        // SAFETY: `p` is one valid pollfd for the duration of the call;
-        // `fd` is open (the caller holds the handle's fd lock).
-        let n = retry(|| match unsafe { libc::poll(&mut p, 1, 0) } {
-            -1 => Err(io::Error::last_os_error()),
-            n => Ok(n),
-        })?;
-        if n == 0 {
-            return Ok(None);
-        }
-    }
-    if matches!(kind, HandleKind::TcpStream | HandleKind::LocalStream) {
-        if let Some(e) = SockRef::from(fd).take_error()? {
-            return Err(e);
-        }
-    }
-    Ok(Some(0))
-}
-
-/// What a non-blocking `connect` answered: connected, in progress (the
-/// socket turns writable when it ends), or failed. `EAGAIN` is a failure:
-/// for TCP it means no local port is free, nothing is in progress, and no
-/// readiness would ever end the wait.
-fn first_connect(r: io::Result<()>) -> io::Result<Option<usize>> {
-    match r {
-        Ok(()) => Ok(Some(0)),
-        // EINTR: the connection goes on in the background, as EINPROGRESS.
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EINPROGRESS | libc::EINTR)) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// Writes the whole buffer, as IOCP does for a stream: progress is kept in
-/// the request across readiness rounds; completes with the total.
-fn write_stream(
-    kind: HandleKind,
-    fd: &OwnedFd,
-    buf: &Buffer,
-    progress: &mut usize,
-) -> io::Result<Option<usize>> {
-    let total = buf.len();
-    while *progress < total {
-        let r = match buf.part_count() {
-            0 => Ok(0),
-            1 => stream_write(kind, fd, &[IoSlice::new(&buf.chunk(0)[*progress..])]),
-            parts => {
-                let mut skip = *progress;
-                let mut slices = Vec::with_capacity(parts);
-                for b in (0..parts).map(|i| buf.chunk(i)) {
-                    if skip >= b.len() {
-                        skip -= b.len();
-                        continue;
-                    }
-                    slices.push(IoSlice::new(&b[skip..]));
-                    skip = 0;
-                }
-                stream_write(kind, fd, &slices)
-            }
-        };
-        match r {
-            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
-            Ok(n) => *progress += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(Some(total))
-}
-
-/// Sockets go through `send`/`sendmsg` with `MSG_NOSIGNAL` (std does that
-/// for TCP and Unix streams), so a closed peer is an `EPIPE`, not a signal.
-fn stream_write(kind: HandleKind, fd: &OwnedFd, slices: &[IoSlice<'_>]) -> io::Result<usize> {
-    match kind {
-        HandleKind::TcpStream => borrow::<TcpStream>(fd).write_vectored(slices),
-        HandleKind::LocalStream => borrow::<UnixStream>(fd).write_vectored(slices),
-        _ => borrow::<File>(fd).write_vectored(slices),
     }
 }
 
@@ -732,21 +494,5 @@ impl From<OwnedFd> for crate::Handle {
 impl AsRawFd for crate::Handle {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.sys().raw_fd()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::first_connect;
-    use std::io;
-
-    /// A connect refused with `EAGAIN` completes with that error at once
-    /// instead of waiting for a readiness that never comes.
-    #[test]
-    fn a_connect_refused_with_eagain_fails_instead_of_waiting() {
-        let e = first_connect(Err(io::Error::from_raw_os_error(libc::EAGAIN))).unwrap_err();
-        assert_eq!(e.raw_os_error(), Some(libc::EAGAIN));
-        assert!(matches!(first_connect(Err(io::Error::from_raw_os_error(libc::EINPROGRESS))), Ok(None)));
-        assert!(matches!(first_connect(Ok(())), Ok(Some(0))));
     }
 }

@@ -1,6 +1,7 @@
 //! The mio backend: readiness (epoll/kqueue) turned into completions (S29).
 
 mod handle;
+mod op;
 mod port;
 
 pub(crate) use super::queue::Slot;

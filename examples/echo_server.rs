@@ -8,10 +8,11 @@
 //! prints its counters and its resident memory; stop it with Ctrl-C. Try
 //! it with `cargo run --release --example echo_client`.
 //!
-//! Each completion runs on a pool worker and starts the connection's next
-//! request: an accept starts a wait for data, data starts a read, a read
-//! starts a write of the bytes it got, a write starts the next wait. A
-//! read of 0 bytes (the peer closed) or an error ends the connection.
+//! Each request carries its own one-shot callback, run once on a pool
+//! worker, which starts the connection's next request: an accept starts a
+//! wait for data, data starts a read, a read starts a write of the bytes
+//! it got, a write starts the next wait. A read of 0 bytes (the peer
+//! closed) or an error ends the connection.
 //!
 //! The wait for data is a zero-byte read (S31): it holds no buffer, so an
 //! idle connection costs no buffer memory; the buffer is allocated when
@@ -19,25 +20,23 @@
 //! real read at once instead, each connection keeping its buffer while it
 //! waits (one request and one completion fewer per round trip).
 //!
-//! Every wait for data carries a deadline (S33): a connection that sends
-//! nothing for `IDLE` (5 minutes) is closed, so a peer that vanished
-//! without a FIN or RST does not hold its descriptor for ever.
+//! Every read carries a deadline (S33): a connection that sends nothing
+//! for `IDLE` (5 minutes) is closed, so a peer that vanished without a FIN
+//! or RST does not hold its descriptor for ever.
 
-use std::collections::HashMap;
 use std::error::Error;
+use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use iocompletion::{Handle, Op, Request, Runtime, Status};
+use iocompletion::{Completed, Handle, Op, Runtime, Status};
 
-/// Bytes read per request.
-const BUF_SIZE: usize = 16 * 1024;
-/// A connection idle this long is closed.
-const IDLE: Duration = Duration::from_secs(300);
-/// Accepts kept pending, so a burst of connections is taken at once.
-const ACCEPTS: usize = 32;
+const BUF_SIZE: usize = 16 * 1024; // bytes read per request
+const IDLE: Duration = Duration::from_secs(300); // a connection idle this long is closed
+const ACCEPTS: usize = 32; // accepts kept pending, so a burst is taken at once
+const RETRY: Duration = Duration::from_millis(100); // an accept with no descriptor to spare waits this long
 
 #[derive(Default)]
 struct Counters {
@@ -45,171 +44,94 @@ struct Counters {
     closed: AtomicU64,
     bytes: AtomicU64,
     errors: AtomicU64,
-    idle_closed: AtomicU64,
+    idle: AtomicU64,
 }
 
 struct Server {
     rt: Runtime,
-    /// Keep a buffer in a pending read instead of waiting with a zero-byte read.
-    hold_buffers: bool,
     listener: Handle,
-    /// Open connections: the table owns them. Callbacks reach their handle
-    /// through their request and hold the server only weakly, so nothing
-    /// owns itself.
-    conns: Mutex<HashMap<u64, Handle>>,
-    next_id: AtomicU64,
-    /// Accepts pending on the listener (kept at `ACCEPTS` while the
-    /// process has descriptors to spare).
-    armed: AtomicUsize,
+    hold_buffers: bool,
     counters: Counters,
 }
 
 impl Server {
-    fn start(rt: &Runtime, addr: SocketAddr, hold_buffers: bool) -> Result<Arc<Server>, Box<dyn Error>> {
-        let listener = Handle::from(TcpListener::bind(addr)?);
-        let server = Arc::new(Server {
-            rt: rt.clone(),
-            hold_buffers,
-            listener,
-            conns: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(0),
-            armed: AtomicUsize::new(0),
-            counters: Counters::default(),
-        });
-        let weak = Arc::downgrade(&server);
-        rt.bind_io_completion_callback(
-            &server.listener,
-            Arc::new(move |status: Status, _bytes: usize, req: Request| {
-                if let Some(server) = weak.upgrade() {
-                    server.on_accept(status, req);
-                }
-            }),
-            0,
-        )?;
-        server.top_up_accepts();
-        if server.armed.load(Ordering::Acquire) == 0 {
-            return Err("no accept could start".into());
+    /// Starts one accept; `ACCEPTS` of them run side by side, each starting
+    /// the next when it completes.
+    fn accept(self: &Arc<Self>) {
+        let server = self.clone();
+        if let Err(e) = self.listener.accept_then(move |r| server.accepted(r)) {
+            self.accept_failed(&e.error.into(), false);
         }
-        Ok(server)
     }
 
-    fn on_accept(self: &Arc<Self>, status: Status, mut req: Request) {
+    fn accepted(self: &Arc<Self>, r: io::Result<(Handle, Option<SocketAddr>)>) {
+        let conn = match r {
+            Ok((conn, _)) => conn,
+            Err(e) => return self.accept_failed(&e, true),
+        };
+        self.accept();
+        self.counters.accepted.fetch_add(1, Relaxed);
+        match self.rt.bind_async(&conn) {
+            Ok(()) => self.read(conn, Vec::new()),
+            Err(_) => self.close(&conn, &self.counters.errors),
+        }
+    }
+
+    /// With no descriptor to spare (S37) the next accept starts a moment
+    /// later, not at once in a loop; after other errors, at once.
+    fn accept_failed(self: &Arc<Self>, e: &io::Error, again: bool) {
+        let (status, server) = (Status::from_io_error(e), self.clone());
         if status.is_aborted() {
-            return; // the listener was closed
+            return; // the listener closed
         }
-        self.armed.fetch_sub(1, Ordering::AcqRel);
-        // An accept that failed for lack of descriptors (EMFILE, ENFILE,
-        // ENOBUFS; S37) is not restarted at once, which would fail again:
-        // top_up_accepts runs again when a connection closes and every few
-        // seconds from main.
-        if !status.is_out_of_resources() {
-            self.top_up_accepts();
-        }
-        if let Err(e) = status.result(0) {
-            eprintln!("accept failed: {e}");
-            self.counters.errors.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        let conn = req.take_accepted().expect("a successful accept holds its connection");
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let weak: Weak<Server> = Arc::downgrade(self);
-        let bound = self.rt.bind_io_completion_callback(
-            &conn,
-            Arc::new(move |status: Status, bytes: usize, req: Request| {
-                if let Some(server) = weak.upgrade() {
-                    server.on_io(id, status, bytes, req);
-                }
-            }),
-            0,
-        );
-        if let Err(e) = bound {
-            eprintln!("bind: {e}");
-            return;
-        }
-        self.counters.accepted.fetch_add(1, Ordering::Relaxed);
-        self.conns.lock().unwrap().insert(id, conn.clone());
-        if self.wait_for_data(&conn, Vec::new()).is_err() {
-            self.close(id);
+        self.counters.errors.fetch_add(1, Relaxed);
+        if status.is_out_of_resources() {
+            let _ = self.rt.timer_after(RETRY, move |_| server.accept());
+        } else if again {
+            self.accept();
         }
     }
 
-    /// The connection's next read: a zero-byte wait for data (the buffer,
-    /// emptied, is dropped), or with `--hold-buffers` the real read.
-    fn wait_for_data(&self, conn: &Handle, mut buf: Vec<u8>) -> Result<(), iocompletion::StartError> {
-        let buf = if self.hold_buffers {
-            // Room for the read, not zeroed: a read fills the capacity.
+    /// The connection's next read: `buf` without room is the zero-byte wait
+    /// for data; with `--hold-buffers` every read has room.
+    fn read(self: &Arc<Self>, conn: Handle, mut buf: Vec<u8>) {
+        if self.hold_buffers {
             buf.clear();
-            buf.reserve(BUF_SIZE);
-            buf
-        } else {
-            Vec::new()
+            buf.reserve(BUF_SIZE); // not zeroed: a read fills the capacity (S32)
+        }
+        let (server, c, idle) = (self.clone(), conn.clone(), Instant::now() + IDLE); // no table, no lock
+        let read = conn.start_then_before(Op::Read, buf.into(), idle, move |done| server.on_read(c, done));
+        if read.is_err() {
+            self.close(&conn, &self.counters.errors);
+        }
+    }
+
+    fn on_read(self: &Arc<Self>, conn: Handle, done: Completed) {
+        let (room, c, server) = (done.request.buffer().capacity(), conn.clone(), self.clone());
+        let written = match done.result() {
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => return self.close(&conn, &self.counters.idle),
+            Err(_) => return self.close(&conn, &self.counters.errors),
+            Ok(_) if room == 0 => return self.read(conn, Vec::with_capacity(BUF_SIZE)), // data, or the end
+            Ok(0) => return self.close(&conn, &self.counters.closed),                   // the peer closed
+            Ok(_) => conn.write_then(done.into_buffer().into_vec(), move |r, buf: Vec<u8>| match r {
+                Ok(n) => server.echoed(c, n, buf),
+                Err(_) => server.close(&c, &server.counters.errors),
+            }),
         };
-        conn.start_before(Op::Read, buf.into(), Instant::now() + IDLE).map(drop)
-    }
-
-    fn on_io(&self, id: u64, status: Status, bytes: usize, mut req: Request) {
-        // The request knows its handle: no table lookup (and no lock shared
-        // by every connection) per completion.
-        let Some(conn) = req.handle() else { return };
-        let op = req.op();
-        let buf = req.take_buffer().into_vec();
-        let next = match op {
-            _ if !status.is_success() => {
-                let timed_out = status.result(0).is_err_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
-                let counter = if timed_out { &self.counters.idle_closed } else { &self.counters.errors };
-                if !status.is_aborted() {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                }
-                return self.close(id);
-            }
-            // The zero-byte wait ended (its buffer has no room): data is
-            // waiting, or the stream ended or failed; the real read tells.
-            Op::Read if buf.capacity() == 0 => conn.read(Vec::with_capacity(BUF_SIZE)).map(drop),
-            Op::Read if bytes == 0 => return self.close(id), // the peer closed
-            // Echo what came in: the read set the length to the bytes read.
-            Op::Read => conn.write(buf).map(drop),
-            Op::Write => {
-                self.counters.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-                self.wait_for_data(&conn, buf)
-            }
-            other => unreachable!("no {other:?} is started on a connection"),
-        };
-        if next.is_err() {
-            self.close(id);
+        if written.is_err() {
+            self.close(&conn, &self.counters.errors);
         }
     }
 
-    /// Drops the connection from the table; the last clone closes it. A
-    /// closed connection frees a descriptor: accepts that failed for lack
-    /// of one start again.
-    fn close(&self, id: u64) {
-        let conn = self.conns.lock().unwrap().remove(&id);
-        if conn.is_some() {
-            self.counters.closed.fetch_add(1, Ordering::Relaxed);
-            drop(conn);
-            self.top_up_accepts();
-        }
+    fn echoed(self: &Arc<Self>, conn: Handle, n: usize, buf: Vec<u8>) {
+        self.counters.bytes.fetch_add(n as u64, Relaxed);
+        self.read(conn, if self.hold_buffers { buf } else { Vec::new() })
     }
 
-    /// Starts accepts until `ACCEPTS` are pending, or one fails to start
-    /// (with no descriptor left, accept fails at once; it is retried later,
-    /// never in a loop).
-    fn top_up_accepts(&self) {
-        loop {
-            let n = self.armed.load(Ordering::Acquire);
-            if n >= ACCEPTS {
-                return;
-            }
-            if self.armed.compare_exchange(n, n + 1, Ordering::AcqRel, Ordering::Acquire).is_err() {
-                continue;
-            }
-            if let Err(e) = self.listener.accept() {
-                self.armed.fetch_sub(1, Ordering::AcqRel);
-                self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                eprintln!("accept could not start: {e} (retried when a connection closes)");
-                return;
-            }
-        }
+    /// Closes the connection and counts why.
+    fn close(&self, conn: &Handle, why: &AtomicU64) {
+        conn.close();
+        why.fetch_add(1, Relaxed);
     }
 }
 
@@ -226,30 +148,30 @@ fn main() -> Result<(), Box<dyn Error>> {
     };
 
     let rt = Runtime::builder().min_threads(min).max_threads(max).build()?;
-    let server = Server::start(&rt, addr, hold_buffers)?;
+    let listener = Handle::from(TcpListener::bind(addr)?);
+    rt.bind_async(&listener)?;
+    let server = Arc::new(Server { rt: rt.clone(), listener, hold_buffers, counters: Counters::default() });
+    (0..ACCEPTS).for_each(|_| server.accept());
     println!("echo server on {addr} ({min}..{max} threads); Ctrl-C to stop");
 
     let start = Instant::now();
     let mut last_bytes = 0;
     loop {
         std::thread::sleep(Duration::from_secs(5));
-        // Descriptors may have been freed by something other than a closed
-        // connection: restart any accept that could not start.
-        server.top_up_accepts();
         let c = &server.counters;
-        let bytes = c.bytes.load(Ordering::Relaxed);
+        let (accepted, bytes) = (c.accepted.load(Relaxed), c.bytes.load(Relaxed));
+        let ended = c.closed.load(Relaxed) + c.idle.load(Relaxed) + c.errors.load(Relaxed);
         let stats = rt.stats();
         println!(
-            "[{:>5.0}s] connections: {} open, {} accepted, {} closed ({} idle); echoed {:.1} MiB ({:.1} MiB/s); errors {}; \
-             threads {} (peak {}), completions {}; RSS {}",
+            "[{:>5.0}s] connections: {} open, {accepted} accepted, {} closed ({} idle); echoed {:.1} MiB \
+             ({:.1} MiB/s); errors {}; threads {} (peak {}), completions {}; RSS {}",
             start.elapsed().as_secs_f64(),
-            server.conns.lock().unwrap().len(),
-            c.accepted.load(Ordering::Relaxed),
-            c.closed.load(Ordering::Relaxed),
-            c.idle_closed.load(Ordering::Relaxed),
+            accepted.saturating_sub(ended),
+            c.closed.load(Relaxed),
+            c.idle.load(Relaxed),
             bytes as f64 / (1 << 20) as f64,
             (bytes - last_bytes) as f64 / (1 << 20) as f64 / 5.0,
-            c.errors.load(Ordering::Relaxed),
+            c.errors.load(Relaxed),
             stats.threads,
             stats.peak_threads,
             stats.completions,

@@ -65,6 +65,23 @@ impl Handle {
         self.start_targeted(op, buffer, 0, Some(target), None)
     }
 
+    /// [`Handle::start_then`] with a deadline (S33, see
+    /// [`Handle::start_before`]): past it the request is cancelled and `f`
+    /// gets the timed-out status and the buffer.
+    pub fn start_then_before<F>(
+        &self,
+        op: Op,
+        buffer: Buffer,
+        deadline: std::time::Instant,
+        f: F,
+    ) -> Result<RequestId, StartError>
+    where
+        F: FnOnce(Completed) + Send + 'static,
+    {
+        let target: Arc<dyn CompletionSink> = Arc::new(Once(Mutex::new(Some(f))));
+        self.start_targeted(op, buffer, 0, Some(target), Some(deadline))
+    }
+
     /// Reads from a stream into `buf` up to its capacity (S32); `f` gets
     /// the result and the buffer, its length set to the bytes read. Any
     /// [`IoBufMut`] will do; the same type comes back.

@@ -33,6 +33,24 @@ fn s33_a_deadline_that_passes_cancels_the_request_with_the_timed_out_status() {
 }
 
 #[test]
+fn s33_a_one_shot_request_past_its_deadline_runs_its_closure_timed_out() {
+    let rt = runtime();
+    let (_peer, mine) = tcp_pair();
+    let h = Handle::from(mine);
+    rt.bind_async(&h).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let deadline = Instant::now() + Duration::from_millis(20);
+    h.start_then_before(Op::Read, vec![7; 8].into(), deadline, move |c| {
+        tx.send((c.status, c.into_buffer().into_vec())).unwrap()
+    })
+    .unwrap();
+    let (status, buf) = rx.recv_timeout(DEADLINE).expect("the deadline ends the read");
+    assert!(timed_out(status), "{status:?}");
+    assert_eq!(buf, vec![7; 8], "the buffer comes back as it was");
+    assert!(rx.recv_timeout(Duration::from_millis(50)).is_err(), "the closure ran once");
+}
+
+#[test]
 fn s33_a_request_that_completes_before_its_deadline_is_reported_as_it_is() {
     let rt = runtime();
     let (mut peer, mine) = tcp_pair();

@@ -21,6 +21,31 @@ use std::hash::{Hash, Hasher};
 /// is dropped or used through `&mut`. Heap storage (a vector, a box) has
 /// that property; an array held by value does not. `buf_len() <=
 /// buf_capacity()`.
+///
+/// A type of the caller's own:
+///
+/// ```
+/// use iocompletion::{IoBuf, IoBufMut};
+///
+/// /// A frame with a fill level of its own, its storage on the heap.
+/// struct Frame { storage: Box<[u8]>, filled: usize }
+///
+/// // SAFETY: the storage is a heap allocation that does not move with the
+/// // frame; all of it is initialized, `filled <= storage.len()`.
+/// unsafe impl IoBuf for Frame {
+///     fn as_buf_ptr(&self) -> *const u8 { self.storage.as_ptr() }
+///     fn buf_len(&self) -> usize { self.filled }
+///     fn buf_capacity(&self) -> usize { self.storage.len() }
+/// }
+/// // SAFETY: as above, writable through `&mut`.
+/// unsafe impl IoBufMut for Frame {
+///     fn as_buf_mut_ptr(&mut self) -> *mut u8 { self.storage.as_mut_ptr() }
+///     unsafe fn set_buf_len(&mut self, len: usize) { self.filled = len }
+/// }
+///
+/// let f = Frame { storage: vec![0; 4].into_boxed_slice(), filled: 2 };
+/// assert_eq!(f.as_slice(), [0, 0]);
+/// ```
 pub unsafe trait IoBuf: Send + 'static {
     /// The start of the buffer.
     fn as_buf_ptr(&self) -> *const u8;
@@ -354,6 +379,17 @@ fn cast<T: 'static, U: 'static>(t: T) -> Result<U, T> {
 /// Vectors are held as they are; any other [`IoBuf`] type (a boxed slice,
 /// `BytesMut`, your own) is held by [`Buffer::Other`] and comes back as
 /// itself through [`Buffer::into_buf`].
+///
+/// ```
+/// use iocompletion::Buffer;
+///
+/// let b = Buffer::from_buf_mut(vec![0u8; 4].into_boxed_slice());
+/// assert_eq!((b.len(), b.capacity()), (4, 4));
+/// let b = b.into_buf::<Vec<u8>>().unwrap_err();        // not a vector: handed back
+/// let boxed: Box<[u8]> = b.into_buf().unwrap();         // as the type it was given
+/// assert_eq!(boxed.len(), 4);
+/// assert!(matches!(Buffer::from(vec![1, 2]), Buffer::Single(_)));
+/// ```
 #[derive(Debug, Default, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Buffer {

@@ -14,6 +14,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// ordinary I/O code.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+///
+/// ```
+/// use iocompletion::{Error, Runtime, E_INVALIDARG};
+///
+/// let e = Runtime::builder().min_threads(8).max_threads(2).build().unwrap_err();
+/// assert!(matches!(e, Error::InvalidArgument(_)));
+/// assert_eq!(e.hresult(), E_INVALIDARG);          // the hosting interface's code
+/// let io: std::io::Error = e.into();               // `?` works in I/O code
+/// assert_eq!(io.kind(), std::io::ErrorKind::InvalidInput);
+/// ```
 pub enum Error {
     /// `HOST_E_CLRNOTAVAILABLE`: the manager is shut down or was poisoned by
     /// an earlier [`Error::Fatal`] (S5).

@@ -103,6 +103,20 @@ impl Drop for HandleInner {
 /// exactly once, or returns a [`StartError`] with the buffer, and nothing is
 /// posted (S23).
 #[derive(Clone)]
+///
+/// ```
+/// use iocompletion::{Handle, HandleKind, Runtime};
+///
+/// let rt = Runtime::builder().build()?;
+/// let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+/// let udp = Handle::from(socket);               // the handle owns the socket now
+/// assert_eq!(udp.kind(), HandleKind::Udp);
+/// rt.bind_io_completion_callback(&udp, std::sync::Arc::new(|_, _, _| {}), 0)?;
+/// assert!(udp.is_bound());
+/// udp.close();                                   // pending requests would complete aborted
+/// # rt.shutdown();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Handle {
     pub(crate) inner: Arc<HandleInner>,
 }

@@ -25,6 +25,25 @@ use crate::sync::Arc;
 /// request to the sink it was given. Its `bind` attaches the handle with
 /// [`Handle::attach`], passing itself (as `Arc<dyn IoCompletionManager>`) so
 /// that every request on the handle gets the host's extension data.
+///
+/// The default host, [`Runtime`](crate::Runtime), used through this trait
+/// as a hosting layer would:
+///
+/// ```
+/// use std::sync::Arc;
+/// use iocompletion::{Handle, IoCompletionManager, Runtime};
+///
+/// let host: Arc<dyn IoCompletionManager> = Arc::new(Runtime::builder().build()?);
+/// host.set_max_threads(8)?;
+/// host.set_min_threads(1)?;
+/// assert!(host.available_threads()? <= 8);
+/// host.set_completion_sink(Arc::new(|_status, _bytes, _request| {}))?; // before a bind
+/// let port = host.create_port()?;
+/// let socket = Handle::from(std::net::UdpSocket::bind("127.0.0.1:0")?);
+/// host.bind(Some(&port), &socket)?;    // its completions now come through `port`
+/// host.close_port(&port)?;             // pending requests complete aborted
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub trait IoCompletionManager: Send + Sync {
     /// `CreateIoCompletionPort`: a new port (S7).
     fn create_port(&self) -> Result<Port>;

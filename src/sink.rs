@@ -12,6 +12,27 @@ use crate::status::Status;
 ///
 /// A panic in `on_complete` is caught by the default host's pool, counted,
 /// and the pool goes on (S6).
+///
+/// ```
+/// use std::sync::{mpsc, Arc, Mutex};
+/// use iocompletion::{CompletionSink, IoCompletionManager, Request, Runtime, Status};
+///
+/// struct Counting(Mutex<mpsc::Sender<usize>>);
+/// impl CompletionSink for Counting {
+///     fn on_complete(&self, status: Status, bytes: usize, _request: Request) {
+///         assert!(status.is_success());
+///         self.0.lock().unwrap().send(bytes).unwrap();
+///     }
+/// }
+///
+/// let rt = Runtime::builder().build()?;
+/// let (tx, rx) = mpsc::channel();
+/// rt.set_completion_sink(Arc::new(Counting(Mutex::new(tx))))?;
+/// rt.post(None, 3, rt.new_request(vec![1, 2, 3].into())?)?;
+/// assert_eq!(rx.recv()?, 3);
+/// # rt.shutdown();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub trait CompletionSink: Send + Sync {
     /// `OnComplete(dwErrorCode, NumberOfBytesTransferred, pvOverlapped)`.
     fn on_complete(&self, status: Status, bytes_transferred: usize, request: Request);

@@ -14,6 +14,23 @@ use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, RwLock};
 static NEXT_RUNTIME: AtomicU64 = AtomicU64::new(1);
 
 /// Settings of a [`Runtime`]; see [`Runtime::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use iocompletion::{IoCompletionManager, Runtime};
+///
+/// let rt = Runtime::builder()
+///     .min_threads(2)
+///     .max_threads(16)
+///     .keep_alive(Duration::from_secs(30))
+///     .host_overlapped_size(32) // extension bytes on every request (S18)
+///     .thread_name("io")
+///     .build()?;
+/// assert_eq!((rt.min_threads()?, rt.max_threads()?), (2, 16));
+/// assert!(Runtime::builder().min_threads(4).max_threads(2).build().is_err());
+/// # rt.shutdown();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[must_use = "a Builder does nothing until build() is called"]
 pub struct Builder {
     min_threads: usize,

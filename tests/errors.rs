@@ -362,3 +362,29 @@ fn s19_a_start_refused_by_the_initializer_names_its_request_and_user_data() {
     assert_eq!(e.buffer.len(), 4);
     rt.shutdown();
 }
+
+/// S37 on every OS: the statuses of running out are told apart from other
+/// failures. (The end-to-end test, `tests/exhaustion.rs`, lowers the
+/// process's descriptor limit, which Unix has and Windows does not.)
+#[test]
+fn s37_the_statuses_of_running_out_are_recognised() {
+    use iocompletion::Status;
+    #[cfg(unix)]
+    let (out, other) = (
+        [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM].map(|c| c as u32),
+        [libc::ECONNRESET, libc::EBADF].map(|c| c as u32),
+    );
+    // WSAEMFILE, WSAENOBUFS, ERROR_TOO_MANY_OPEN_FILES, ERROR_NOT_ENOUGH_MEMORY,
+    // ERROR_OUTOFMEMORY, ERROR_NO_SYSTEM_RESOURCES; WSAECONNRESET, ERROR_INVALID_HANDLE.
+    #[cfg(windows)]
+    let (out, other) = ([10024u32, 10055, 4, 8, 14, 1450], [10054u32, 6]);
+    for code in out {
+        assert!(Status::from_raw(code).is_out_of_resources(), "{code} is running out");
+        let e = io::Error::from_raw_os_error(code as i32);
+        assert!(Status::from_io_error(&e).is_out_of_resources(), "{code} through io::Error");
+    }
+    for code in other {
+        assert!(!Status::from_raw(code).is_out_of_resources(), "{code} is not running out");
+    }
+    assert!(!Status::SUCCESS.is_out_of_resources() && !Status::ABORTED.is_out_of_resources());
+}

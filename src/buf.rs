@@ -84,43 +84,63 @@ pub unsafe trait IoBufMut: IoBuf {
     unsafe fn set_buf_len(&mut self, len: usize);
 }
 
-// SAFETY: a vector's heap allocation does not move with the vector; `len`
-// bytes of it are initialized, `capacity` are allocated.
-unsafe impl IoBuf for Vec<u8> {
-    fn as_buf_ptr(&self) -> *const u8 {
-        self.as_ptr()
-    }
-    fn buf_len(&self) -> usize {
-        self.len()
-    }
-    fn buf_capacity(&self) -> usize {
-        self.capacity()
-    }
+/// `IoBuf` and `IoBufMut` for buffers with a length and a capacity of
+/// their own (a read sets the length).
+macro_rules! growable_buf {
+    ($($(#[$m:meta])* $t:ty),* $(,)?) => {$(
+        $(#[$m])*
+        // SAFETY: the storage is one heap allocation that does not move
+        // with the value; `len` bytes of it are initialized, `capacity`
+        // allocated.
+        unsafe impl IoBuf for $t {
+            fn as_buf_ptr(&self) -> *const u8 {
+                self.as_ptr()
+            }
+            fn buf_len(&self) -> usize {
+                self.len()
+            }
+            fn buf_capacity(&self) -> usize {
+                self.capacity()
+            }
+        }
+
+        $(#[$m])*
+        // SAFETY: as for `IoBuf`; the storage is uniquely owned through
+        // `&mut`, so the pointer is writable.
+        unsafe impl IoBufMut for $t {
+            fn as_buf_mut_ptr(&mut self) -> *mut u8 {
+                self.as_mut_ptr()
+            }
+            unsafe fn set_buf_len(&mut self, len: usize) {
+                // SAFETY: the caller promises `len <= capacity` initialized bytes.
+                unsafe { self.set_len(len) }
+            }
+        }
+    )*};
 }
 
-// SAFETY: as for `IoBuf`; the pointer is the same allocation, writable.
-unsafe impl IoBufMut for Vec<u8> {
-    fn as_buf_mut_ptr(&mut self) -> *mut u8 {
-        self.as_mut_ptr()
-    }
-    unsafe fn set_buf_len(&mut self, len: usize) {
-        // SAFETY: the caller promises `len <= capacity` initialized bytes.
-        unsafe { self.set_len(len) }
-    }
+/// `IoBuf` for buffers whose room is their length, all of it initialized.
+macro_rules! fixed_buf {
+    ($($(#[$m:meta])* $t:ty),* $(,)?) => {$(
+        $(#[$m])*
+        // SAFETY: the bytes are on the heap (shared or owned) or static, so
+        // they do not move with the value; all `len` are initialized.
+        unsafe impl IoBuf for $t {
+            fn as_buf_ptr(&self) -> *const u8 {
+                self.as_ptr()
+            }
+            fn buf_len(&self) -> usize {
+                self.len()
+            }
+            fn buf_capacity(&self) -> usize {
+                self.len()
+            }
+        }
+    )*};
 }
 
-// SAFETY: a boxed slice is one heap allocation, all of it initialized.
-unsafe impl IoBuf for Box<[u8]> {
-    fn as_buf_ptr(&self) -> *const u8 {
-        self.as_ptr()
-    }
-    fn buf_len(&self) -> usize {
-        self.len()
-    }
-    fn buf_capacity(&self) -> usize {
-        self.len()
-    }
-}
+growable_buf!(Vec<u8>, #[cfg(feature = "bytes")] bytes::BytesMut);
+fixed_buf!(Box<[u8]>, &'static [u8], &'static str, #[cfg(feature = "bytes")] bytes::Bytes);
 
 // SAFETY: as for `IoBuf`, writable through `&mut`.
 unsafe impl IoBufMut for Box<[u8]> {
@@ -129,74 +149,6 @@ unsafe impl IoBufMut for Box<[u8]> {
     }
     unsafe fn set_buf_len(&mut self, _len: usize) {
         // A boxed slice has no separate length: all of it stays.
-    }
-}
-
-// SAFETY: static data never moves and is all initialized.
-unsafe impl IoBuf for &'static [u8] {
-    fn as_buf_ptr(&self) -> *const u8 {
-        self.as_ptr()
-    }
-    fn buf_len(&self) -> usize {
-        self.len()
-    }
-    fn buf_capacity(&self) -> usize {
-        self.len()
-    }
-}
-
-// SAFETY: as for `&'static [u8]`.
-unsafe impl IoBuf for &'static str {
-    fn as_buf_ptr(&self) -> *const u8 {
-        self.as_ptr()
-    }
-    fn buf_len(&self) -> usize {
-        self.len()
-    }
-    fn buf_capacity(&self) -> usize {
-        self.len()
-    }
-}
-
-#[cfg(feature = "bytes")]
-// SAFETY: `Bytes` points into shared heap storage (or static data) that
-// does not move with the handle; all `len` bytes are initialized.
-unsafe impl IoBuf for bytes::Bytes {
-    fn as_buf_ptr(&self) -> *const u8 {
-        self.as_ptr()
-    }
-    fn buf_len(&self) -> usize {
-        self.len()
-    }
-    fn buf_capacity(&self) -> usize {
-        self.len()
-    }
-}
-
-#[cfg(feature = "bytes")]
-// SAFETY: a `BytesMut`'s storage is on the heap and does not move with it;
-// `len` bytes are initialized, `capacity` are allocated.
-unsafe impl IoBuf for bytes::BytesMut {
-    fn as_buf_ptr(&self) -> *const u8 {
-        self.as_ptr()
-    }
-    fn buf_len(&self) -> usize {
-        self.len()
-    }
-    fn buf_capacity(&self) -> usize {
-        self.capacity()
-    }
-}
-
-#[cfg(feature = "bytes")]
-// SAFETY: as for `IoBuf`; the storage is uniquely owned through `&mut`.
-unsafe impl IoBufMut for bytes::BytesMut {
-    fn as_buf_mut_ptr(&mut self) -> *mut u8 {
-        self.as_mut_ptr()
-    }
-    unsafe fn set_buf_len(&mut self, len: usize) {
-        // SAFETY: the caller promises `len <= capacity` initialized bytes.
-        unsafe { self.set_len(len) }
     }
 }
 

@@ -100,7 +100,7 @@ not_loom! {
     pub use handle::{Handle, HandleKind, WeakHandle};
     pub use manager::IoCompletionManager;
     pub use pool::PoolStats;
-    pub use port::{Packet, Port};
+    pub use port::{DriverInfo, DriverKind, Packet, Port};
     pub use op::Op;
     pub use request::{Request, RequestId};
     pub use status::Status;

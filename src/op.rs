@@ -33,6 +33,7 @@ pub enum Op {
 }
 
 impl Op {
+
     /// True for the kinds that move bytes, so take a buffer.
     pub(crate) fn needs_buffer(self) -> bool {
         matches!(self, Op::Read | Op::Write | Op::ReadAt(_) | Op::WriteAt(_) | Op::SendTo(_) | Op::RecvFrom)

@@ -26,6 +26,48 @@ pub struct Packet {
     pub request: Option<Request>,
 }
 
+/// The OS mechanism a port runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DriverKind {
+    /// Windows I/O completion ports.
+    Iocp,
+    /// Linux io_uring: true completions (S36).
+    IoUring,
+    /// Linux epoll readiness, turned into completions.
+    Epoll,
+    /// kqueue readiness (macOS, the BSDs), turned into completions.
+    Kqueue,
+}
+
+/// Which driver a port runs on, and why not io_uring when Linux fell back.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct DriverInfo {
+    /// The driver.
+    pub kind: DriverKind,
+    /// Why the preferred driver was not used: the kernel refused io_uring
+    /// (`ENOSYS`, `EPERM` under a seccomp profile, `ENOMEM`), lacks what
+    /// the driver needs, or the `IOCOMPLETION_DRIVER` setting asked for
+    /// epoll. `None` when the preferred driver runs.
+    pub fallback: Option<String>,
+}
+
+impl fmt::Display for DriverInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self.kind {
+            DriverKind::Iocp => "IOCP",
+            DriverKind::IoUring => "io_uring",
+            DriverKind::Epoll => "epoll",
+            DriverKind::Kqueue => "kqueue",
+        };
+        match &self.fallback {
+            Some(why) => write!(f, "{name} (fallback: {why})"),
+            None => f.write_str(name),
+        }
+    }
+}
+
 static NEXT_PORT: AtomicU64 = AtomicU64::new(1);
 
 /// What taking a packet settles for its request: a deadline (S33) is
@@ -170,6 +212,18 @@ impl Port {
     /// `GetQueuedCompletionStatusEx`.
     pub fn waiting_threads(&self) -> usize {
         self.inner.sys.waiting()
+    }
+
+    /// The driver the port runs on (S36): on Linux io_uring where the
+    /// kernel allows it, else epoll with the reason; see [`DriverInfo`].
+    ///
+    /// ```
+    /// let port = iocompletion::Port::new(0)?;
+    /// println!("driver: {}", port.driver());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn driver(&self) -> DriverInfo {
+        self.inner.sys.driver()
     }
 
     /// How many packets this port dropped because the crate did not make

@@ -105,6 +105,9 @@ pub(crate) trait PortDriver: Sized + Send + Sync + 'static {
 
     /// The slot the calling thread holds, if any.
     fn current_slot() -> Option<Self::Slot>;
+
+    /// The driver the port runs on.
+    fn driver(&self) -> crate::port::DriverInfo;
 }
 
 /// A concurrency slot held by a thread.

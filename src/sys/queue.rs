@@ -59,6 +59,11 @@ pub(crate) trait Poller<T>: Send + Sync + Sized {
 
     /// Makes a thread blocked in [`Poller::poll`] return.
     fn wake(&self);
+
+    /// A thread comes (back) to the queue: work its callbacks left for
+    /// the poller to start is handed over now if a thread is blocked in
+    /// [`Poller::poll`] (a completion driver's submissions).
+    fn flush(&self) {}
 }
 
 #[cfg(not(loom))]
@@ -233,6 +238,14 @@ impl<T: Send + 'static, P: Poller<T> + 'static> Queue<T, P> {
         false
     }
 
+    /// True when the calling thread is a pool worker that comes back to
+    /// this queue after the callback it runs.
+    #[cfg(not(loom))]
+    pub(crate) fn returns_here(&self) -> bool {
+        let me = self as *const Self as usize;
+        RETURNS_TO.with(|r| r.get().0 == me)
+    }
+
     /// Queues an item from outside the driver (a user post): refused once
     /// the close began.
     pub(crate) fn post(&self, item: T) -> Result<(), T> {
@@ -391,6 +404,9 @@ impl<T: Send + 'static, P: Poller<T> + 'static> Queue<T, P> {
         interrupts: Option<usize>,
     ) -> Result<usize, Ended> {
         let epoch = interrupts;
+        if let Some(p) = &self.poller {
+            p.flush();
+        }
         // Computed at the first look before sleeping; `None` inside: no limit.
         let mut deadline: Option<Option<Instant>> = None;
         #[cfg(not(loom))]

@@ -30,6 +30,15 @@ struct Queues {
     /// File requests waiting for a pool thread (one work item each in the
     /// port's queue).
     work: VecDeque<Request>,
+    /// io_uring: requests in the kernel, by id, with their address (for
+    /// cancel and close).
+    #[cfg(target_os = "linux")]
+    in_flight: std::collections::HashMap<u64, usize>,
+    /// io_uring: a stream request of each direction (read, write) is in
+    /// the kernel; later ones wait in `reads`/`writes`, so a socket's reads
+    /// take the stream in start order and its writes never interleave.
+    #[cfg(target_os = "linux")]
+    ring_busy: [bool; 2],
     closed: bool,
     port_closed: bool,
 }
@@ -88,6 +97,10 @@ impl Handle {
                     reads: VecDeque::new(),
                     writes: VecDeque::new(),
                     work: VecDeque::new(),
+                    #[cfg(target_os = "linux")]
+                    in_flight: std::collections::HashMap::new(),
+                    #[cfg(target_os = "linux")]
+                    ring_busy: [false; 2],
                     closed: false,
                     port_closed: false,
                 }),
@@ -144,6 +157,10 @@ impl HandleDriver for Handle {
         let fd = fd.as_ref().ok_or_else(closed_handle)?;
         let key = if self.io.kind == HandleKind::File {
             inner.add(&self.io, None)
+        } else if inner.mio().is_none() {
+            // io_uring needs no registration (S36).
+            set_nonblocking(fd)?;
+            inner.add(&self.io, None)
         } else {
             set_nonblocking(fd)?;
             let raw = fd.as_raw_fd();
@@ -170,6 +187,29 @@ impl HandleDriver for Handle {
         }
         if q.port_closed {
             return Err((closed_port(), req));
+        }
+        #[cfg(target_os = "linux")]
+        if let Some(ring) = port.inner.ring() {
+            let fd_guard = io.fd.read();
+            let Some(fd) = fd_guard.as_ref() else {
+                return Err((closed_handle(), req));
+            };
+            let dir = usize::from(is_write_side(req.op()));
+            let ordered = io.kind != HandleKind::File;
+            if ordered && q.ring_busy[dir] {
+                let waiting = if dir == 1 { &mut q.writes } else { &mut q.reads };
+                waiting.push_back(req);
+                return Ok(());
+            }
+            let id = req.id().as_u64();
+            return match ring.start(queue, io, fd.as_raw_fd(), req) {
+                Ok(p) => {
+                    q.in_flight.insert(id, p);
+                    q.ring_busy[dir] |= ordered;
+                    Ok(())
+                }
+                Err((e, req)) => Err((Error::Io(e), req)),
+            };
         }
         if io.kind == HandleKind::File {
             q.work.push_back(req);
@@ -201,6 +241,15 @@ impl HandleDriver for Handle {
     fn cancel(&self, id: RequestId) -> Result<()> {
         let port = self.io.port.get().and_then(Weak::upgrade);
         let mut q = self.io.q.lock();
+        #[cfg(target_os = "linux")]
+        if let Some(&p) = q.in_flight.get(&id.as_u64()) {
+            // Its completion entry comes, aborted or done, as its one
+            // completion (S25).
+            if let Some(ring) = port.as_ref().and_then(|p| p.ring()) {
+                ring.cancel([p]);
+            }
+            return Ok(());
+        }
         let Queues { reads, writes, work, .. } = &mut *q;
         let found = [reads, writes, work].into_iter().find_map(|queue| {
             let i = queue.iter().position(|r| r.id() == id)?;
@@ -226,6 +275,11 @@ impl HandleDriver for Handle {
         let port = self.io.port.get().and_then(Weak::upgrade);
         let mut q = self.io.q.lock();
         let mut n = 0;
+        #[cfg(target_os = "linux")]
+        if let Some(ring) = port.as_ref().and_then(|p| p.ring()) {
+            n += q.in_flight.len();
+            ring.cancel(q.in_flight.values().copied());
+        }
         if let Some(port) = port {
             for req in q.take_all() {
                 port.queue.push(Item::Packet(aborted(req)));
@@ -251,12 +305,20 @@ impl HandleDriver for Handle {
                 for req in q.take_all() {
                     port.queue.push(Item::Packet(aborted(req)));
                 }
+                #[cfg(target_os = "linux")]
+                if let Some(ring) = port.ring() {
+                    // Each completes once its entry comes back (S24);
+                    // every entry naming the fd is in the kernel before
+                    // the fd closes, so a reused number is never hit.
+                    ring.cancel(q.in_flight.values().copied());
+                    ring.settle_fd();
+                }
             }
             io.fd.write().take()
         };
         if let Some(port) = port {
-            if let (Some(fd), false) = (fd.as_ref(), io.kind == HandleKind::File) {
-                let _ = port.poller().registry.deregister(&mut SourceFd(&fd.as_raw_fd()));
+            if let (Some(fd), false, Some(mio)) = (fd.as_ref(), io.kind == HandleKind::File, port.mio()) {
+                let _ = mio.registry.deregister(&mut SourceFd(&fd.as_raw_fd()));
             }
             if let Some(&key) = io.key.get() {
                 port.remove(key);
@@ -275,11 +337,87 @@ impl Io {
         for req in q.take_all() {
             queue.push(Item::Packet(aborted(req)));
         }
+        let port = self.port.get().and_then(Weak::upgrade);
+        #[cfg(target_os = "linux")]
+        if let Some(ring) = port.as_ref().and_then(|p| p.ring()) {
+            ring.cancel(q.in_flight.values().copied());
+        }
         if let (Some(fd), false) = (self.fd.read().as_ref(), self.kind == HandleKind::File) {
-            if let Some(port) = self.port.get().and_then(Weak::upgrade) {
-                let _ = port.poller().registry.deregister(&mut SourceFd(&fd.as_raw_fd()));
+            if let Some(mio) = port.as_ref().and_then(|p| p.mio()) {
+                let _ = mio.registry.deregister(&mut SourceFd(&fd.as_raw_fd()));
             }
         }
+    }
+
+    pub(super) fn kind(&self) -> HandleKind {
+        self.kind
+    }
+
+    /// Runs `f` on the fd while it is open.
+    #[cfg(target_os = "linux")]
+    pub(super) fn with_raw<T>(&self, f: impl FnOnce(&OwnedFd) -> T) -> Option<T> {
+        self.fd.read().as_ref().map(f)
+    }
+
+    /// A ring request of this handle completed: forget it and queue its
+    /// packet, under the handle's lock (so a close sees it done or pending).
+    #[cfg(target_os = "linux")]
+    pub(super) fn ring_done(
+        self: &Arc<Self>,
+        ring: &super::uring::Ring,
+        id: crate::RequestId,
+        write: bool,
+        queue: &PortQueue,
+        packet: Packet,
+    ) {
+        let mut q = self.q.lock();
+        q.in_flight.remove(&id.as_u64());
+        queue.push(Item::Packet(packet));
+        if self.kind == HandleKind::File {
+            return;
+        }
+        // The next waiting request of this direction goes to the kernel;
+        // one that cannot start completes with its error.
+        let dir = usize::from(write);
+        q.ring_busy[dir] = false;
+        let fd = self.fd.read();
+        let Some(fd) = fd.as_ref() else { return };
+        loop {
+            let waiting = if write { &mut q.writes } else { &mut q.reads };
+            let Some(req) = waiting.pop_front() else { return };
+            let id = req.id().as_u64();
+            match ring.start(queue, self, fd.as_raw_fd(), req) {
+                Ok(p) => {
+                    q.in_flight.insert(id, p);
+                    q.ring_busy[dir] = true;
+                    return;
+                }
+                Err((e, req)) => queue.push(Item::Packet(failed(req, &e))),
+            }
+        }
+    }
+
+    /// Starts the rest of a partly done ring write, unless the handle or
+    /// its port closed meanwhile (`ECANCELED`).
+    #[cfg(target_os = "linux")]
+    pub(super) fn ring_again(
+        self: &Arc<Self>,
+        ring: &super::uring::Ring,
+        queue: &PortQueue,
+        req: Request,
+    ) -> std::result::Result<(), (io::Error, Request)> {
+        let mut q = self.q.lock();
+        let fd = self.fd.read();
+        let cancelled = req.header().os.uring.cancelled.load(Ordering::SeqCst);
+        let Some(fd) = fd.as_ref().filter(|_| !q.closed && !q.port_closed && !cancelled) else {
+            q.in_flight.remove(&req.id().as_u64());
+            drop(q);
+            return Err((io::Error::from_raw_os_error(libc::ECANCELED), req));
+        };
+        let id = req.id().as_u64();
+        let p = ring.start(queue, self, fd.as_raw_fd(), req)?;
+        q.in_flight.insert(id, p);
+        Ok(())
     }
 
     /// The handle became ready: perform queued requests until one would

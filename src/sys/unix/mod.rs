@@ -3,6 +3,8 @@
 mod handle;
 mod op;
 mod port;
+#[cfg(target_os = "linux")]
+mod uring;
 
 pub(crate) use super::queue::Slot;
 pub(crate) use handle::Handle;
@@ -20,11 +22,15 @@ pub(crate) fn status_code_of(e: &std::io::Error) -> u32 {
     e.raw_os_error().unwrap_or(libc::EIO) as u32
 }
 
-/// Per-request OS state: how far a write got, and whether a connect was issued.
+/// Per-request OS state: how far a write got, whether a connect was issued,
+/// and on Linux the io_uring driver's part.
 #[derive(Debug, Default)]
 pub(crate) struct RequestOs {
     pub(crate) progress: usize,
     pub(crate) started: bool,
+    /// What the io_uring driver hands the kernel besides the buffer.
+    #[cfg(target_os = "linux")]
+    pub(crate) uring: uring::OpState,
 }
 
 /// The "not found" error of a cancel that found nothing (S25).

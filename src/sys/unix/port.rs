@@ -16,7 +16,7 @@ use slab::Slab;
 
 use super::handle::Io;
 use crate::error::{Error, Result};
-use crate::port::Packet;
+use crate::port::{DriverInfo, DriverKind, Packet};
 use crate::status::Status;
 use crate::sync::{Arc, Mutex, Ordering};
 use crate::sys::queue::{Ended, Poller, Queue, Slot};
@@ -32,7 +32,7 @@ pub(super) enum Item {
     Work(Arc<Io>),
 }
 
-pub(super) type PortQueue = Queue<Item, MioPoller>;
+pub(super) type PortQueue = Queue<Item, UnixPoller>;
 
 /// mio's poller, shared by the port's threads one at a time.
 pub(crate) struct MioPoller {
@@ -44,7 +44,7 @@ pub(crate) struct MioPoller {
     retired: Mutex<Vec<Arc<Io>>>,
 }
 
-impl Poller<Item> for MioPoller {
+impl MioPoller {
     fn poll(&self, deadline: Option<Instant>) -> io::Result<()> {
         let mut g = self.poll.lock();
         // No event of an earlier poll is left to dispatch, and a handle in
@@ -89,10 +89,102 @@ impl Poller<Item> for MioPoller {
     }
 }
 
+/// The port's driver: mio's readiness, or on Linux io_uring's completions.
+/// One per port, made once: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum UnixPoller {
+    Mio(MioPoller),
+    #[cfg(target_os = "linux")]
+    Ring(super::uring::Ring),
+}
+
+impl Poller<Item> for UnixPoller {
+    fn poll(&self, deadline: Option<Instant>) -> io::Result<()> {
+        match self {
+            UnixPoller::Mio(m) => m.poll(deadline),
+            #[cfg(target_os = "linux")]
+            UnixPoller::Ring(r) => r.poll(deadline),
+        }
+    }
+
+    fn dispatch(&self, queue: &PortQueue) {
+        match self {
+            UnixPoller::Mio(m) => m.dispatch(queue),
+            #[cfg(target_os = "linux")]
+            UnixPoller::Ring(r) => r.dispatch(queue),
+        }
+    }
+
+    fn wake(&self) {
+        match self {
+            UnixPoller::Mio(m) => m.wake(),
+            #[cfg(target_os = "linux")]
+            UnixPoller::Ring(r) => r.wake(),
+        }
+    }
+
+    fn flush(&self) {
+        #[cfg(target_os = "linux")]
+        if let UnixPoller::Ring(r) = self {
+            r.flush();
+        }
+    }
+}
+
+/// Picks the port's driver (S36): on Linux io_uring unless the
+/// `IOCOMPLETION_DRIVER` setting says `epoll` or the kernel refuses, in
+/// which case epoll, with the reason.
+fn choose_driver() -> io::Result<(UnixPoller, DriverInfo)> {
+    #[cfg(target_os = "linux")]
+    {
+        use super::uring::{Ring, DRIVER_VAR};
+        let wanted = std::env::var(DRIVER_VAR).unwrap_or_default();
+        let why = match wanted.as_str() {
+            "epoll" => format!("{DRIVER_VAR}=epoll"),
+            "" | "auto" | "io_uring" | "io-uring" | "iouring" => match Ring::open() {
+                Ok(ring) => {
+                    return Ok((
+                        UnixPoller::Ring(ring),
+                        DriverInfo { kind: DriverKind::IoUring, fallback: None },
+                    ))
+                }
+                Err(why) => why,
+            },
+            other => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{DRIVER_VAR}={other:?}: expected io_uring, epoll or auto"),
+                ))
+            }
+        };
+        Ok((UnixPoller::Mio(MioPoller::new()?), DriverInfo { kind: DriverKind::Epoll, fallback: Some(why) }))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let kind = if cfg!(target_os = "android") { DriverKind::Epoll } else { DriverKind::Kqueue };
+        Ok((UnixPoller::Mio(MioPoller::new()?), DriverInfo { kind, fallback: None }))
+    }
+}
+
+impl MioPoller {
+    fn new() -> io::Result<MioPoller> {
+        let poll = Poll::new()?;
+        let registry = poll.registry().try_clone()?;
+        let waker = Waker::new(&registry, WAKER)?;
+        Ok(MioPoller {
+            poll: Mutex::new((poll, Events::with_capacity(EVENTS))),
+            registry,
+            waker,
+            retired: Mutex::new(Vec::new()),
+        })
+    }
+}
+
 pub(crate) struct Inner {
     pub(super) queue: Arc<PortQueue>,
     /// The handles bound to this port, for its close (S11).
     sources: Mutex<Slab<Arc<Io>>>,
+    driver: DriverInfo,
 }
 
 /// What a waiting thread keeps between its waits: the concurrency slot it
@@ -124,21 +216,18 @@ impl PortDriver for Port {
     type Slot = Slot;
 
     fn new(concurrency: usize) -> io::Result<Port> {
-        let poll = Poll::new()?;
-        let registry = poll.registry().try_clone()?;
-        let waker = Waker::new(&registry, WAKER)?;
-        let poller = MioPoller {
-            poll: Mutex::new((poll, Events::with_capacity(EVENTS))),
-            registry,
-            waker,
-            retired: Mutex::new(Vec::new()),
-        };
+        let (poller, driver) = choose_driver()?;
         Ok(Port {
             inner: Arc::new(Inner {
                 queue: Queue::new(concurrency, Some(poller)),
                 sources: Mutex::new(Slab::new()),
+                driver,
             }),
         })
+    }
+
+    fn driver(&self) -> DriverInfo {
+        self.inner.driver.clone()
     }
 
     fn concurrency(&self) -> usize {
@@ -158,6 +247,10 @@ impl PortDriver for Port {
     }
 
     fn maintain(&self) {
+        #[cfg(target_os = "linux")]
+        if let Some(ring) = self.inner.ring() {
+            ring.maintain();
+        }
         self.inner.queue.maintain();
     }
 
@@ -235,6 +328,12 @@ impl PortDriver for Port {
             io.abort_for_port_close(q);
             self.inner.retire(io);
         }
+        // The ring's requests complete once the kernel hands them back
+        // (aborted, or done if they won the race): wait for every one.
+        #[cfg(target_os = "linux")]
+        if let Some(ring) = self.inner.ring() {
+            ring.drain(q);
+        }
         q.finish_close();
         true
     }
@@ -252,10 +351,10 @@ impl Inner {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "the port is closed"));
         }
         let entry = sources.vacant_entry();
-        if let Some(source) = register {
+        if let (Some(source), Some(mio)) = (register, self.mio()) {
             io.registered.store(true, Ordering::Release);
             let token = Token(Arc::as_ptr(io) as usize);
-            self.poller().registry.register(source, token, Interest::READABLE | Interest::WRITABLE)?;
+            mio.registry.register(source, token, Interest::READABLE | Interest::WRITABLE)?;
         }
         let key = entry.key();
         entry.insert(io.clone());
@@ -271,11 +370,27 @@ impl Inner {
     }
 
     fn retire(&self, io: Arc<Io>) {
-        self.poller().retired.lock().push(io);
+        if let Some(mio) = self.mio() {
+            mio.retired.lock().push(io);
+        }
     }
 
-    pub(super) fn poller(&self) -> &MioPoller {
-        self.queue.poller().expect("the unix port always has a poller")
+    /// mio's poller, when the port runs on readiness.
+    pub(super) fn mio(&self) -> Option<&MioPoller> {
+        match self.queue.poller()? {
+            UnixPoller::Mio(m) => Some(m),
+            #[cfg(target_os = "linux")]
+            UnixPoller::Ring(_) => None,
+        }
+    }
+
+    /// The ring, when the port runs on io_uring.
+    #[cfg(target_os = "linux")]
+    pub(super) fn ring(&self) -> Option<&super::uring::Ring> {
+        match self.queue.poller()? {
+            UnixPoller::Ring(r) => Some(r),
+            UnixPoller::Mio(_) => None,
+        }
     }
 }
 

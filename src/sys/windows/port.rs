@@ -98,6 +98,10 @@ impl SlotOps for Slot {
 impl PortDriver for Port {
     type Slot = Slot;
 
+    fn driver(&self) -> crate::port::DriverInfo {
+        crate::port::DriverInfo { kind: crate::port::DriverKind::Iocp, fallback: None }
+    }
+
     fn new(concurrency: usize) -> io::Result<Port> {
         let n = u32::try_from(concurrency).unwrap_or(u32::MAX);
         // SAFETY: creating a new port: no file handle, no existing port.

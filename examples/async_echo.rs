@@ -19,7 +19,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let io = Runtime::builder().build()?;
     let listener = Handle::from(TcpListener::bind(&addr)?);
     io.bind_async(&listener)?;
-    println!("async echo server on {addr}; Ctrl-C to stop");
+    println!("async echo server on {addr}, driver {}; Ctrl-C to stop", io.driver()?);
 
     let tasks = tokio::runtime::Builder::new_multi_thread().build()?;
     tasks.block_on(async move {

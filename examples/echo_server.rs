@@ -152,7 +152,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     rt.bind_async(&listener)?;
     let server = Arc::new(Server { rt: rt.clone(), listener, hold_buffers, counters: Counters::default() });
     (0..ACCEPTS).for_each(|_| server.accept());
-    println!("echo server on {addr} ({min}..{max} threads); Ctrl-C to stop");
+    println!("echo server on {addr} ({min}..{max} threads, driver {}); Ctrl-C to stop", rt.driver()?);
 
     let start = Instant::now();
     let mut last_bytes = 0;

@@ -49,6 +49,8 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     // 1. The runtime. Handles bound to it complete on its pool.
     let rt = Runtime::builder().min_threads(2).max_threads(16).build()?;
+    // S36: IOCP on Windows; on Linux io_uring, or epoll and the reason why not.
+    println!("driver: {}", rt.driver()?);
 
     // 2. PostQueuedCompletionStatus: the simplest completion there is.
     let (tx, rx) = mpsc::channel();

@@ -146,7 +146,7 @@ impl Port {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn new(concurrency: usize) -> Result<Port> {
-        Port::with_owner(concurrency, 0, None)
+        Port::with_owner(concurrency, 0, None, None)
     }
 
     /// Like [`Port::new`], with a bound (S35): at most `bound` requests and
@@ -158,7 +158,7 @@ impl Port {
         if bound == 0 {
             return Err(Error::invalid("bound", bound, "must be at least 1"));
         }
-        Port::with_owner(concurrency, 0, Some(bound))
+        Port::with_owner(concurrency, 0, Some(bound), None)
     }
 
     /// The port's bound (S35), if it has one.
@@ -166,10 +166,16 @@ impl Port {
         self.inner.bound
     }
 
-    pub(crate) fn with_owner(concurrency: usize, owner: u64, bound: Option<usize>) -> Result<Port> {
+    pub(crate) fn with_owner(
+        concurrency: usize,
+        owner: u64,
+        bound: Option<usize>,
+        driver: Option<DriverKind>,
+    ) -> Result<Port> {
         let concurrency = if concurrency == 0 { num_cpus::get().max(1) } else { concurrency };
-        let sys = sys::Port::new(concurrency).map_err(|e| match e.kind() {
+        let sys = sys::Port::new(concurrency, driver).map_err(|e| match e.kind() {
             std::io::ErrorKind::OutOfMemory => Error::OutOfMemory,
+            std::io::ErrorKind::InvalidInput => Error::InvalidArgument(e.to_string()),
             _ => Error::Io(e),
         })?;
         Ok(Port { inner: Arc::new(PortInner {

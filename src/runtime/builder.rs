@@ -8,6 +8,7 @@ use super::sink::{dispatcher, Sink, SinkSlot, NEXT_SINK};
 use super::{Initializer, Inner, Runtime};
 use crate::error::{Error, Result};
 use crate::pool::{Pool, PoolConfig};
+use crate::port::DriverKind;
 use crate::request::Request;
 use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, RwLock};
 
@@ -43,6 +44,7 @@ pub struct Builder {
     thread_name: String,
     stack_size: Option<usize>,
     bound: Option<usize>,
+    driver: Option<DriverKind>,
 }
 
 impl fmt::Debug for Builder {
@@ -76,6 +78,7 @@ impl Default for Builder {
             thread_name: "iocompletion-worker".into(),
             stack_size: None,
             bound: None,
+            driver: None,
         }
     }
 }
@@ -147,6 +150,17 @@ impl Builder {
         self
     }
 
+    /// The driver of the runtime's ports (S36). Default: the platform's
+    /// choice (on Linux io_uring where the kernel allows it, else epoll;
+    /// the `IOCOMPLETION_DRIVER` setting, `io_uring`, `epoll` or `auto`,
+    /// changes it). [`DriverKind::IoUring`] falls back to epoll when the
+    /// kernel refuses, and [`Runtime::driver`] says why; a driver the OS
+    /// does not have fails the first port's creation with `InvalidArgument`.
+    pub fn driver(mut self, kind: DriverKind) -> Self {
+        self.driver = Some(kind);
+        self
+    }
+
     /// Stack size of the worker threads.
     pub fn stack_size(mut self, bytes: usize) -> Self {
         self.stack_size = Some(bytes);
@@ -210,6 +224,7 @@ impl Builder {
                 initializer: self.initializer,
                 port_concurrency: self.port_concurrency,
                 bound: self.bound,
+                driver: self.driver,
                 default_port: OnceLock::new(),
                 default_lock: Mutex::new(()),
                 ports: Mutex::new(Vec::new()),

@@ -32,6 +32,8 @@ struct Inner {
     port_concurrency: usize,
     /// S35: the bound of every port the runtime creates.
     bound: Option<usize>,
+    /// The driver its ports ask for (S36).
+    driver: Option<crate::port::DriverKind>,
     /// Created on first use (S21); once closed, it stays closed.
     default_port: OnceLock<Port>,
     default_lock: Mutex<()>,
@@ -162,7 +164,7 @@ impl Runtime {
                 match self.inner.default_port.get() {
                     Some(p) => p,
                     None => {
-                        let port = Port::with_owner(self.inner.port_concurrency, self.inner.id, self.inner.bound)?;
+                        let port = Port::with_owner(self.inner.port_concurrency, self.inner.id, self.inner.bound, self.inner.driver)?;
                         self.inner.pool.serve(port.clone())?;
                         self.inner.default_port.get_or_init(|| port)
                     }
@@ -325,6 +327,20 @@ impl Runtime {
         self.guard(r)
     }
 
+    /// The driver of the runtime's default port (S36), and on Linux why
+    /// not io_uring when it fell back to epoll. Creates the default port
+    /// if there is none yet.
+    ///
+    /// ```
+    /// let rt = iocompletion::Runtime::builder().build()?;
+    /// println!("driver: {}", rt.driver()?); // e.g. "io_uring", or "epoll (fallback: …)"
+    /// # rt.shutdown();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn driver(&self) -> Result<crate::port::DriverInfo> {
+        Ok(self.default_port()?.driver())
+    }
+
     /// A snapshot of the pool's counters.
     pub fn stats(&self) -> PoolStats {
         self.inner.pool.stats()
@@ -423,7 +439,7 @@ impl Runtime {
 impl IoCompletionManager for Runtime {
     fn create_port(&self) -> Result<Port> {
         self.check()?;
-        let port = Port::with_owner(self.inner.port_concurrency, self.inner.id, self.inner.bound)?;
+        let port = Port::with_owner(self.inner.port_concurrency, self.inner.id, self.inner.bound, self.inner.driver)?;
         self.inner.pool.serve(port.clone())?;
         self.inner.ports.lock().push(port.clone());
         Ok(port)

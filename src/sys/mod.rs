@@ -54,7 +54,9 @@ pub(crate) trait PortDriver: Sized + Send + Sync + 'static {
     /// A thread's claim on a concurrency slot (S7).
     type Slot: SlotOps;
 
-    fn new(concurrency: usize) -> io::Result<Self>;
+    /// A port on the driver `want` asks for (`None`: the platform's
+    /// choice, which on Linux the `IOCOMPLETION_DRIVER` setting can change).
+    fn new(concurrency: usize, want: Option<crate::port::DriverKind>) -> io::Result<Self>;
 
     fn concurrency(&self) -> usize;
 

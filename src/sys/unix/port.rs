@@ -131,37 +131,46 @@ impl Poller<Item> for UnixPoller {
     }
 }
 
-/// Picks the port's driver (S36): on Linux io_uring unless the
-/// `IOCOMPLETION_DRIVER` setting says `epoll` or the kernel refuses, in
-/// which case epoll, with the reason.
-fn choose_driver() -> io::Result<(UnixPoller, DriverInfo)> {
+/// Picks the port's driver (S36): on Linux io_uring unless `want` (or,
+/// without one, the `IOCOMPLETION_DRIVER` setting) says epoll or the
+/// kernel refuses, in which case epoll, with the reason.
+fn choose_driver(want: Option<DriverKind>) -> io::Result<(UnixPoller, DriverInfo)> {
+    let unsupported = |k: DriverKind| {
+        io::Error::new(io::ErrorKind::InvalidInput, format!("driver {k:?}: not available on this OS"))
+    };
     #[cfg(target_os = "linux")]
     {
         use super::uring::{Ring, DRIVER_VAR};
-        let wanted = std::env::var(DRIVER_VAR).unwrap_or_default();
-        let why = match wanted.as_str() {
-            "epoll" => format!("{DRIVER_VAR}=epoll"),
-            "" | "auto" | "io_uring" | "io-uring" | "iouring" => match Ring::open() {
-                Ok(ring) => {
-                    return Ok((
-                        UnixPoller::Ring(ring),
-                        DriverInfo { kind: DriverKind::IoUring, fallback: None },
+        // `Err(why)`: epoll is asked for, and why.
+        let ring_wanted: std::result::Result<(), String> = match want {
+            Some(DriverKind::Epoll) => Err("the runtime's builder asked for epoll".into()),
+            Some(DriverKind::IoUring) => Ok(()),
+            Some(k) => return Err(unsupported(k)),
+            None => match std::env::var(DRIVER_VAR).unwrap_or_default().as_str() {
+                "epoll" => Err(format!("{DRIVER_VAR}=epoll")),
+                "" | "auto" | "io_uring" => Ok(()),
+                other => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("{DRIVER_VAR}={other:?}: expected io_uring, epoll or auto"),
                     ))
                 }
-                Err(why) => why,
             },
-            other => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("{DRIVER_VAR}={other:?}: expected io_uring, epoll or auto"),
-                ))
+        };
+        let why = match ring_wanted.and_then(|()| Ring::open()) {
+            Ok(ring) => {
+                return Ok((UnixPoller::Ring(ring), DriverInfo { kind: DriverKind::IoUring, fallback: None }))
             }
+            Err(why) => why,
         };
         Ok((UnixPoller::Mio(MioPoller::new()?), DriverInfo { kind: DriverKind::Epoll, fallback: Some(why) }))
     }
     #[cfg(not(target_os = "linux"))]
     {
         let kind = if cfg!(target_os = "android") { DriverKind::Epoll } else { DriverKind::Kqueue };
+        if let Some(k) = want.filter(|&k| k != kind) {
+            return Err(unsupported(k));
+        }
         Ok((UnixPoller::Mio(MioPoller::new()?), DriverInfo { kind, fallback: None }))
     }
 }
@@ -215,8 +224,8 @@ pub(crate) struct Port {
 impl PortDriver for Port {
     type Slot = Slot;
 
-    fn new(concurrency: usize) -> io::Result<Port> {
-        let (poller, driver) = choose_driver()?;
+    fn new(concurrency: usize, want: Option<DriverKind>) -> io::Result<Port> {
+        let (poller, driver) = choose_driver(want)?;
         Ok(Port {
             inner: Arc::new(Inner {
                 queue: Queue::new(concurrency, Some(poller)),

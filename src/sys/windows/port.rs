@@ -102,7 +102,13 @@ impl PortDriver for Port {
         crate::port::DriverInfo { kind: crate::port::DriverKind::Iocp, fallback: None }
     }
 
-    fn new(concurrency: usize) -> io::Result<Port> {
+    fn new(concurrency: usize, want: Option<crate::port::DriverKind>) -> io::Result<Port> {
+        if want.is_some_and(|k| k != crate::port::DriverKind::Iocp) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("driver {want:?}: only IOCP runs on Windows"),
+            ));
+        }
         let n = u32::try_from(concurrency).unwrap_or(u32::MAX);
         // SAFETY: creating a new port: no file handle, no existing port.
         let h = unsafe { CreateIoCompletionPort(INVALID_HANDLE_VALUE, std::ptr::null_mut(), 0, n) };

@@ -1,0 +1,164 @@
+//! S36: the driver a port runs on, chosen by the builder or the
+//! `IOCOMPLETION_DRIVER` setting, with a fallback to epoll (and its reason)
+//! when io_uring is refused. Each case runs in a child process (this test
+//! binary again) with the environment it needs, so the choice never
+//! depends on how the suite itself was started; a refusal is simulated by
+//! the crate's own seam, not left to the kernel's mood.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::process::Command;
+
+use iocompletion::{DriverKind, Handle, Runtime};
+use util::tcp_pair;
+
+const CHILD: &str = "IOCOMPLETION_DRIVERS_CHILD";
+const DRIVER: &str = "IOCOMPLETION_DRIVER";
+const REFUSE: &str = "IOCOMPLETION_IO_URING_REFUSE";
+
+/// Runs `name` again in a child with `env` set (and the two settings
+/// cleared otherwise); true in the parent, once the child passed.
+fn in_child(name: &str, env: &[(&str, &str)]) -> bool {
+    if std::env::var_os(CHILD).is_some() {
+        return false;
+    }
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([name, "--exact", "--nocapture", "--test-threads=1"]).env(CHILD, "1");
+    cmd.env_remove(DRIVER).env_remove(REFUSE);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run the test binary again");
+    assert!(
+        out.status.success(),
+        "the child failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("1 passed"), "the child ran the test: {stdout}");
+    true
+}
+
+/// One echo through a runtime on `rt`'s driver: every driver serves.
+fn round_trip(rt: &Runtime) {
+    let (mut peer, mine) = tcp_pair();
+    let h = Handle::from(mine);
+    rt.bind_async(&h).unwrap();
+    let read = h.read_async(Vec::with_capacity(16));
+    peer.write_all(b"driver").unwrap();
+    let (n, buf) = futures::executor::block_on(read);
+    assert_eq!((n.unwrap(), &buf[..]), (6, &b"driver"[..]));
+    let (n, _) = futures::executor::block_on(h.write_async(buf));
+    assert_eq!(n.unwrap(), 6);
+    let mut got = [0; 6];
+    peer.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"driver");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn s36_io_uring_is_the_default_where_the_kernel_allows_it() {
+    if in_child("s36_io_uring_is_the_default_where_the_kernel_allows_it", &[]) {
+        return;
+    }
+    let rt = Runtime::builder().min_threads(1).build().unwrap();
+    let d = rt.driver().unwrap();
+    // A kernel that refuses io_uring (disabled, or a seccomp profile)
+    // gives epoll with the kernel's reason; otherwise io_uring runs.
+    match d.kind {
+        DriverKind::IoUring => assert_eq!(d.fallback, None),
+        DriverKind::Epoll => {
+            let why = d.fallback.as_deref().unwrap_or_default();
+            assert!(why.contains("io_uring"), "a fallback names its reason: {d}");
+        }
+        other => panic!("unexpected driver {other:?}"),
+    }
+    round_trip(&rt);
+    rt.shutdown();
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn s36_a_refused_io_uring_falls_back_to_epoll_and_says_why() {
+    if in_child("s36_a_refused_io_uring_falls_back_to_epoll_and_says_why", &[(REFUSE, "EPERM")]) {
+        return;
+    }
+    for rt in [
+        Runtime::builder().min_threads(1).build().unwrap(),
+        Runtime::builder().min_threads(1).driver(DriverKind::IoUring).build().unwrap(),
+    ] {
+        let d = rt.driver().unwrap();
+        assert_eq!(d.kind, DriverKind::Epoll, "{d}");
+        let why = d.fallback.clone().expect("a fallback says why");
+        let eperm = std::io::Error::from_raw_os_error(libc::EPERM).to_string();
+        assert!(why.contains(&eperm), "the reason is the refusal: {why}");
+        assert!(d.to_string().starts_with("epoll (fallback: "), "{d}");
+        round_trip(&rt);
+        rt.shutdown();
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn s36_epoll_is_used_when_asked_for() {
+    if in_child("s36_epoll_is_used_when_asked_for", &[(DRIVER, "epoll")]) {
+        return;
+    }
+    // By the setting.
+    let port = iocompletion::Port::new(1).unwrap();
+    let d = port.driver();
+    assert_eq!(d.kind, DriverKind::Epoll);
+    assert!(d.fallback.as_deref().unwrap_or_default().contains("IOCOMPLETION_DRIVER=epoll"), "{d}");
+    port.close().unwrap();
+    // By the builder, whatever the setting.
+    let rt = Runtime::builder().min_threads(1).driver(DriverKind::Epoll).build().unwrap();
+    assert_eq!(rt.driver().unwrap().kind, DriverKind::Epoll);
+    round_trip(&rt);
+    rt.shutdown();
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn s36_the_builder_asks_for_io_uring_over_the_setting() {
+    if in_child("s36_the_builder_asks_for_io_uring_over_the_setting", &[(DRIVER, "epoll")]) {
+        return;
+    }
+    let rt = Runtime::builder().min_threads(1).driver(DriverKind::IoUring).build().unwrap();
+    let d = rt.driver().unwrap();
+    assert!(
+        d.kind == DriverKind::IoUring || d.fallback.as_deref().unwrap_or_default().contains("io_uring"),
+        "io_uring, or a fallback that names the kernel's refusal: {d}"
+    );
+    round_trip(&rt);
+    rt.shutdown();
+}
+
+#[test]
+fn s36_a_driver_the_os_does_not_have_is_a_clear_error() {
+    if in_child("s36_a_driver_the_os_does_not_have_is_a_clear_error", &[(DRIVER, "bogus")]) {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        // A setting that names no driver.
+        let e = iocompletion::Port::new(1).unwrap_err();
+        assert!(matches!(e, iocompletion::Error::InvalidArgument(_)), "{e:?}");
+        assert!(e.to_string().contains("IOCOMPLETION_DRIVER"), "{e}");
+    }
+    let other = if cfg!(windows) { DriverKind::IoUring } else { DriverKind::Iocp };
+    let rt = Runtime::builder().min_threads(1).driver(other).build().unwrap();
+    let e = rt.driver().unwrap_err();
+    assert!(matches!(e, iocompletion::Error::InvalidArgument(_)), "{e:?}");
+    rt.shutdown();
+}
+
+#[cfg(windows)]
+#[test]
+fn s36_windows_runs_on_iocp() {
+    let rt = Runtime::builder().min_threads(1).build().unwrap();
+    assert_eq!(rt.driver().unwrap().kind, DriverKind::Iocp);
+    round_trip(&rt);
+    rt.shutdown();
+}

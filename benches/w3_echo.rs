@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::echo;
 use common::{Better, Case, Settings};
-use iocompletion::{Handle, Runtime};
+use iocompletion::{DriverKind, Handle, Runtime};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
@@ -140,8 +140,12 @@ impl Load {
 
 struct Setup {
     rt: Runtime,
+    /// The same server on the epoll driver (S36), beside the default one
+    /// (io_uring where the kernel allows it).
+    rt_epoll: Runtime,
     tokio: tokio::runtime::Runtime,
     ours: Load,
+    ours_epoll: Load,
     theirs: Load,
     handles: Vec<Handle>,
 }
@@ -149,26 +153,43 @@ struct Setup {
 fn setup(conns: usize) -> Setup {
     let cpus = thread::available_parallelism().map_or(2, |n| n.get());
     let rt = Runtime::builder().min_threads(cpus).max_threads(64).build().expect("runtime");
+    let rt_epoll = Runtime::builder()
+        .min_threads(cpus)
+        .max_threads(64)
+        .driver(DriverKind::Epoll)
+        .build()
+        .expect("runtime");
+    eprintln!("W3: drivers {} and {}", rt.driver().expect("driver"), rt_epoll.driver().expect("driver"));
     let tokio =
         tokio::runtime::Builder::new_multi_thread().worker_threads(cpus).enable_all().build().expect("tokio");
     let (oc, os): (Vec<_>, Vec<_>) = echo::pairs(conns).into_iter().unzip();
+    let (ec, es): (Vec<_>, Vec<_>) = echo::pairs(conns).into_iter().unzip();
     let (tc, ts): (Vec<_>, Vec<_>) = echo::pairs(conns).into_iter().unzip();
-    let handles = os.into_iter().map(|s| echo::ours_serve(&rt, s)).collect();
+    let mut handles: Vec<Handle> = os.into_iter().map(|s| echo::ours_serve(&rt, s)).collect();
+    handles.extend(es.into_iter().map(|s| echo::ours_serve(&rt_epoll, s)));
     {
         let _g = tokio.enter();
         for s in ts {
             tokio.spawn(echo::tokio_echo(echo::to_tokio(s)));
         }
     }
-    Setup { rt, tokio, ours: Load::new(oc), theirs: Load::new(tc), handles }
+    Setup {
+        rt,
+        rt_epoll,
+        tokio,
+        ours: Load::new(oc),
+        ours_epoll: Load::new(ec),
+        theirs: Load::new(tc),
+        handles,
+    }
 }
 
 impl Setup {
     fn load(&mut self, c: usize) -> &mut Load {
-        if c == 0 {
-            &mut self.ours
-        } else {
-            &mut self.theirs
+        match c {
+            0 => &mut self.ours,
+            1 => &mut self.ours_epoll,
+            _ => &mut self.theirs,
         }
     }
 
@@ -177,9 +198,11 @@ impl Setup {
             h.close();
         }
         drop(self.ours);
+        drop(self.ours_epoll);
         drop(self.theirs);
         self.tokio.shutdown_timeout(Duration::from_secs(1));
         self.rt.shutdown();
+        self.rt_epoll.shutdown();
     }
 }
 
@@ -197,7 +220,7 @@ fn main() {
         eprintln!("W3: open-file limit {limit} < {need}; cases with more connections may fail");
     }
     let dur = Duration::from_millis(s.pick(500, 150));
-    let names = ["iocompletion", "tokio multi-thread"];
+    let names = ["iocompletion", "iocompletion epoll", "tokio multi-thread"];
     let mut cases = Vec::new();
     let mut crit = if s.criterion { Some(common::criterion()) } else { None };
     for &n in &CONNS {
@@ -206,6 +229,7 @@ fn main() {
             let msg = vec![0x5au8; size];
             if s.harness {
                 st.ours.run(&msg, dur / 5);
+                st.ours_epoll.run(&msg, dur / 5);
                 st.theirs.run(&msg, dur / 5);
                 let mut case = Case::new(
                     "W3",
@@ -223,7 +247,9 @@ fn main() {
             if let Some(cr) = crit.as_mut() {
                 let mut g = cr.benchmark_group(format!("w3_echo/{n}_conns_{size}B"));
                 g.throughput(criterion::Throughput::Bytes(size as u64));
-                for (c, name) in ["iocompletion", "tokio_multi_thread"].iter().enumerate() {
+                for (c, name) in
+                    ["iocompletion", "iocompletion_epoll", "tokio_multi_thread"].iter().enumerate()
+                {
                     // One iteration = one round trip; a call runs the
                     // connections until `iters` round trips are done.
                     g.bench_function(*name, |b| {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # System calls per echo round trip, on the server only (strace -f -c), for
-# the crate's echo server and a tokio echo server under the same load.
+# the crate's echo server on each Linux driver (io_uring, epoll) and a tokio
+# echo server under the same load.
 #
 # Usage: scripts/syscalls.sh [CONNECTIONS] [MESSAGE_BYTES] [SECONDS] [THREADS]
 # Defaults: 64 connections, 64 bytes, 5 seconds, 2 server threads.
@@ -29,12 +30,13 @@ measure() { # name addr server-command...
   pkill -TERM -P "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   awk -v t="$trips" -v n="$name" '
-    $NF ~ /^(read|readv|recvfrom|recvmsg|write|writev|sendto|sendmsg|epoll_wait|epoll_pwait|futex|sched_yield|total)$/ {
+    $NF ~ /^(read|readv|recvfrom|recvmsg|write|writev|sendto|sendmsg|epoll_wait|epoll_pwait|io_uring_enter|futex|sched_yield|total)$/ {
       calls = ($4 ~ /^[0-9]+$/) ? $4 : $3
       printf "%-10s %-12s %10d calls %8.3f per round trip\n", n, $NF, calls, calls / t
     }' "$out/$name.txt"
   echo "$name: $trips round trips"
 }
 
-measure iocompletion 127.0.0.1:7878 "$bin/echo_server" 127.0.0.1:7878 "$threads" "$threads" --hold-buffers
+measure io_uring 127.0.0.1:7878 env IOCOMPLETION_DRIVER=io_uring "$bin/echo_server" 127.0.0.1:7878 "$threads" "$threads" --hold-buffers
+measure epoll 127.0.0.1:7880 env IOCOMPLETION_DRIVER=epoll "$bin/echo_server" 127.0.0.1:7880 "$threads" "$threads" --hold-buffers
 measure tokio 127.0.0.1:7879 "$bin/tokio_echo_server" 127.0.0.1:7879 "$threads"

@@ -60,6 +60,35 @@ fn s27_read_at_reads_from_the_offset() {
     }
 }
 
+/// A read of bytes that are not in the page cache: on io_uring the kernel
+/// does it in the background (a cached read is done at once), on epoll the
+/// pool does it. The pages are dropped first (advisory, but clean pages of
+/// a synced file go).
+#[cfg(target_os = "linux")]
+#[test]
+fn s27_read_at_of_bytes_not_in_the_page_cache_reads_them() {
+    use std::os::fd::AsRawFd;
+    let rt = runtime();
+    let data = pattern(256 * 1024, 8);
+    let f = TempFile::with_contents("uncached", &data);
+    let file = File::open(f.path()).unwrap();
+    file.sync_all().unwrap();
+    // SAFETY: a valid descriptor and range; the call only advises the kernel.
+    let r = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(r, 0);
+    let h = Handle::try_from(file).unwrap();
+    let c = bind(&rt, &h);
+    let offsets = [200_000u64, 4096, 100_003, 0];
+    let ids: Vec<_> = offsets.iter().map(|&off| started(h.read_at(off, Vec::with_capacity(5000)))).collect();
+    let mut got: HashMap<_, _> = c.recv_n(offsets.len()).into_iter().map(|d| (d.id(), d)).collect();
+    for (id, off) in ids.into_iter().zip(offsets) {
+        let d = got.remove(&id).expect("each read completes once");
+        let n = d.ok();
+        assert_eq!(n, 5000, "at offset {off}");
+        assert_eq!(d.data(), &data[off as usize..off as usize + n], "at offset {off}");
+    }
+}
+
 #[test]
 fn s27_read_at_or_past_the_end_reads_zero_bytes() {
     let rt = runtime();

@@ -194,6 +194,15 @@ impl HandleDriver for Handle {
             let Some(fd) = fd_guard.as_ref() else {
                 return Err((closed_handle(), req));
             };
+            if io.kind == HandleKind::File {
+                if let Some(r) = super::uring::read_cached(fd.as_raw_fd(), &mut req) {
+                    queue.push(Item::Packet(match r {
+                        Ok(n) => done(req, n),
+                        Err(e) => failed(req, &e),
+                    }));
+                    return Ok(());
+                }
+            }
             let dir = usize::from(is_write_side(req.op()));
             let ordered = io.kind != HandleKind::File;
             if ordered && q.ring_busy[dir] {

@@ -13,13 +13,19 @@ use std::sync::OnceLock;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use windows_sys::Wdk::Foundation::{NtQueryObject, ObjectBasicInformation};
 use windows_sys::Win32::Foundation::{
-    GetLastError, ERROR_BROKEN_PIPE, ERROR_HANDLE_EOF, ERROR_IO_PENDING, ERROR_NOT_FOUND, ERROR_PIPE_BUSY,
-    ERROR_PIPE_CONNECTED, GENERIC_READ, GENERIC_WRITE, HANDLE, INVALID_HANDLE_VALUE, STATUS_ALERTED,
-    STATUS_PENDING,
+    GetLastError, LocalFree, ERROR_BROKEN_PIPE, ERROR_HANDLE_EOF, ERROR_IO_PENDING, ERROR_NOT_FOUND,
+    ERROR_PIPE_BUSY, ERROR_PIPE_CONNECTED, GENERIC_READ, GENERIC_WRITE, HANDLE, INVALID_HANDLE_VALUE,
+    STATUS_ALERTED, STATUS_PENDING,
 };
 use windows_sys::Win32::Networking::WinSock::{
     getsockopt, setsockopt, WSARecv, WSARecvFrom, WSASend, WSASendTo, SOCKADDR, SOCKET, SOL_SOCKET,
     SO_ACCEPTCONN, SO_UPDATE_ACCEPT_CONTEXT, SO_UPDATE_CONNECT_CONTEXT, WSABUF, WSA_IO_PENDING,
+};
+use windows_sys::Win32::Security::Authorization::{
+    ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
+};
+use windows_sys::Win32::Security::{
+    GetTokenInformation, TokenUser, PSECURITY_DESCRIPTOR, SECURITY_ATTRIBUTES, TOKEN_QUERY, TOKEN_USER,
 };
 use windows_sys::Win32::Storage::FileSystem::{
     CreateFileW, GetFileType, ReOpenFile, ReadFile, WriteFile, FILE_FLAG_FIRST_PIPE_INSTANCE,
@@ -30,6 +36,7 @@ use windows_sys::Win32::System::Pipes::{
     ConnectNamedPipe, CreateNamedPipeW, DisconnectNamedPipe, WaitNamedPipeW, PIPE_READMODE_BYTE,
     PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE, PIPE_UNLIMITED_INSTANCES, PIPE_WAIT,
 };
+use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
 use windows_sys::Win32::System::WindowsProgramming::PUBLIC_OBJECT_BASIC_INFORMATION;
 use windows_sys::Win32::System::IO::{CancelIoEx, CreateIoCompletionPort, OVERLAPPED};
 
@@ -876,6 +883,100 @@ impl AsRawHandle for crate::Handle {
     }
 }
 
+/// A self-relative security descriptor made by
+/// `ConvertStringSecurityDescriptorToSecurityDescriptorW`, freed with
+/// `LocalFree`.
+struct PipeSecurity(PSECURITY_DESCRIPTOR);
+
+impl PipeSecurity {
+    /// The descriptor of a pipe server: `D:P(A;;GA;;;SY)(A;;GA;;;BA)(A;;GA;;;<user>)`,
+    /// a protected DACL (nothing inherited) that grants full access to
+    /// LocalSystem, the Administrators and the process's user, and so
+    /// nothing to Everyone, Anonymous or anyone else.
+    fn new() -> io::Result<PipeSecurity> {
+        let user = process_user_sid()?;
+        let sddl = wide(&format!("D:P(A;;GA;;;SY)(A;;GA;;;BA)(A;;GA;;;{user})"));
+        let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
+        // SAFETY: `sddl` is a NUL-terminated UTF-16 string; the function
+        // allocates the descriptor (freed in Drop) and writes its address.
+        let ok = unsafe {
+            ConvertStringSecurityDescriptorToSecurityDescriptorW(
+                sddl.as_ptr(),
+                SDDL_REVISION_1,
+                &mut sd,
+                std::ptr::null_mut(),
+            )
+        };
+        if ok == 0 || sd.is_null() {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(PipeSecurity(sd))
+    }
+}
+
+impl Drop for PipeSecurity {
+    fn drop(&mut self) {
+        // SAFETY: the descriptor was allocated by the conversion above and
+        // is freed once, here.
+        unsafe { LocalFree(self.0) };
+    }
+}
+
+/// The SID of the user the process runs as (its token's `TokenUser`), in
+/// its string form (`S-1-5-21-…`).
+fn process_user_sid() -> io::Result<String> {
+    let mut token: HANDLE = std::ptr::null_mut();
+    // SAFETY: the pseudo-handle of the current process; the token handle
+    // is written on success and owned below.
+    if unsafe { OpenProcessToken(GetCurrentProcess(), TOKEN_QUERY, &mut token) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh handle that nothing else owns.
+    let token = unsafe { OwnedHandle::from_raw_handle(token as RawHandle) };
+    let mut len = 0u32;
+    // SAFETY: asks for the size only (no buffer); fails with
+    // ERROR_INSUFFICIENT_BUFFER and sets `len`.
+    unsafe {
+        GetTokenInformation(token.as_raw_handle() as HANDLE, TokenUser, std::ptr::null_mut(), 0, &mut len)
+    };
+    if len == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // 8-byte aligned, as the TOKEN_USER (two pointers' worth) needs.
+    let mut buf = vec![0u64; (len as usize).div_ceil(8)];
+    // SAFETY: the buffer has `len` bytes, suitably aligned.
+    let ok = unsafe {
+        GetTokenInformation(
+            token.as_raw_handle() as HANDLE,
+            TokenUser,
+            buf.as_mut_ptr().cast(),
+            len,
+            &mut len,
+        )
+    };
+    if ok == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the call filled the buffer with a TOKEN_USER, whose SID
+    // pointer points into the same buffer.
+    let sid = unsafe { (*buf.as_ptr().cast::<TOKEN_USER>()).User.Sid };
+    let mut text: *mut u16 = std::ptr::null_mut();
+    // SAFETY: `sid` is a valid SID (in `buf`, alive); the function
+    // allocates the string, freed below.
+    if unsafe { ConvertSidToStringSidW(sid, &mut text) } == 0 || text.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `text` is a NUL-terminated UTF-16 string; it is read up to
+    // its terminator and then freed once.
+    let s = unsafe {
+        let n = (0..).take_while(|&i| *text.add(i) != 0).count();
+        let s = String::from_utf16_lossy(std::slice::from_raw_parts(text, n));
+        LocalFree(text.cast());
+        s
+    };
+    Ok(s)
+}
+
 fn wide(s: &str) -> Vec<u16> {
     s.encode_utf16().chain(std::iter::once(0)).collect()
 }
@@ -937,18 +1038,37 @@ impl crate::Handle {
 
     /// Creates the server end of a named pipe (S27): a byte-mode, duplex,
     /// overlapped instance of `name` (`\\.\pipe\name` unless `name`
-    /// already starts with `\\`), local clients only. With `first` set, it
-    /// fails when an instance of that name exists already. A client that
+    /// already starts with `\\`), local clients only. A client that
     /// opens the name with [`Handle::named_pipe_client`](crate::Handle::named_pipe_client) connects to it;
     /// the two are then [`HandleKind::LocalStream`]s that take reads and
     /// writes.
+    ///
+    /// Only LocalSystem, the Administrators group and the user the process
+    /// runs as may open the pipe: its security descriptor is a protected
+    /// DACL that grants those three full access and no one else (Windows'
+    /// default descriptor for a pipe lets Everyone and Anonymous read it).
+    /// Remote clients are rejected (`PIPE_REJECT_REMOTE_CLIENTS`).
+    ///
+    /// With `first` set, the call fails (`ERROR_ACCESS_DENIED`) when a pipe
+    /// of that name exists already (`FILE_FLAG_FIRST_PIPE_INSTANCE`). Set it
+    /// for a server's first instance: a pipe of the same name that another
+    /// process made first keeps that process's security descriptor, and
+    /// joining it would serve clients the crate did not choose. Later
+    /// instances of the server's own pipe pass `false`.
     pub fn named_pipe_server(name: &str, first: bool) -> Result<crate::Handle> {
         let w = pipe_name(name)?;
         let mut mode = PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED;
         if first {
             mode |= FILE_FLAG_FIRST_PIPE_INSTANCE;
         }
-        // SAFETY: `w` is a NUL-terminated UTF-16 name; default security.
+        let security = PipeSecurity::new().map_err(Error::Io)?;
+        let attributes = SECURITY_ATTRIBUTES {
+            nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as u32,
+            lpSecurityDescriptor: security.0,
+            bInheritHandle: 0,
+        };
+        // SAFETY: `w` is a NUL-terminated UTF-16 name; the attributes and
+        // the descriptor they point to live until the call returns.
         let h = unsafe {
             CreateNamedPipeW(
                 w.as_ptr(),
@@ -958,9 +1078,10 @@ impl crate::Handle {
                 65536,
                 65536,
                 0,
-                std::ptr::null(),
+                &attributes,
             )
         };
+        drop(security);
         if h == INVALID_HANDLE_VALUE {
             return Err(Error::Io(io::Error::last_os_error()));
         }

@@ -1,6 +1,7 @@
-//! IOCP specifics: foreign packets (S39) and the exact count of
-//! `cancel_all` (S25), on handles bound to a port no thread serves, so the
-//! test takes every packet itself.
+//! IOCP specifics: foreign packets (S39), the exact count of `cancel_all`
+//! (S25) and results the kernel queues although the call reported an
+//! error (S23), on handles bound to a port no thread serves, so the test
+//! takes every packet itself.
 #![cfg(windows)]
 
 mod util;
@@ -15,7 +16,9 @@ use iocompletion::{Error, Handle, IoCompletionManager, Port, Runtime};
 use util::{next_packet, on_own_port, started};
 use windows_sys::Win32::Foundation::{GetLastError, ERROR_IO_PENDING, HANDLE, INVALID_HANDLE_VALUE};
 use windows_sys::Win32::Storage::FileSystem::{ReadFile, FILE_FLAG_OVERLAPPED, PIPE_ACCESS_DUPLEX};
-use windows_sys::Win32::System::Pipes::{CreateNamedPipeW, PIPE_READMODE_BYTE, PIPE_TYPE_BYTE, PIPE_WAIT};
+use windows_sys::Win32::System::Pipes::{
+    CreateNamedPipeW, PIPE_READMODE_BYTE, PIPE_READMODE_MESSAGE, PIPE_TYPE_BYTE, PIPE_TYPE_MESSAGE, PIPE_WAIT,
+};
 use windows_sys::Win32::System::IO::{GetOverlappedResult, OVERLAPPED};
 
 fn pipe_name(what: &str) -> String {
@@ -25,6 +28,11 @@ fn pipe_name(what: &str) -> String {
 /// The server end of a new named pipe, opened for overlapped I/O, and a
 /// client end opened for ordinary (blocking) I/O by the standard library.
 fn pipe(what: &str) -> (OwnedHandle, File) {
+    pipe_of(what, PIPE_TYPE_BYTE | PIPE_READMODE_BYTE)
+}
+
+/// [`pipe`] of the given type and read mode.
+fn pipe_of(what: &str, mode: u32) -> (OwnedHandle, File) {
     let name = pipe_name(what);
     let wide: Vec<u16> = name.encode_utf16().chain(Some(0)).collect();
     // SAFETY: a NUL-terminated name; default security; no other pointer.
@@ -32,7 +40,7 @@ fn pipe(what: &str) -> (OwnedHandle, File) {
         CreateNamedPipeW(
             wide.as_ptr(),
             PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED,
-            PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT,
+            mode | PIPE_WAIT,
             1,
             4096,
             4096,
@@ -145,4 +153,61 @@ fn s38_a_synchronous_handle_is_refused_at_bind() {
         Err(Error::Io(e)) => assert_eq!(e.raw_os_error(), Some(87), "{e}"),
         other => panic!("expected error 87, got {other:?}"),
     }
+}
+
+/// A datagram larger than the buffer, already waiting when `recv_from`
+/// starts: `WSARecvFrom` fails at once with `WSAEMSGSIZE`, yet the kernel
+/// queues a packet for it (its status, `STATUS_BUFFER_OVERFLOW`, is a
+/// warning, not an error). So the start does not fail: the request
+/// completes once, with success, the bytes that fit and the source (S23,
+/// S27), and no packet is left over.
+#[test]
+fn s23_a_truncated_datagram_waiting_at_start_completes_once() {
+    use std::net::UdpSocket;
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sender.send_to(b"more than four bytes", receiver.local_addr().unwrap()).unwrap();
+    // Blocks until the datagram is there (and leaves it there).
+    let mut peek = [0u8; 64];
+    assert_eq!(receiver.peek_from(&mut peek).unwrap().0, 20);
+    let h = Handle::from(receiver);
+    let (port, _rt) = on_own_port(&h);
+
+    let id = started(h.recv_from(Vec::with_capacity(4)));
+    let p = next_packet(&port);
+    assert!(p.status.is_success(), "{:?}", p.status);
+    assert_eq!(p.bytes, 4);
+    let req = p.request.expect("the receive");
+    assert_eq!(req.id(), id);
+    assert_eq!(req.addr(), Some(sender.local_addr().unwrap()));
+    assert_eq!(req.into_buffer().into_vec(), b"more");
+    nothing_queued(&port);
+    assert_eq!(port.foreign_packets(), 0, "the kernel's packet was the request's");
+}
+
+/// The same on a message-mode pipe: a read shorter than the message
+/// waiting fails at once with `ERROR_MORE_DATA` while the kernel queues its
+/// packet. It completes once with the bytes that fit; the next read gets
+/// the rest of the message.
+#[test]
+fn s23_a_message_longer_than_the_read_waiting_at_start_completes_once() {
+    let (server, mut client) = pipe_of("message", PIPE_TYPE_MESSAGE | PIPE_READMODE_MESSAGE);
+    let h = Handle::from_overlapped_handle(server);
+    let (port, _rt) = on_own_port(&h);
+    // A blocking write to a pipe returns once the message is in the pipe.
+    client.write_all(b"abcdefgh").unwrap();
+
+    let first = started(h.read(Vec::with_capacity(4)));
+    let p = next_packet(&port);
+    assert!(p.status.is_success(), "{:?}", p.status);
+    let req = p.request.expect("the first read");
+    assert_eq!(req.id(), first);
+    assert_eq!(req.into_buffer().into_vec(), b"abcd");
+    let second = started(h.read(Vec::with_capacity(4)));
+    let p = next_packet(&port);
+    let req = p.request.expect("the second read");
+    assert_eq!(req.id(), second);
+    assert_eq!(req.into_buffer().into_vec(), b"efgh");
+    nothing_queued(&port);
+    assert_eq!(port.foreign_packets(), 0);
 }

@@ -13,13 +13,13 @@ use std::sync::OnceLock;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use windows_sys::Wdk::Foundation::{NtQueryObject, ObjectBasicInformation};
 use windows_sys::Win32::Foundation::{
-    GetLastError, LocalFree, ERROR_BROKEN_PIPE, ERROR_HANDLE_EOF, ERROR_IO_PENDING, ERROR_NOT_FOUND,
-    ERROR_PIPE_BUSY, ERROR_PIPE_CONNECTED, GENERIC_READ, GENERIC_WRITE, HANDLE, INVALID_HANDLE_VALUE,
-    STATUS_ALERTED, STATUS_PENDING,
+    GetLastError, LocalFree, ERROR_BROKEN_PIPE, ERROR_HANDLE_EOF, ERROR_IO_PENDING, ERROR_MORE_DATA,
+    ERROR_NOT_FOUND, ERROR_PIPE_BUSY, ERROR_PIPE_CONNECTED, GENERIC_READ, GENERIC_WRITE, HANDLE,
+    INVALID_HANDLE_VALUE, STATUS_ALERTED, STATUS_PENDING,
 };
 use windows_sys::Win32::Networking::WinSock::{
     getsockopt, setsockopt, WSARecv, WSARecvFrom, WSASend, WSASendTo, SOCKADDR, SOCKET, SOL_SOCKET,
-    SO_ACCEPTCONN, SO_UPDATE_ACCEPT_CONTEXT, SO_UPDATE_CONNECT_CONTEXT, WSABUF, WSA_IO_PENDING,
+    SO_ACCEPTCONN, SO_UPDATE_ACCEPT_CONTEXT, SO_UPDATE_CONNECT_CONTEXT, WSABUF, WSAEMSGSIZE, WSA_IO_PENDING,
 };
 use windows_sys::Win32::Security::Authorization::{
     ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
@@ -126,6 +126,21 @@ fn wsa_started(r: i32) -> io::Result<()> {
     match e.raw_os_error() {
         Some(WSA_IO_PENDING) => Ok(()),
         _ => Err(e),
+    }
+}
+
+/// A receive into a buffer shorter than the datagram or message waiting
+/// fails at once with `WSAEMSGSIZE` or `ERROR_MORE_DATA`, yet the kernel
+/// queues its packet: the status, `STATUS_BUFFER_OVERFLOW`, is a warning,
+/// and a completion port gets a packet for every immediate result that is
+/// not an error. So that result counts as started (S23); the packet
+/// completes the request with the bytes that fit (S27).
+fn overflow_started(r: io::Result<()>) -> io::Result<()> {
+    match r {
+        Err(e) if matches!(e.raw_os_error(), Some(c) if c == WSAEMSGSIZE || c as u32 == ERROR_MORE_DATA) => {
+            Ok(())
+        }
+        r => r,
     }
 }
 
@@ -456,7 +471,7 @@ pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &P
             // SAFETY: the buffer and OVERLAPPED live in the request until
             // its packet is taken.
             let ok = unsafe { ReadFile(raw.handle(), ptr, len, std::ptr::null_mut(), ov) };
-            match win32_started(ok) {
+            match overflow_started(win32_started(ok)) {
                 Ok(()) => Ok(()),
                 // End of file, or of a pipe whose writer closed: a read of
                 // 0 bytes, as on Unix. No packet was queued; post one.
@@ -607,7 +622,7 @@ pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &P
                     None,
                 )
             };
-            Ok(wsa_started(r)?)
+            Ok(overflow_started(wsa_started(r))?)
         }
         _ => Err(invalid()),
     }

@@ -19,6 +19,8 @@ mod imp {
     pub(crate) use parking_lot::{Condvar, Mutex, RwLock};
     #[cfg(unix)]
     pub(crate) use std::sync::atomic::fence;
+    #[cfg(any(windows, test))]
+    pub(crate) use std::sync::atomic::AtomicPtr;
     pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
     pub(crate) use std::thread;
 
@@ -44,7 +46,7 @@ mod imp {
 
 #[cfg(loom)]
 mod model {
-    pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
     pub(crate) use loom::thread;
     use std::collections::VecDeque;
 

@@ -211,3 +211,51 @@ fn s23_a_message_longer_than_the_read_waiting_at_start_completes_once() {
     nothing_queued(&port);
     assert_eq!(port.foreign_packets(), 0);
 }
+
+/// `cancel_all` racing starts on two other threads, with more requests in
+/// flight than a handle keeps inline: the count it returns is exactly the
+/// number of requests that complete aborted, the others complete with
+/// data once it is written, and each completes once (S25, with no lock
+/// keeping the starts out).
+#[test]
+fn s25_cancel_all_racing_starts_counts_exactly_the_requests_it_aborted() {
+    const PER_THREAD: usize = 6;
+    let (server, mut client) = pipe("cancel-all-race");
+    let h = Handle::from_overlapped_handle(server);
+    let (port, _rt) = on_own_port(&h);
+    let go = Arc::new(std::sync::Barrier::new(3));
+    let starters: Vec<_> = (0..2)
+        .map(|_| {
+            let (h, go) = (h.clone(), go.clone());
+            std::thread::spawn(move || {
+                go.wait();
+                (0..PER_THREAD).map(|_| started(h.read(vec![0; 4]))).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    go.wait();
+    let cancelled = h.cancel_all().unwrap();
+    let mut ids: Vec<_> = starters.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let total = ids.len();
+    assert!(cancelled <= total);
+    // What is still pending reads these bytes, 4 each.
+    client.write_all(&vec![7; 4 * (total - cancelled)]).unwrap();
+    let (mut aborted, mut read) = (0, 0);
+    for _ in 0..total {
+        let p = next_packet(&port);
+        let id = p.request.as_ref().expect("a read").id();
+        let at = ids.iter().position(|&i| i == id).expect("a read started here, completed once");
+        ids.swap_remove(at);
+        if p.status.is_aborted() {
+            aborted += 1;
+        } else {
+            assert!(p.status.is_success(), "{:?}", p.status);
+            assert_eq!(p.bytes, 4);
+            read += 1;
+        }
+    }
+    assert_eq!(aborted, cancelled, "cancel_all counted exactly what it aborted");
+    assert_eq!(read, total - cancelled);
+    nothing_queued(&port);
+    assert_eq!(port.foreign_packets(), 0);
+}

@@ -29,6 +29,10 @@ use crate::{
 #[cfg(any(unix, loom))]
 pub(crate) mod queue;
 
+#[cfg(any(windows, loom, test))]
+#[cfg_attr(not(windows), allow(dead_code))]
+pub(crate) mod inflight;
+
 #[cfg(all(unix, not(loom)))]
 mod unix;
 #[cfg(all(unix, not(loom)))]

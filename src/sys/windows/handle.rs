@@ -1,9 +1,9 @@
 //! Windows handles: an owned socket or file handle opened for overlapped
 //! I/O, the port it is associated with, and its started requests.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io;
+use std::mem::ManuallyDrop;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::windows::io::{
     AsHandle, AsRawHandle, AsRawSocket, FromRawHandle, OwnedHandle, OwnedSocket, RawHandle,
@@ -13,13 +13,14 @@ use std::sync::OnceLock;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use windows_sys::Wdk::Foundation::{NtQueryObject, ObjectBasicInformation};
 use windows_sys::Win32::Foundation::{
-    GetLastError, LocalFree, ERROR_BROKEN_PIPE, ERROR_HANDLE_EOF, ERROR_IO_PENDING, ERROR_MORE_DATA,
-    ERROR_NOT_FOUND, ERROR_PIPE_BUSY, ERROR_PIPE_CONNECTED, GENERIC_READ, GENERIC_WRITE, HANDLE,
-    INVALID_HANDLE_VALUE, STATUS_ALERTED, STATUS_PENDING,
+    CloseHandle, GetLastError, LocalFree, ERROR_BROKEN_PIPE, ERROR_HANDLE_EOF, ERROR_IO_PENDING,
+    ERROR_MORE_DATA, ERROR_NOT_FOUND, ERROR_PIPE_BUSY, ERROR_PIPE_CONNECTED, GENERIC_READ, GENERIC_WRITE,
+    HANDLE, INVALID_HANDLE_VALUE, STATUS_ALERTED, STATUS_PENDING,
 };
 use windows_sys::Win32::Networking::WinSock::{
-    getsockopt, setsockopt, WSARecv, WSARecvFrom, WSASend, WSASendTo, SOCKADDR, SOCKET, SOL_SOCKET,
-    SO_ACCEPTCONN, SO_UPDATE_ACCEPT_CONTEXT, SO_UPDATE_CONNECT_CONTEXT, WSABUF, WSAEMSGSIZE, WSA_IO_PENDING,
+    closesocket, getsockopt, setsockopt, WSARecv, WSARecvFrom, WSASend, WSASendTo, SOCKADDR, SOCKET,
+    SOL_SOCKET, SO_ACCEPTCONN, SO_UPDATE_ACCEPT_CONTEXT, SO_UPDATE_CONNECT_CONTEXT, WSABUF, WSAEMSGSIZE,
+    WSA_IO_PENDING,
 };
 use windows_sys::Win32::Security::Authorization::{
     ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
@@ -47,7 +48,8 @@ use crate::error::{Error, Result};
 use crate::handle::HandleKind;
 use crate::port::Packet;
 use crate::request::{Buffer, Header, Op, Request, RequestId, Status};
-use crate::sync::{Arc, AtomicUsize, Mutex, Ordering, RwLock, Weak};
+use crate::sync::{Arc, AtomicUsize, Ordering, Weak};
+use crate::sys::inflight::{Gate, Pending};
 use crate::sys::HandleDriver;
 
 /// The OS object behind a handle.
@@ -70,31 +72,61 @@ impl Raw {
             Raw::File(_) => None,
         }
     }
-}
 
-struct State {
-    /// Taken (and closed) by `close`.
-    raw: Option<Raw>,
-    closed: bool,
-    port_closed: bool,
+    /// Closes the OS object, leaving the value (which must then never be
+    /// dropped: the `Io` keeps it in a `ManuallyDrop`).
+    ///
+    /// # Safety
+    /// Called once, by the thread whose [`Gate::close`] returned true: no
+    /// user of the object is left and none can come.
+    unsafe fn close_os(&self) {
+        match self {
+            // SAFETY: the caller's promise; the socket is open until here.
+            Raw::Socket(s) => unsafe {
+                closesocket(s.as_raw_socket() as SOCKET);
+            },
+            // SAFETY: as above, for the handle.
+            Raw::File(h) => unsafe {
+                CloseHandle(h.as_raw_handle() as HANDLE);
+            },
+        }
+    }
 }
 
 /// The I/O state of one handle, shared with its requests while they run.
+///
+/// Nothing on a request's path takes a lock: the gate is one atomic word
+/// (a start enters it to use `raw`, a close waits for the users to leave),
+/// and the request's address goes into the handle's entry of its port's
+/// table, found by index (`sys::inflight`).
 pub(crate) struct Io {
     kind: HandleKind,
     socket: bool,
-    /// Read-locked while a request starts, write-locked to cancel all and
-    /// close, so that no request starts unseen by a cancel-all.
-    state: RwLock<State>,
-    /// Started requests whose packets have not been taken yet: the
-    /// `OVERLAPPED` address to the request's id. The port tells the
-    /// crate's packets from foreign ones by it (S39); `cancel` finds a
-    /// request's address in it.
-    pending: Mutex<HashMap<usize, u64>>,
+    /// Who uses `raw`; the handle's and its port's closed bits; the epoch
+    /// of `cancel_all`.
+    gate: Gate,
+    /// The OS object. Used only by a user of `gate`; closed by the first
+    /// `close` once no user is left, else dropped with the `Io`.
+    raw: ManuallyDrop<Raw>,
     port: OnceLock<Weak<PortInner>>,
     /// The completion key the handle was associated with: `1 +` its index
-    /// in the port's handle table (0 until associated).
+    /// in the port's table (0 until associated).
     key: AtomicUsize,
+}
+
+impl Io {
+    /// The handle's pending requests in `port`'s table (`None` before it is
+    /// associated).
+    fn pending_in<'a>(&self, port: &'a PortInner) -> Option<&'a Pending> {
+        self.key.load(Ordering::Acquire).checked_sub(1).and_then(|i| port.table.get(i))
+    }
+
+    /// Runs `f` on the OS object, unless the handle is closed; a close
+    /// waits until `f` returns.
+    fn with_raw<T>(&self, f: impl FnOnce(&Raw) -> T) -> Option<T> {
+        let _user = self.gate.enter()?;
+        Some(f(&self.raw))
+    }
 }
 
 /// The backend's handle.
@@ -223,8 +255,8 @@ impl Handle {
             io: Arc::new(Io {
                 kind,
                 socket: matches!(raw, Raw::Socket(_)),
-                state: RwLock::new(State { raw: Some(raw), closed: false, port_closed: false }),
-                pending: Mutex::new(HashMap::new()),
+                gate: Gate::new(),
+                raw: ManuallyDrop::new(raw),
                 port: OnceLock::new(),
                 key: AtomicUsize::new(0),
             }),
@@ -250,23 +282,27 @@ impl HandleDriver for Handle {
     }
 
     fn is_closed(&self) -> bool {
-        self.io.state.read().closed
+        self.io.gate.is_closed()
     }
 
     fn describe(&self) -> String {
-        match self.io.state.read().raw.as_ref() {
-            Some(Raw::Socket(s)) => format!("socket {} ({:?})", s.as_raw_socket(), self.io.kind),
-            Some(Raw::File(h)) => format!("handle {:?} ({:?})", h.as_raw_handle(), self.io.kind),
-            None => format!("closed handle ({:?})", self.io.kind),
-        }
+        let kind = self.io.kind;
+        self.io
+            .with_raw(|raw| match raw {
+                Raw::Socket(s) => format!("socket {} ({kind:?})", s.as_raw_socket()),
+                Raw::File(h) => format!("handle {:?} ({kind:?})", h.as_raw_handle()),
+            })
+            .unwrap_or_else(|| format!("closed handle ({kind:?})"))
     }
 
     /// Runs `f` on the socket behind the handle (closed: `InvalidArgument`).
     fn with_sock<T>(&self, f: impl FnOnce(SockRef<'_>) -> io::Result<T>) -> Result<T> {
-        let st = self.io.state.read();
-        match st.raw.as_ref() {
-            Some(Raw::Socket(s)) => Ok(f(SockRef::from(s))?),
-            Some(Raw::File(_)) => Err(Error::invalid("handle", self.describe_kind(), "is not a socket")),
+        match self.io.with_raw(|raw| match raw {
+            Raw::Socket(s) => Some(f(SockRef::from(s))),
+            Raw::File(_) => None,
+        }) {
+            Some(Some(r)) => Ok(r?),
+            Some(None) => Err(Error::invalid("handle", self.describe_kind(), "is not a socket")),
             None => Err(closed()),
         }
     }
@@ -277,23 +313,27 @@ impl HandleDriver for Handle {
     /// started request posts its packet (see the module documentation).
     fn associate(&self, port: &Port) -> Result<()> {
         let inner = &port.inner;
-        let st = self.io.state.read();
-        let raw = st.raw.as_ref().ok_or_else(closed)?;
-        let mut handles = inner.handles.lock();
-        if inner.is_closing() {
-            return Err(Error::invalid("port", "bound", "is closed"));
-        }
-        let entry = handles.vacant_entry();
-        let key = entry.key() + 1;
-        // SAFETY: both handles are open (the handle's state lock and the
-        // port's Arc keep them so); concurrency is the port's.
-        let r = unsafe { CreateIoCompletionPort(raw.handle(), inner.handle(), key, 0) };
+        let io = &self.io;
+        let _user = io.gate.enter().ok_or_else(closed)?;
+        // Claimed under the table's lock, which the port's close takes to
+        // list its handles: a close that began first refuses the bind, a
+        // later one finds the handle and aborts it.
+        let refused = || Error::invalid("port", "bound", "is closed");
+        let index = inner
+            .table
+            .claim(Arc::downgrade(io), || if inner.is_closing() { Err(refused()) } else { Ok(()) })?
+            .ok_or_else(|| Error::invalid("port", "bound", "has no room for another handle"))?;
+        let key = index + 1;
+        // SAFETY: both handles are open (the gate and the port's Arc keep
+        // them so); concurrency is the port's.
+        let r = unsafe { CreateIoCompletionPort(io.raw.handle(), inner.handle(), key, 0) };
         if r.is_null() {
-            return Err(Error::Io(io::Error::last_os_error()));
+            let e = io::Error::last_os_error();
+            inner.table.release(index);
+            return Err(Error::Io(e));
         }
-        entry.insert(Arc::downgrade(&self.io));
-        self.io.key.store(key, Ordering::Release);
-        let _ = self.io.port.set(Arc::downgrade(inner));
+        io.key.store(key, Ordering::Release);
+        let _ = io.port.set(Arc::downgrade(inner));
         Ok(())
     }
 
@@ -303,13 +343,17 @@ impl HandleDriver for Handle {
     fn submit(&self, mut req: Request, port: &Port) -> std::result::Result<(), (Error, Request)> {
         let inner = &port.inner;
         let io = &self.io;
-        let st = io.state.read();
-        let Some(raw) = st.raw.as_ref().filter(|_| !st.closed) else {
+        // A user of the OS object until the OS has the request: a close
+        // waits for it, and a cancel_all sees the epoch it entered in.
+        let Some(user) = io.gate.enter() else {
             return Err((closed(), req));
         };
-        if st.port_closed || inner.is_closing() {
+        if user.port_closed() || inner.is_closing() {
             return Err((Error::invalid("port", "bound", "is closed"), req));
         }
+        let Some(pending) = io.pending_in(inner) else {
+            return Err((Error::invalid("handle", self.describe_kind(), "is not bound to this port"), req));
+        };
         if !inner.begin() {
             return Err((Error::invalid("port", "bound", "is closed"), req));
         }
@@ -317,22 +361,25 @@ impl HandleDriver for Handle {
         req.header_mut().os.io = Some(io.clone());
         let p = req.into_raw();
         // Before the OS sees the request, so that its packet is known.
-        io.pending.lock().insert(p as usize, id);
+        pending.insert(p as usize, id, user.epoch());
         // SAFETY: `p` is a request given up with into_raw; it is not used
         // again here unless the start fails (then no packet comes); `raw`
-        // stays open while the state lock is held.
+        // stays open while this thread is a user of the gate.
         let r = unsafe {
             if io.socket && super::wine::under_wine() {
                 // Wine ties socket requests to their thread (see `wine`).
-                super::wine::issue(io.kind, raw, p, inner)
+                super::wine::issue(io.kind, &io.raw, p, inner)
             } else {
-                start(io.kind, raw, p, inner)
+                start(io.kind, &io.raw, p, inner)
             }
         };
         match r {
             Ok(()) => Ok(()),
             Err(e) => {
-                io.pending.lock().remove(&(p as usize));
+                // No packet will come: only a cancel can hold the entry,
+                // for the length of its call.
+                let taken = pending.take(p as usize);
+                debug_assert!(taken, "a request that failed to start was in its handle's table");
                 // SAFETY: the start failed, so the OS holds no reference to
                 // the request and no packet carries it.
                 let mut req = unsafe { Request::from_raw(p) };
@@ -346,68 +393,66 @@ impl HandleDriver for Handle {
     }
 
     fn cancel(&self, id: RequestId) -> Result<()> {
-        let st = self.io.state.read();
-        let Some(raw) = st.raw.as_ref() else {
-            return Err(Error::Io(super::not_found()));
-        };
-        let pending = self.io.pending.lock();
-        // A linear search: a handle has few requests in flight.
-        let Some(&ov) = pending.iter().find_map(|(ov, &rid)| (rid == id.0).then_some(ov)) else {
-            return Err(Error::Io(super::not_found()));
-        };
-        // SAFETY: the handle is open (state lock held); `ov` is the
-        // OVERLAPPED of a request whose packet has not been taken (the
-        // pending lock keeps it from being taken and freed meanwhile).
-        let ok = unsafe { CancelIoEx(raw.handle(), ov as *const OVERLAPPED) };
-        if ok == 0 {
+        let io = &self.io;
+        let not_found = || Err(Error::Io(super::not_found()));
+        let Some(_user) = io.gate.enter() else { return not_found() };
+        let Some(port) = io.port.get().and_then(Weak::upgrade) else { return not_found() };
+        let Some(pending) = io.pending_in(&port) else { return not_found() };
+        let r = pending.with_id(id.0, |ov| {
+            // SAFETY: the handle is open (this thread is a user of the
+            // gate); `ov` is the OVERLAPPED of request `id`, whose packet
+            // cannot be taken (nor its address reused) while `with_id` holds
+            // it; the kernel only compares it with the requests it holds.
+            if unsafe { CancelIoEx(io.raw.handle(), ov as *const OVERLAPPED) } != 0 {
+                return Ok(());
+            }
             // SAFETY: reads the calling thread's error value.
-            return Err(Error::Io(match unsafe { GetLastError() } {
+            Err(match unsafe { GetLastError() } {
                 ERROR_NOT_FOUND => super::not_found(),
                 code => io::Error::from_raw_os_error(code as i32),
-            }));
+            })
+        });
+        match r {
+            None => not_found(),
+            Some(r) => Ok(r?),
         }
-        Ok(())
     }
 
-    /// Cancels each request of this handle that the OS still has pending
-    /// and returns how many it cancelled (S25). The state's write lock
-    /// keeps any start out meanwhile (a start holds the read lock until
-    /// the OS has the request), so a request is either started before and
-    /// seen here, or started after and left alone. Requests that already
-    /// completed (their packets queued, not yet taken) are not counted:
-    /// `CancelIoEx` on each address tells which the OS still holds.
+    /// Cancels each request of this handle that started before the call
+    /// and that the OS still has pending, and returns how many it
+    /// cancelled (S25). The gate's epoch tells a request that started
+    /// before (cancelled) from one that began after (left alone), with no
+    /// lock that keeps starts out. Requests that already completed (their
+    /// packets queued, not yet taken) are not counted: `CancelIoEx` on each
+    /// address tells which the OS still holds.
     fn cancel_all(&self) -> usize {
-        let st = self.io.state.write();
-        let Some(raw) = st.raw.as_ref() else { return 0 };
-        let addresses: Vec<usize> = self.io.pending.lock().keys().copied().collect();
-        addresses
-            .into_iter()
-            .filter(|&ov| {
-                // SAFETY: the handle is open (state lock held). `ov` is only
-                // compared by the kernel with the requests it holds for this
-                // handle; no request of this handle can start meanwhile, so
-                // the address cannot name a newer one.
-                unsafe { CancelIoEx(raw.handle(), ov as *const OVERLAPPED) != 0 }
-            })
-            .count()
+        let io = &self.io;
+        let Some(_user) = io.gate.enter() else { return 0 };
+        let Some(port) = io.port.get().and_then(Weak::upgrade) else { return 0 };
+        let Some(pending) = io.pending_in(&port) else { return 0 };
+        let epoch = io.gate.next_epoch();
+        pending.each_until(epoch, |ov| {
+            // SAFETY: the handle is open (this thread is a user of the
+            // gate). `ov` is held by `each_until`: its request's packet
+            // cannot be taken and its address cannot name a newer request
+            // meanwhile; the kernel only compares it with what it holds.
+            unsafe { CancelIoEx(io.raw.handle(), ov as *const OVERLAPPED) != 0 }
+        })
     }
 
     /// Cancels what is pending (each completes aborted, S24) and closes
     /// the socket or handle. False when it was closed before.
     fn close(&self) -> bool {
-        let raw = {
-            let mut st = self.io.state.write();
-            if st.closed {
-                return false;
-            }
-            st.closed = true;
-            if let Some(raw) = st.raw.as_ref() {
-                // SAFETY: the handle is open; NULL cancels all its requests.
-                unsafe { CancelIoEx(raw.handle(), std::ptr::null()) };
-            }
-            st.raw.take()
-        };
-        drop(raw);
+        if !self.io.gate.close() {
+            return false;
+        }
+        // SAFETY: the gate is closed and no user is left, so this thread
+        // alone uses the OS object; NULL cancels all its requests. It is
+        // closed once, here, and never dropped (see `Drop for Io`).
+        unsafe {
+            CancelIoEx(self.io.raw.handle(), std::ptr::null());
+            self.io.raw.close_os();
+        }
         true
     }
 }
@@ -629,20 +674,16 @@ pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &P
 }
 
 impl Io {
-    /// Takes the started request at address `ov` out of the pending table;
-    /// false when no request of this handle has that address.
-    pub(super) fn take_pending(&self, ov: usize) -> bool {
-        self.pending.lock().remove(&ov).is_some()
-    }
-
-    /// The port is closing: refuse new requests and cancel the pending ones.
+    /// The port is closing: refuse new requests and cancel the pending
+    /// ones, including those whose start is between its check and its OS
+    /// call (the gate waits for them).
     pub(super) fn abort_for_port_close(&self) {
-        let mut st = self.state.write();
-        st.port_closed = true;
-        if let Some(raw) = st.raw.as_ref() {
-            // SAFETY: the handle is open; NULL cancels all its requests.
+        self.gate.close_port();
+        self.with_raw(|raw| {
+            // SAFETY: the handle is open (a user of the gate); NULL
+            // cancels all its requests.
             unsafe { CancelIoEx(raw.handle(), std::ptr::null()) };
-        }
+        });
     }
 
     /// The packet of a started request, taken from the port, with the
@@ -669,8 +710,8 @@ impl Io {
             Op::Accept => {
                 let accepted = h.os.accept.take();
                 if let (0, Some(sock)) = (code, accepted) {
-                    let st = self.state.read();
-                    if let Some(listen) = st.raw.as_ref().and_then(Raw::socket) {
+                    let user = self.gate.enter();
+                    if let Some(listen) = user.as_ref().and_then(|_| self.raw.socket()) {
                         // SAFETY: both sockets are open; the option value is
                         // the listening socket, with its exact size.
                         unsafe {
@@ -683,17 +724,19 @@ impl Io {
                             )
                         };
                     }
-                    drop(st);
+                    drop(user);
                     h.addr = SockRef::from(&sock).peer_addr().ok().and_then(|a| a.as_socket());
                     h.accepted = Some(crate::Handle::from(TcpStream::from(sock)));
                 }
             }
             Op::Connect(_) if code == 0 => {
-                let st = self.state.read();
-                if let Some(s) = st.raw.as_ref().and_then(Raw::socket) {
-                    // SAFETY: the socket is open; this option takes no value.
-                    unsafe { setsockopt(s, SOL_SOCKET, SO_UPDATE_CONNECT_CONTEXT, std::ptr::null(), 0) };
-                }
+                self.with_raw(|raw| {
+                    if let Some(s) = raw.socket() {
+                        // SAFETY: the socket is open (a user of the gate);
+                        // this option takes no value.
+                        unsafe { setsockopt(s, SOL_SOCKET, SO_UPDATE_CONNECT_CONTEXT, std::ptr::null(), 0) };
+                    }
+                });
             }
             Op::RecvFrom if code == 0 => {
                 h.addr = net::decode(&h.os.addr, h.os.addr_len);
@@ -715,13 +758,20 @@ impl Io {
 impl Drop for Io {
     /// Frees the handle's place in its port's table (a later handle may
     /// take its key; a late foreign packet with it then finds its address
-    /// in no pending table).
+    /// in no pending table; every request of this handle has been taken,
+    /// since each holds the `Io`), and closes the OS object unless `close`
+    /// did.
     fn drop(&mut self) {
         let key = self.key.load(Ordering::Acquire);
         if let Some(port) = self.port.get().and_then(Weak::upgrade) {
             if key > 0 {
-                port.handles.lock().try_remove(key - 1);
+                port.table.release(key - 1);
             }
+        }
+        if !self.gate.is_closed() {
+            // SAFETY: not closed by `close` (which sets the gate's closed
+            // bit first), and dropped once, here.
+            unsafe { ManuallyDrop::drop(&mut self.raw) };
         }
     }
 }
@@ -818,12 +868,12 @@ impl TryFrom<File> for Handle {
 impl Handle {
     /// The socket, or `INVALID_SOCKET` for a file handle or once closed.
     pub(crate) fn raw_socket(&self) -> std::os::windows::io::RawSocket {
-        self.io.state.read().raw.as_ref().and_then(Raw::socket).map_or(!0, |s| s as _)
+        self.io.with_raw(Raw::socket).flatten().map_or(!0, |s| s as _)
     }
 
     /// The OS handle (a socket's too), or null once closed.
     pub(crate) fn raw_handle(&self) -> RawHandle {
-        self.io.state.read().raw.as_ref().map_or(std::ptr::null_mut(), |r| r.handle() as RawHandle)
+        self.io.with_raw(|r| r.handle() as RawHandle).unwrap_or_default()
     }
 
     /// Runs `f` with the file or pipe handle borrowed; a close waits until
@@ -832,10 +882,12 @@ impl Handle {
         &self,
         f: impl FnOnce(std::os::windows::io::BorrowedHandle<'_>) -> T,
     ) -> Result<T> {
-        let st = self.io.state.read();
-        match st.raw.as_ref() {
-            Some(Raw::File(h)) => Ok(f(h.as_handle())),
-            Some(Raw::Socket(_)) => {
+        match self.io.with_raw(|raw| match raw {
+            Raw::File(h) => Some(f(h.as_handle())),
+            Raw::Socket(_) => None,
+        }) {
+            Some(Some(r)) => Ok(r),
+            Some(None) => {
                 Err(Error::invalid("handle", self.describe_kind(), "is a socket (use with_socket)"))
             }
             None => Err(closed()),
@@ -1013,7 +1065,7 @@ impl crate::Handle {
     /// closed handle.
     pub fn disconnect_named_pipe(&self) -> Result<()> {
         self.sys().with_handle(|h| {
-            // SAFETY: the pipe handle is open while the state lock is held
+            // SAFETY: the pipe handle is open while it is lent
             // (with_handle); the call takes only the handle.
             if unsafe { DisconnectNamedPipe(h.as_raw_handle() as HANDLE) } == 0 {
                 Err(Error::Io(io::Error::last_os_error()))

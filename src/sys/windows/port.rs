@@ -15,7 +15,8 @@ use super::handle::Io;
 use crate::error::{Error, Result};
 use crate::port::Packet;
 use crate::request::{Header, Request, Status};
-use crate::sync::{Arc, AtomicBool, AtomicUsize, Mutex, Ordering, Weak};
+use crate::sync::{Arc, AtomicBool, AtomicUsize, Ordering, Weak};
+use crate::sys::inflight::Table;
 use crate::sys::{PortDriver, SlotOps};
 
 /// Entries taken from the kernel in one `GetQueuedCompletionStatusEx`.
@@ -69,10 +70,11 @@ pub(crate) struct Inner {
     waiting: AtomicUsize,
     /// Interrupts so far (see `PortDriver::interrupt`).
     interrupts: AtomicUsize,
-    /// The handles associated with the port, for `close` to cancel, and
-    /// to tell their packets apart: a handle's completion key is `1 +` its
-    /// index here (see [`Inner::claim`]).
-    pub(super) handles: Mutex<slab::Slab<Weak<Io>>>,
+    /// The handles associated with the port: for each, its requests in
+    /// flight (read with no lock, to tell the crate's packets from foreign
+    /// ones, see [`Inner::claim`]) and the handle itself (for `close` to
+    /// cancel). A handle's completion key is `1 +` its index here.
+    pub(super) table: Table<Weak<Io>>,
     /// Packets dropped because no request of the crate's made them (S39).
     foreign: AtomicUsize,
 }
@@ -113,7 +115,7 @@ impl PortDriver for Port {
                 outstanding: AtomicUsize::new(0),
                 waiting: AtomicUsize::new(0),
                 interrupts: AtomicUsize::new(0),
-                handles: Mutex::new(slab::Slab::new()),
+                table: Table::new(),
                 foreign: AtomicUsize::new(0),
             }),
         })
@@ -281,8 +283,8 @@ impl Inner {
     /// with its handle's key, as the kernel would have.
     ///
     /// # Safety
-    /// `raw` is a started request (its `os.io` set, and in that handle's
-    /// pending table) given up with into_raw.
+    /// `raw` is a started request (its `os.io` set, and pending on that
+    /// handle) given up with into_raw.
     pub(super) unsafe fn post_raw(&self, raw: *mut Header, key: usize, bytes: u32) -> io::Result<()> {
         // SAFETY: the port handle is open; the caller passes a request
         // pointer that the packet will own.
@@ -294,26 +296,23 @@ impl Inner {
     }
 
     fn cancel_handles(&self) {
-        // Upgraded under the lock, aborted (and maybe dropped: an `Io`'s
-        // drop takes this lock) after it.
-        let handles: Vec<Arc<Io>> = self.handles.lock().iter().filter_map(|(_, w)| w.upgrade()).collect();
+        // Upgraded under the table's lock, aborted (and maybe dropped: an
+        // `Io`'s drop takes that lock) after it.
+        let handles: Vec<Arc<Io>> = self.table.owners(Weak::upgrade);
         for io in handles {
             io.abort_for_port_close();
         }
     }
 
-    /// The handle whose request `ov` is, when the packet with `key` and
-    /// `ov` is one of the crate's requests; `None` for a foreign packet
-    /// (S39): overlapped I/O that someone else issued on a handle bound
-    /// here, through a duplicate of it. `ov` is only compared, never read:
-    /// a request counts as the crate's when its address is in the pending
-    /// table of the handle the key names.
-    fn claim(&self, key: usize, ov: *mut OVERLAPPED) -> Option<Arc<Io>> {
-        let io = {
-            let handles = self.handles.lock();
-            key.checked_sub(1).and_then(|i| handles.get(i)).and_then(Weak::upgrade)
-        }?;
-        io.take_pending(ov as usize).then_some(io)
+    /// True when the packet with `key` and `ov` is one of the crate's
+    /// requests, which is then taken out of its handle's pending requests;
+    /// false for a foreign packet (S39): overlapped I/O that someone else
+    /// issued on a handle bound here, through a duplicate of it. `ov` is
+    /// only compared, never read: a request counts as the crate's when its
+    /// address is pending on the handle the key names. No lock: the key
+    /// leads to the handle's entry in the table with two loads.
+    fn claim(&self, key: usize, ov: *mut OVERLAPPED) -> bool {
+        key.checked_sub(1).and_then(|i| self.table.get(i)).is_some_and(|p| p.take(ov as usize))
     }
 
     /// The packet of one kernel entry that is neither the sentinel nor an
@@ -337,23 +336,33 @@ impl Inner {
             let req = unsafe { Request::from_raw(raw as *mut Header) };
             return Some(user_post(req));
         }
-        let Some(io) = self.claim(e.lpCompletionKey, raw) else {
+        if !self.claim(e.lpCompletionKey, raw) {
             self.foreign.fetch_add(1, Ordering::Relaxed);
             return None;
-        };
+        }
         // The status is the `NTSTATUS` the packet carries (the entry's
         // `Internal`), which on Windows is also what the kernel wrote into
         // the request's `OVERLAPPED`; the packet is read rather than the
         // `OVERLAPPED` because Wine may queue the packet before it writes
         // the `OVERLAPPED`.
         //
-        // SAFETY: `claim` found the pointer in its handle's pending table:
-        // it is a request of that handle given up with into_raw, whose
-        // packet this is (the kernel hands each out once, and the entry is
-        // removed now).
+        // SAFETY: `claim` found the pointer among its handle's pending
+        // requests: it is a request of that handle given up with into_raw,
+        // whose packet this is (the kernel hands each out once, and the
+        // entry is removed now).
         let mut req = unsafe { Request::from_raw(raw as *mut Header) };
-        drop(req.header_mut().os.io.take());
-        Some(io.complete(req, e.Internal as u32 as i32, e.dwNumberOfBytesTransferred))
+        let nt = e.Internal as u32 as i32;
+        // Every started request holds its handle (set before it was made
+        // pending), so this is always `Some`.
+        match req.header_mut().os.io.take() {
+            Some(io) => Some(io.complete(req, nt, e.dwNumberOfBytesTransferred)),
+            None => Some(Packet {
+                status: Status::from_raw(super::net::error_of(nt, false)),
+                bytes: e.dwNumberOfBytesTransferred as usize,
+                key: 0,
+                request: Some(req),
+            }),
+        }
     }
 
     /// One `GetQueuedCompletionStatusEx`, retried until a packet, the

@@ -87,13 +87,25 @@ pub(super) unsafe fn issue(kind: HandleKind, raw: &Raw, p: *mut Header, port: &P
         // SAFETY: the caller's promise.
         return unsafe { start(kind, raw, p, port) };
     };
-    let (done, result) = mpsc::sync_channel(1);
-    let job = Job { kind, raw, p, port, done };
-    if tx.send(job).is_err() {
-        return Err(gone());
+    thread_local! {
+        /// Where the issuing thread sends this thread's results: made once
+        /// per thread, so a start allocates nothing.
+        static RESULT: (mpsc::SyncSender<Result<()>>, mpsc::Receiver<Result<()>>) = mpsc::sync_channel(1);
     }
-    // Blocks until the issuing thread has finished with the borrows.
-    result.recv().unwrap_or_else(|_| Err(gone()))
+    let run = |done: &mpsc::SyncSender<Result<()>>, result: &mpsc::Receiver<Result<()>>| {
+        let job = Job { kind, raw, p, port, done: done.clone() };
+        if tx.send(job).is_err() {
+            return Err(gone());
+        }
+        // Blocks until the issuing thread has finished with the borrows.
+        result.recv().unwrap_or_else(|_| Err(gone()))
+    };
+    // A start from a thread-local destructor, after RESULT is gone, makes
+    // a channel of its own.
+    RESULT.try_with(|(done, result)| run(done, result)).unwrap_or_else(|_| {
+        let (done, result) = mpsc::sync_channel(1);
+        run(&done, &result)
+    })
 }
 
 fn gone() -> Error {

@@ -22,12 +22,14 @@ use windows_sys::Win32::Networking::WinSock::{
     SOL_SOCKET, SO_ACCEPTCONN, SO_UPDATE_ACCEPT_CONTEXT, SO_UPDATE_CONNECT_CONTEXT, WSABUF, WSAEMSGSIZE,
     WSA_IO_PENDING,
 };
+use windows_sys::Win32::Networking::WinSock::{SO_PROTOCOL_INFOW, WSAPROTOCOL_INFOW, XP1_IFS_HANDLES};
 use windows_sys::Win32::Security::Authorization::{
     ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
 };
 use windows_sys::Win32::Security::{
     GetTokenInformation, TokenUser, PSECURITY_DESCRIPTOR, SECURITY_ATTRIBUTES, TOKEN_QUERY, TOKEN_USER,
 };
+use windows_sys::Win32::Storage::FileSystem::SetFileCompletionNotificationModes;
 use windows_sys::Win32::Storage::FileSystem::{
     CreateFileW, GetFileType, ReOpenFile, ReadFile, WriteFile, FILE_FLAG_FIRST_PIPE_INSTANCE,
     FILE_FLAG_OVERLAPPED, FILE_SHARE_DELETE, FILE_SHARE_READ, FILE_SHARE_WRITE, FILE_TYPE_DISK,
@@ -37,7 +39,9 @@ use windows_sys::Win32::System::Pipes::{
     ConnectNamedPipe, CreateNamedPipeW, DisconnectNamedPipe, WaitNamedPipeW, PIPE_READMODE_BYTE,
     PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE, PIPE_UNLIMITED_INSTANCES, PIPE_WAIT,
 };
+use windows_sys::Win32::System::Pipes::{GetNamedPipeInfo, PIPE_TYPE_MESSAGE};
 use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
+use windows_sys::Win32::System::WindowsProgramming::FILE_SKIP_COMPLETION_PORT_ON_SUCCESS;
 use windows_sys::Win32::System::WindowsProgramming::PUBLIC_OBJECT_BASIC_INFORMATION;
 use windows_sys::Win32::System::IO::{CancelIoEx, CreateIoCompletionPort, OVERLAPPED};
 
@@ -48,7 +52,7 @@ use crate::error::{Error, Result};
 use crate::handle::HandleKind;
 use crate::port::Packet;
 use crate::request::{Buffer, Header, Op, Request, RequestId, Status};
-use crate::sync::{Arc, AtomicUsize, Ordering, Weak};
+use crate::sync::{Arc, AtomicBool, AtomicUsize, Ordering, Weak};
 use crate::sys::inflight::{Gate, Pending};
 use crate::sys::HandleDriver;
 
@@ -112,6 +116,9 @@ pub(crate) struct Io {
     /// The completion key the handle was associated with: `1 +` its index
     /// in the port's table (0 until associated).
     key: AtomicUsize,
+    /// The OS object skips the port on success (set before the handle is
+    /// bound, never cleared).
+    skip: AtomicBool,
 }
 
 impl Io {
@@ -138,25 +145,47 @@ fn closed() -> Error {
     Error::invalid("handle", "closed", "is closed")
 }
 
-/// True when a Win32 call returned `FALSE` with anything but `ERROR_IO_PENDING`.
-fn win32_started(ok: i32) -> io::Result<()> {
+/// What the OS did with a request it took.
+pub(super) enum Started {
+    /// A packet will reach the port: the request is pending, or it
+    /// completed at once on a handle whose immediate results are queued.
+    Queued,
+    /// It completed at once, with success and this many bytes, and no
+    /// packet will come: the crate delivers it (`port::Inner::deliver`).
+    Done(u32),
+}
+
+/// An immediate success: the kernel queues its packet unless the handle
+/// skips the port on success.
+fn at_once(n: u32, skip: bool) -> Started {
+    if skip {
+        Started::Done(n)
+    } else {
+        Started::Queued
+    }
+}
+
+/// The outcome of a Win32 call that returned `ok` and, on immediate
+/// success, `n` bytes; an error is anything but `ERROR_IO_PENDING`.
+fn win32_started(ok: i32, n: u32, skip: bool) -> io::Result<Started> {
     if ok != 0 {
-        return Ok(());
+        return Ok(at_once(n, skip));
     }
     // SAFETY: GetLastError only reads the calling thread's error value.
     match unsafe { GetLastError() } {
-        ERROR_IO_PENDING => Ok(()),
+        ERROR_IO_PENDING => Ok(Started::Queued),
         code => Err(io::Error::from_raw_os_error(code as i32)),
     }
 }
 
-fn wsa_started(r: i32) -> io::Result<()> {
+/// As [`win32_started`], for a Winsock call that returned `r`.
+fn wsa_started(r: i32, n: u32, skip: bool) -> io::Result<Started> {
     if !net::failed(r) {
-        return Ok(());
+        return Ok(at_once(n, skip));
     }
     let e = net::last_wsa_error();
     match e.raw_os_error() {
-        Some(WSA_IO_PENDING) => Ok(()),
+        Some(WSA_IO_PENDING) => Ok(Started::Queued),
         _ => Err(e),
     }
 }
@@ -166,11 +195,13 @@ fn wsa_started(r: i32) -> io::Result<()> {
 /// queues its packet: the status, `STATUS_BUFFER_OVERFLOW`, is a warning,
 /// and a completion port gets a packet for every immediate result that is
 /// not an error. So that result counts as started (S23); the packet
-/// completes the request with the bytes that fit (S27).
-fn overflow_started(r: io::Result<()>) -> io::Result<()> {
+/// completes the request with the bytes that fit (S27). (Handles that skip
+/// the port on success are never ones that can see it: see
+/// `skip_completion_port_on_success`.)
+fn overflow_started(r: io::Result<Started>) -> io::Result<Started> {
     match r {
         Err(e) if matches!(e.raw_os_error(), Some(c) if c == WSAEMSGSIZE || c as u32 == ERROR_MORE_DATA) => {
-            Ok(())
+            Ok(Started::Queued)
         }
         r => r,
     }
@@ -259,6 +290,7 @@ impl Handle {
                 raw: ManuallyDrop::new(raw),
                 port: OnceLock::new(),
                 key: AtomicUsize::new(0),
+                skip: AtomicBool::new(false),
             }),
         }
     }
@@ -307,10 +339,38 @@ impl HandleDriver for Handle {
         }
     }
 
+    /// Sets `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS` on the OS object, for
+    /// the kinds whose immediate results are all unambiguous (a TCP socket
+    /// of an IFS provider, a disk file, a byte-type pipe); false for the
+    /// others, which keep their packets (see the module documentation).
+    /// The caller makes sure no request was started on the handle yet.
+    fn skip_completion_port_on_success(&self) -> Result<bool> {
+        let io = &self.io;
+        let Some(_user) = io.gate.enter() else { return Err(closed()) };
+        let raw: &Raw = &io.raw;
+        let usable = match (io.kind, raw) {
+            (HandleKind::TcpStream | HandleKind::TcpListener, Raw::Socket(s)) => ifs_socket(s),
+            (HandleKind::File, Raw::File(_)) => true,
+            (HandleKind::LocalStream, Raw::File(h)) => byte_pipe(h),
+            _ => false,
+        };
+        if !usable {
+            return Ok(false);
+        }
+        // SAFETY: the handle is open (a user of the gate); the call takes
+        // only the handle and the flags.
+        let ok = unsafe {
+            SetFileCompletionNotificationModes(raw.handle(), FILE_SKIP_COMPLETION_PORT_ON_SUCCESS as u8)
+        };
+        if ok == 0 {
+            return Err(Error::Io(io::Error::last_os_error()));
+        }
+        io.skip.store(true, Ordering::Release);
+        Ok(true)
+    }
+
     /// `CreateIoCompletionPort(handle, port, key, 0)`, once, with a key of
-    /// the handle's own (its place in the port's handle table). The handle
-    /// is not put in `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS` mode: every
-    /// started request posts its packet (see the module documentation).
+    /// the handle's own (its place in the port's handle table).
     fn associate(&self, port: &Port) -> Result<()> {
         let inner = &port.inner;
         let io = &self.io;
@@ -359,22 +419,42 @@ impl HandleDriver for Handle {
         }
         let id = req.header().id;
         req.header_mut().os.io = Some(io.clone());
+        let skip = io.skip.load(Ordering::Acquire);
         let p = req.into_raw();
         // Before the OS sees the request, so that its packet is known.
         pending.insert(p as usize, id, user.epoch());
         // SAFETY: `p` is a request given up with into_raw; it is not used
-        // again here unless the start fails (then no packet comes); `raw`
-        // stays open while this thread is a user of the gate.
+        // again here unless the start fails (then no packet comes) or it
+        // completed with no packet to come; `raw` stays open while this
+        // thread is a user of the gate; `skip` is the OS object's mode,
+        // set before the handle was bound.
         let r = unsafe {
             if io.socket && super::wine::under_wine() {
                 // Wine ties socket requests to their thread (see `wine`).
-                super::wine::issue(io.kind, &io.raw, p, inner)
+                super::wine::issue(io.kind, &io.raw, p, skip)
             } else {
-                start(io.kind, &io.raw, p, inner)
+                start(io.kind, &io.raw, p, skip)
             }
         };
         match r {
-            Ok(()) => Ok(()),
+            Ok(Started::Queued) => Ok(()),
+            Ok(Started::Done(bytes)) => {
+                // No packet will come: off the pending requests (a cancel
+                // may hold the entry for the length of its call), then to
+                // the port's own queue, with the result in the OVERLAPPED.
+                let taken = pending.take(p as usize);
+                debug_assert!(taken, "a request that completed at once was in its handle's table");
+                // SAFETY: the OS holds no reference to the request any more
+                // and queues no packet for it: this thread owns it again and
+                // hands it to the port, which completes it once.
+                unsafe {
+                    let ov = &mut (*p).os.overlapped;
+                    ov.Internal = 0; // STATUS_SUCCESS
+                    ov.InternalHigh = bytes as usize;
+                    inner.deliver(p);
+                }
+                Ok(())
+            }
             Err(e) => {
                 // No packet will come: only a cancel can hold the entry,
                 // for the length of its call.
@@ -475,14 +555,16 @@ fn set_offset(ov: &mut OVERLAPPED, off: u64, len: usize) -> Result<()> {
     Ok(())
 }
 
-/// Issues the OS call for the request at `p`. `Ok` means a packet will
-/// come (queued by the kernel, or posted here for a request that finished
-/// without one).
+/// Issues the OS call for the request at `p`. `Ok` means the OS took it:
+/// a packet will come ([`Started::Queued`]), or it completed at once with
+/// none to come ([`Started::Done`]: on a handle that skips the port on
+/// success, and reads that met the end of a file or pipe at once).
 ///
 /// # Safety
 /// `p` is a live request given up with into_raw, with `os.io` set, and
-/// `raw` is open for the duration of the call.
-pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &PortInner) -> Result<()> {
+/// `raw` is open for the duration of the call. `skip` is true only when
+/// the OS object skips the port on success.
+pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, skip: bool) -> Result<Started> {
     // SAFETY: the caller gives up `p`; until the OS call below returns,
     // nothing else can reach it. After the call `h` is not used.
     let h = unsafe { &mut *p };
@@ -494,44 +576,41 @@ pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &P
         // (S31): it completes when the stream is readable, taking nothing.
         (Op::Read, Some(s)) => {
             let bufs = wsabufs(&mut h.buffer, true);
+            let mut n = 0u32;
             // SAFETY: the WSABUFs point into the request's buffer, which
             // lives until the packet is taken; Winsock copies the array
             // itself; flags and OVERLAPPED live in the request.
-            let r = unsafe {
-                WSARecv(s, bufs.as_ptr(), bufs.len(), std::ptr::null_mut(), &mut h.os.flags, ov, None)
-            };
-            Ok(wsa_started(r)?)
+            let r = unsafe { WSARecv(s, bufs.as_ptr(), bufs.len(), &mut n, &mut h.os.flags, ov, None) };
+            Ok(wsa_started(r, n, skip)?)
         }
         (Op::Write, Some(s)) => {
             let bufs = wsabufs(&mut h.buffer, false);
+            let mut n = 0u32;
             // SAFETY: as for WSARecv; the data is only read.
-            let r = unsafe { WSASend(s, bufs.as_ptr(), bufs.len(), std::ptr::null_mut(), 0, ov, None) };
-            Ok(wsa_started(r)?)
+            let r = unsafe { WSASend(s, bufs.as_ptr(), bufs.len(), &mut n, 0, ov, None) };
+            Ok(wsa_started(r, n, skip)?)
         }
         (Op::Read | Op::ReadAt(_), None) => {
             if let Op::ReadAt(off) = op {
                 set_offset(&mut h.os.overlapped, off, h.buffer.capacity())?;
             }
             let (ptr, len) = first_part(&mut h.buffer, true);
+            let mut n = 0u32;
             // SAFETY: the buffer and OVERLAPPED live in the request until
             // its packet is taken.
-            let ok = unsafe { ReadFile(raw.handle(), ptr, len, std::ptr::null_mut(), ov) };
-            match overflow_started(win32_started(ok)) {
-                Ok(()) => Ok(()),
+            let ok = unsafe { ReadFile(raw.handle(), ptr, len, &mut n, ov) };
+            match overflow_started(win32_started(ok, n, skip)) {
+                Ok(started) => Ok(started),
                 // End of file, or of a pipe whose writer closed: a read of
-                // 0 bytes, as on Unix. No packet was queued; post one.
+                // 0 bytes, as on Unix. No packet was queued: the crate
+                // delivers it.
                 Err(e)
                     if matches!(
                         e.raw_os_error().map(|c| c as u32),
                         Some(ERROR_HANDLE_EOF | ERROR_BROKEN_PIPE)
                     ) =>
                 {
-                    h.os.overlapped.Internal = 0;
-                    h.os.overlapped.InternalHigh = 0;
-                    let key = h.os.io.as_ref().map_or(0, |io| io.key.load(Ordering::Acquire));
-                    // SAFETY: `p` is a started request, in its handle's
-                    // pending table; the packet owns it now.
-                    Ok(unsafe { port.post_raw(p, key, 0) }?)
+                    Ok(Started::Done(0))
                 }
                 Err(e) => Err(Error::Io(e)),
             }
@@ -548,9 +627,10 @@ pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &P
                 }
             }
             let (ptr, len) = first_part(&mut h.buffer, false);
+            let mut n = 0u32;
             // SAFETY: as for ReadFile; the data is only read.
-            let ok = unsafe { WriteFile(raw.handle(), ptr, len, std::ptr::null_mut(), ov) };
-            Ok(win32_started(ok)?)
+            let ok = unsafe { WriteFile(raw.handle(), ptr, len, &mut n, ov) };
+            Ok(win32_started(ok, n, skip)?)
         }
         (Op::Accept, Some(s)) => {
             let local = SockRef::from(match raw {
@@ -579,23 +659,19 @@ pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &P
                     ov,
                 )
             };
-            Ok(wsa_started(if ok != 0 { 0 } else { -1 })?)
+            Ok(wsa_started(if ok != 0 { 0 } else { -1 }, got, skip)?)
         }
         // The server end of a named pipe waits for a client. A client that
-        // connected before the call is a success with no packet queued.
+        // connected before the call is a success with no packet queued:
+        // the crate delivers it.
         (Op::Accept, None) if kind == HandleKind::LocalStream => {
             // SAFETY: the pipe handle is open; the OVERLAPPED lives in the
             // request until its packet is taken.
             let ok = unsafe { ConnectNamedPipe(raw.handle(), ov) };
-            match win32_started(ok) {
-                Ok(()) => Ok(()),
+            match win32_started(ok, 0, skip) {
+                Ok(started) => Ok(started),
                 Err(e) if e.raw_os_error().map(|c| c as u32) == Some(ERROR_PIPE_CONNECTED) => {
-                    h.os.overlapped.Internal = 0;
-                    h.os.overlapped.InternalHigh = 0;
-                    let key = h.os.io.as_ref().map_or(0, |io| io.key.load(Ordering::Acquire));
-                    // SAFETY: `p` is a started request, in its handle's
-                    // pending table; the packet owns it now.
-                    Ok(unsafe { port.post_raw(p, key, 0) }?)
+                    Ok(Started::Done(0))
                 }
                 Err(e) => Err(Error::Io(e)),
             }
@@ -615,31 +691,25 @@ pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &P
             }
             let len = net::encode(&addr, &mut h.os.addr);
             let Some(connect_ex) = net::connect_ex(s)? else { return Err(invalid()) };
+            let mut n = 0u32;
             // SAFETY: the socket is open and bound; the address and the
             // OVERLAPPED live in the request; no data is sent.
             let ok = unsafe {
-                connect_ex(
-                    s,
-                    h.os.addr.as_ptr() as *const SOCKADDR,
-                    len,
-                    std::ptr::null(),
-                    0,
-                    std::ptr::null_mut(),
-                    ov,
-                )
+                connect_ex(s, h.os.addr.as_ptr() as *const SOCKADDR, len, std::ptr::null(), 0, &mut n, ov)
             };
-            Ok(wsa_started(if ok != 0 { 0 } else { -1 })?)
+            Ok(wsa_started(if ok != 0 { 0 } else { -1 }, n, skip)?)
         }
         (Op::SendTo(addr), Some(s)) => {
             let len = net::encode(&addr, &mut h.os.addr);
             let bufs = wsabufs(&mut h.buffer, false);
+            let mut n = 0u32;
             // SAFETY: as for WSASend; the address lives in the request.
             let r = unsafe {
                 WSASendTo(
                     s,
                     bufs.as_ptr(),
                     bufs.len(),
-                    std::ptr::null_mut(),
+                    &mut n,
                     0,
                     h.os.addr.as_ptr() as *const SOCKADDR,
                     len,
@@ -647,11 +717,12 @@ pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &P
                     None,
                 )
             };
-            Ok(wsa_started(r)?)
+            Ok(wsa_started(r, n, skip)?)
         }
         (Op::RecvFrom, Some(s)) => {
             h.os.addr_len = (super::ADDR_WORDS * 8) as i32;
             let bufs = wsabufs(&mut h.buffer, true);
+            let mut n = 0u32;
             // SAFETY: as for WSARecv; the source address and its length are
             // written at completion into the request, which lives until then.
             let r = unsafe {
@@ -659,7 +730,7 @@ pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &P
                     s,
                     bufs.as_ptr(),
                     bufs.len(),
-                    std::ptr::null_mut(),
+                    &mut n,
                     &mut h.os.flags,
                     h.os.addr.as_mut_ptr() as *mut SOCKADDR,
                     &mut h.os.addr_len,
@@ -667,7 +738,7 @@ pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &P
                     None,
                 )
             };
-            Ok(overflow_started(wsa_started(r))?)
+            Ok(overflow_started(wsa_started(r, n, skip))?)
         }
         _ => Err(invalid()),
     }
@@ -893,6 +964,44 @@ impl Handle {
             None => Err(closed()),
         }
     }
+}
+
+/// True when the socket's provider is an IFS one (`XP1_IFS_HANDLES`): a
+/// layered provider that is not may complete a request at once and still
+/// queue its packet, so such sockets never skip the port on success.
+fn ifs_socket(s: &OwnedSocket) -> bool {
+    let mut info = WSAPROTOCOL_INFOW::default();
+    let mut len = std::mem::size_of::<WSAPROTOCOL_INFOW>() as i32;
+    // SAFETY: the socket is open (borrowed); the option value is a
+    // WSAPROTOCOL_INFOW with its exact length.
+    let r = unsafe {
+        getsockopt(
+            s.as_raw_socket() as SOCKET,
+            SOL_SOCKET,
+            SO_PROTOCOL_INFOW,
+            &mut info as *mut WSAPROTOCOL_INFOW as *mut u8,
+            &mut len,
+        )
+    };
+    r == 0 && info.dwServiceFlags1 & XP1_IFS_HANDLES != 0
+}
+
+/// True for a pipe of byte type: a message-type pipe can fail a short read
+/// at once with `ERROR_MORE_DATA` while the kernel queues its packet, which
+/// a handle that skips the port on success could not tell apart.
+fn byte_pipe(h: &OwnedHandle) -> bool {
+    let mut flags = 0u32;
+    // SAFETY: the handle is open (borrowed); only the flags are asked for.
+    let ok = unsafe {
+        GetNamedPipeInfo(
+            h.as_raw_handle() as HANDLE,
+            &mut flags,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    };
+    ok != 0 && flags & PIPE_TYPE_MESSAGE == 0
 }
 
 /// What a socket is: its type, and whether it listens (`SO_ACCEPTCONN`).

@@ -17,6 +17,7 @@ use crate::port::Packet;
 use crate::request::{Header, Request, Status};
 use crate::sync::{Arc, AtomicBool, AtomicUsize, Ordering, Weak};
 use crate::sys::inflight::Table;
+use crate::sys::ready::Ready;
 use crate::sys::{PortDriver, SlotOps};
 
 /// Entries taken from the kernel in one `GetQueuedCompletionStatusEx`.
@@ -40,6 +41,27 @@ fn sentinel() -> *mut OVERLAPPED {
 }
 
 static INTERRUPT: u8 = 0;
+
+static WAKE: u8 = 0;
+
+/// The packet that wakes a waiter for the port's own queue (`sys::ready`);
+/// never dereferenced.
+fn wake_packet() -> *mut OVERLAPPED {
+    &WAKE as *const u8 as *mut OVERLAPPED
+}
+
+/// After this many takes in a row from the port's own queue, a take looks
+/// at the kernel's queue first (without waiting), so that the kernel's
+/// packets are not starved by completions that keep finishing at once.
+const KERNEL_EVERY: usize = 16;
+
+/// A started request that completed with no packet to come, on its way
+/// through the port's own queue.
+struct Direct(*mut Header);
+
+// SAFETY: the request it points to is owned by whoever holds the `Direct`
+// (nothing else references it), and requests are `Send`.
+unsafe impl Send for Direct {}
 
 /// The packet that ends a pool wait when the pool's limits change; never
 /// dereferenced, like the close sentinel.
@@ -77,6 +99,14 @@ pub(crate) struct Inner {
     pub(super) table: Table<Weak<Io>>,
     /// Packets dropped because no request of the crate's made them (S39).
     foreign: AtomicUsize,
+    /// The port's own queue: completions the kernel queues no packet for
+    /// (`Inner::deliver`), taken before the kernel's.
+    ready: Ready<Direct>,
+    /// How many went through it (`Port::direct_completions`).
+    direct: AtomicUsize,
+    /// Takes from the own queue since a take last looked at the kernel's
+    /// (a hint for fairness: races only move the next look a little).
+    own_run: AtomicUsize,
 }
 
 /// The port. Cheap to share; the core holds it in an `Arc`.
@@ -117,6 +147,9 @@ impl PortDriver for Port {
                 interrupts: AtomicUsize::new(0),
                 table: Table::new(),
                 foreign: AtomicUsize::new(0),
+                ready: Ready::new(),
+                direct: AtomicUsize::new(0),
+                own_run: AtomicUsize::new(0),
             }),
         })
     }
@@ -231,11 +264,21 @@ impl PortDriver for Port {
         self.inner.interrupts.load(Ordering::SeqCst)
     }
 
-    /// The kernel watches every handle bound to an IOCP: nothing to do.
-    fn maintain(&self) {}
+    /// The kernel watches every handle bound to an IOCP. The one duty: a
+    /// wake-up for the port's own queue whose post failed is posted again.
+    fn maintain(&self) {
+        let inner = &self.inner;
+        if !inner.ready.is_empty() && inner.ready.more(inner.waiting.load(Ordering::SeqCst)) {
+            inner.post_wake();
+        }
+    }
 
     fn foreign_packets(&self) -> usize {
         self.inner.foreign.load(Ordering::Relaxed)
+    }
+
+    fn direct_completions(&self) -> usize {
+        self.inner.direct.load(Ordering::Relaxed)
     }
 }
 
@@ -278,21 +321,48 @@ impl Inner {
         unsafe { PostQueuedCompletionStatus(self.raw.0, 0, 0, sentinel()) };
     }
 
-    /// Posts the completion of a started request that finished without
-    /// the kernel queueing a packet (its status is in its `OVERLAPPED`),
-    /// with its handle's key, as the kernel would have.
+    /// Hands the completion of a started request for which the kernel
+    /// queues no packet (it completed at once) to the port's own queue,
+    /// where the next take finds it without a kernel call; a thread
+    /// blocked in the kernel meanwhile is woken with one packet
+    /// (`sys::ready`). Its result is in its `OVERLAPPED` (`Internal`: the
+    /// status, `InternalHigh`: the bytes).
     ///
     /// # Safety
-    /// `raw` is a started request (its `os.io` set, and pending on that
-    /// handle) given up with into_raw.
-    pub(super) unsafe fn post_raw(&self, raw: *mut Header, key: usize, bytes: u32) -> io::Result<()> {
-        // SAFETY: the port handle is open; the caller passes a request
-        // pointer that the packet will own.
-        let ok = unsafe { PostQueuedCompletionStatus(self.raw.0, bytes, key, raw as *const OVERLAPPED) };
-        if ok == 0 {
-            return Err(io::Error::last_os_error());
+    /// `p` is a started request (its `os.io` set) given up with into_raw,
+    /// taken off its handle's pending requests, that the OS holds no more.
+    pub(super) unsafe fn deliver(&self, p: *mut Header) {
+        self.direct.fetch_add(1, Ordering::Relaxed);
+        if self.ready.push(Direct(p), &self.waiting) {
+            self.post_wake();
         }
-        Ok(())
+    }
+
+    fn post_wake(&self) {
+        // SAFETY: the port handle is open; the wake-up pointer is never
+        // dereferenced.
+        if unsafe { PostQueuedCompletionStatus(self.raw.0, 0, 0, wake_packet()) } == 0 {
+            // The next push, take or `maintain` posts one again.
+            self.ready.woken();
+        }
+    }
+
+    /// After a take: wakes another waiter when items of the port's own
+    /// queue are left behind.
+    fn pass_on(&self) {
+        if self.ready.more(self.waiting.load(Ordering::SeqCst).saturating_sub(1)) {
+            self.post_wake();
+        }
+    }
+
+    /// The packet of a completion from the port's own queue.
+    fn direct_packet(&self, d: Direct) -> Packet {
+        // SAFETY: `deliver` queued it: a started request given up with
+        // into_raw that the OS holds no more, taken from the queue once.
+        let req = unsafe { Request::from_raw(d.0) };
+        let ov = &req.header().os.overlapped;
+        let (nt, bytes) = (ov.Internal as u32 as i32, ov.InternalHigh as u32);
+        finish(req, nt, bytes)
     }
 
     fn cancel_handles(&self) {
@@ -350,19 +420,8 @@ impl Inner {
         // requests: it is a request of that handle given up with into_raw,
         // whose packet this is (the kernel hands each out once, and the
         // entry is removed now).
-        let mut req = unsafe { Request::from_raw(raw as *mut Header) };
-        let nt = e.Internal as u32 as i32;
-        // Every started request holds its handle (set before it was made
-        // pending), so this is always `Some`.
-        match req.header_mut().os.io.take() {
-            Some(io) => Some(io.complete(req, nt, e.dwNumberOfBytesTransferred)),
-            None => Some(Packet {
-                status: Status::from_raw(super::net::error_of(nt, false)),
-                bytes: e.dwNumberOfBytesTransferred as usize,
-                key: 0,
-                request: Some(req),
-            }),
-        }
+        let req = unsafe { Request::from_raw(raw as *mut Header) };
+        Some(finish(req, e.Internal as u32 as i32, e.dwNumberOfBytesTransferred))
     }
 
     /// One `GetQueuedCompletionStatusEx`, retried until a packet, the
@@ -376,12 +435,35 @@ impl Inner {
     ) -> Result<usize> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut entries = [OVERLAPPED_ENTRY::default(); BATCH];
-        let want = max.clamp(1, BATCH) as u32;
+        let want = max.clamp(1, BATCH);
         loop {
             if self.finished.load(Ordering::SeqCst) {
                 return Err(Error::Abandoned);
             }
+            // The port's own queue first (the caller is counted in
+            // `waiting` already), but every KERNEL_EVERY-th time in a row
+            // the kernel's, without waiting when the own queue has more.
+            let kernel_turn = self.own_run.load(Ordering::Relaxed) >= KERNEL_EVERY;
+            if !kernel_turn {
+                let before = out.len();
+                while out.len() - before < want {
+                    let Some(d) = self.ready.pop() else { break };
+                    out.push(self.direct_packet(d));
+                }
+                let taken = out.len() - before;
+                if taken > 0 {
+                    self.own_run.fetch_add(1, Ordering::Relaxed);
+                    self.pass_on();
+                    self.end(taken);
+                    return Ok(taken);
+                }
+            }
+            if kernel_turn || self.own_run.load(Ordering::Relaxed) != 0 {
+                self.own_run.store(0, Ordering::Relaxed);
+            }
+            let poll = kernel_turn && !self.ready.is_empty();
             let ms = match deadline {
+                _ if poll => 0,
                 None => INFINITE,
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
@@ -394,11 +476,23 @@ impl Inner {
             // SAFETY: the port handle is open; `entries` has room for
             // `want` entries; not alertable.
             let ok = unsafe {
-                GetQueuedCompletionStatusEx(self.raw.0, entries.as_mut_ptr(), want, &mut removed, ms, 0)
+                GetQueuedCompletionStatusEx(
+                    self.raw.0,
+                    entries.as_mut_ptr(),
+                    want as u32,
+                    &mut removed,
+                    ms,
+                    0,
+                )
             };
             if ok == 0 {
                 let e = io::Error::last_os_error();
-                return Err(match e.raw_os_error().map(|c| c as u32) {
+                let code = e.raw_os_error().map(|c| c as u32);
+                if poll && code == Some(WAIT_TIMEOUT) {
+                    // Nothing in the kernel's queue: back to the own one.
+                    continue;
+                }
+                return Err(match code {
                     Some(WAIT_TIMEOUT) => Error::Timeout,
                     Some(ERROR_ABANDONED_WAIT_0 | ERROR_INVALID_HANDLE) => Error::Abandoned,
                     _ => Error::Io(e),
@@ -407,12 +501,16 @@ impl Inner {
             let before = out.len();
             let mut saw_sentinel = false;
             let mut interrupted = false;
+            let mut woken = false;
             for e in &entries[..(removed as usize).min(BATCH)] {
                 if e.lpOverlapped == sentinel() {
                     saw_sentinel = true;
                 } else if e.lpOverlapped == interrupt_packet() {
                     interrupted |=
                         interrupts.is_some_and(|seen| seen != self.interrupts.load(Ordering::SeqCst));
+                } else if e.lpOverlapped == wake_packet() {
+                    self.ready.woken();
+                    woken = true;
                 } else if let Some(p) = self.packet_of(e) {
                     out.push(p);
                 }
@@ -424,6 +522,7 @@ impl Inner {
             }
             self.end(taken);
             if taken > 0 {
+                self.pass_on();
                 return Ok(taken);
             }
             if saw_sentinel {
@@ -432,10 +531,28 @@ impl Inner {
             if interrupted {
                 return Ok(0);
             }
+            if woken || poll {
+                continue;
+            }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(Error::Timeout);
             }
         }
+    }
+}
+
+/// The packet of a completed request of the crate's, with the `NTSTATUS`
+/// and byte count of its result. Every started request holds its handle
+/// (set before it was made pending), so `os.io` is always there.
+fn finish(mut req: Request, nt: i32, bytes: u32) -> Packet {
+    match req.header_mut().os.io.take() {
+        Some(io) => io.complete(req, nt, bytes),
+        None => Packet {
+            status: Status::from_raw(super::net::error_of(nt, false)),
+            bytes: bytes as usize,
+            key: 0,
+            request: Some(req),
+        },
     }
 }
 
@@ -454,6 +571,11 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.closing.store(true, Ordering::SeqCst);
         self.cancel_handles();
+        // Nothing can deliver any more (that takes a reference to the port).
+        while let Some(d) = self.ready.pop() {
+            drop(self.direct_packet(d));
+            self.outstanding.fetch_sub(1, Ordering::SeqCst);
+        }
         let deadline = Instant::now() + Duration::from_secs(2);
         let mut entries = [OVERLAPPED_ENTRY::default(); BATCH];
         while self.outstanding.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
@@ -473,7 +595,7 @@ impl Drop for Inner {
                 continue;
             }
             for e in &entries[..(removed as usize).min(BATCH)] {
-                if e.lpOverlapped != sentinel() && e.lpOverlapped != interrupt_packet() {
+                if ![sentinel(), interrupt_packet(), wake_packet()].contains(&e.lpOverlapped) {
                     if let Some(p) = self.packet_of(e) {
                         drop(p);
                         self.outstanding.fetch_sub(1, Ordering::SeqCst);

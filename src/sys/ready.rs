@@ -22,6 +22,13 @@
 //! - **Take**: a waiter looks here ([`Ready::pop`]) before it blocks in the
 //!   kernel. One that takes the wake-up packet calls [`Ready::woken`] and
 //!   looks here again.
+//! - **Deferred push** ([`Ready::push_deferred`]): a pool worker of the
+//!   port, inside the callback of a packet it took there, comes back to
+//!   take from the port when the callback returns; the first completion it
+//!   delivers meanwhile wakes nobody (as on Unix, `sys::queue`), so a
+//!   callback whose next request completes at once costs no kernel call.
+//!   Should that callback block, the port's periodic duty (every 10 ms)
+//!   wakes a waiter for what is left.
 //! - **Pass it on** ([`Ready::more`]): a waiter that took what it takes and
 //!   leaves items behind while other threads wait posts one more wake-up
 //!   (unless one is queued already), so a burst wakes one blocked thread
@@ -53,6 +60,14 @@ impl<T> Ready<T> {
         self.items.push(item);
         fence(Ordering::SeqCst);
         waiting.load(Ordering::SeqCst) > 0 && self.claim_wake()
+    }
+
+    /// Queues `item` with no wake-up: for a thread that will come back to
+    /// take from this queue before it waits (a pool worker in a callback
+    /// of this port), once per packet it took; the port's periodic duty
+    /// wakes a thread for it should that callback block.
+    pub(crate) fn push_deferred(&self, item: T) {
+        self.items.push(item);
     }
 
     /// A waiter's look at the queue; the waiter counted itself in `waiting`
@@ -236,6 +251,25 @@ mod models {
             got.sort_unstable();
             assert_eq!(got, [1, 7]);
             assert!(port.ready.is_empty());
+        });
+    }
+
+    /// A worker defers the wake-up for its own delivery and comes back to
+    /// take, while another thread takes and a third delivers: both items
+    /// are taken, whoever finds which, and nobody stays blocked.
+    #[test]
+    fn a_deferred_delivery_is_taken_by_the_worker_that_comes_back() {
+        loom::model(|| {
+            let port = Port::new();
+            let p = port.clone();
+            let other = loom::thread::spawn(move || p.take());
+            let p = port.clone();
+            let deliverer = loom::thread::spawn(move || p.deliver(2));
+            port.ready.push_deferred(1);
+            let mine = port.take();
+            let theirs = other.join().unwrap();
+            deliverer.join().unwrap();
+            assert_eq!(mine + theirs, 3);
         });
     }
 

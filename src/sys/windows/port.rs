@@ -55,6 +55,14 @@ fn wake_packet() -> *mut OVERLAPPED {
 /// packets are not starved by completions that keep finishing at once.
 const KERNEL_EVERY: usize = 16;
 
+thread_local! {
+    /// The port the calling pool worker comes back to after its callback,
+    /// and whether it already deferred a wake-up for it (as `sys::queue`
+    /// does on Unix).
+    #[allow(clippy::missing_const_for_thread_local)] // it is const; clippy flags it on this target all the same
+    static RETURNS_TO: std::cell::Cell<(usize, bool)> = const { std::cell::Cell::new((0, false)) };
+}
+
 /// A started request that completed with no packet to come, on its way
 /// through the port's own queue.
 struct Direct(*mut Header);
@@ -242,6 +250,10 @@ impl PortDriver for Port {
             return false;
         }
         inner.cancel_handles();
+        // A completion a worker deferred may wait in the own queue.
+        if inner.ready.more(inner.waiting.load(Ordering::SeqCst)) {
+            inner.post_wake();
+        }
         if inner.outstanding.load(Ordering::SeqCst) == 0 {
             inner.finish();
         }
@@ -265,7 +277,10 @@ impl PortDriver for Port {
     }
 
     /// The kernel watches every handle bound to an IOCP. The one duty: a
-    /// wake-up for the port's own queue whose post failed is posted again.
+    /// completion left in the port's own queue while threads wait in the
+    /// kernel (one a worker deferred and then did not come back for, as
+    /// its callback blocks, or one whose wake-up could not be posted) gets
+    /// a wake-up.
     fn maintain(&self) {
         let inner = &self.inner;
         if !inner.ready.is_empty() && inner.ready.more(inner.waiting.load(Ordering::SeqCst)) {
@@ -333,7 +348,21 @@ impl Inner {
     /// taken off its handle's pending requests, that the OS holds no more.
     pub(super) unsafe fn deliver(&self, p: *mut Header) {
         self.direct.fetch_add(1, Ordering::Relaxed);
-        if self.ready.push(Direct(p), &self.waiting) {
+        // A pool worker of this port will take it itself when its callback
+        // returns (once per packet it took): no wake-up, so a callback's
+        // next completion costs no kernel call at all.
+        let me = self as *const Inner as usize;
+        let defer = RETURNS_TO.with(|r| {
+            let (port, used) = r.get();
+            let defer = port == me && !used;
+            if defer {
+                r.set((port, true));
+            }
+            defer
+        });
+        if defer {
+            self.ready.push_deferred(Direct(p));
+        } else if self.ready.push(Direct(p), &self.waiting) {
             self.post_wake();
         }
     }
@@ -436,6 +465,10 @@ impl Inner {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut entries = [OVERLAPPED_ENTRY::default(); BATCH];
         let want = max.clamp(1, BATCH);
+        // Only the pool's workers (the interruptible waits) always come
+        // back to the port after a callback.
+        let me = if interrupts.is_some() { self as *const Inner as usize } else { 0 };
+        RETURNS_TO.with(|r| r.set((me, false)));
         loop {
             if self.finished.load(Ordering::SeqCst) {
                 return Err(Error::Abandoned);

@@ -1,7 +1,7 @@
 //! A TCP echo server driven entirely by completions.
 //!
 //! ```text
-//! cargo run --release --example echo_server -- [ADDR] [MIN_THREADS] [MAX_THREADS] [--hold-buffers]
+//! cargo run --release --example echo_server -- [ADDR] [MIN_THREADS] [MAX_THREADS] [--hold-buffers] [--skip-completion-port]
 //! ```
 //!
 //! Defaults: `127.0.0.1:7878`, the number of CPUs, 64. Every few seconds it
@@ -18,6 +18,11 @@
 //! data is there and dropped after the echo. `--hold-buffers` starts the
 //! real read at once instead, each connection keeping its buffer while it
 //! waits (one request and one completion fewer per round trip).
+//!
+//! `--skip-completion-port` sets each connection to skip the port on
+//! success before it is bound (`Handle::skip_completion_port_on_success`):
+//! on Windows a read or write that completes at once then costs no kernel
+//! packet. The counters line shows how many completions went that way.
 //!
 //! Every wait for data carries a deadline (S33): a connection that sends
 //! nothing for `IDLE` (5 minutes) is closed, so a peer that vanished
@@ -52,6 +57,8 @@ struct Server {
     rt: Runtime,
     /// Keep a buffer in a pending read instead of waiting with a zero-byte read.
     hold_buffers: bool,
+    /// Set each connection to skip the port on success.
+    skip: bool,
     listener: Handle,
     /// Open connections: the table owns them. Callbacks reach their handle
     /// through their request and hold the server only weakly, so nothing
@@ -65,11 +72,17 @@ struct Server {
 }
 
 impl Server {
-    fn start(rt: &Runtime, addr: SocketAddr, hold_buffers: bool) -> Result<Arc<Server>, Box<dyn Error>> {
+    fn start(
+        rt: &Runtime,
+        addr: SocketAddr,
+        hold_buffers: bool,
+        skip: bool,
+    ) -> Result<Arc<Server>, Box<dyn Error>> {
         let listener = Handle::from(TcpListener::bind(addr)?);
         let server = Arc::new(Server {
             rt: rt.clone(),
             hold_buffers,
+            skip,
             listener,
             conns: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
@@ -111,6 +124,12 @@ impl Server {
             return;
         }
         let conn = req.take_accepted().expect("a successful accept holds its connection");
+        if self.skip {
+            // Before the bind; false where the OS has nothing to skip.
+            if let Err(e) = conn.skip_completion_port_on_success() {
+                eprintln!("skip_completion_port_on_success: {e}");
+            }
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let weak: Weak<Server> = Arc::downgrade(self);
         let bound = self.rt.bind_io_completion_callback(
@@ -219,14 +238,22 @@ fn main() -> Result<(), Box<dyn Error>> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let min: usize = args.next().map_or(Ok(cpus), |s| s.parse())?;
     let max: usize = args.next().map_or(Ok(64), |s| s.parse())?;
-    let hold_buffers = match args.next().as_deref() {
-        None => false,
-        Some("--hold-buffers") => true,
-        Some(other) => return Err(format!("unknown argument {other:?} (expected --hold-buffers)").into()),
-    };
+    let (mut hold_buffers, mut skip) = (false, false);
+    for flag in args {
+        match flag.as_str() {
+            "--hold-buffers" => hold_buffers = true,
+            "--skip-completion-port" => skip = true,
+            other => {
+                return Err(format!(
+                    "unknown argument {other:?} (expected --hold-buffers or --skip-completion-port)"
+                )
+                .into())
+            }
+        }
+    }
 
     let rt = Runtime::builder().min_threads(min).max_threads(max).build()?;
-    let server = Server::start(&rt, addr, hold_buffers)?;
+    let server = Server::start(&rt, addr, hold_buffers, skip)?;
     println!("echo server on {addr} ({min}..{max} threads); Ctrl-C to stop");
 
     let start = Instant::now();
@@ -241,7 +268,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         let stats = rt.stats();
         println!(
             "[{:>5.0}s] connections: {} open, {} accepted, {} closed ({} idle); echoed {:.1} MiB ({:.1} MiB/s); errors {}; \
-             threads {} (peak {}), completions {}; RSS {}",
+             threads {} (peak {}), completions {} ({} without a kernel packet); RSS {}",
             start.elapsed().as_secs_f64(),
             server.conns.lock().unwrap().len(),
             c.accepted.load(Ordering::Relaxed),
@@ -253,6 +280,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             stats.threads,
             stats.peak_threads,
             stats.completions,
+            server.listener.port().map_or(0, |p| p.direct_completions()),
             rss().map_or_else(|| "unknown".into(), |kib| format!("{:.1} MiB", kib as f64 / 1024.0)),
         );
         last_bytes = bytes;

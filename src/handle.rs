@@ -208,6 +208,47 @@ impl Handle {
         Ok(())
     }
 
+    /// Asks the OS to queue no completion packet for a request on this
+    /// handle that completes at once (Windows:
+    /// `SetFileCompletionNotificationModes` with
+    /// `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS`). Such a request still
+    /// completes exactly once, with its buffer, through the port: the
+    /// crate hands it to the port's own queue as the start returns, where
+    /// the next take finds it without a kernel call (no packet is posted
+    /// unless a thread is blocked on the port). A request that fails at
+    /// once still returns its error from the start and completes never
+    /// (S23). Call it before the handle is bound (afterwards:
+    /// `InvalidArgument`), so that no request can start under the other
+    /// mode.
+    ///
+    /// Returns whether the handle is now set so: true for a TCP stream or
+    /// listener (of a socket provider without layered non-IFS providers),
+    /// a disk file and a byte-type pipe on Windows; false for a UDP socket
+    /// and a message-type pipe, whose "buffer too small" results come at
+    /// once with an error code yet with a packet (which a skipping handle
+    /// could not tell apart), for other handles, and on every other OS,
+    /// where a request that completes at once already goes to the port's
+    /// own queue with no kernel call. [`Port::direct_completions`] counts
+    /// the completions delivered this way.
+    ///
+    /// Completions of such a handle may overtake packets the kernel queued
+    /// earlier on the same port (a take looks at the port's own queue
+    /// first, and at the kernel's at least every 16 packets in a row).
+    /// Under Wine, file reads and writes, `AcceptEx` and `ConnectEx` never
+    /// complete at once, so only socket sends and receives and pipe reads
+    /// and writes take this path there (docs/backends.md).
+    pub fn skip_completion_port_on_success(&self) -> Result<bool> {
+        let _g = self.inner.bind_lock.lock();
+        if self.inner.binding.get().is_some() {
+            return Err(Error::invalid(
+                "handle",
+                self.describe(),
+                "is bound already: set skip_completion_port_on_success before binding",
+            ));
+        }
+        self.inner.sys.skip_completion_port_on_success()
+    }
+
     /// What kind of OS object the handle is.
     pub fn kind(&self) -> HandleKind {
         self.inner.sys.kind()

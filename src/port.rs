@@ -242,6 +242,19 @@ impl Port {
         self.inner.sys.foreign_packets()
     }
 
+    /// How many completions of requests on this port's handles the crate
+    /// delivered itself because the OS queued no packet for them: on
+    /// Windows, requests that completed at once on a handle set with
+    /// [`Handle::skip_completion_port_on_success`](crate::Handle::skip_completion_port_on_success),
+    /// and reads that met the end of a file or pipe at once. They go
+    /// through the port's own queue, which a take looks at before the
+    /// kernel's, and cost no kernel call while a thread is on its way back
+    /// to the port. Always 0 elsewhere, where the port has no kernel queue
+    /// (every completion goes through the crate's own).
+    pub fn direct_completions(&self) -> usize {
+        self.inner.sys.direct_completions()
+    }
+
     /// True once the port is closed.
     pub fn is_closed(&self) -> bool {
         self.inner.sys.is_closed()

@@ -17,13 +17,16 @@ pub(crate) use model::*;
 #[cfg(not(loom))]
 mod imp {
     pub(crate) use parking_lot::{Condvar, Mutex, RwLock};
-    #[cfg(unix)]
+    #[cfg(any(unix, windows))]
     pub(crate) use std::sync::atomic::fence;
+    #[cfg(any(windows, test))]
+    pub(crate) use std::sync::atomic::AtomicPtr;
     pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
     pub(crate) use std::thread;
 
-    /// The lock-free multi-producer, multi-consumer FIFO behind a port.
-    #[cfg(unix)]
+    /// The lock-free multi-producer, multi-consumer FIFO behind a port
+    /// (the port's own queue beside the kernel's, on Windows).
+    #[cfg(any(unix, windows))]
     pub(crate) type Injector<T> = crossbeam_queue::SegQueue<T>;
 
     /// Parks the calling thread until it is unparked, `deadline` passes, or
@@ -44,7 +47,7 @@ mod imp {
 
 #[cfg(loom)]
 mod model {
-    pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
     pub(crate) use loom::thread;
     use std::collections::VecDeque;
 

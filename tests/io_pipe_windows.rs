@@ -150,3 +150,83 @@ fn s27_a_pipe_client_waits_for_a_busy_instance() {
     assert!(next_packet(&port).status.is_success());
     drop(second);
 }
+
+/// The server end of a named pipe the crate creates grants nothing to
+/// Everyone (S-1-1-0) or Anonymous (S-1-5-7): its DACL, read back from the
+/// pipe, is present (a NULL DACL would grant everyone everything) and none
+/// of its allow entries names either of them.
+#[test]
+fn s27_a_named_pipe_server_grants_nothing_to_everyone_or_anonymous() {
+    use std::os::windows::io::AsRawHandle;
+    use windows_sys::Win32::Foundation::{LocalFree, HANDLE};
+    use windows_sys::Win32::Security::Authorization::{GetSecurityInfo, SE_KERNEL_OBJECT};
+    use windows_sys::Win32::Security::{
+        CreateWellKnownSid, EqualSid, GetAce, WinAnonymousSid, WinWorldSid, ACCESS_ALLOWED_ACE, ACE_HEADER,
+        ACL, DACL_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, PSID, SECURITY_MAX_SID_SIZE,
+        WELL_KNOWN_SID_TYPE,
+    };
+    /// `ACCESS_ALLOWED_ACE_TYPE`
+    const ALLOWED: u8 = 0;
+
+    fn well_known(kind: WELL_KNOWN_SID_TYPE) -> Vec<u64> {
+        let mut sid = vec![0u64; SECURITY_MAX_SID_SIZE as usize / 8 + 1];
+        let mut len = (sid.len() * 8) as u32;
+        // SAFETY: the buffer holds `len` bytes; no domain SID is needed.
+        let ok = unsafe { CreateWellKnownSid(kind, std::ptr::null_mut(), sid.as_mut_ptr().cast(), &mut len) };
+        assert_ne!(ok, 0, "CreateWellKnownSid: {}", std::io::Error::last_os_error());
+        sid
+    }
+    let everyone = well_known(WinWorldSid);
+    let anonymous = well_known(WinAnonymousSid);
+
+    let name = unique("dacl");
+    let server = Handle::named_pipe_server(&name, true).unwrap();
+    // The restrictive descriptor does not keep the process's own client out.
+    let _client = Handle::named_pipe_client(&name).unwrap();
+    let allowed: Vec<(bool, bool)> = server
+        .with_handle(|h| {
+            let mut dacl: *mut ACL = std::ptr::null_mut();
+            let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
+            // SAFETY: the pipe handle is open (lent by with_handle); the
+            // function allocates the descriptor, freed below, and points
+            // `dacl` into it.
+            let r = unsafe {
+                GetSecurityInfo(
+                    h.as_raw_handle() as HANDLE,
+                    SE_KERNEL_OBJECT,
+                    DACL_SECURITY_INFORMATION,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    &mut dacl,
+                    std::ptr::null_mut(),
+                    &mut sd,
+                )
+            };
+            assert_eq!(r, 0, "GetSecurityInfo");
+            assert!(!dacl.is_null(), "a NULL DACL grants Everyone full access");
+            // SAFETY: `dacl` points into `sd`, alive until LocalFree.
+            let count = unsafe { (*dacl).AceCount };
+            let mut out = Vec::new();
+            for i in 0..u32::from(count) {
+                let mut ace: *mut std::ffi::c_void = std::ptr::null_mut();
+                // SAFETY: `i` is below the ACL's count; `ace` points into it.
+                assert_ne!(unsafe { GetAce(dacl, i, &mut ace) }, 0);
+                // SAFETY: every ACE starts with its header.
+                if unsafe { (*ace.cast::<ACE_HEADER>()).AceType } != ALLOWED {
+                    continue;
+                }
+                // SAFETY: an allow ACE: its SID starts at SidStart.
+                let sid = unsafe { std::ptr::addr_of!((*ace.cast::<ACCESS_ALLOWED_ACE>()).SidStart) } as PSID;
+                // SAFETY: both are valid SIDs.
+                let is = |known: &Vec<u64>| unsafe { EqualSid(sid, known.as_ptr() as PSID) } != 0;
+                out.push((is(&everyone), is(&anonymous)));
+            }
+            // SAFETY: allocated by GetSecurityInfo, freed once.
+            unsafe { LocalFree(sd) };
+            out
+        })
+        .unwrap();
+    assert!(!allowed.is_empty(), "someone may open the pipe");
+    assert!(!allowed.iter().any(|&(e, _)| e), "Everyone has an allow entry");
+    assert!(!allowed.iter().any(|&(_, a)| a), "Anonymous has an allow entry");
+}

@@ -768,3 +768,27 @@ fn s23_read_on_a_socket_that_never_connected_fails_exactly_once() {
     }
     c.expect_none(Duration::from_millis(100));
 }
+
+/// `skip_completion_port_on_success` on every backend: set before the
+/// bind (true on Windows, where the OS then queues no packet for a request
+/// that completes at once; false elsewhere, where such a request never had
+/// a kernel packet), refused after it; either way a read of data already
+/// waiting completes exactly once with its bytes (S23).
+#[test]
+fn s23_skip_completion_port_on_success_is_chosen_before_binding() {
+    let rt = runtime();
+    let (mut client, server) = tcp_pair();
+    client.write_all(b"waiting").unwrap();
+    let mut peek = [0u8; 7];
+    while server.peek(&mut peek).unwrap() < 7 {}
+    let h = Handle::from(server);
+    assert_eq!(h.skip_completion_port_on_success().unwrap(), cfg!(windows));
+    let c = bind(&rt, &h);
+    assert!(matches!(h.skip_completion_port_on_success(), Err(Error::InvalidArgument(_))));
+    let id = started(h.read(Vec::with_capacity(16)));
+    let d = c.recv();
+    assert_eq!(d.id(), id);
+    assert_eq!(d.data(), b"waiting");
+    c.expect_none(Duration::from_millis(100));
+    assert_eq!(h.port().unwrap().direct_completions(), usize::from(cfg!(windows)));
+}

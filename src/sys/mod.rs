@@ -29,6 +29,14 @@ use crate::{
 #[cfg(any(unix, loom))]
 pub(crate) mod queue;
 
+#[cfg(any(windows, loom, test))]
+#[cfg_attr(not(windows), allow(dead_code))]
+pub(crate) mod inflight;
+
+#[cfg(any(windows, loom, test))]
+#[cfg_attr(not(windows), allow(dead_code))]
+pub(crate) mod ready;
+
 #[cfg(all(unix, not(loom)))]
 mod unix;
 #[cfg(all(unix, not(loom)))]
@@ -105,6 +113,13 @@ pub(crate) trait PortDriver: Sized + Send + Sync + 'static {
         0
     }
 
+    /// Completions of requests the OS queued no packet for, which the
+    /// backend delivered through the port's own queue; only IOCP has a
+    /// kernel queue to skip.
+    fn direct_completions(&self) -> usize {
+        0
+    }
+
     /// The slot the calling thread holds, if any.
     fn current_slot() -> Option<Self::Slot>;
 
@@ -137,6 +152,11 @@ pub(crate) trait HandleDriver: Sized + Send + Sync + 'static {
 
     /// Runs `f` on the socket behind the handle.
     fn with_sock<T>(&self, f: impl FnOnce(socket2::SockRef<'_>) -> io::Result<T>) -> Result<T>;
+
+    /// Asks the OS to queue no packet for a request that completes at
+    /// once (the backend then delivers it itself, exactly once); true when
+    /// the handle is set so. Called before the handle is bound.
+    fn skip_completion_port_on_success(&self) -> Result<bool>;
 
     /// Binds the handle to `port`, once.
     fn associate(&self, port: &Self::Port) -> Result<()>;

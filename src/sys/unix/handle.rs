@@ -148,6 +148,15 @@ impl HandleDriver for Handle {
         Ok(f(SockRef::from(fd))?)
     }
 
+    /// Nothing to set: a request that completes at once already goes to
+    /// the port's own queue with no kernel call. False (not closed).
+    fn skip_completion_port_on_success(&self) -> Result<bool> {
+        if self.io.closed.load(Ordering::Acquire) {
+            return Err(closed_handle());
+        }
+        Ok(false)
+    }
+
     /// Sets non-blocking mode and registers the fd with the port's poller,
     /// once, edge-triggered, for both directions (S29). Regular files are
     /// never ready, so they are not watched: their requests run on the pool.

@@ -1,9 +1,9 @@
 //! Windows handles: an owned socket or file handle opened for overlapped
 //! I/O, the port it is associated with, and its started requests.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io;
+use std::mem::ManuallyDrop;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::windows::io::{
     AsHandle, AsRawHandle, AsRawSocket, FromRawHandle, OwnedHandle, OwnedSocket, RawHandle,
@@ -13,14 +13,23 @@ use std::sync::OnceLock;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use windows_sys::Wdk::Foundation::{NtQueryObject, ObjectBasicInformation};
 use windows_sys::Win32::Foundation::{
-    GetLastError, ERROR_BROKEN_PIPE, ERROR_HANDLE_EOF, ERROR_IO_PENDING, ERROR_NOT_FOUND, ERROR_PIPE_BUSY,
-    ERROR_PIPE_CONNECTED, GENERIC_READ, GENERIC_WRITE, HANDLE, INVALID_HANDLE_VALUE, STATUS_ALERTED,
-    STATUS_PENDING,
+    CloseHandle, GetLastError, LocalFree, ERROR_BROKEN_PIPE, ERROR_HANDLE_EOF, ERROR_IO_PENDING,
+    ERROR_MORE_DATA, ERROR_NOT_FOUND, ERROR_PIPE_BUSY, ERROR_PIPE_CONNECTED, GENERIC_READ, GENERIC_WRITE,
+    HANDLE, INVALID_HANDLE_VALUE, STATUS_ALERTED, STATUS_PENDING,
 };
 use windows_sys::Win32::Networking::WinSock::{
-    getsockopt, setsockopt, WSARecv, WSARecvFrom, WSASend, WSASendTo, SOCKADDR, SOCKET, SOL_SOCKET,
-    SO_ACCEPTCONN, SO_UPDATE_ACCEPT_CONTEXT, SO_UPDATE_CONNECT_CONTEXT, WSABUF, WSA_IO_PENDING,
+    closesocket, getsockopt, setsockopt, WSARecv, WSARecvFrom, WSASend, WSASendTo, SOCKADDR, SOCKET,
+    SOL_SOCKET, SO_ACCEPTCONN, SO_UPDATE_ACCEPT_CONTEXT, SO_UPDATE_CONNECT_CONTEXT, WSABUF, WSAEMSGSIZE,
+    WSA_IO_PENDING,
 };
+use windows_sys::Win32::Networking::WinSock::{SO_PROTOCOL_INFOW, WSAPROTOCOL_INFOW, XP1_IFS_HANDLES};
+use windows_sys::Win32::Security::Authorization::{
+    ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
+};
+use windows_sys::Win32::Security::{
+    GetTokenInformation, TokenUser, PSECURITY_DESCRIPTOR, SECURITY_ATTRIBUTES, TOKEN_QUERY, TOKEN_USER,
+};
+use windows_sys::Win32::Storage::FileSystem::SetFileCompletionNotificationModes;
 use windows_sys::Win32::Storage::FileSystem::{
     CreateFileW, GetFileType, ReOpenFile, ReadFile, WriteFile, FILE_FLAG_FIRST_PIPE_INSTANCE,
     FILE_FLAG_OVERLAPPED, FILE_SHARE_DELETE, FILE_SHARE_READ, FILE_SHARE_WRITE, FILE_TYPE_DISK,
@@ -30,6 +39,9 @@ use windows_sys::Win32::System::Pipes::{
     ConnectNamedPipe, CreateNamedPipeW, DisconnectNamedPipe, WaitNamedPipeW, PIPE_READMODE_BYTE,
     PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE, PIPE_UNLIMITED_INSTANCES, PIPE_WAIT,
 };
+use windows_sys::Win32::System::Pipes::{GetNamedPipeInfo, PIPE_TYPE_MESSAGE};
+use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
+use windows_sys::Win32::System::WindowsProgramming::FILE_SKIP_COMPLETION_PORT_ON_SUCCESS;
 use windows_sys::Win32::System::WindowsProgramming::PUBLIC_OBJECT_BASIC_INFORMATION;
 use windows_sys::Win32::System::IO::{CancelIoEx, CreateIoCompletionPort, OVERLAPPED};
 
@@ -42,7 +54,8 @@ use crate::handle::HandleKind;
 use crate::port::Packet;
 use crate::request::{Header, Op, Request, RequestId};
 use crate::status::Status;
-use crate::sync::{Arc, AtomicUsize, Mutex, Ordering, RwLock, Weak};
+use crate::sync::{Arc, AtomicBool, AtomicUsize, Ordering, Weak};
+use crate::sys::inflight::{Gate, Pending};
 use crate::sys::HandleDriver;
 
 /// The OS object behind a handle.
@@ -65,31 +78,64 @@ impl Raw {
             Raw::File(_) => None,
         }
     }
-}
 
-struct State {
-    /// Taken (and closed) by `close`.
-    raw: Option<Raw>,
-    closed: bool,
-    port_closed: bool,
+    /// Closes the OS object, leaving the value (which must then never be
+    /// dropped: the `Io` keeps it in a `ManuallyDrop`).
+    ///
+    /// # Safety
+    /// Called once, by the thread whose [`Gate::close`] returned true: no
+    /// user of the object is left and none can come.
+    unsafe fn close_os(&self) {
+        match self {
+            // SAFETY: the caller's promise; the socket is open until here.
+            Raw::Socket(s) => unsafe {
+                closesocket(s.as_raw_socket() as SOCKET);
+            },
+            // SAFETY: as above, for the handle.
+            Raw::File(h) => unsafe {
+                CloseHandle(h.as_raw_handle() as HANDLE);
+            },
+        }
+    }
 }
 
 /// The I/O state of one handle, shared with its requests while they run.
+///
+/// Nothing on a request's path takes a lock: the gate is one atomic word
+/// (a start enters it to use `raw`, a close waits for the users to leave),
+/// and the request's address goes into the handle's entry of its port's
+/// table, found by index (`sys::inflight`).
 pub(crate) struct Io {
     kind: HandleKind,
     socket: bool,
-    /// Read-locked while a request starts, write-locked to cancel all and
-    /// close, so that no request starts unseen by a cancel-all.
-    state: RwLock<State>,
-    /// Started requests whose packets have not been taken yet: the
-    /// `OVERLAPPED` address to the request's id. The port tells the
-    /// crate's packets from foreign ones by it (S39); `cancel` finds a
-    /// request's address in it.
-    pending: Mutex<HashMap<usize, u64>>,
+    /// Who uses `raw`; the handle's and its port's closed bits; the epoch
+    /// of `cancel_all`.
+    gate: Gate,
+    /// The OS object. Used only by a user of `gate`; closed by the first
+    /// `close` once no user is left, else dropped with the `Io`.
+    raw: ManuallyDrop<Raw>,
     port: OnceLock<Weak<PortInner>>,
     /// The completion key the handle was associated with: `1 +` its index
-    /// in the port's handle table (0 until associated).
+    /// in the port's table (0 until associated).
     key: AtomicUsize,
+    /// The OS object skips the port on success (set before the handle is
+    /// bound, never cleared).
+    skip: AtomicBool,
+}
+
+impl Io {
+    /// The handle's pending requests in `port`'s table (`None` before it is
+    /// associated).
+    fn pending_in<'a>(&self, port: &'a PortInner) -> Option<&'a Pending> {
+        self.key.load(Ordering::Acquire).checked_sub(1).and_then(|i| port.table.get(i))
+    }
+
+    /// Runs `f` on the OS object, unless the handle is closed; a close
+    /// waits until `f` returns.
+    fn with_raw<T>(&self, f: impl FnOnce(&Raw) -> T) -> Option<T> {
+        let _user = self.gate.enter()?;
+        Some(f(&self.raw))
+    }
 }
 
 /// The backend's handle.
@@ -101,26 +147,65 @@ fn closed() -> Error {
     Error::invalid("handle", "closed", "is closed")
 }
 
-/// True when a Win32 call returned `FALSE` with anything but `ERROR_IO_PENDING`.
-fn win32_started(ok: i32) -> io::Result<()> {
+/// What the OS did with a request it took.
+pub(super) enum Started {
+    /// A packet will reach the port: the request is pending, or it
+    /// completed at once on a handle whose immediate results are queued.
+    Queued,
+    /// It completed at once, with success and this many bytes, and no
+    /// packet will come: the crate delivers it (`port::Inner::deliver`).
+    Done(u32),
+}
+
+/// An immediate success: the kernel queues its packet unless the handle
+/// skips the port on success.
+fn at_once(n: u32, skip: bool) -> Started {
+    if skip {
+        Started::Done(n)
+    } else {
+        Started::Queued
+    }
+}
+
+/// The outcome of a Win32 call that returned `ok` and, on immediate
+/// success, `n` bytes; an error is anything but `ERROR_IO_PENDING`.
+fn win32_started(ok: i32, n: u32, skip: bool) -> io::Result<Started> {
     if ok != 0 {
-        return Ok(());
+        return Ok(at_once(n, skip));
     }
     // SAFETY: GetLastError only reads the calling thread's error value.
     match unsafe { GetLastError() } {
-        ERROR_IO_PENDING => Ok(()),
+        ERROR_IO_PENDING => Ok(Started::Queued),
         code => Err(io::Error::from_raw_os_error(code as i32)),
     }
 }
 
-fn wsa_started(r: i32) -> io::Result<()> {
+/// As [`win32_started`], for a Winsock call that returned `r`.
+fn wsa_started(r: i32, n: u32, skip: bool) -> io::Result<Started> {
     if !net::failed(r) {
-        return Ok(());
+        return Ok(at_once(n, skip));
     }
     let e = net::last_wsa_error();
     match e.raw_os_error() {
-        Some(WSA_IO_PENDING) => Ok(()),
+        Some(WSA_IO_PENDING) => Ok(Started::Queued),
         _ => Err(e),
+    }
+}
+
+/// A receive into a buffer shorter than the datagram or message waiting
+/// fails at once with `WSAEMSGSIZE` or `ERROR_MORE_DATA`, yet the kernel
+/// queues its packet: the status, `STATUS_BUFFER_OVERFLOW`, is a warning,
+/// and a completion port gets a packet for every immediate result that is
+/// not an error. So that result counts as started (S23); the packet
+/// completes the request with the bytes that fit (S27). (Handles that skip
+/// the port on success are never ones that can see it: see
+/// `skip_completion_port_on_success`.)
+fn overflow_started(r: io::Result<Started>) -> io::Result<Started> {
+    match r {
+        Err(e) if matches!(e.raw_os_error(), Some(c) if c == WSAEMSGSIZE || c as u32 == ERROR_MORE_DATA) => {
+            Ok(Started::Queued)
+        }
+        r => r,
     }
 }
 
@@ -195,10 +280,11 @@ impl Handle {
             io: Arc::new(Io {
                 kind,
                 socket: matches!(raw, Raw::Socket(_)),
-                state: RwLock::new(State { raw: Some(raw), closed: false, port_closed: false }),
-                pending: Mutex::new(HashMap::new()),
+                gate: Gate::new(),
+                raw: ManuallyDrop::new(raw),
                 port: OnceLock::new(),
                 key: AtomicUsize::new(0),
+                skip: AtomicBool::new(false),
             }),
         }
     }
@@ -222,50 +308,86 @@ impl HandleDriver for Handle {
     }
 
     fn is_closed(&self) -> bool {
-        self.io.state.read().closed
+        self.io.gate.is_closed()
     }
 
     fn describe(&self) -> String {
-        match self.io.state.read().raw.as_ref() {
-            Some(Raw::Socket(s)) => format!("socket {} ({:?})", s.as_raw_socket(), self.io.kind),
-            Some(Raw::File(h)) => format!("handle {:?} ({:?})", h.as_raw_handle(), self.io.kind),
-            None => format!("closed handle ({:?})", self.io.kind),
-        }
+        let kind = self.io.kind;
+        self.io
+            .with_raw(|raw| match raw {
+                Raw::Socket(s) => format!("socket {} ({kind:?})", s.as_raw_socket()),
+                Raw::File(h) => format!("handle {:?} ({kind:?})", h.as_raw_handle()),
+            })
+            .unwrap_or_else(|| format!("closed handle ({kind:?})"))
     }
 
     /// Runs `f` on the socket behind the handle (closed: `InvalidArgument`).
     fn with_sock<T>(&self, f: impl FnOnce(SockRef<'_>) -> io::Result<T>) -> Result<T> {
-        let st = self.io.state.read();
-        match st.raw.as_ref() {
-            Some(Raw::Socket(s)) => Ok(f(SockRef::from(s))?),
-            Some(Raw::File(_)) => Err(Error::invalid("handle", self.describe_kind(), "is not a socket")),
+        match self.io.with_raw(|raw| match raw {
+            Raw::Socket(s) => Some(f(SockRef::from(s))),
+            Raw::File(_) => None,
+        }) {
+            Some(Some(r)) => Ok(r?),
+            Some(None) => Err(Error::invalid("handle", self.describe_kind(), "is not a socket")),
             None => Err(closed()),
         }
     }
 
-    /// `CreateIoCompletionPort(handle, port, key, 0)`, once, with a key of
-    /// the handle's own (its place in the port's handle table). The handle
-    /// is not put in `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS` mode: every
-    /// started request posts its packet (see the module documentation).
-    fn associate(&self, port: &Port) -> Result<()> {
-        let inner = &port.inner;
-        let st = self.io.state.read();
-        let raw = st.raw.as_ref().ok_or_else(closed)?;
-        let mut handles = inner.handles.lock();
-        if inner.is_closing() {
-            return Err(Error::invalid("port", "bound", "is closed"));
+    /// Sets `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS` on the OS object, for
+    /// the kinds whose immediate results are all unambiguous (a TCP socket
+    /// of an IFS provider, a disk file, a byte-type pipe); false for the
+    /// others, which keep their packets (see the module documentation).
+    /// The caller makes sure no request was started on the handle yet.
+    fn skip_completion_port_on_success(&self) -> Result<bool> {
+        let io = &self.io;
+        let Some(_user) = io.gate.enter() else { return Err(closed()) };
+        let raw: &Raw = &io.raw;
+        let usable = match (io.kind, raw) {
+            (HandleKind::TcpStream | HandleKind::TcpListener, Raw::Socket(s)) => ifs_socket(s),
+            (HandleKind::File, Raw::File(_)) => true,
+            (HandleKind::LocalStream, Raw::File(h)) => byte_pipe(h),
+            _ => false,
+        };
+        if !usable {
+            return Ok(false);
         }
-        let entry = handles.vacant_entry();
-        let key = entry.key() + 1;
-        // SAFETY: both handles are open (the handle's state lock and the
-        // port's Arc keep them so); concurrency is the port's.
-        let r = unsafe { CreateIoCompletionPort(raw.handle(), inner.handle(), key, 0) };
-        if r.is_null() {
+        // SAFETY: the handle is open (a user of the gate); the call takes
+        // only the handle and the flags.
+        let ok = unsafe {
+            SetFileCompletionNotificationModes(raw.handle(), FILE_SKIP_COMPLETION_PORT_ON_SUCCESS as u8)
+        };
+        if ok == 0 {
             return Err(Error::Io(io::Error::last_os_error()));
         }
-        entry.insert(Arc::downgrade(&self.io));
-        self.io.key.store(key, Ordering::Release);
-        let _ = self.io.port.set(Arc::downgrade(inner));
+        io.skip.store(true, Ordering::Release);
+        Ok(true)
+    }
+
+    /// `CreateIoCompletionPort(handle, port, key, 0)`, once, with a key of
+    /// the handle's own (its place in the port's handle table).
+    fn associate(&self, port: &Port) -> Result<()> {
+        let inner = &port.inner;
+        let io = &self.io;
+        let _user = io.gate.enter().ok_or_else(closed)?;
+        // Claimed under the table's lock, which the port's close takes to
+        // list its handles: a close that began first refuses the bind, a
+        // later one finds the handle and aborts it.
+        let refused = || Error::invalid("port", "bound", "is closed");
+        let index = inner
+            .table
+            .claim(Arc::downgrade(io), || if inner.is_closing() { Err(refused()) } else { Ok(()) })?
+            .ok_or_else(|| Error::invalid("port", "bound", "has no room for another handle"))?;
+        let key = index + 1;
+        // SAFETY: both handles are open (the gate and the port's Arc keep
+        // them so); concurrency is the port's.
+        let r = unsafe { CreateIoCompletionPort(io.raw.handle(), inner.handle(), key, 0) };
+        if r.is_null() {
+            let e = io::Error::last_os_error();
+            inner.table.release(index);
+            return Err(Error::Io(e));
+        }
+        io.key.store(key, Ordering::Release);
+        let _ = io.port.set(Arc::downgrade(inner));
         Ok(())
     }
 
@@ -275,36 +397,63 @@ impl HandleDriver for Handle {
     fn submit(&self, mut req: Request, port: &Port) -> std::result::Result<(), (Error, Request)> {
         let inner = &port.inner;
         let io = &self.io;
-        let st = io.state.read();
-        let Some(raw) = st.raw.as_ref().filter(|_| !st.closed) else {
+        // A user of the OS object until the OS has the request: a close
+        // waits for it, and a cancel_all sees the epoch it entered in.
+        let Some(user) = io.gate.enter() else {
             return Err((closed(), req));
         };
-        if st.port_closed || inner.is_closing() {
+        if user.port_closed() || inner.is_closing() {
             return Err((Error::invalid("port", "bound", "is closed"), req));
         }
+        let Some(pending) = io.pending_in(inner) else {
+            return Err((Error::invalid("handle", self.describe_kind(), "is not bound to this port"), req));
+        };
         if !inner.begin() {
             return Err((Error::invalid("port", "bound", "is closed"), req));
         }
         let id = req.header().id;
         req.header_mut().os.io = Some(io.clone());
+        let skip = io.skip.load(Ordering::Acquire);
         let p = req.into_raw();
         // Before the OS sees the request, so that its packet is known.
-        io.pending.lock().insert(p as usize, id);
+        pending.insert(p as usize, id, user.epoch());
         // SAFETY: `p` is a request given up with into_raw; it is not used
-        // again here unless the start fails (then no packet comes); `raw`
-        // stays open while the state lock is held.
+        // again here unless the start fails (then no packet comes) or it
+        // completed with no packet to come; `raw` stays open while this
+        // thread is a user of the gate; `skip` is the OS object's mode,
+        // set before the handle was bound.
         let r = unsafe {
             if io.socket && super::wine::under_wine() {
                 // Wine ties socket requests to their thread (see `wine`).
-                super::wine::issue(io.kind, raw, p, inner)
+                super::wine::issue(io.kind, &io.raw, p, skip)
             } else {
-                start(io.kind, raw, p, inner)
+                start(io.kind, &io.raw, p, skip)
             }
         };
         match r {
-            Ok(()) => Ok(()),
+            Ok(Started::Queued) => Ok(()),
+            Ok(Started::Done(bytes)) => {
+                // No packet will come: off the pending requests (a cancel
+                // may hold the entry for the length of its call), then to
+                // the port's own queue, with the result in the OVERLAPPED.
+                let taken = pending.take(p as usize);
+                debug_assert!(taken, "a request that completed at once was in its handle's table");
+                // SAFETY: the OS holds no reference to the request any more
+                // and queues no packet for it: this thread owns it again and
+                // hands it to the port, which completes it once.
+                unsafe {
+                    let ov = &mut (*p).os.overlapped;
+                    ov.Internal = 0; // STATUS_SUCCESS
+                    ov.InternalHigh = bytes as usize;
+                    inner.deliver(p);
+                }
+                Ok(())
+            }
             Err(e) => {
-                io.pending.lock().remove(&(p as usize));
+                // No packet will come: only a cancel can hold the entry,
+                // for the length of its call.
+                let taken = pending.take(p as usize);
+                debug_assert!(taken, "a request that failed to start was in its handle's table");
                 // SAFETY: the start failed, so the OS holds no reference to
                 // the request and no packet carries it.
                 let mut req = unsafe { Request::from_raw(p) };
@@ -318,68 +467,66 @@ impl HandleDriver for Handle {
     }
 
     fn cancel(&self, id: RequestId) -> Result<()> {
-        let st = self.io.state.read();
-        let Some(raw) = st.raw.as_ref() else {
-            return Err(Error::Io(super::not_found()));
-        };
-        let pending = self.io.pending.lock();
-        // A linear search: a handle has few requests in flight.
-        let Some(&ov) = pending.iter().find_map(|(ov, &rid)| (rid == id.0).then_some(ov)) else {
-            return Err(Error::Io(super::not_found()));
-        };
-        // SAFETY: the handle is open (state lock held); `ov` is the
-        // OVERLAPPED of a request whose packet has not been taken (the
-        // pending lock keeps it from being taken and freed meanwhile).
-        let ok = unsafe { CancelIoEx(raw.handle(), ov as *const OVERLAPPED) };
-        if ok == 0 {
+        let io = &self.io;
+        let not_found = || Err(Error::Io(super::not_found()));
+        let Some(_user) = io.gate.enter() else { return not_found() };
+        let Some(port) = io.port.get().and_then(Weak::upgrade) else { return not_found() };
+        let Some(pending) = io.pending_in(&port) else { return not_found() };
+        let r = pending.with_id(id.0, |ov| {
+            // SAFETY: the handle is open (this thread is a user of the
+            // gate); `ov` is the OVERLAPPED of request `id`, whose packet
+            // cannot be taken (nor its address reused) while `with_id` holds
+            // it; the kernel only compares it with the requests it holds.
+            if unsafe { CancelIoEx(io.raw.handle(), ov as *const OVERLAPPED) } != 0 {
+                return Ok(());
+            }
             // SAFETY: reads the calling thread's error value.
-            return Err(Error::Io(match unsafe { GetLastError() } {
+            Err(match unsafe { GetLastError() } {
                 ERROR_NOT_FOUND => super::not_found(),
                 code => io::Error::from_raw_os_error(code as i32),
-            }));
+            })
+        });
+        match r {
+            None => not_found(),
+            Some(r) => Ok(r?),
         }
-        Ok(())
     }
 
-    /// Cancels each request of this handle that the OS still has pending
-    /// and returns how many it cancelled (S25). The state's write lock
-    /// keeps any start out meanwhile (a start holds the read lock until
-    /// the OS has the request), so a request is either started before and
-    /// seen here, or started after and left alone. Requests that already
-    /// completed (their packets queued, not yet taken) are not counted:
-    /// `CancelIoEx` on each address tells which the OS still holds.
+    /// Cancels each request of this handle that started before the call
+    /// and that the OS still has pending, and returns how many it
+    /// cancelled (S25). The gate's epoch tells a request that started
+    /// before (cancelled) from one that began after (left alone), with no
+    /// lock that keeps starts out. Requests that already completed (their
+    /// packets queued, not yet taken) are not counted: `CancelIoEx` on each
+    /// address tells which the OS still holds.
     fn cancel_all(&self) -> usize {
-        let st = self.io.state.write();
-        let Some(raw) = st.raw.as_ref() else { return 0 };
-        let addresses: Vec<usize> = self.io.pending.lock().keys().copied().collect();
-        addresses
-            .into_iter()
-            .filter(|&ov| {
-                // SAFETY: the handle is open (state lock held). `ov` is only
-                // compared by the kernel with the requests it holds for this
-                // handle; no request of this handle can start meanwhile, so
-                // the address cannot name a newer one.
-                unsafe { CancelIoEx(raw.handle(), ov as *const OVERLAPPED) != 0 }
-            })
-            .count()
+        let io = &self.io;
+        let Some(_user) = io.gate.enter() else { return 0 };
+        let Some(port) = io.port.get().and_then(Weak::upgrade) else { return 0 };
+        let Some(pending) = io.pending_in(&port) else { return 0 };
+        let epoch = io.gate.next_epoch();
+        pending.each_until(epoch, |ov| {
+            // SAFETY: the handle is open (this thread is a user of the
+            // gate). `ov` is held by `each_until`: its request's packet
+            // cannot be taken and its address cannot name a newer request
+            // meanwhile; the kernel only compares it with what it holds.
+            unsafe { CancelIoEx(io.raw.handle(), ov as *const OVERLAPPED) != 0 }
+        })
     }
 
     /// Cancels what is pending (each completes aborted, S24) and closes
     /// the socket or handle. False when it was closed before.
     fn close(&self) -> bool {
-        let raw = {
-            let mut st = self.io.state.write();
-            if st.closed {
-                return false;
-            }
-            st.closed = true;
-            if let Some(raw) = st.raw.as_ref() {
-                // SAFETY: the handle is open; NULL cancels all its requests.
-                unsafe { CancelIoEx(raw.handle(), std::ptr::null()) };
-            }
-            st.raw.take()
-        };
-        drop(raw);
+        if !self.io.gate.close() {
+            return false;
+        }
+        // SAFETY: the gate is closed and no user is left, so this thread
+        // alone uses the OS object; NULL cancels all its requests. It is
+        // closed once, here, and never dropped (see `Drop for Io`).
+        unsafe {
+            CancelIoEx(self.io.raw.handle(), std::ptr::null());
+            self.io.raw.close_os();
+        }
         true
     }
 }
@@ -402,14 +549,16 @@ fn set_offset(ov: &mut OVERLAPPED, off: u64, len: usize) -> Result<()> {
     Ok(())
 }
 
-/// Issues the OS call for the request at `p`. `Ok` means a packet will
-/// come (queued by the kernel, or posted here for a request that finished
-/// without one).
+/// Issues the OS call for the request at `p`. `Ok` means the OS took it:
+/// a packet will come ([`Started::Queued`]), or it completed at once with
+/// none to come ([`Started::Done`]: on a handle that skips the port on
+/// success, and reads that met the end of a file or pipe at once).
 ///
 /// # Safety
 /// `p` is a live request given up with into_raw, with `os.io` set, and
-/// `raw` is open for the duration of the call.
-pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &PortInner) -> Result<()> {
+/// `raw` is open for the duration of the call. `skip` is true only when
+/// the OS object skips the port on success.
+pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, skip: bool) -> Result<Started> {
     // SAFETY: the caller gives up `p`; until the OS call below returns,
     // nothing else can reach it. After the call `h` is not used.
     let h = unsafe { &mut *p };
@@ -421,44 +570,41 @@ pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &P
         // (S31): it completes when the stream is readable, taking nothing.
         (Op::Read, Some(s)) => {
             let bufs = wsabufs(&mut h.buffer, true);
+            let mut n = 0u32;
             // SAFETY: the WSABUFs point into the request's buffer, which
             // lives until the packet is taken; Winsock copies the array
             // itself; flags and OVERLAPPED live in the request.
-            let r = unsafe {
-                WSARecv(s, bufs.as_ptr(), bufs.len(), std::ptr::null_mut(), &mut h.os.flags, ov, None)
-            };
-            Ok(wsa_started(r)?)
+            let r = unsafe { WSARecv(s, bufs.as_ptr(), bufs.len(), &mut n, &mut h.os.flags, ov, None) };
+            Ok(wsa_started(r, n, skip)?)
         }
         (Op::Write, Some(s)) => {
             let bufs = wsabufs(&mut h.buffer, false);
+            let mut n = 0u32;
             // SAFETY: as for WSARecv; the data is only read.
-            let r = unsafe { WSASend(s, bufs.as_ptr(), bufs.len(), std::ptr::null_mut(), 0, ov, None) };
-            Ok(wsa_started(r)?)
+            let r = unsafe { WSASend(s, bufs.as_ptr(), bufs.len(), &mut n, 0, ov, None) };
+            Ok(wsa_started(r, n, skip)?)
         }
         (Op::Read | Op::ReadAt(_), None) => {
             if let Op::ReadAt(off) = op {
                 set_offset(&mut h.os.overlapped, off, h.buffer.capacity())?;
             }
             let (ptr, len) = first_part(&mut h.buffer, true);
+            let mut n = 0u32;
             // SAFETY: the buffer and OVERLAPPED live in the request until
             // its packet is taken.
-            let ok = unsafe { ReadFile(raw.handle(), ptr, len, std::ptr::null_mut(), ov) };
-            match win32_started(ok) {
-                Ok(()) => Ok(()),
+            let ok = unsafe { ReadFile(raw.handle(), ptr, len, &mut n, ov) };
+            match overflow_started(win32_started(ok, n, skip)) {
+                Ok(started) => Ok(started),
                 // End of file, or of a pipe whose writer closed: a read of
-                // 0 bytes, as on Unix. No packet was queued; post one.
+                // 0 bytes, as on Unix. No packet was queued: the crate
+                // delivers it.
                 Err(e)
                     if matches!(
                         e.raw_os_error().map(|c| c as u32),
                         Some(ERROR_HANDLE_EOF | ERROR_BROKEN_PIPE)
                     ) =>
                 {
-                    h.os.overlapped.Internal = 0;
-                    h.os.overlapped.InternalHigh = 0;
-                    let key = h.os.io.as_ref().map_or(0, |io| io.key.load(Ordering::Acquire));
-                    // SAFETY: `p` is a started request, in its handle's
-                    // pending table; the packet owns it now.
-                    Ok(unsafe { port.post_raw(p, key, 0) }?)
+                    Ok(Started::Done(0))
                 }
                 Err(e) => Err(Error::Io(e)),
             }
@@ -474,9 +620,10 @@ pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &P
                 ));
             }
             let (ptr, len) = first_part(&mut h.buffer, false);
+            let mut n = 0u32;
             // SAFETY: as for ReadFile; the data is only read.
-            let ok = unsafe { WriteFile(raw.handle(), ptr, len, std::ptr::null_mut(), ov) };
-            Ok(win32_started(ok)?)
+            let ok = unsafe { WriteFile(raw.handle(), ptr, len, &mut n, ov) };
+            Ok(win32_started(ok, n, skip)?)
         }
         (Op::Accept, Some(s)) => {
             let local = SockRef::from(match raw {
@@ -505,23 +652,19 @@ pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &P
                     ov,
                 )
             };
-            Ok(wsa_started(if ok != 0 { 0 } else { -1 })?)
+            Ok(wsa_started(if ok != 0 { 0 } else { -1 }, got, skip)?)
         }
         // The server end of a named pipe waits for a client. A client that
-        // connected before the call is a success with no packet queued.
+        // connected before the call is a success with no packet queued:
+        // the crate delivers it.
         (Op::Accept, None) if kind == HandleKind::LocalStream => {
             // SAFETY: the pipe handle is open; the OVERLAPPED lives in the
             // request until its packet is taken.
             let ok = unsafe { ConnectNamedPipe(raw.handle(), ov) };
-            match win32_started(ok) {
-                Ok(()) => Ok(()),
+            match win32_started(ok, 0, skip) {
+                Ok(started) => Ok(started),
                 Err(e) if e.raw_os_error().map(|c| c as u32) == Some(ERROR_PIPE_CONNECTED) => {
-                    h.os.overlapped.Internal = 0;
-                    h.os.overlapped.InternalHigh = 0;
-                    let key = h.os.io.as_ref().map_or(0, |io| io.key.load(Ordering::Acquire));
-                    // SAFETY: `p` is a started request, in its handle's
-                    // pending table; the packet owns it now.
-                    Ok(unsafe { port.post_raw(p, key, 0) }?)
+                    Ok(Started::Done(0))
                 }
                 Err(e) => Err(Error::Io(e)),
             }
@@ -541,31 +684,25 @@ pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &P
             }
             let len = net::encode(&addr, &mut h.os.addr);
             let Some(connect_ex) = net::connect_ex(s)? else { return Err(invalid()) };
+            let mut n = 0u32;
             // SAFETY: the socket is open and bound; the address and the
             // OVERLAPPED live in the request; no data is sent.
             let ok = unsafe {
-                connect_ex(
-                    s,
-                    h.os.addr.as_ptr() as *const SOCKADDR,
-                    len,
-                    std::ptr::null(),
-                    0,
-                    std::ptr::null_mut(),
-                    ov,
-                )
+                connect_ex(s, h.os.addr.as_ptr() as *const SOCKADDR, len, std::ptr::null(), 0, &mut n, ov)
             };
-            Ok(wsa_started(if ok != 0 { 0 } else { -1 })?)
+            Ok(wsa_started(if ok != 0 { 0 } else { -1 }, n, skip)?)
         }
         (Op::SendTo(addr), Some(s)) => {
             let len = net::encode(&addr, &mut h.os.addr);
             let bufs = wsabufs(&mut h.buffer, false);
+            let mut n = 0u32;
             // SAFETY: as for WSASend; the address lives in the request.
             let r = unsafe {
                 WSASendTo(
                     s,
                     bufs.as_ptr(),
                     bufs.len(),
-                    std::ptr::null_mut(),
+                    &mut n,
                     0,
                     h.os.addr.as_ptr() as *const SOCKADDR,
                     len,
@@ -573,11 +710,12 @@ pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &P
                     None,
                 )
             };
-            Ok(wsa_started(r)?)
+            Ok(wsa_started(r, n, skip)?)
         }
         (Op::RecvFrom, Some(s)) => {
             h.os.addr_len = (super::ADDR_WORDS * 8) as i32;
             let bufs = wsabufs(&mut h.buffer, true);
+            let mut n = 0u32;
             // SAFETY: as for WSARecv; the source address and its length are
             // written at completion into the request, which lives until then.
             let r = unsafe {
@@ -585,7 +723,7 @@ pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &P
                     s,
                     bufs.as_ptr(),
                     bufs.len(),
-                    std::ptr::null_mut(),
+                    &mut n,
                     &mut h.os.flags,
                     h.os.addr.as_mut_ptr() as *mut SOCKADDR,
                     &mut h.os.addr_len,
@@ -593,27 +731,23 @@ pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, port: &P
                     None,
                 )
             };
-            Ok(wsa_started(r)?)
+            Ok(overflow_started(wsa_started(r, n, skip))?)
         }
         _ => Err(invalid()),
     }
 }
 
 impl Io {
-    /// Takes the started request at address `ov` out of the pending table;
-    /// false when no request of this handle has that address.
-    pub(super) fn take_pending(&self, ov: usize) -> bool {
-        self.pending.lock().remove(&ov).is_some()
-    }
-
-    /// The port is closing: refuse new requests and cancel the pending ones.
+    /// The port is closing: refuse new requests and cancel the pending
+    /// ones, including those whose start is between its check and its OS
+    /// call (the gate waits for them).
     pub(super) fn abort_for_port_close(&self) {
-        let mut st = self.state.write();
-        st.port_closed = true;
-        if let Some(raw) = st.raw.as_ref() {
-            // SAFETY: the handle is open; NULL cancels all its requests.
+        self.gate.close_port();
+        self.with_raw(|raw| {
+            // SAFETY: the handle is open (a user of the gate); NULL
+            // cancels all its requests.
             unsafe { CancelIoEx(raw.handle(), std::ptr::null()) };
-        }
+        });
     }
 
     /// The packet of a started request, taken from the port, with the
@@ -640,8 +774,8 @@ impl Io {
             Op::Accept => {
                 let accepted = h.os.accept.take();
                 if let (0, Some(sock)) = (code, accepted) {
-                    let st = self.state.read();
-                    if let Some(listen) = st.raw.as_ref().and_then(Raw::socket) {
+                    let user = self.gate.enter();
+                    if let Some(listen) = user.as_ref().and_then(|_| self.raw.socket()) {
                         // SAFETY: both sockets are open; the option value is
                         // the listening socket, with its exact size.
                         unsafe {
@@ -654,17 +788,19 @@ impl Io {
                             )
                         };
                     }
-                    drop(st);
+                    drop(user);
                     h.addr = SockRef::from(&sock).peer_addr().ok().and_then(|a| a.as_socket());
                     h.accepted = Some(crate::Handle::from(TcpStream::from(sock)));
                 }
             }
             Op::Connect(_) if code == 0 => {
-                let st = self.state.read();
-                if let Some(s) = st.raw.as_ref().and_then(Raw::socket) {
-                    // SAFETY: the socket is open; this option takes no value.
-                    unsafe { setsockopt(s, SOL_SOCKET, SO_UPDATE_CONNECT_CONTEXT, std::ptr::null(), 0) };
-                }
+                self.with_raw(|raw| {
+                    if let Some(s) = raw.socket() {
+                        // SAFETY: the socket is open (a user of the gate);
+                        // this option takes no value.
+                        unsafe { setsockopt(s, SOL_SOCKET, SO_UPDATE_CONNECT_CONTEXT, std::ptr::null(), 0) };
+                    }
+                });
             }
             Op::RecvFrom if code == 0 => {
                 h.addr = net::decode(&h.os.addr, h.os.addr_len);
@@ -686,13 +822,20 @@ impl Io {
 impl Drop for Io {
     /// Frees the handle's place in its port's table (a later handle may
     /// take its key; a late foreign packet with it then finds its address
-    /// in no pending table).
+    /// in no pending table; every request of this handle has been taken,
+    /// since each holds the `Io`), and closes the OS object unless `close`
+    /// did.
     fn drop(&mut self) {
         let key = self.key.load(Ordering::Acquire);
         if let Some(port) = self.port.get().and_then(Weak::upgrade) {
             if key > 0 {
-                port.handles.lock().try_remove(key - 1);
+                port.table.release(key - 1);
             }
+        }
+        if !self.gate.is_closed() {
+            // SAFETY: not closed by `close` (which sets the gate's closed
+            // bit first), and dropped once, here.
+            unsafe { ManuallyDrop::drop(&mut self.raw) };
         }
     }
 }
@@ -789,12 +932,12 @@ impl TryFrom<File> for Handle {
 impl Handle {
     /// The socket, or `INVALID_SOCKET` for a file handle or once closed.
     pub(crate) fn raw_socket(&self) -> std::os::windows::io::RawSocket {
-        self.io.state.read().raw.as_ref().and_then(Raw::socket).map_or(!0, |s| s as _)
+        self.io.with_raw(Raw::socket).flatten().map_or(!0, |s| s as _)
     }
 
     /// The OS handle (a socket's too), or null once closed.
     pub(crate) fn raw_handle(&self) -> RawHandle {
-        self.io.state.read().raw.as_ref().map_or(std::ptr::null_mut(), |r| r.handle() as RawHandle)
+        self.io.with_raw(|r| r.handle() as RawHandle).unwrap_or_default()
     }
 
     /// Runs `f` with the file or pipe handle borrowed; a close waits until
@@ -803,15 +946,55 @@ impl Handle {
         &self,
         f: impl FnOnce(std::os::windows::io::BorrowedHandle<'_>) -> T,
     ) -> Result<T> {
-        let st = self.io.state.read();
-        match st.raw.as_ref() {
-            Some(Raw::File(h)) => Ok(f(h.as_handle())),
-            Some(Raw::Socket(_)) => {
+        match self.io.with_raw(|raw| match raw {
+            Raw::File(h) => Some(f(h.as_handle())),
+            Raw::Socket(_) => None,
+        }) {
+            Some(Some(r)) => Ok(r),
+            Some(None) => {
                 Err(Error::invalid("handle", self.describe_kind(), "is a socket (use with_socket)"))
             }
             None => Err(closed()),
         }
     }
+}
+
+/// True when the socket's provider is an IFS one (`XP1_IFS_HANDLES`): a
+/// layered provider that is not may complete a request at once and still
+/// queue its packet, so such sockets never skip the port on success.
+fn ifs_socket(s: &OwnedSocket) -> bool {
+    let mut info = WSAPROTOCOL_INFOW::default();
+    let mut len = std::mem::size_of::<WSAPROTOCOL_INFOW>() as i32;
+    // SAFETY: the socket is open (borrowed); the option value is a
+    // WSAPROTOCOL_INFOW with its exact length.
+    let r = unsafe {
+        getsockopt(
+            s.as_raw_socket() as SOCKET,
+            SOL_SOCKET,
+            SO_PROTOCOL_INFOW,
+            &mut info as *mut WSAPROTOCOL_INFOW as *mut u8,
+            &mut len,
+        )
+    };
+    r == 0 && info.dwServiceFlags1 & XP1_IFS_HANDLES != 0
+}
+
+/// True for a pipe of byte type: a message-type pipe can fail a short read
+/// at once with `ERROR_MORE_DATA` while the kernel queues its packet, which
+/// a handle that skips the port on success could not tell apart.
+fn byte_pipe(h: &OwnedHandle) -> bool {
+    let mut flags = 0u32;
+    // SAFETY: the handle is open (borrowed); only the flags are asked for.
+    let ok = unsafe {
+        GetNamedPipeInfo(
+            h.as_raw_handle() as HANDLE,
+            &mut flags,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    };
+    ok != 0 && flags & PIPE_TYPE_MESSAGE == 0
 }
 
 /// What a socket is: its type, and whether it listens (`SO_ACCEPTCONN`).
@@ -869,6 +1052,100 @@ impl AsRawHandle for crate::Handle {
     }
 }
 
+/// A self-relative security descriptor made by
+/// `ConvertStringSecurityDescriptorToSecurityDescriptorW`, freed with
+/// `LocalFree`.
+struct PipeSecurity(PSECURITY_DESCRIPTOR);
+
+impl PipeSecurity {
+    /// The descriptor of a pipe server: `D:P(A;;GA;;;SY)(A;;GA;;;BA)(A;;GA;;;<user>)`,
+    /// a protected DACL (nothing inherited) that grants full access to
+    /// LocalSystem, the Administrators and the process's user, and so
+    /// nothing to Everyone, Anonymous or anyone else.
+    fn new() -> io::Result<PipeSecurity> {
+        let user = process_user_sid()?;
+        let sddl = wide(&format!("D:P(A;;GA;;;SY)(A;;GA;;;BA)(A;;GA;;;{user})"));
+        let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
+        // SAFETY: `sddl` is a NUL-terminated UTF-16 string; the function
+        // allocates the descriptor (freed in Drop) and writes its address.
+        let ok = unsafe {
+            ConvertStringSecurityDescriptorToSecurityDescriptorW(
+                sddl.as_ptr(),
+                SDDL_REVISION_1,
+                &mut sd,
+                std::ptr::null_mut(),
+            )
+        };
+        if ok == 0 || sd.is_null() {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(PipeSecurity(sd))
+    }
+}
+
+impl Drop for PipeSecurity {
+    fn drop(&mut self) {
+        // SAFETY: the descriptor was allocated by the conversion above and
+        // is freed once, here.
+        unsafe { LocalFree(self.0) };
+    }
+}
+
+/// The SID of the user the process runs as (its token's `TokenUser`), in
+/// its string form (`S-1-5-21-…`).
+fn process_user_sid() -> io::Result<String> {
+    let mut token: HANDLE = std::ptr::null_mut();
+    // SAFETY: the pseudo-handle of the current process; the token handle
+    // is written on success and owned below.
+    if unsafe { OpenProcessToken(GetCurrentProcess(), TOKEN_QUERY, &mut token) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh handle that nothing else owns.
+    let token = unsafe { OwnedHandle::from_raw_handle(token as RawHandle) };
+    let mut len = 0u32;
+    // SAFETY: asks for the size only (no buffer); fails with
+    // ERROR_INSUFFICIENT_BUFFER and sets `len`.
+    unsafe {
+        GetTokenInformation(token.as_raw_handle() as HANDLE, TokenUser, std::ptr::null_mut(), 0, &mut len)
+    };
+    if len == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // 8-byte aligned, as the TOKEN_USER (two pointers' worth) needs.
+    let mut buf = vec![0u64; (len as usize).div_ceil(8)];
+    // SAFETY: the buffer has `len` bytes, suitably aligned.
+    let ok = unsafe {
+        GetTokenInformation(
+            token.as_raw_handle() as HANDLE,
+            TokenUser,
+            buf.as_mut_ptr().cast(),
+            len,
+            &mut len,
+        )
+    };
+    if ok == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the call filled the buffer with a TOKEN_USER, whose SID
+    // pointer points into the same buffer.
+    let sid = unsafe { (*buf.as_ptr().cast::<TOKEN_USER>()).User.Sid };
+    let mut text: *mut u16 = std::ptr::null_mut();
+    // SAFETY: `sid` is a valid SID (in `buf`, alive); the function
+    // allocates the string, freed below.
+    if unsafe { ConvertSidToStringSidW(sid, &mut text) } == 0 || text.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `text` is a NUL-terminated UTF-16 string; it is read up to
+    // its terminator and then freed once.
+    let s = unsafe {
+        let n = (0..).take_while(|&i| *text.add(i) != 0).count();
+        let s = String::from_utf16_lossy(std::slice::from_raw_parts(text, n));
+        LocalFree(text.cast());
+        s
+    };
+    Ok(s)
+}
+
 fn wide(s: &str) -> Vec<u16> {
     s.encode_utf16().chain(std::iter::once(0)).collect()
 }
@@ -890,7 +1167,7 @@ impl crate::Handle {
     /// closed handle.
     pub fn disconnect_named_pipe(&self) -> Result<()> {
         self.sys().with_handle(|h| {
-            // SAFETY: the pipe handle is open while the state lock is held
+            // SAFETY: the pipe handle is open while it is lent
             // (with_handle); the call takes only the handle.
             if unsafe { DisconnectNamedPipe(h.as_raw_handle() as HANDLE) } == 0 {
                 Err(Error::Io(io::Error::last_os_error()))
@@ -930,18 +1207,37 @@ impl crate::Handle {
 
     /// Creates the server end of a named pipe (S27): a byte-mode, duplex,
     /// overlapped instance of `name` (`\\.\pipe\name` unless `name`
-    /// already starts with `\\`), local clients only. With `first` set, it
-    /// fails when an instance of that name exists already. A client that
+    /// already starts with `\\`), local clients only. A client that
     /// opens the name with [`Handle::named_pipe_client`](crate::Handle::named_pipe_client) connects to it;
     /// the two are then [`HandleKind::LocalStream`]s that take reads and
     /// writes.
+    ///
+    /// Only LocalSystem, the Administrators group and the user the process
+    /// runs as may open the pipe: its security descriptor is a protected
+    /// DACL that grants those three full access and no one else (Windows'
+    /// default descriptor for a pipe lets Everyone and Anonymous read it).
+    /// Remote clients are rejected (`PIPE_REJECT_REMOTE_CLIENTS`).
+    ///
+    /// With `first` set, the call fails (`ERROR_ACCESS_DENIED`) when a pipe
+    /// of that name exists already (`FILE_FLAG_FIRST_PIPE_INSTANCE`). Set it
+    /// for a server's first instance: a pipe of the same name that another
+    /// process made first keeps that process's security descriptor, and
+    /// joining it would serve clients the crate did not choose. Later
+    /// instances of the server's own pipe pass `false`.
     pub fn named_pipe_server(name: &str, first: bool) -> Result<crate::Handle> {
         let w = pipe_name(name)?;
         let mut mode = PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED;
         if first {
             mode |= FILE_FLAG_FIRST_PIPE_INSTANCE;
         }
-        // SAFETY: `w` is a NUL-terminated UTF-16 name; default security.
+        let security = PipeSecurity::new().map_err(Error::Io)?;
+        let attributes = SECURITY_ATTRIBUTES {
+            nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as u32,
+            lpSecurityDescriptor: security.0,
+            bInheritHandle: 0,
+        };
+        // SAFETY: `w` is a NUL-terminated UTF-16 name; the attributes and
+        // the descriptor they point to live until the call returns.
         let h = unsafe {
             CreateNamedPipeW(
                 w.as_ptr(),
@@ -951,9 +1247,10 @@ impl crate::Handle {
                 65536,
                 65536,
                 0,
-                std::ptr::null(),
+                &attributes,
             )
         };
+        drop(security);
         if h == INVALID_HANDLE_VALUE {
             return Err(Error::Io(io::Error::last_os_error()));
         }

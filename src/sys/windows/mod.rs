@@ -6,14 +6,18 @@
 //!
 //! # Completion on immediate success
 //!
-//! Handles are associated with their port without
-//! `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS`. A request that the OS starts
-//! (the call succeeds at once or returns `ERROR_IO_PENDING`) therefore always
-//! posts exactly one packet, taken from the port like any other; a request
-//! that fails at once posts nothing and its start returns the error with
-//! the buffer (S23). Skipping the packet would save a kernel transition on
-//! immediate success, but then the starting thread would have to deliver the
-//! completion itself, outside the pool and out of the port's FIFO order.
+//! By default a handle is associated with its port without
+//! `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS`: a request that the OS starts
+//! (the call succeeds at once or returns `ERROR_IO_PENDING`) gets exactly
+//! one packet from the kernel; a request that fails at once gets none and
+//! its start returns the error with the buffer (S23). A handle may opt in
+//! to the flag before it is bound (`Handle::skip_completion_port_on_success`);
+//! a request on it that succeeds at once then gets no packet, and its
+//! start hands it to the port's own queue (`sys::ready`), which every take
+//! looks at before the kernel's, so it completes once, through the port,
+//! with no kernel call while a thread is on its way back. The few
+//! immediate results that never get a packet (end of file or pipe, a pipe
+//! client already connected) go the same way on every handle.
 //!
 //! # Close and cancel
 //!

@@ -16,7 +16,9 @@ use crate::error::{Error, Result};
 use crate::port::Packet;
 use crate::request::{Header, Request};
 use crate::status::Status;
-use crate::sync::{Arc, AtomicBool, AtomicUsize, Mutex, Ordering, Weak};
+use crate::sync::{Arc, AtomicBool, AtomicUsize, Ordering, Weak};
+use crate::sys::inflight::Table;
+use crate::sys::ready::Ready;
 use crate::sys::{PortDriver, SlotOps};
 
 /// Entries taken from the kernel in one `GetQueuedCompletionStatusEx`.
@@ -40,6 +42,35 @@ fn sentinel() -> *mut OVERLAPPED {
 }
 
 static INTERRUPT: u8 = 0;
+
+static WAKE: u8 = 0;
+
+/// The packet that wakes a waiter for the port's own queue (`sys::ready`);
+/// never dereferenced.
+fn wake_packet() -> *mut OVERLAPPED {
+    &WAKE as *const u8 as *mut OVERLAPPED
+}
+
+/// After this many takes in a row from the port's own queue, a take looks
+/// at the kernel's queue first (without waiting), so that the kernel's
+/// packets are not starved by completions that keep finishing at once.
+const KERNEL_EVERY: usize = 16;
+
+thread_local! {
+    /// The port the calling pool worker comes back to after its callback,
+    /// and whether it already deferred a wake-up for it (as `sys::queue`
+    /// does on Unix).
+    #[allow(clippy::missing_const_for_thread_local)] // it is const; clippy flags it on this target all the same
+    static RETURNS_TO: std::cell::Cell<(usize, bool)> = const { std::cell::Cell::new((0, false)) };
+}
+
+/// A started request that completed with no packet to come, on its way
+/// through the port's own queue.
+struct Direct(*mut Header);
+
+// SAFETY: the request it points to is owned by whoever holds the `Direct`
+// (nothing else references it), and requests are `Send`.
+unsafe impl Send for Direct {}
 
 /// The packet that ends a pool wait when the pool's limits change; never
 /// dereferenced, like the close sentinel.
@@ -70,12 +101,21 @@ pub(crate) struct Inner {
     waiting: AtomicUsize,
     /// Interrupts so far (see `PortDriver::interrupt`).
     interrupts: AtomicUsize,
-    /// The handles associated with the port, for `close` to cancel, and
-    /// to tell their packets apart: a handle's completion key is `1 +` its
-    /// index here (see [`Inner::claim`]).
-    pub(super) handles: Mutex<slab::Slab<Weak<Io>>>,
+    /// The handles associated with the port: for each, its requests in
+    /// flight (read with no lock, to tell the crate's packets from foreign
+    /// ones, see [`Inner::claim`]) and the handle itself (for `close` to
+    /// cancel). A handle's completion key is `1 +` its index here.
+    pub(super) table: Table<Weak<Io>>,
     /// Packets dropped because no request of the crate's made them (S39).
     foreign: AtomicUsize,
+    /// The port's own queue: completions the kernel queues no packet for
+    /// (`Inner::deliver`), taken before the kernel's.
+    ready: Ready<Direct>,
+    /// How many went through it (`Port::direct_completions`).
+    direct: AtomicUsize,
+    /// Takes from the own queue since a take last looked at the kernel's
+    /// (a hint for fairness: races only move the next look a little).
+    own_run: AtomicUsize,
 }
 
 /// The port. Cheap to share; the core holds it in an `Arc`.
@@ -124,8 +164,11 @@ impl PortDriver for Port {
                 outstanding: AtomicUsize::new(0),
                 waiting: AtomicUsize::new(0),
                 interrupts: AtomicUsize::new(0),
-                handles: Mutex::new(slab::Slab::new()),
+                table: Table::new(),
                 foreign: AtomicUsize::new(0),
+                ready: Ready::new(),
+                direct: AtomicUsize::new(0),
+                own_run: AtomicUsize::new(0),
             }),
         })
     }
@@ -218,6 +261,10 @@ impl PortDriver for Port {
             return false;
         }
         inner.cancel_handles();
+        // A completion a worker deferred may wait in the own queue.
+        if inner.ready.more(inner.waiting.load(Ordering::SeqCst)) {
+            inner.post_wake();
+        }
         if inner.outstanding.load(Ordering::SeqCst) == 0 {
             inner.finish();
         }
@@ -240,11 +287,24 @@ impl PortDriver for Port {
         self.inner.interrupts.load(Ordering::SeqCst)
     }
 
-    /// The kernel watches every handle bound to an IOCP: nothing to do.
-    fn maintain(&self) {}
+    /// The kernel watches every handle bound to an IOCP. The one duty: a
+    /// completion left in the port's own queue while threads wait in the
+    /// kernel (one a worker deferred and then did not come back for, as
+    /// its callback blocks, or one whose wake-up could not be posted) gets
+    /// a wake-up.
+    fn maintain(&self) {
+        let inner = &self.inner;
+        if !inner.ready.is_empty() && inner.ready.more(inner.waiting.load(Ordering::SeqCst)) {
+            inner.post_wake();
+        }
+    }
 
     fn foreign_packets(&self) -> usize {
         self.inner.foreign.load(Ordering::Relaxed)
+    }
+
+    fn direct_completions(&self) -> usize {
+        self.inner.direct.load(Ordering::Relaxed)
     }
 }
 
@@ -287,44 +347,82 @@ impl Inner {
         unsafe { PostQueuedCompletionStatus(self.raw.0, 0, 0, sentinel()) };
     }
 
-    /// Posts the completion of a started request that finished without
-    /// the kernel queueing a packet (its status is in its `OVERLAPPED`),
-    /// with its handle's key, as the kernel would have.
+    /// Hands the completion of a started request for which the kernel
+    /// queues no packet (it completed at once) to the port's own queue,
+    /// where the next take finds it without a kernel call; a thread
+    /// blocked in the kernel meanwhile is woken with one packet
+    /// (`sys::ready`). Its result is in its `OVERLAPPED` (`Internal`: the
+    /// status, `InternalHigh`: the bytes).
     ///
     /// # Safety
-    /// `raw` is a started request (its `os.io` set, and in that handle's
-    /// pending table) given up with into_raw.
-    pub(super) unsafe fn post_raw(&self, raw: *mut Header, key: usize, bytes: u32) -> io::Result<()> {
-        // SAFETY: the port handle is open; the caller passes a request
-        // pointer that the packet will own.
-        let ok = unsafe { PostQueuedCompletionStatus(self.raw.0, bytes, key, raw as *const OVERLAPPED) };
-        if ok == 0 {
-            return Err(io::Error::last_os_error());
+    /// `p` is a started request (its `os.io` set) given up with into_raw,
+    /// taken off its handle's pending requests, that the OS holds no more.
+    pub(super) unsafe fn deliver(&self, p: *mut Header) {
+        self.direct.fetch_add(1, Ordering::Relaxed);
+        // A pool worker of this port will take it itself when its callback
+        // returns (once per packet it took): no wake-up, so a callback's
+        // next completion costs no kernel call at all.
+        let me = self as *const Inner as usize;
+        let defer = RETURNS_TO.with(|r| {
+            let (port, used) = r.get();
+            let defer = port == me && !used;
+            if defer {
+                r.set((port, true));
+            }
+            defer
+        });
+        if defer {
+            self.ready.push_deferred(Direct(p));
+        } else if self.ready.push(Direct(p), &self.waiting) {
+            self.post_wake();
         }
-        Ok(())
+    }
+
+    fn post_wake(&self) {
+        // SAFETY: the port handle is open; the wake-up pointer is never
+        // dereferenced.
+        if unsafe { PostQueuedCompletionStatus(self.raw.0, 0, 0, wake_packet()) } == 0 {
+            // The next push, take or `maintain` posts one again.
+            self.ready.woken();
+        }
+    }
+
+    /// After a take: wakes another waiter when items of the port's own
+    /// queue are left behind.
+    fn pass_on(&self) {
+        if self.ready.more(self.waiting.load(Ordering::SeqCst).saturating_sub(1)) {
+            self.post_wake();
+        }
+    }
+
+    /// The packet of a completion from the port's own queue.
+    fn direct_packet(&self, d: Direct) -> Packet {
+        // SAFETY: `deliver` queued it: a started request given up with
+        // into_raw that the OS holds no more, taken from the queue once.
+        let req = unsafe { Request::from_raw(d.0) };
+        let ov = &req.header().os.overlapped;
+        let (nt, bytes) = (ov.Internal as u32 as i32, ov.InternalHigh as u32);
+        finish(req, nt, bytes)
     }
 
     fn cancel_handles(&self) {
-        // Upgraded under the lock, aborted (and maybe dropped: an `Io`'s
-        // drop takes this lock) after it.
-        let handles: Vec<Arc<Io>> = self.handles.lock().iter().filter_map(|(_, w)| w.upgrade()).collect();
+        // Upgraded under the table's lock, aborted (and maybe dropped: an
+        // `Io`'s drop takes that lock) after it.
+        let handles: Vec<Arc<Io>> = self.table.owners(Weak::upgrade);
         for io in handles {
             io.abort_for_port_close();
         }
     }
 
-    /// The handle whose request `ov` is, when the packet with `key` and
-    /// `ov` is one of the crate's requests; `None` for a foreign packet
-    /// (S39): overlapped I/O that someone else issued on a handle bound
-    /// here, through a duplicate of it. `ov` is only compared, never read:
-    /// a request counts as the crate's when its address is in the pending
-    /// table of the handle the key names.
-    fn claim(&self, key: usize, ov: *mut OVERLAPPED) -> Option<Arc<Io>> {
-        let io = {
-            let handles = self.handles.lock();
-            key.checked_sub(1).and_then(|i| handles.get(i)).and_then(Weak::upgrade)
-        }?;
-        io.take_pending(ov as usize).then_some(io)
+    /// True when the packet with `key` and `ov` is one of the crate's
+    /// requests, which is then taken out of its handle's pending requests;
+    /// false for a foreign packet (S39): overlapped I/O that someone else
+    /// issued on a handle bound here, through a duplicate of it. `ov` is
+    /// only compared, never read: a request counts as the crate's when its
+    /// address is pending on the handle the key names. No lock: the key
+    /// leads to the handle's entry in the table with two loads.
+    fn claim(&self, key: usize, ov: *mut OVERLAPPED) -> bool {
+        key.checked_sub(1).and_then(|i| self.table.get(i)).is_some_and(|p| p.take(ov as usize))
     }
 
     /// The packet of one kernel entry that is neither the sentinel nor an
@@ -348,23 +446,22 @@ impl Inner {
             let req = unsafe { Request::from_raw(raw as *mut Header) };
             return Some(user_post(req));
         }
-        let Some(io) = self.claim(e.lpCompletionKey, raw) else {
+        if !self.claim(e.lpCompletionKey, raw) {
             self.foreign.fetch_add(1, Ordering::Relaxed);
             return None;
-        };
+        }
         // The status is the `NTSTATUS` the packet carries (the entry's
         // `Internal`), which on Windows is also what the kernel wrote into
         // the request's `OVERLAPPED`; the packet is read rather than the
         // `OVERLAPPED` because Wine may queue the packet before it writes
         // the `OVERLAPPED`.
         //
-        // SAFETY: `claim` found the pointer in its handle's pending table:
-        // it is a request of that handle given up with into_raw, whose
-        // packet this is (the kernel hands each out once, and the entry is
-        // removed now).
-        let mut req = unsafe { Request::from_raw(raw as *mut Header) };
-        drop(req.header_mut().os.io.take());
-        Some(io.complete(req, e.Internal as u32 as i32, e.dwNumberOfBytesTransferred))
+        // SAFETY: `claim` found the pointer among its handle's pending
+        // requests: it is a request of that handle given up with into_raw,
+        // whose packet this is (the kernel hands each out once, and the
+        // entry is removed now).
+        let req = unsafe { Request::from_raw(raw as *mut Header) };
+        Some(finish(req, e.Internal as u32 as i32, e.dwNumberOfBytesTransferred))
     }
 
     /// One `GetQueuedCompletionStatusEx`, retried until a packet, the
@@ -378,12 +475,39 @@ impl Inner {
     ) -> Result<usize> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut entries = [OVERLAPPED_ENTRY::default(); BATCH];
-        let want = max.clamp(1, BATCH) as u32;
+        let want = max.clamp(1, BATCH);
+        // Only the pool's workers (the interruptible waits) always come
+        // back to the port after a callback.
+        let me = if interrupts.is_some() { self as *const Inner as usize } else { 0 };
+        RETURNS_TO.with(|r| r.set((me, false)));
         loop {
             if self.finished.load(Ordering::SeqCst) {
                 return Err(Error::Abandoned);
             }
+            // The port's own queue first (the caller is counted in
+            // `waiting` already), but every KERNEL_EVERY-th time in a row
+            // the kernel's, without waiting when the own queue has more.
+            let kernel_turn = self.own_run.load(Ordering::Relaxed) >= KERNEL_EVERY;
+            if !kernel_turn {
+                let before = out.len();
+                while out.len() - before < want {
+                    let Some(d) = self.ready.pop() else { break };
+                    out.push(self.direct_packet(d));
+                }
+                let taken = out.len() - before;
+                if taken > 0 {
+                    self.own_run.fetch_add(1, Ordering::Relaxed);
+                    self.pass_on();
+                    self.end(taken);
+                    return Ok(taken);
+                }
+            }
+            if kernel_turn || self.own_run.load(Ordering::Relaxed) != 0 {
+                self.own_run.store(0, Ordering::Relaxed);
+            }
+            let poll = kernel_turn && !self.ready.is_empty();
             let ms = match deadline {
+                _ if poll => 0,
                 None => INFINITE,
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
@@ -396,11 +520,23 @@ impl Inner {
             // SAFETY: the port handle is open; `entries` has room for
             // `want` entries; not alertable.
             let ok = unsafe {
-                GetQueuedCompletionStatusEx(self.raw.0, entries.as_mut_ptr(), want, &mut removed, ms, 0)
+                GetQueuedCompletionStatusEx(
+                    self.raw.0,
+                    entries.as_mut_ptr(),
+                    want as u32,
+                    &mut removed,
+                    ms,
+                    0,
+                )
             };
             if ok == 0 {
                 let e = io::Error::last_os_error();
-                return Err(match e.raw_os_error().map(|c| c as u32) {
+                let code = e.raw_os_error().map(|c| c as u32);
+                if poll && code == Some(WAIT_TIMEOUT) {
+                    // Nothing in the kernel's queue: back to the own one.
+                    continue;
+                }
+                return Err(match code {
                     Some(WAIT_TIMEOUT) => Error::Timeout,
                     Some(ERROR_ABANDONED_WAIT_0 | ERROR_INVALID_HANDLE) => Error::Abandoned,
                     _ => Error::Io(e),
@@ -409,12 +545,16 @@ impl Inner {
             let before = out.len();
             let mut saw_sentinel = false;
             let mut interrupted = false;
+            let mut woken = false;
             for e in &entries[..(removed as usize).min(BATCH)] {
                 if e.lpOverlapped == sentinel() {
                     saw_sentinel = true;
                 } else if e.lpOverlapped == interrupt_packet() {
                     interrupted |=
                         interrupts.is_some_and(|seen| seen != self.interrupts.load(Ordering::SeqCst));
+                } else if e.lpOverlapped == wake_packet() {
+                    self.ready.woken();
+                    woken = true;
                 } else if let Some(p) = self.packet_of(e) {
                     out.push(p);
                 }
@@ -426,6 +566,7 @@ impl Inner {
             }
             self.end(taken);
             if taken > 0 {
+                self.pass_on();
                 return Ok(taken);
             }
             if saw_sentinel {
@@ -434,10 +575,28 @@ impl Inner {
             if interrupted {
                 return Ok(0);
             }
+            if woken || poll {
+                continue;
+            }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(Error::Timeout);
             }
         }
+    }
+}
+
+/// The packet of a completed request of the crate's, with the `NTSTATUS`
+/// and byte count of its result. Every started request holds its handle
+/// (set before it was made pending), so `os.io` is always there.
+fn finish(mut req: Request, nt: i32, bytes: u32) -> Packet {
+    match req.header_mut().os.io.take() {
+        Some(io) => io.complete(req, nt, bytes),
+        None => Packet {
+            status: Status::from_raw(super::net::error_of(nt, false)),
+            bytes: bytes as usize,
+            key: 0,
+            request: Some(req),
+        },
     }
 }
 
@@ -456,6 +615,11 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.closing.store(true, Ordering::SeqCst);
         self.cancel_handles();
+        // Nothing can deliver any more (that takes a reference to the port).
+        while let Some(d) = self.ready.pop() {
+            drop(self.direct_packet(d));
+            self.outstanding.fetch_sub(1, Ordering::SeqCst);
+        }
         let deadline = Instant::now() + Duration::from_secs(2);
         let mut entries = [OVERLAPPED_ENTRY::default(); BATCH];
         while self.outstanding.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
@@ -475,7 +639,7 @@ impl Drop for Inner {
                 continue;
             }
             for e in &entries[..(removed as usize).min(BATCH)] {
-                if e.lpOverlapped != sentinel() && e.lpOverlapped != interrupt_packet() {
+                if ![sentinel(), interrupt_packet(), wake_packet()].contains(&e.lpOverlapped) {
                     if let Some(p) = self.packet_of(e) {
                         drop(p);
                         self.outstanding.fetch_sub(1, Ordering::SeqCst);

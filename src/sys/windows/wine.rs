@@ -19,8 +19,7 @@
 use std::sync::mpsc;
 use std::sync::OnceLock;
 
-use super::handle::{start, Raw};
-use super::port::Inner as PortInner;
+use super::handle::{start, Raw, Started};
 use crate::error::{Error, Result};
 use crate::handle::HandleKind;
 use crate::request::Header;
@@ -45,8 +44,8 @@ struct Job {
     kind: HandleKind,
     raw: *const Raw,
     p: *mut Header,
-    port: *const PortInner,
-    done: mpsc::SyncSender<Result<()>>,
+    skip: bool,
+    done: mpsc::SyncSender<Result<Started>>,
 }
 
 // SAFETY: the pointers are only used by the issuing thread while the thread
@@ -65,7 +64,7 @@ fn issuer() -> Option<&'static mpsc::Sender<Job>> {
                         // SAFETY: as `issue` promises: the sender blocks until
                         // the result is sent, so every pointer is live.
                         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
-                            start(job.kind, &*job.raw, job.p, &*job.port)
+                            start(job.kind, &*job.raw, job.p, job.skip)
                         }));
                         let r = r.unwrap_or_else(|_| Err(gone()));
                         let _ = job.done.send(r);
@@ -82,18 +81,31 @@ fn issuer() -> Option<&'static mpsc::Sender<Job>> {
 /// # Safety
 /// As for `start`: `p` is a live request given up with into_raw, with
 /// `os.io` set, and `raw` is open for the duration of the call.
-pub(super) unsafe fn issue(kind: HandleKind, raw: &Raw, p: *mut Header, port: &PortInner) -> Result<()> {
+pub(super) unsafe fn issue(kind: HandleKind, raw: &Raw, p: *mut Header, skip: bool) -> Result<Started> {
     let Some(tx) = issuer() else {
         // SAFETY: the caller's promise.
-        return unsafe { start(kind, raw, p, port) };
+        return unsafe { start(kind, raw, p, skip) };
     };
-    let (done, result) = mpsc::sync_channel(1);
-    let job = Job { kind, raw, p, port, done };
-    if tx.send(job).is_err() {
-        return Err(gone());
+    thread_local! {
+        /// Where the issuing thread sends this thread's results: made once
+        /// per thread, so a start allocates nothing.
+        static RESULT: (mpsc::SyncSender<Result<Started>>, mpsc::Receiver<Result<Started>>) =
+            mpsc::sync_channel(1);
     }
-    // Blocks until the issuing thread has finished with the borrows.
-    result.recv().unwrap_or_else(|_| Err(gone()))
+    let run = |done: &mpsc::SyncSender<Result<Started>>, result: &mpsc::Receiver<Result<Started>>| {
+        let job = Job { kind, raw, p, skip, done: done.clone() };
+        if tx.send(job).is_err() {
+            return Err(gone());
+        }
+        // Blocks until the issuing thread has finished with the borrows.
+        result.recv().unwrap_or_else(|_| Err(gone()))
+    };
+    // A start from a thread-local destructor, after RESULT is gone, makes
+    // a channel of its own.
+    RESULT.try_with(|(done, result)| run(done, result)).unwrap_or_else(|_| {
+        let (done, result) = mpsc::sync_channel(1);
+        run(&done, &result)
+    })
 }
 
 fn gone() -> Error {

@@ -35,6 +35,7 @@
 
 mod handle;
 mod net;
+mod op;
 mod port;
 mod wine;
 

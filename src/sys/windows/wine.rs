@@ -19,7 +19,8 @@
 use std::sync::mpsc;
 use std::sync::OnceLock;
 
-use super::handle::{start, Raw, Started};
+use super::handle::Raw;
+use super::op::{start, Started};
 use crate::error::{Error, Result};
 use crate::handle::HandleKind;
 use crate::request::Header;

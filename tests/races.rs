@@ -91,6 +91,10 @@ enum Racer {
     CancelAll,
     /// Handles with reads pending, closed one after another.
     Close,
+    /// Positional reads of a file whose bytes are in the page cache: on
+    /// io_uring each is done during its start, with no lock of the handle
+    /// (on epoll it runs on a thread of the port).
+    FileRead,
 }
 
 /// Threads racing the stop in each round, each on handles of its own. Two
@@ -183,6 +187,14 @@ fn race_requests(racer: Racer, handles: &[Handle], started: &Mutex<Vec<RequestId
                 progress();
             }
         }
+        Racer::FileRead => {
+            for i in 0..MAX_OPS {
+                if record(started, handles[0].read_at((i % 4) as u64 * 8, vec![0; 8])).is_none() {
+                    break;
+                }
+                progress();
+            }
+        }
     }
 }
 
@@ -219,7 +231,16 @@ fn drain(port: &Port, done: &Mutex<Vec<RequestId>>) {
 fn one_round(racer: Racer, stop: Stop, round: usize) -> Outcome {
     let threads = RACING_THREADS;
     let n = threads * if matches!(racer, Racer::Close) { CLOSE_HANDLES } else { 1 };
-    let (peers, handles) = pairs(n);
+    let (peers, mut handles) = pairs(n);
+    // The file outlives the round's handles (dropped at the end of it).
+    let file = util::TempFile::with_contents("races", &[7; 32]);
+    if let Racer::FileRead = racer {
+        handles = (0..n)
+            .map(|_| {
+                Handle::try_from(std::fs::File::open(file.path()).expect("open")).expect("a file handle")
+            })
+            .collect();
+    }
     let done = Arc::new(Mutex::new(Vec::new()));
     let started_ids = Arc::new(Mutex::new(Vec::new()));
 
@@ -382,6 +403,21 @@ fn s17_shutdown_racing_handle_close_loses_no_completion() {
 #[test]
 fn s11_port_close_racing_starts_that_complete_at_once_queues_every_packet_before_abandoned() {
     race(Racer::Immediate, Stop::PortClose);
+}
+
+/// S2, S17: positional file reads (done during their start on io_uring,
+/// with no lock of the handle) racing `shutdown`.
+#[test]
+fn s17_shutdown_racing_file_reads_loses_no_completion() {
+    race(Racer::FileRead, Stop::Shutdown);
+}
+
+/// S2, S11: positional file reads racing the close of a stand-alone port:
+/// a read done during its start queues its packet before a waiting thread
+/// is told `Abandoned`.
+#[test]
+fn s11_port_close_racing_file_reads_queues_every_packet_before_abandoned() {
+    race(Racer::FileRead, Stop::PortClose);
 }
 
 /// S11, S25: a `cancel` racing the close of a stand-alone port.

@@ -148,6 +148,29 @@ impl std::fmt::Debug for Slot {
     }
 }
 
+/// A post in progress ([`Queue::begin_post`]); ends when dropped.
+pub(crate) struct PostGuard<'a, T: Send + 'static, P: Poller<T> + 'static> {
+    queue: &'a Queue<T, P>,
+}
+
+impl<T: Send + 'static, P: Poller<T> + 'static> PostGuard<'_, T, P> {
+    /// Queues the item and ends the post.
+    pub(crate) fn push(self, item: T) {
+        self.queue.push(item);
+    }
+}
+
+impl<T: Send + 'static, P: Poller<T> + 'static> Drop for PostGuard<'_, T, P> {
+    fn drop(&mut self) {
+        let s = self.queue.state.fetch_sub(POST, Ordering::SeqCst) - POST;
+        if s == CLOSING | CLOSED {
+            // The last post in progress after the close: waiters that saw
+            // it in progress sleep until told.
+            self.queue.wake_all();
+        }
+    }
+}
+
 /// The queue. Always in an `Arc` (slots refer back to it).
 pub(crate) struct Queue<T, P> {
     items: Injector<T>,
@@ -249,20 +272,23 @@ impl<T: Send + 'static, P: Poller<T> + 'static> Queue<T, P> {
     /// Queues an item from outside the driver (a user post): refused once
     /// the close began.
     pub(crate) fn post(&self, item: T) -> Result<(), T> {
-        let s = self.state.fetch_add(POST, Ordering::SeqCst);
-        let r = if s & CLOSING != 0 {
-            Err(item)
-        } else {
-            self.push(item);
-            Ok(())
-        };
-        let s = self.state.fetch_sub(POST, Ordering::SeqCst) - POST;
-        if s == CLOSING | CLOSED {
-            // The last post in progress after the close: waiters that saw
-            // it in progress sleep until told.
-            self.wake_all();
+        match self.begin_post() {
+            Some(p) => {
+                p.push(item);
+                Ok(())
+            }
+            None => Err(item),
         }
-        r
+    }
+
+    /// Registers a post in progress: `None` once the close began. While
+    /// the guard lives the close cannot end (no thread is told the queue
+    /// is drained), so an item it pushes, after work done without any
+    /// lock, is taken before `Abandoned`.
+    pub(crate) fn begin_post(&self) -> Option<PostGuard<'_, T, P>> {
+        let guard = PostGuard { queue: self };
+        let s = self.state.fetch_add(POST, Ordering::SeqCst);
+        (s & CLOSING == 0).then_some(guard)
     }
 
     /// Starts the close; false when it was started before.

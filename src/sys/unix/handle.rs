@@ -190,6 +190,24 @@ impl HandleDriver for Handle {
     fn submit(&self, mut req: Request, port: &Port) -> std::result::Result<(), (Error, Request)> {
         let queue = &port.inner.queue;
         let io = &self.io;
+        // A cached file read on the ring's port is done at once, with no
+        // lock of the handle: two threads read one file side by side, as
+        // `pread` does. The post guard keeps the port's close from ending
+        // before its completion is queued; holding the fd keeps the
+        // handle's close from closing it under the read.
+        #[cfg(target_os = "linux")]
+        if io.kind == HandleKind::File && port.inner.ring().is_some() && !io.closed.load(Ordering::Acquire) {
+            let fd_guard = io.fd.read();
+            if let (Some(post), Some(fd)) = (queue.begin_post(), fd_guard.as_ref()) {
+                if let Some(r) = super::uring::read_cached(fd.as_raw_fd(), &mut req) {
+                    post.push(Item::Packet(match r {
+                        Ok(n) => done(req, n),
+                        Err(e) => failed(req, &e),
+                    }));
+                    return Ok(());
+                }
+            }
+        }
         let mut q = io.q.lock();
         if q.closed {
             return Err((closed_handle(), req));
@@ -203,15 +221,6 @@ impl HandleDriver for Handle {
             let Some(fd) = fd_guard.as_ref() else {
                 return Err((closed_handle(), req));
             };
-            if io.kind == HandleKind::File {
-                if let Some(r) = super::uring::read_cached(fd.as_raw_fd(), &mut req) {
-                    queue.push(Item::Packet(match r {
-                        Ok(n) => done(req, n),
-                        Err(e) => failed(req, &e),
-                    }));
-                    return Ok(());
-                }
-            }
             let dir = usize::from(is_write_side(req.op()));
             let ordered = io.kind != HandleKind::File;
             if ordered && q.ring_busy[dir] {

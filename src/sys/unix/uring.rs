@@ -392,7 +392,7 @@ pub(crate) fn read_cached(fd: RawFd, req: &mut Request) -> Option<io::Result<usi
     let p = h.buffer.part(0);
     let iov = libc::iovec { iov_base: p.ptr.cast(), iov_len: p.cap };
     // SAFETY: one iovec over the part's whole room, writable (checked
-    // above); the descriptor is open (the caller holds the handle's lock).
+    // above); the descriptor is open (the caller holds its read guard).
     let n = unsafe { libc::preadv2(fd, &iov, 1, off, libc::RWF_NOWAIT) };
     if n < 0 {
         let e = io::Error::last_os_error();

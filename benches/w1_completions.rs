@@ -2,6 +2,8 @@
 //! the pool runs a no-op callback (counts it) for each.
 //!
 //! Comparators in the same run:
+//! - on Linux, the same runtime on the epoll driver (the default one is
+//!   io_uring, S36), so the two drivers are compared round by round;
 //! - crossbeam-channel MPMC, unbounded, the same producers and as many
 //!   consumer threads as the pool's minimum: a queue alone, the ceiling;
 //! - tokio's multi-thread runtime (as many workers), one spawned no-op task
@@ -22,7 +24,7 @@ use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 use common::{Better, Case, Settings};
-use iocompletion::{Buffer, IoCompletionManager, Request, Runtime, Status};
+use iocompletion::{Buffer, Builder, IoCompletionManager, Request, Runtime, Status};
 
 /// Counts items and wakes the waiting thread when the target is reached.
 struct Counter {
@@ -61,6 +63,8 @@ impl Counter {
 }
 
 static OURS: Counter = Counter::new();
+#[cfg(target_os = "linux")]
+static OURS_EPOLL: Counter = Counter::new();
 static CHAN: Counter = Counter::new();
 static TOKIO: Counter = Counter::new();
 
@@ -86,11 +90,16 @@ struct Ours {
     rt: Runtime,
     epoch: Instant,
     latency: Arc<std::sync::atomic::AtomicBool>,
+    count: &'static Counter,
 }
 
 impl Ours {
     fn new() -> Ours {
-        let rt = Runtime::builder().min_threads(threads()).max_threads(64).build().expect("runtime");
+        Ours::with(Runtime::builder(), &OURS)
+    }
+
+    fn with(builder: Builder, count: &'static Counter) -> Ours {
+        let rt = builder.min_threads(threads()).max_threads(64).build().expect("runtime");
         let epoch = Instant::now();
         let latency = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let lat = latency.clone();
@@ -98,15 +107,15 @@ impl Ours {
             if lat.load(Ordering::Relaxed) {
                 SEEN.store(epoch.elapsed().as_nanos() as u64, Ordering::Release);
             } else {
-                OURS.hit();
+                count.hit();
             }
         }))
         .expect("sink");
-        Ours { rt, epoch, latency }
+        Ours { rt, epoch, latency, count }
     }
 
     fn run(&self, n: u64, p: usize) -> Duration {
-        OURS.arm(n);
+        self.count.arm(n);
         let start = Instant::now();
         produce(n, p, |k| {
             for _ in 0..k {
@@ -114,7 +123,7 @@ impl Ours {
                 self.rt.post(None, 0, req).expect("post");
             }
         });
-        OURS.wait();
+        self.count.wait();
         start.elapsed()
     }
 
@@ -228,13 +237,31 @@ fn sample_latency(k: usize, epoch: Instant, post: impl Fn()) -> Vec<u64> {
     out
 }
 
-fn harness(s: &Settings, ours: &Ours, chan: &Chan, tok: &Tokio) -> Vec<Case> {
+/// The crate's runtimes: the default one, and on Linux the same on epoll.
+fn ours_all() -> Vec<(&'static str, Ours)> {
+    let mut v = vec![("iocompletion", Ours::new())];
+    #[cfg(target_os = "linux")]
+    v.push((
+        "iocompletion epoll",
+        Ours::with(Runtime::builder().driver(iocompletion::DriverKind::Epoll), &OURS_EPOLL),
+    ));
+    for (name, o) in &v {
+        eprintln!("W1: {name} runs on {}", o.rt.driver().expect("driver"));
+    }
+    v
+}
+
+fn harness(s: &Settings, ours: &[(&str, Ours)], chan: &Chan, tok: &Tokio) -> Vec<Case> {
     let n: u64 = s.pick(400_000, 50_000);
-    let names = ["iocompletion", "crossbeam-channel", "tokio multi-thread"];
+    let mut names: Vec<&str> = ours.iter().map(|(name, _)| *name).collect();
+    names.extend(["crossbeam-channel", "tokio multi-thread"]);
+    let k = ours.len();
     let mut cases = Vec::new();
     for p in [1usize, 2] {
         // Warm-up: threads started, allocator primed.
-        ours.run(n / 4, p);
+        for (_, o) in ours {
+            o.run(n / 4, p);
+        }
         chan.run(n / 4, p);
         tok.run(n / 4, p);
         let mut case = Case::new(
@@ -246,23 +273,23 @@ fn harness(s: &Settings, ours: &Ours, chan: &Chan, tok: &Tokio) -> Vec<Case> {
         );
         case.run_rounds(s.rounds, |c| {
             let d = match c {
-                0 => ours.run(n, p),
-                1 => chan.run(n, p),
+                c if c < k => ours[c].1.run(n, p),
+                c if c == k => chan.run(n, p),
                 _ => tok.run(n, p),
             };
             n as f64 / d.as_secs_f64()
         });
         cases.push(case);
     }
-    let k = s.pick(5000, 1000);
+    let samples = s.pick(5000, 1000);
     let mut p50 = Case::new("W1", "post-to-callback latency p50, 1 in flight", "us", Better::Lower, &names);
     let mut p99 = Case::new("W1", "post-to-callback latency p99, 1 in flight", "us", Better::Lower, &names);
-    let mut p99s = vec![Vec::new(); 3];
+    let mut p99s = vec![Vec::new(); names.len()];
     p50.run_rounds(s.rounds, |c| {
         let mut v = match c {
-            0 => ours.latency(k),
-            1 => chan.latency(k),
-            _ => tok.latency(k),
+            c if c < k => ours[c].1.latency(samples),
+            c if c == k => chan.latency(samples),
+            _ => tok.latency(samples),
         };
         let q = common::percentiles_us(&mut v, &[0.5, 0.99]);
         p99s[c].push(q[1]);
@@ -274,12 +301,14 @@ fn harness(s: &Settings, ours: &Ours, chan: &Chan, tok: &Tokio) -> Vec<Case> {
     cases
 }
 
-fn criterion_groups(ours: &Ours, chan: &Chan, tok: &Tokio) {
+fn criterion_groups(ours: &[(&str, Ours)], chan: &Chan, tok: &Tokio) {
     let mut c = common::criterion();
     for p in [1usize, 2] {
         let mut g = c.benchmark_group(format!("w1_completions/{p}_producers"));
         g.throughput(criterion::Throughput::Elements(1));
-        g.bench_function("iocompletion", |b| b.iter_custom(|i| ours.run(i, p)));
+        for (name, o) in ours {
+            g.bench_function(name.replace(' ', "_"), |b| b.iter_custom(|i| o.run(i, p)));
+        }
         g.bench_function("crossbeam_channel", |b| b.iter_custom(|i| chan.run(i, p)));
         g.bench_function("tokio_spawn", |b| b.iter_custom(|i| tok.run(i, p)));
         g.finish();
@@ -319,7 +348,7 @@ fn main() {
         return; // `cargo test --benches`: nothing to check here
     }
     let s = Settings::from_env();
-    let ours = Ours::new();
+    let ours = ours_all();
     let chan = Chan::new();
     let tok = Tokio::new();
     if s.harness {

@@ -2,12 +2,18 @@
 //!
 //! - iocompletion: `read_at` requests on a handle bound with
 //!   `bind_io_completion_callback`; each completion starts the next read,
-//!   so `depth` requests are always in flight;
+//!   so `depth` requests are always in flight; on Linux twice, on the
+//!   default driver (io_uring) and on epoll, whose file reads run on the
+//!   pool (S29, S36);
 //! - std pread loop, the ceiling: `min(depth, CPUs)` threads each reading
 //!   in a loop (a synchronous loop has no depth; the pool cannot use more
 //!   CPUs than that either);
 //! - tokio::fs: `depth` tasks, each with its own `tokio::fs::File`, seek + read_exact;
 //! - tokio spawn_blocking + std: `depth` tasks, each read a `spawn_blocking` pread.
+//!
+//! A third case reads at depth 32 from a file evicted from the page cache
+//! before every run (`POSIX_FADV_DONTNEED`), so each read goes to the disk:
+//! the crate on each driver and the pread loop.
 
 mod common;
 
@@ -23,7 +29,7 @@ mod imp {
     use std::time::{Duration, Instant};
 
     use super::common::{self, Better, Case, Settings};
-    use iocompletion::{Handle, Request, Runtime, Status};
+    use iocompletion::{Builder, Handle, Request, Runtime, Status};
 
     const BLOCK: usize = 4096;
     const FILE_SIZE: u64 = 64 << 20;
@@ -76,8 +82,8 @@ mod imp {
     }
 
     impl Ours {
-        fn new(path: &PathBuf, offs: Arc<Vec<u64>>) -> Ours {
-            let rt = Runtime::builder().min_threads(cpus()).max_threads(64).build().expect("runtime");
+        fn new(path: &PathBuf, offs: Arc<Vec<u64>>, builder: Builder) -> Ours {
+            let rt = builder.min_threads(cpus()).max_threads(64).build().expect("runtime");
             let h = Handle::try_from(File::open(path).expect("open")).expect("a handle");
             let slot: Arc<OnceLock<Handle>> = Arc::new(OnceLock::new());
             let done = Arc::new(AtomicU64::new(0));
@@ -212,6 +218,15 @@ mod imp {
         })
     }
 
+    /// Drops the file's pages from the page cache: the next reads go to the disk.
+    fn evict(f: &File) {
+        use std::os::fd::AsRawFd;
+        f.sync_all().expect("sync");
+        // SAFETY: an open descriptor; the advice changes no memory of ours.
+        let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(r, 0, "posix_fadvise");
+    }
+
     pub fn main() {
         if !common::benchmarking() {
             return;
@@ -219,7 +234,14 @@ mod imp {
         let s = Settings::from_env();
         let path = make_file();
         let offs = offsets();
-        let ours = Ours::new(&path, offs.clone());
+        let ours = Ours::new(&path, offs.clone(), Runtime::builder());
+        // The same runtime on epoll, where file reads run on the pool.
+        #[cfg(target_os = "linux")]
+        let ours_epoll =
+            Some(Ours::new(&path, offs.clone(), Runtime::builder().driver(iocompletion::DriverKind::Epoll)));
+        #[cfg(not(target_os = "linux"))]
+        let ours_epoll: Option<Ours> = None;
+        eprintln!("W4: driver {}", ours.rt.driver().expect("driver"));
         let std_file = File::open(&path).expect("open");
         let shared = Arc::new(File::open(&path).expect("open"));
         let tokio = tokio::runtime::Builder::new_multi_thread()
@@ -227,13 +249,19 @@ mod imp {
             .enable_all()
             .build()
             .expect("tokio");
-        let names = ["iocompletion", "std pread", "tokio::fs", "tokio spawn_blocking"];
+        let mut names = vec!["iocompletion", "std pread", "tokio::fs", "tokio spawn_blocking"];
+        let mut ids = vec![0, 1, 2, 3];
+        if ours_epoll.is_some() {
+            names.insert(1, "iocompletion epoll");
+            ids.insert(1, 4);
+        }
         let run = |c: usize, n: u64, depth: usize| -> Duration {
-            match c {
+            match ids[c] {
                 0 => ours.run(n, depth, &offs),
                 1 => std_pread(&std_file, n, depth, &offs),
                 2 => tokio_fs(&tokio, &path, n, depth, &offs),
-                _ => tokio_blocking(&tokio, &shared, n, depth, &offs),
+                3 => tokio_blocking(&tokio, &shared, n, depth, &offs),
+                _ => ours_epoll.as_ref().expect("epoll runtime").run(n, depth, &offs),
             }
         };
         let mut cases = Vec::new();
@@ -253,6 +281,22 @@ mod imp {
                 case.run_rounds(s.rounds, |c| n as f64 / run(c, n, depth).as_secs_f64());
                 cases.push(case);
             }
+            // Reads that miss the page cache: the crate on each driver and
+            // the pread loop (tokio's two forms are the pool again).
+            let cold = &names[..names.len() - 2];
+            let n: u64 = s.pick(4_000, 1_000);
+            let mut case = Case::new(
+                "W4",
+                &format!("depth 32, {n} reads of 4 KiB missing the page cache"),
+                "reads/s",
+                Better::Higher,
+                cold,
+            );
+            case.run_rounds(s.rounds, |c| {
+                evict(&std_file);
+                n as f64 / run(c, n, 32).as_secs_f64()
+            });
+            cases.push(case);
             common::report("w4", &cases);
         }
         if s.criterion {
@@ -260,16 +304,18 @@ mod imp {
             for depth in [1usize, 32] {
                 let mut g = cr.benchmark_group(format!("w4_file/depth_{depth}"));
                 g.throughput(criterion::Throughput::Bytes(BLOCK as u64));
-                for (c, name) in
-                    ["iocompletion", "std_pread", "tokio_fs", "tokio_spawn_blocking"].iter().enumerate()
-                {
-                    g.bench_function(*name, |b| b.iter_custom(|i| run(c, i.max(depth as u64), depth)));
+                for (c, name) in names.iter().enumerate() {
+                    let id = name.replace("::", "_").replace(' ', "_");
+                    g.bench_function(id, |b| b.iter_custom(|i| run(c, i.max(depth as u64), depth)));
                 }
                 g.finish();
             }
             cr.final_summary();
         }
         ours.rt.shutdown();
+        if let Some(o) = &ours_epoll {
+            o.rt.shutdown();
+        }
         let _ = std::fs::remove_file(&path);
     }
 }

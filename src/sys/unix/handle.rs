@@ -30,10 +30,9 @@ struct Queues {
     /// File requests waiting for a pool thread (one work item each in the
     /// port's queue).
     work: VecDeque<Request>,
-    /// io_uring: requests in the kernel, by id, with their address (for
-    /// cancel and close).
+    /// io_uring: requests in the kernel, by id (for cancel and close).
     #[cfg(target_os = "linux")]
-    in_flight: std::collections::HashMap<u64, usize>,
+    in_flight: std::collections::HashMap<u64, InKernel>,
     /// io_uring: a stream request of each direction (read, write) is in
     /// the kernel; later ones wait in `reads`/`writes`, so a socket's reads
     /// take the stream in start order and its writes never interleave.
@@ -43,10 +42,43 @@ struct Queues {
     port_closed: bool,
 }
 
+/// A request in the ring (io_uring).
+#[cfg(target_os = "linux")]
+#[derive(Clone, Copy)]
+struct InKernel {
+    /// The request's address: its entry's `user_data`.
+    addr: usize,
+    /// A cancel, a close or a deadline asked for its end: an `ECANCELED`
+    /// completion is then its abort, where otherwise it is the kernel
+    /// cancelling the requests of a thread that exited, and the request
+    /// starts again (S24).
+    cancelled: bool,
+}
+
+#[cfg(target_os = "linux")]
+impl InKernel {
+    fn new(addr: usize) -> InKernel {
+        InKernel { addr, cancelled: false }
+    }
+}
+
 impl Queues {
     /// Every request still pending, in the order they were started per queue.
     fn take_all(&mut self) -> impl Iterator<Item = Request> + '_ {
         self.reads.drain(..).chain(self.writes.drain(..)).chain(self.work.drain(..))
+    }
+
+    /// Marks every request in the ring cancelled; their addresses, for
+    /// [`Ring::cancel`](super::uring::Ring::cancel).
+    #[cfg(target_os = "linux")]
+    fn cancel_in_kernel(&mut self) -> Vec<usize> {
+        self.in_flight
+            .values_mut()
+            .map(|k| {
+                k.cancelled = true;
+                k.addr
+            })
+            .collect()
     }
 }
 
@@ -229,14 +261,12 @@ impl HandleDriver for Handle {
                 return Ok(());
             }
             let id = req.id().as_u64();
-            return match ring.start(queue, io, fd.as_raw_fd(), req) {
-                Ok(p) => {
-                    q.in_flight.insert(id, p);
-                    q.ring_busy[dir] |= ordered;
-                    Ok(())
-                }
-                Err((e, req)) => Err((Error::Io(e), req)),
-            };
+            let p = ring.start(io, fd.as_raw_fd(), req).map_err(|(e, req)| (Error::Io(e), req))?;
+            q.in_flight.insert(id, InKernel::new(p));
+            q.ring_busy[dir] |= ordered;
+            drop((fd_guard, q));
+            ring.pushed(queue);
+            return Ok(());
         }
         if io.kind == HandleKind::File {
             q.work.push_back(req);
@@ -269,11 +299,15 @@ impl HandleDriver for Handle {
         let port = self.io.port.get().and_then(Weak::upgrade);
         let mut q = self.io.q.lock();
         #[cfg(target_os = "linux")]
-        if let Some(&p) = q.in_flight.get(&id.as_u64()) {
+        if let Some(k) = q.in_flight.get_mut(&id.as_u64()) {
             // Its completion entry comes, aborted or done, as its one
             // completion (S25).
+            k.cancelled = true;
+            let addr = k.addr;
             if let Some(ring) = port.as_ref().and_then(|p| p.ring()) {
-                ring.cancel([p]);
+                let pushed = ring.cancel([addr]);
+                drop(q);
+                ring.submit_if(pushed);
             }
             return Ok(());
         }
@@ -303,15 +337,22 @@ impl HandleDriver for Handle {
         let mut q = self.io.q.lock();
         let mut n = 0;
         #[cfg(target_os = "linux")]
+        let mut pushed = false;
+        #[cfg(target_os = "linux")]
         if let Some(ring) = port.as_ref().and_then(|p| p.ring()) {
             n += q.in_flight.len();
-            ring.cancel(q.in_flight.values().copied());
+            pushed = ring.cancel(q.cancel_in_kernel());
         }
-        if let Some(port) = port {
+        if let Some(port) = &port {
             for req in q.take_all() {
                 port.queue.push(Item::Packet(aborted(req)));
                 n += 1;
             }
+        }
+        drop(q);
+        #[cfg(target_os = "linux")]
+        if let Some(ring) = port.as_ref().and_then(|p| p.ring()) {
+            ring.submit_if(pushed);
         }
         n
     }
@@ -332,18 +373,22 @@ impl HandleDriver for Handle {
                 for req in q.take_all() {
                     port.queue.push(Item::Packet(aborted(req)));
                 }
+                // Each completes once its entry comes back (S24).
                 #[cfg(target_os = "linux")]
                 if let Some(ring) = port.ring() {
-                    // Each completes once its entry comes back (S24);
-                    // every entry naming the fd is in the kernel before
-                    // the fd closes, so a reused number is never hit.
-                    ring.cancel(q.in_flight.values().copied());
-                    ring.settle_fd();
+                    ring.cancel(q.cancel_in_kernel());
                 }
             }
             io.fd.write().take()
         };
         if let Some(port) = port {
+            // Every entry naming the fd (pushed under the handle's lock,
+            // before `closed`) goes to the kernel before the fd closes, so
+            // a reused number is never hit.
+            #[cfg(target_os = "linux")]
+            if let Some(ring) = port.ring() {
+                ring.submit_if(true);
+            }
             if let (Some(fd), false, Some(mio)) = (fd.as_ref(), io.kind == HandleKind::File, port.mio()) {
                 let _ = mio.registry.deregister(&mut SourceFd(&fd.as_raw_fd()));
             }
@@ -365,9 +410,10 @@ impl Io {
             queue.push(Item::Packet(aborted(req)));
         }
         let port = self.port.get().and_then(Weak::upgrade);
+        // The port's close submits the cancels as it drains the ring.
         #[cfg(target_os = "linux")]
         if let Some(ring) = port.as_ref().and_then(|p| p.ring()) {
-            ring.cancel(q.in_flight.values().copied());
+            ring.cancel(q.cancel_in_kernel());
         }
         if let (Some(fd), false) = (self.fd.read().as_ref(), self.kind == HandleKind::File) {
             if let Some(mio) = port.as_ref().and_then(|p| p.mio()) {
@@ -413,15 +459,17 @@ impl Io {
             let waiting = if write { &mut q.writes } else { &mut q.reads };
             let Some(req) = waiting.pop_front() else { return };
             let id = req.id().as_u64();
-            match ring.start(queue, self, fd.as_raw_fd(), req) {
+            match ring.start(self, fd.as_raw_fd(), req) {
                 Ok(p) => {
-                    q.in_flight.insert(id, p);
+                    q.in_flight.insert(id, InKernel::new(p));
                     q.ring_busy[dir] = true;
-                    return;
+                    break;
                 }
                 Err((e, req)) => queue.push(Item::Packet(failed(req, &e))),
             }
         }
+        drop((fd, q));
+        ring.pushed(queue);
     }
 
     /// Starts the rest of a partly done ring write, unless the handle or
@@ -435,15 +483,17 @@ impl Io {
     ) -> std::result::Result<(), (io::Error, Request)> {
         let mut q = self.q.lock();
         let fd = self.fd.read();
-        let cancelled = req.header().os.uring.cancelled.load(Ordering::SeqCst);
+        let cancelled = q.in_flight.get(&req.id().as_u64()).is_some_and(|k| k.cancelled);
         let Some(fd) = fd.as_ref().filter(|_| !q.closed && !q.port_closed && !cancelled) else {
             q.in_flight.remove(&req.id().as_u64());
             drop(q);
             return Err((io::Error::from_raw_os_error(libc::ECANCELED), req));
         };
         let id = req.id().as_u64();
-        let p = ring.start(queue, self, fd.as_raw_fd(), req)?;
-        q.in_flight.insert(id, p);
+        let p = ring.start(self, fd.as_raw_fd(), req)?;
+        q.in_flight.insert(id, InKernel::new(p));
+        drop((fd, q));
+        ring.pushed(queue);
         Ok(())
     }
 

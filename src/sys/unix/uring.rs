@@ -162,11 +162,12 @@ impl Ring {
         }
     }
 
-    /// After a push outside the poll loop: a pool worker of this port
-    /// leaves the entry for its return to the port (one call for all its
-    /// callbacks' entries); any other thread hands it over at once when a
-    /// thread is blocked in the ring, which would not see it otherwise.
-    fn pushed(&self, queue: &PortQueue) {
+    /// After a [`Ring::start`], once the caller let go of the handle's
+    /// lock: a pool worker of this port leaves the entry for its return to
+    /// the port (one call for all its callbacks' entries); any other thread
+    /// hands it over at once when a thread is blocked in the ring, which
+    /// would not see it otherwise.
+    pub(crate) fn pushed(&self, queue: &PortQueue) {
         if queue.returns_here() {
             return;
         }
@@ -269,10 +270,11 @@ impl Ring {
     /// completion will come.
     ///
     /// The caller holds the handle's lock, has checked it is open, and
-    /// records the request in the handle's in-flight table.
+    /// records the request in the handle's in-flight table; then, with the
+    /// lock let go, it calls [`Ring::pushed`] (no system call is made
+    /// under the lock unless the submission queue is full).
     pub(crate) fn start(
         &self,
-        queue: &PortQueue,
         io: &Arc<Io>,
         fd: RawFd,
         mut req: Request,
@@ -293,34 +295,31 @@ impl Ring {
             req.header_mut().os.uring.io = None;
             return Err((e, req));
         }
-        self.pushed(queue);
         Ok(p as usize)
     }
 
-    /// Asks the kernel to cancel the request at `p` (S25); its completion
-    /// entry comes either way.
+    /// Pushes a cancel entry for each request at these addresses (S25);
+    /// each one's completion entry comes either way. True when any was
+    /// pushed: the caller, once it let go of the handle's lock, hands them
+    /// to the kernel with [`Ring::submit_if`].
     ///
     /// The caller holds the lock of the handle whose in-flight table holds
-    /// these addresses, so each request is still in the kernel.
-    pub(crate) fn cancel(&self, requests: impl IntoIterator<Item = usize>) {
+    /// these addresses (each marked cancelled there); only the address is
+    /// used, as the key of the request to cancel.
+    pub(crate) fn cancel(&self, requests: impl IntoIterator<Item = usize>) -> bool {
         let mut any = false;
         for p in requests {
-            // SAFETY: `p` is a request in the kernel (see above), alive until
-            // its completion is handled under the same lock; only the
-            // atomic flag is touched.
-            unsafe { (*(p as *const Header)).os.uring.cancelled.store(true, Ordering::SeqCst) };
             let entry = opcode::AsyncCancel::new(p as u64).build().user_data(CANCEL);
             any |= self.push(&entry).is_ok();
         }
-        if any {
-            let _ = self.submit_now();
-        }
+        any
     }
 
-    /// Hands every pushed entry to the kernel, so none still names a
-    /// descriptor about to be closed.
-    pub(crate) fn settle_fd(&self) {
-        let _ = self.submit_now();
+    /// Hands every pushed entry to the kernel now, when `pushed`.
+    pub(crate) fn submit_if(&self, pushed: bool) {
+        if pushed {
+            let _ = self.submit_now();
+        }
     }
 
     /// One completion entry: the request's result, or a write that goes on.
@@ -336,10 +335,11 @@ impl Ring {
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
             return;
         };
-        if res == -libc::ECANCELED && !req.header().os.uring.cancelled.load(Ordering::SeqCst) {
-            // Not asked for: the thread that submitted it exited, and the
-            // kernel cancelled its requests. Nothing was transferred; it
-            // starts again from this (live) thread.
+        if res == -libc::ECANCELED {
+            // A cancel, a close, or the kernel cancelling the requests of a
+            // thread that exited: `again` tells them apart under the
+            // handle's lock. Only the last starts again, from this (live)
+            // thread; nothing was transferred.
             if matches!(req.op(), Op::Connect(_)) {
                 req.header_mut().os.uring.reconnect = true;
             }
@@ -347,9 +347,9 @@ impl Ring {
         }
         match finish(&io, &mut req, res) {
             Finished::Done(status, bytes) => {
-                self.in_flight.fetch_sub(1, Ordering::SeqCst);
                 let (id, write) = (req.id(), is_write_side(req.op()));
                 io.ring_done(self, id, write, queue, Packet { status, bytes, key: 0, request: Some(req) });
+                self.in_flight.fetch_sub(1, Ordering::SeqCst);
             }
             // A write that wrote part: the rest goes on, unless the handle
             // or its port closed meanwhile.
@@ -361,17 +361,20 @@ impl Ring {
     /// exit cancelled), unless a cancel, a close or the port's close came
     /// meanwhile: then it completes aborted.
     fn again(&self, queue: &PortQueue, io: Arc<Io>, req: Request) {
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
         let (id, write) = (req.id(), is_write_side(req.op()));
         if let Err((e, req)) = io.ring_again(self, queue, req) {
-            let status = if e.raw_os_error() == Some(libc::ECANCELED) {
-                Status::ABORTED
+            // Aborted as on epoll, with no bytes; a failed restart of a
+            // write says how much of it was written.
+            let (status, bytes) = if e.raw_os_error() == Some(libc::ECANCELED) {
+                (Status::ABORTED, 0)
             } else {
-                Status::from_io_error(&e)
+                (Status::from_io_error(&e), if write { req.header().os.progress } else { 0 })
             };
-            let bytes = if write { req.header().os.progress } else { 0 };
             io.ring_done(self, id, write, queue, Packet { status, bytes, key: 0, request: Some(req) });
         }
+        // Counted down once its packet is queued or it is in the kernel
+        // again, so a port's close never sees it gone before either.
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -417,11 +420,6 @@ pub(crate) fn read_cached(_fd: RawFd, _req: &mut Request) -> Option<io::Result<u
 pub(crate) struct OpState {
     /// The handle, while the request is in the kernel.
     pub(crate) io: Option<Arc<Io>>,
-    /// Set (under the handle's lock) by a cancel, a close or a deadline:
-    /// an `ECANCELED` completion is then the request's abort, where
-    /// otherwise it is the kernel cancelling the requests of a thread that
-    /// exited, and the request starts again (S24).
-    pub(crate) cancelled: std::sync::atomic::AtomicBool,
     /// A connect started again after its thread exited waits for
     /// writability, then reads the socket's error.
     reconnect: bool,
@@ -437,15 +435,7 @@ impl Default for OpState {
         // (empty) `msghdr`.
         let (addr, msg) =
             unsafe { (MaybeUninit::zeroed().assume_init(), MaybeUninit::zeroed().assume_init()) };
-        OpState {
-            io: None,
-            cancelled: Default::default(),
-            reconnect: false,
-            addr,
-            addr_len: 0,
-            msg,
-            iov: Vec::new(),
-        }
+        OpState { io: None, reconnect: false, addr, addr_len: 0, msg, iov: Vec::new() }
     }
 }
 

@@ -239,6 +239,8 @@ fn sample_latency(k: usize, epoch: Instant, post: impl Fn()) -> Vec<u64> {
 
 /// The crate's runtimes: the default one, and on Linux the same on epoll.
 fn ours_all() -> Vec<(&'static str, Ours)> {
+    // Only Linux has a second driver to add.
+    #[cfg_attr(not(target_os = "linux"), allow(unused_mut))]
     let mut v = vec![("iocompletion", Ours::new())];
     #[cfg(target_os = "linux")]
     v.push((

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Type-check the crate (lib, tests, examples) for macOS and FreeBSD from a
+# Type-check the crate (lib, tests, examples, benches) for macOS and FreeBSD from a
 # Debian host. Nothing is linked or run; this catches cfg and API mistakes.
 #
 # Usage: ci/cross-check.sh [-C CRATE_DIR] [TARGET...]
@@ -31,5 +31,5 @@ export CARGO_TARGET_DIR=$crate/target/cross    # apart from the host build
 cd "$crate"
 for t in "${targets[@]}"; do
   echo "== check $t"
-  cargo check -Zbuild-std --target "$t" --lib --tests --examples
+  cargo check -Zbuild-std --target "$t" --lib --tests --examples --benches
 done

@@ -445,3 +445,51 @@ fn s23_skip_on_success_is_refused_where_an_immediate_result_would_be_ambiguous()
         other => panic!("a bound handle: {other:?}"),
     }
 }
+
+/// A request block is reused, most recently freed first, by the next
+/// request made on the same thread. Should the OS queue a packet for a
+/// request the crate took as done at once (a provider that ignores
+/// skip-on-success, an end of file that gets a packet after all), that
+/// packet comes after the block went to the next request. It is not that
+/// request's completion: the port tells it apart (each use of a block has
+/// its own `OVERLAPPED` address) and drops it, and the request completes
+/// with its own packet, its buffer no longer in the kernel's hands (S39).
+#[test]
+fn s39_a_late_packet_for_a_reused_request_block_is_not_delivered() {
+    let (server, mut client) = pipe("late-packet");
+    let h = Handle::from_overlapped_handle(server);
+    assert!(h.skip_completion_port_on_success().unwrap(), "a byte pipe skips the port on success");
+    let (port, _rt) = on_own_port(&h);
+
+    // A read of waiting data completes at once: the crate delivers it.
+    client.write_all(b"old").unwrap();
+    let first = started(h.read(Vec::with_capacity(8)));
+    assert_eq!(port.direct_completions(), 1, "the first read was taken as done at once");
+    let p = next_packet(&port);
+    let old = p.request.expect("the first read");
+    assert_eq!(old.id(), first);
+    let (old_block, old_overlapped) = (old.block_address(), old.overlapped_address());
+    // Its block goes back to this thread's cache, for the next request.
+    drop(old);
+
+    // The next read, in that block, waits for data.
+    let second = started(h.read(Vec::with_capacity(8)));
+    // The packet of the first read comes late (forged here, as the kernel
+    // would queue it: the handle's key and the first read's OVERLAPPED).
+    // SAFETY: the address is the first read's, whose completion was taken.
+    unsafe { h.post_as_kernel(old_overlapped, 3) }.unwrap();
+    // The port takes it and drops it: the second read is still pending.
+    nothing_queued(&port);
+    assert_eq!(port.foreign_packets(), 1, "the late packet was counted and dropped");
+
+    client.write_all(b"new").unwrap();
+    let p = next_packet(&port);
+    assert!(p.status.is_success(), "{:?}", p.status);
+    let req = p.request.expect("the second read");
+    assert_eq!(req.id(), second);
+    assert_eq!(req.block_address(), old_block, "the second read reused the first one's block");
+    assert_ne!(req.overlapped_address(), old_overlapped, "each use of a block has its own OVERLAPPED");
+    assert_eq!(p.bytes, 3);
+    assert_eq!(req.into_buffer().into_vec(), b"new");
+    nothing_queued(&port);
+}

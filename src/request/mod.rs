@@ -28,7 +28,8 @@ impl RequestId {
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// The header every request starts with. `repr(C)` with the OS part first,
-/// so that on Windows a request pointer is an `OVERLAPPED` pointer.
+/// so that on Windows the `OVERLAPPED` is at the request's start (see
+/// `sys::windows::RequestOs`).
 #[repr(C)]
 pub(crate) struct Header {
     /// OS state; on Windows this starts with the `OVERLAPPED`.
@@ -37,6 +38,11 @@ pub(crate) struct Header {
     /// Bytes reserved for the extension (its size class).
     ext_cap: usize,
     pub(crate) id: u64,
+    /// Which use of its block this request is: one more than the request
+    /// that had the block before it (blocks are reused, most recently
+    /// freed first). On Windows it picks the request's `OVERLAPPED`
+    /// address, so that a packet for an earlier use is told apart (S39).
+    pub(crate) generation: u32,
     pub(crate) op: Op,
     pub(crate) buffer: Buffer,
     /// Where the completion goes when the host does not decide otherwise.
@@ -57,8 +63,8 @@ pub(crate) struct Header {
 
 const EXT_ALIGN: usize = 16;
 
-// S18: the OS part comes first, so on Windows a request pointer is its
-// `OVERLAPPED` pointer and a completion maps back to the request without a
+// S18: the OS part comes first, so on Windows the `OVERLAPPED` is at the
+// start of the request and a completion maps back to the request without a
 // lookup. Checked at compile time on every target.
 const _: () = assert!(std::mem::offset_of!(Header, os) == 0);
 
@@ -96,18 +102,31 @@ impl Request {
                     return Err(buffer);
                 };
                 // SAFETY: the layout has a non-zero size (the header is not a ZST).
-                (NonNull::new(unsafe { alloc::alloc(layout) }), ext_len)
+                (NonNull::new(unsafe { alloc::alloc(layout) }).map(|p| (p, false)), ext_len)
             }
         };
-        let Some(raw) = raw else {
+        let Some((raw, recycled)) = raw else {
             return Err(buffer);
         };
         let raw = raw.as_ptr() as *mut Header;
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let generation = if recycled {
+            // SAFETY: a recycled block holds the header of the request that
+            // used it last, dropped in place; its generation, a plain
+            // integer with no drop, is still there, and nothing else
+            // references the block.
+            unsafe { std::ptr::addr_of!((*raw).generation).read() }.wrapping_add(1)
+        } else {
+            // A new block (maybe one the allocator had before): its id's low
+            // bits, so that such blocks do not all start alike.
+            id as u32
+        };
         let header = Header {
             os: sys::RequestOs::default(),
             ext_len,
             ext_cap,
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            id,
+            generation,
             op,
             buffer,
             target: None,
@@ -155,7 +174,7 @@ impl Request {
     }
 
     /// Gives up ownership; the pointer is the request's address (on Windows
-    /// also its `OVERLAPPED` address). Must come back through [`Request::from_raw`].
+    /// its `OVERLAPPED` is near it). Must come back through [`Request::from_raw`].
     #[allow(dead_code)]
     pub(crate) fn into_raw(self) -> *mut Header {
         let p = self.ptr.as_ptr();
@@ -295,5 +314,23 @@ impl fmt::Debug for Request {
             .field("extension_len", &h.ext_len)
             .field("addr", &h.addr)
             .finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// The next request made on a thread reuses the block the last one
+    /// freed, and is the block's next use: its generation is one more
+    /// (on Windows it picks another `OVERLAPPED` address, S39).
+    #[test]
+    fn s39_a_reused_block_is_its_next_generation() {
+        let first = Request::new(Buffer::from_buf_mut(Vec::<u8>::new()));
+        let (block, generation) = (first.header() as *const Header, first.header().generation);
+        drop(first);
+        let second = Request::new(Buffer::from_buf_mut(Vec::<u8>::new()));
+        assert_eq!(second.header() as *const Header, block, "the block was reused");
+        assert_eq!(second.header().generation, generation.wrapping_add(1));
     }
 }

@@ -59,8 +59,9 @@ fn free_block(class: usize, b: Block) {
     unsafe { alloc::dealloc(b.0.as_ptr(), block_layout(class)) }
 }
 
-/// A block of `class`, recycled or new.
-pub(super) fn take(class: usize) -> Option<NonNull<u8>> {
+/// A block of `class`, recycled or new, and whether it was recycled (then
+/// it holds the header of the request that used it last, dropped in place).
+pub(super) fn take(class: usize) -> Option<(NonNull<u8>, bool)> {
     let cached = LOCAL.try_with(|l| {
         let mut l = l.try_borrow_mut().ok()?;
         let stash = &mut l.0[class];
@@ -70,10 +71,10 @@ pub(super) fn take(class: usize) -> Option<NonNull<u8>> {
         stash.pop()
     });
     if let Ok(Some(b)) = cached {
-        return Some(b.0);
+        return Some((b.0, true));
     }
     // SAFETY: the layout has a non-zero size (the header is not a ZST).
-    NonNull::new(unsafe { alloc::alloc(block_layout(class)) })
+    NonNull::new(unsafe { alloc::alloc(block_layout(class)) }).map(|p| (p, false))
 }
 
 /// Gives a block of `class` back for reuse.

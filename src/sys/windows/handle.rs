@@ -280,9 +280,13 @@ impl HandleDriver for Handle {
         let id = req.header().id;
         req.header_mut().os.io = Some(io.clone());
         let skip = io.skip.load(Ordering::Acquire);
+        // The address the OS gets and its packet carries: this use's own
+        // (S39), so a late packet for an earlier use of the block is not
+        // taken for this request.
+        let ov = super::overlapped_of(req.header_mut()) as usize;
         let p = req.into_raw();
         // Before the OS sees the request, so that its packet is known.
-        pending.insert(p as usize, id, user.epoch());
+        pending.insert(ov, id, user.epoch());
         // SAFETY: `p` is a request given up with into_raw; it is not used
         // again here unless the start fails (then no packet comes) or it
         // completed with no packet to come; `raw` stays open while this
@@ -302,15 +306,15 @@ impl HandleDriver for Handle {
                 // No packet will come: off the pending requests (a cancel
                 // may hold the entry for the length of its call), then to
                 // the port's own queue, with the result in the OVERLAPPED.
-                let taken = pending.take(p as usize);
+                let taken = pending.take(ov);
                 debug_assert!(taken, "a request that completed at once was in its handle's table");
                 // SAFETY: the OS holds no reference to the request any more
                 // and queues no packet for it: this thread owns it again and
                 // hands it to the port, which completes it once.
                 unsafe {
-                    let ov = &mut (*p).os.overlapped;
-                    ov.Internal = 0; // STATUS_SUCCESS
-                    ov.InternalHigh = bytes as usize;
+                    let ov = super::overlapped_of(&mut *p);
+                    (*ov).Internal = 0; // STATUS_SUCCESS
+                    (*ov).InternalHigh = bytes as usize;
                     inner.deliver(p);
                 }
                 Ok(())
@@ -318,7 +322,7 @@ impl HandleDriver for Handle {
             Err(e) => {
                 // No packet will come: only a cancel can hold the entry,
                 // for the length of its call.
-                let taken = pending.take(p as usize);
+                let taken = pending.take(ov);
                 debug_assert!(taken, "a request that failed to start was in its handle's table");
                 // SAFETY: the start failed, so the OS holds no reference to
                 // the request and no packet carries it.
@@ -754,6 +758,44 @@ fn pipe_name(name: &str) -> Result<Vec<u16>> {
     }
     let full = if name.starts_with(r"\\") { name.to_string() } else { format!(r"\\.\pipe\{name}") };
     Ok(wide(&full))
+}
+
+impl crate::Handle {
+    /// Not part of the API: a seam for the crate's tests. Queues on the
+    /// handle's port the packet the kernel would queue for overlapped I/O
+    /// on this handle whose `OVERLAPPED` is at `overlapped`: the handle's
+    /// completion key, that address, `bytes` and success. The port must
+    /// tell it from its requests as it tells any packet (S39).
+    ///
+    /// # Safety
+    /// `overlapped` is not the `OVERLAPPED` of a request of this handle
+    /// that is in flight now: that request would complete while the OS
+    /// still holds its buffer. (An address of an earlier request, one whose
+    /// completion was taken, is what the tests pass.)
+    #[doc(hidden)]
+    pub unsafe fn post_as_kernel(&self, overlapped: usize, bytes: u32) -> Result<()> {
+        let io = &self.sys().io;
+        let key = io.key.load(Ordering::Acquire);
+        let port = io.port.get().and_then(Weak::upgrade);
+        let Some(port) = port.filter(|_| key > 0) else {
+            return Err(Error::invalid("handle", self.sys().describe_kind(), "is not bound to a port"));
+        };
+        // SAFETY: the port handle is open while `port` is held; the kernel
+        // only queues the pointer, and the port compares it before it reads
+        // anything (the caller's promise covers the one request it may name).
+        let ok = unsafe {
+            windows_sys::Win32::System::IO::PostQueuedCompletionStatus(
+                port.handle(),
+                bytes,
+                key,
+                overlapped as *const OVERLAPPED,
+            )
+        };
+        if ok == 0 {
+            return Err(Error::Io(io::Error::last_os_error()));
+        }
+        Ok(())
+    }
 }
 
 impl crate::Handle {

@@ -1,8 +1,11 @@
 //! The Windows backend: the kernel's I/O completion ports (S28).
 //!
-//! A [`Port`] is an IOCP handle. A request's header starts with the
-//! `OVERLAPPED` (see [`RequestOs`]), so the pointer the kernel hands back in
-//! a completion packet is the request itself: no lookup, no copy.
+//! A [`Port`] is an IOCP handle. A request's header starts with room for
+//! the `OVERLAPPED` (see [`RequestOs`]), so the pointer the kernel hands
+//! back in a completion packet, rounded down, is the request itself: no
+//! lookup, no copy. Each use of a block puts its `OVERLAPPED` at its own
+//! place in that room, so that a packet that comes late for an earlier use
+//! is told apart from the block's current request (S39).
 //!
 //! # Completion on immediate success
 //!
@@ -43,6 +46,8 @@ pub(crate) use handle::Handle;
 pub(crate) use port::{Port, Slot};
 
 use std::sync::Arc;
+
+use crate::request::Header;
 
 use windows_sys::Win32::Foundation::{ERROR_NOT_FOUND, ERROR_OPERATION_ABORTED};
 use windows_sys::Win32::System::IO::OVERLAPPED;
@@ -85,11 +90,28 @@ pub(crate) fn not_found() -> std::io::Error {
 /// (each `sizeof(SOCKADDR_IN6) + 16`) that `AcceptEx` writes.
 pub(super) const ADDR_WORDS: usize = 11;
 
-/// Per-request OS state. It starts with the `OVERLAPPED`, and the request
-/// header starts with it, so an `OVERLAPPED` pointer is a request pointer.
-#[repr(C)]
+/// Places a request's `OVERLAPPED` can take at its start, 8 bytes apart:
+/// each use of a block ([`Header::generation`]) takes the next, so that a
+/// packet the OS queues late for an earlier use of the block carries an
+/// address that is not the new request's (S39).
+pub(super) const CELLS: usize = 8;
+
+/// The alignment of a request (a cache line): every place of its
+/// `OVERLAPPED` lies in its first [`REQUEST_ALIGN`] bytes, so the request
+/// of an `OVERLAPPED` pointer is that pointer rounded down (S18: no lookup).
+pub(super) const REQUEST_ALIGN: usize = 64;
+
+/// Words of room for the `OVERLAPPED` at any of its [`CELLS`] places.
+const CELL_WORDS: usize = std::mem::size_of::<OVERLAPPED>() / 8 + CELLS - 1;
+
+/// Per-request OS state. It starts with the room for the `OVERLAPPED`, and
+/// the request header starts with it, so an `OVERLAPPED` pointer rounded
+/// down to [`REQUEST_ALIGN`] is a request pointer.
+#[repr(C, align(64))]
 pub(crate) struct RequestOs {
-    pub(super) overlapped: OVERLAPPED,
+    /// The `OVERLAPPED` of the request, at the place its generation picks
+    /// (see [`RequestOs::overlapped`]); zeroed when the request is made.
+    cells: [u64; CELL_WORDS],
     /// The handle a started I/O request runs on; `None` for a user post.
     /// Set before the OS sees the request, taken when its packet is taken.
     pub(super) io: Option<Arc<handle::Io>>,
@@ -106,14 +128,48 @@ pub(crate) struct RequestOs {
     pub(super) key: usize,
 }
 
-// S18: the `OVERLAPPED` is the first field, so (with the header's `os`
-// first too) the pointer the kernel returns is the request's address.
-const _: () = assert!(std::mem::offset_of!(RequestOs, overlapped) == 0);
+// S18: the room for the `OVERLAPPED` comes first, and every place in it
+// lies within the first REQUEST_ALIGN bytes of the request, which is
+// aligned to that, so rounding down an `OVERLAPPED` pointer gives the
+// request's address.
+const _: () = {
+    assert!(std::mem::offset_of!(RequestOs, cells) == 0);
+    assert!(std::mem::align_of::<RequestOs>() == REQUEST_ALIGN);
+    assert!(std::mem::align_of::<OVERLAPPED>() <= 8);
+    assert!((CELLS - 1) * 8 < REQUEST_ALIGN);
+};
+
+impl RequestOs {
+    /// The `OVERLAPPED` of the use `generation` of the request's block: at
+    /// its own place among [`CELLS`], 8 bytes from the last use's.
+    pub(super) fn overlapped(&mut self, generation: u32) -> &mut OVERLAPPED {
+        let at = generation as usize % CELLS;
+        // SAFETY: `cells` has room for an OVERLAPPED (32 bytes, 8-aligned,
+        // as u64s are) at each of its first CELLS words; it is borrowed
+        // mutably for the reference's lifetime; any bytes are a valid
+        // OVERLAPPED (integers and raw pointers only).
+        unsafe { &mut *self.cells.as_mut_ptr().add(at).cast::<OVERLAPPED>() }
+    }
+}
+
+/// The `OVERLAPPED` of the request at `h`, for its current use: the
+/// pointer the OS gets, and its packet carries.
+pub(super) fn overlapped_of(h: &mut Header) -> *mut OVERLAPPED {
+    let generation = h.generation;
+    h.os.overlapped(generation)
+}
+
+/// The request whose `OVERLAPPED` (of any use) is at `ov`: `ov` rounded
+/// down to [`REQUEST_ALIGN`]. Only address arithmetic: nothing is read.
+pub(super) fn header_of(ov: *mut OVERLAPPED) -> *mut Header {
+    let off = ov as usize % REQUEST_ALIGN;
+    ov.cast::<u8>().wrapping_sub(off).cast::<Header>()
+}
 
 impl Default for RequestOs {
     fn default() -> RequestOs {
         RequestOs {
-            overlapped: OVERLAPPED::default(),
+            cells: [0; CELL_WORDS],
             io: None,
             accept: None,
             addr: [0; ADDR_WORDS],
@@ -127,6 +183,24 @@ impl Default for RequestOs {
 impl std::fmt::Debug for RequestOs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RequestOs").field("started", &self.io.is_some()).finish()
+    }
+}
+
+impl crate::Request {
+    /// Not part of the API: a seam for the crate's tests. The address of
+    /// the `OVERLAPPED` the request was last started with (S39).
+    #[doc(hidden)]
+    pub fn overlapped_address(&self) -> usize {
+        let h = self.header();
+        h as *const Header as usize + (h.generation as usize % CELLS) * 8
+    }
+
+    /// Not part of the API: a seam for the crate's tests. The address of
+    /// the request's block, which the next request made on this thread
+    /// may reuse.
+    #[doc(hidden)]
+    pub fn block_address(&self) -> usize {
+        self.header() as *const Header as usize
     }
 }
 

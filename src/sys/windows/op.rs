@@ -188,7 +188,8 @@ pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, skip: bo
     // SAFETY: the caller gives up `p`; until the OS call below returns,
     // nothing else can reach it. After the call `h` is not used.
     let h = unsafe { &mut *p };
-    let ov: *mut OVERLAPPED = &mut h.os.overlapped;
+    // This use's own place for the OVERLAPPED (S39).
+    let ov: *mut OVERLAPPED = super::overlapped_of(h);
     let op = h.op;
     let invalid = || Error::invalid("op", format!("{op:?}"), &format!("is not supported on {kind:?}"));
     match (op, raw.socket()) {
@@ -212,7 +213,7 @@ pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, skip: bo
         }
         (Op::Read | Op::ReadAt(_), None) => {
             if let Op::ReadAt(off) = op {
-                set_offset(&mut h.os.overlapped, off, h.buffer.capacity())?;
+                set_offset(h.os.overlapped(h.generation), off, h.buffer.capacity())?;
             }
             let (ptr, len) = first_part(&mut h.buffer, true);
             let mut n = 0u32;
@@ -237,7 +238,7 @@ pub(super) unsafe fn start(kind: HandleKind, raw: &Raw, p: *mut Header, skip: bo
         }
         (Op::Write | Op::WriteAt(_), None) => {
             if let Op::WriteAt(off) = op {
-                set_offset(&mut h.os.overlapped, off, h.buffer.len())?;
+                set_offset(h.os.overlapped(h.generation), off, h.buffer.len())?;
             }
             let filled = (0..h.buffer.part_count()).filter(|&i| !h.buffer.chunk(i).is_empty()).count();
             if h.buffer.is_vectored() && filled > 1 {

@@ -215,24 +215,28 @@ impl PortDriver for Port {
         let Packet { status, key, request, bytes: full } = p;
         let (raw, kernel_key) = match request {
             Some(mut r) => {
-                let os = &mut r.header_mut().os;
-                os.io = None;
-                os.overlapped = OVERLAPPED::default();
-                os.overlapped.InternalHigh = full;
-                os.key = key;
-                (r.into_raw(), POST_KEY)
+                let h = r.header_mut();
+                h.os.io = None;
+                h.os.key = key;
+                let ov = h.os.overlapped(h.generation);
+                *ov = OVERLAPPED::default();
+                ov.InternalHigh = full;
+                let ov: *mut OVERLAPPED = ov;
+                let p = r.into_raw();
+                debug_assert_eq!(super::header_of(ov), p, "an OVERLAPPED leads back to its request");
+                (ov, POST_KEY)
             }
             None => (std::ptr::null_mut(), key),
         };
         // SAFETY: the port handle is open (closed only on drop); `raw` is
-        // null or a request given up with into_raw, which the packet carries
-        // until get_many takes it back.
-        let ok =
-            unsafe { PostQueuedCompletionStatus(inner.raw.0, bytes, kernel_key, raw as *const OVERLAPPED) };
+        // null or the OVERLAPPED of a request given up with into_raw, which
+        // the packet carries until get_many takes it back.
+        let ok = unsafe { PostQueuedCompletionStatus(inner.raw.0, bytes, kernel_key, raw) };
         if ok == 0 {
             let e = io::Error::last_os_error();
-            // SAFETY: the post failed, so nothing else holds `raw`.
-            let request = (!raw.is_null()).then(|| unsafe { Request::from_raw(raw) });
+            // SAFETY: the post failed, so nothing else holds the request
+            // whose OVERLAPPED `raw` is.
+            let request = (!raw.is_null()).then(|| unsafe { Request::from_raw(super::header_of(raw)) });
             inner.end(1);
             return Err((Error::Io(e), Packet { status, bytes: full, key, request }));
         }
@@ -399,8 +403,9 @@ impl Inner {
     fn direct_packet(&self, d: Direct) -> Packet {
         // SAFETY: `deliver` queued it: a started request given up with
         // into_raw that the OS holds no more, taken from the queue once.
-        let req = unsafe { Request::from_raw(d.0) };
-        let ov = &req.header().os.overlapped;
+        let mut req = unsafe { Request::from_raw(d.0) };
+        let h = req.header_mut();
+        let ov = h.os.overlapped(h.generation);
         let (nt, bytes) = (ov.Internal as u32 as i32, ov.InternalHigh as u32);
         finish(req, nt, bytes)
     }
@@ -417,10 +422,13 @@ impl Inner {
     /// True when the packet with `key` and `ov` is one of the crate's
     /// requests, which is then taken out of its handle's pending requests;
     /// false for a foreign packet (S39): overlapped I/O that someone else
-    /// issued on a handle bound here, through a duplicate of it. `ov` is
-    /// only compared, never read: a request counts as the crate's when its
-    /// address is pending on the handle the key names. No lock: the key
-    /// leads to the handle's entry in the table with two loads.
+    /// issued on a handle bound here, through a duplicate of it, or a
+    /// packet that comes late for an earlier use of a request's block. `ov`
+    /// is only compared, never read: a request counts as the crate's when
+    /// the `OVERLAPPED` address of its current use (each use of a block has
+    /// its own, `RequestOs::overlapped`) is pending on the handle the key
+    /// names. No lock: the key leads to the handle's entry in the table
+    /// with two loads.
     fn claim(&self, key: usize, ov: *mut OVERLAPPED) -> bool {
         key.checked_sub(1).and_then(|i| self.table.get(i)).is_some_and(|p| p.take(ov as usize))
     }
@@ -441,9 +449,10 @@ impl Inner {
         if e.lpCompletionKey == POST_KEY {
             // SAFETY: only `post` queues packets with this key and a
             // pointer (the port's handle is never lent out, and no handle's
-            // key is POST_KEY); the pointer is a request given up with
-            // into_raw, and the kernel hands each packet out once.
-            let req = unsafe { Request::from_raw(raw as *mut Header) };
+            // key is POST_KEY); the pointer is the OVERLAPPED of a request
+            // given up with into_raw, and the kernel hands each packet out
+            // once.
+            let req = unsafe { Request::from_raw(super::header_of(raw)) };
             return Some(user_post(req));
         }
         if !self.claim(e.lpCompletionKey, raw) {
@@ -457,10 +466,11 @@ impl Inner {
         // the `OVERLAPPED`.
         //
         // SAFETY: `claim` found the pointer among its handle's pending
-        // requests: it is a request of that handle given up with into_raw,
-        // whose packet this is (the kernel hands each out once, and the
-        // entry is removed now).
-        let req = unsafe { Request::from_raw(raw as *mut Header) };
+        // requests: it is the OVERLAPPED of the current use of a request of
+        // that handle given up with into_raw, whose packet this is (the
+        // kernel hands each out once, and the entry is removed now; a
+        // packet for an earlier use of the block carries another address).
+        let req = unsafe { Request::from_raw(super::header_of(raw)) };
         Some(finish(req, e.Internal as u32 as i32, e.dwNumberOfBytesTransferred))
     }
 
@@ -602,9 +612,9 @@ fn finish(mut req: Request, nt: i32, bytes: u32) -> Packet {
 
 /// The packet of a user post that carried a request: the full byte count
 /// and the user's key travel in the request.
-fn user_post(req: Request) -> Packet {
-    let os = &req.header().os;
-    let (bytes, key) = (os.overlapped.InternalHigh, os.key);
+fn user_post(mut req: Request) -> Packet {
+    let h = req.header_mut();
+    let (bytes, key) = (h.os.overlapped(h.generation).InternalHigh, h.os.key);
     Packet { status: Status::SUCCESS, bytes, key, request: Some(req) }
 }
 

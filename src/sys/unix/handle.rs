@@ -91,8 +91,10 @@ impl Queues {
 /// (the close argument of `sys::queue`).
 pub(crate) struct Io {
     kind: HandleKind,
-    /// Taken (and closed) by `close`; read-locked by every call on it.
-    fd: RwLock<Option<OwnedFd>>,
+    /// Taken by `close`; read-locked by every call on it. Shared with the
+    /// io_uring requests in the kernel, which keep it open until their
+    /// completion entries come (the last one out closes it).
+    fd: RwLock<Option<Arc<OwnedFd>>>,
     q: Mutex<Queues>,
     port: OnceLock<Weak<PortInner>>,
     /// The handle's entry in its port's list.
@@ -124,7 +126,7 @@ impl Handle {
         Handle {
             io: Arc::new(Io {
                 kind,
-                fd: RwLock::new(Some(fd)),
+                fd: RwLock::new(Some(Arc::new(fd))),
                 q: Mutex::new(Queues {
                     reads: VecDeque::new(),
                     writes: VecDeque::new(),
@@ -261,7 +263,7 @@ impl HandleDriver for Handle {
                 return Ok(());
             }
             let id = req.id().as_u64();
-            let p = ring.start(io, fd.as_raw_fd(), req).map_err(|(e, req)| (Error::Io(e), req))?;
+            let p = ring.start(io, fd, req).map_err(|(e, req)| (Error::Io(e), req))?;
             q.in_flight.insert(id, InKernel::new(p));
             q.ring_busy[dir] |= ordered;
             drop((fd_guard, q));
@@ -382,9 +384,9 @@ impl HandleDriver for Handle {
             io.fd.write().take()
         };
         if let Some(port) = port {
-            // Every entry naming the fd (pushed under the handle's lock,
-            // before `closed`) goes to the kernel before the fd closes, so
-            // a reused number is never hit.
+            // The cancels go to the kernel now. The fd itself closes when
+            // the last request in the kernel that names it completes (each
+            // holds it), so its number is never reused under an entry.
             #[cfg(target_os = "linux")]
             if let Some(ring) = port.ring() {
                 ring.submit_if(true);
@@ -429,7 +431,7 @@ impl Io {
     /// Runs `f` on the fd while it is open.
     #[cfg(target_os = "linux")]
     pub(super) fn with_raw<T>(&self, f: impl FnOnce(&OwnedFd) -> T) -> Option<T> {
-        self.fd.read().as_ref().map(f)
+        self.fd.read().as_deref().map(f)
     }
 
     /// A ring request of this handle completed: forget it and queue its
@@ -459,7 +461,7 @@ impl Io {
             let waiting = if write { &mut q.writes } else { &mut q.reads };
             let Some(req) = waiting.pop_front() else { return };
             let id = req.id().as_u64();
-            match ring.start(self, fd.as_raw_fd(), req) {
+            match ring.start(self, fd, req) {
                 Ok(p) => {
                     q.in_flight.insert(id, InKernel::new(p));
                     q.ring_busy[dir] = true;
@@ -490,7 +492,7 @@ impl Io {
             return Err((io::Error::from_raw_os_error(libc::ECANCELED), req));
         };
         let id = req.id().as_u64();
-        let p = ring.start(self, fd.as_raw_fd(), req)?;
+        let p = ring.start(self, fd, req)?;
         q.in_flight.insert(id, InKernel::new(p));
         drop((fd, q));
         ring.pushed(queue);

@@ -1,10 +1,10 @@
-//! Requests at the edges of what one system call takes, the same on every
-//! Unix driver (S27).
+//! Requests at the edges of what one system call takes, and what can be
+//! bound, the same on every Unix driver (S27, S38).
 #![cfg(unix)]
 
 mod util;
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 
 use iocompletion::Handle;
@@ -91,6 +91,38 @@ fn s27_vectored_requests_beyond_iov_max() {
         got.extend_from_slice(&filled);
     }
     assert!(got == sent, "the bytes arrive in order");
+    rt.shutdown();
+}
+
+/// S38: a handle that cannot be driven (a directory) is refused at bind on
+/// every driver; character devices that can be read or written are served
+/// on every driver (epoll cannot watch `/dev/zero` or `/dev/null`).
+#[test]
+fn s38_the_drivers_agree_on_what_can_be_bound() {
+    let rt = runtime();
+    let dir = Handle::try_from(File::open(std::env::temp_dir()).unwrap()).unwrap();
+    let e = rt
+        .bind_io_completion_callback(&dir, util::Collector::new().sink(), 0)
+        .expect_err("a directory cannot be driven");
+    eprintln!("binding a directory: {e}");
+    assert!(!dir.is_bound());
+    assert!(dir.read(Vec::with_capacity(16)).is_err(), "an unbound handle starts nothing");
+
+    let zero = Handle::try_from(File::open("/dev/zero").unwrap()).unwrap();
+    let c = bind(&rt, &zero);
+    started(zero.read(vec![0xEE; 4096]));
+    let d = c.recv();
+    let n = d.ok();
+    assert!(n > 0, "/dev/zero gives bytes");
+    assert!(d.data().iter().all(|&b| b == 0), "zeros");
+
+    let null =
+        Handle::try_from(OpenOptions::new().read(true).write(true).open("/dev/null").unwrap()).unwrap();
+    let c = bind(&rt, &null);
+    started(null.write(vec![7u8; 10_000]));
+    assert_eq!(c.recv().ok(), 10_000, "/dev/null takes every byte");
+    started(null.read(Vec::with_capacity(16)));
+    assert_eq!(c.recv().ok(), 0, "/dev/null is at its end");
     rt.shutdown();
 }
 

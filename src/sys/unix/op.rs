@@ -61,7 +61,9 @@ pub(super) fn is_write_side(op: Op) -> bool {
     matches!(op, Op::Write | Op::Connect(_) | Op::SendTo(_))
 }
 
-/// A positional file request, performed (blocking) on a pool thread (S29).
+/// A positional file request, performed (blocking) on a pool thread (S29);
+/// or a stream request of a device epoll cannot watch (S38: `/dev/zero`,
+/// `/dev/null`, which are always ready), performed the same way.
 pub(super) fn perform_file(fd: &OwnedFd, req: &mut Request) -> io::Result<usize> {
     let op = req.op();
     let h = req.header_mut();
@@ -70,6 +72,9 @@ pub(super) fn perform_file(fd: &OwnedFd, req: &mut Request) -> io::Result<usize>
         (Op::WriteAt(off), b) if !b.is_vectored() => {
             borrow::<File>(fd).write_all_at(b.chunk(0), off).map(|()| b.len())
         }
+        (Op::Read, b) => retry(|| read_into(fd, b)),
+        (Op::Write, b) => write_stream(HandleKind::Stream, fd, b, &mut h.os.progress)?
+            .ok_or_else(|| io::Error::from(io::ErrorKind::WouldBlock)),
         _ => Err(io::Error::from(io::ErrorKind::InvalidInput)),
     }
 }

@@ -91,14 +91,20 @@ impl Queues {
 /// (the close argument of `sys::queue`).
 pub(crate) struct Io {
     kind: HandleKind,
-    /// Taken (and closed) by `close`; read-locked by every call on it.
-    fd: RwLock<Option<OwnedFd>>,
+    /// Taken by `close`; read-locked by every call on it. Shared with the
+    /// io_uring requests in the kernel, which keep it open until their
+    /// completion entries come (the last one out closes it).
+    fd: RwLock<Option<Arc<OwnedFd>>>,
     q: Mutex<Queues>,
     port: OnceLock<Weak<PortInner>>,
     /// The handle's entry in its port's list.
     key: OnceLock<usize>,
     /// Mirror of `Queues::closed`, readable without the lock.
     closed: AtomicBool,
+    /// epoll: a device epoll cannot watch (`/dev/zero`, `/dev/null`: always
+    /// ready), whose stream requests the pool performs, as a file's. Set
+    /// at bind, before any request can start.
+    pooled: AtomicBool,
     /// Set (release) just before the fd is registered with the poller; the
     /// poller reads it (acquire) before it touches the handle for an event.
     /// The kernel orders the registration before the event, but only this
@@ -120,11 +126,15 @@ fn closed_port() -> Error {
 }
 
 impl Handle {
+    fn describe_fd(&self, fd: &OwnedFd) -> String {
+        format!("fd {} ({:?})", fd.as_raw_fd(), self.io.kind)
+    }
+
     pub(crate) fn new(fd: OwnedFd, kind: HandleKind) -> Handle {
         Handle {
             io: Arc::new(Io {
                 kind,
-                fd: RwLock::new(Some(fd)),
+                fd: RwLock::new(Some(Arc::new(fd))),
                 q: Mutex::new(Queues {
                     reads: VecDeque::new(),
                     writes: VecDeque::new(),
@@ -139,6 +149,7 @@ impl Handle {
                 port: OnceLock::new(),
                 key: OnceLock::new(),
                 closed: AtomicBool::new(false),
+                pooled: AtomicBool::new(false),
                 registered: AtomicBool::new(false),
             }),
         }
@@ -163,7 +174,7 @@ impl HandleDriver for Handle {
 
     fn describe(&self) -> String {
         match self.io.fd.read().as_ref() {
-            Some(fd) => format!("fd {} ({:?})", fd.as_raw_fd(), self.io.kind),
+            Some(fd) => self.describe_fd(fd),
             None => format!("closed fd ({:?})", self.io.kind),
         }
     }
@@ -192,10 +203,18 @@ impl HandleDriver for Handle {
     /// Sets non-blocking mode and registers the fd with the port's poller,
     /// once, edge-triggered, for both directions (S29). Regular files are
     /// never ready, so they are not watched: their requests run on the pool.
+    ///
+    /// S38, the same on every driver: what cannot be read or written as a
+    /// stream (a directory, an `O_PATH` descriptor) is refused here; a
+    /// device epoll cannot watch (it has no readiness: always ready) is
+    /// served by the pool, in blocking mode, as a file is.
     fn associate(&self, port: &Port) -> Result<()> {
         let inner = &port.inner;
         let fd = self.io.fd.read();
         let fd = fd.as_ref().ok_or_else(closed_handle)?;
+        if self.io.kind == HandleKind::Stream {
+            undrivable(fd).map_err(|why| Error::invalid("handle", self.describe_fd(fd), why))?;
+        }
         let key = if self.io.kind == HandleKind::File {
             inner.add(&self.io, None)
         } else if inner.mio().is_none() {
@@ -203,9 +222,16 @@ impl HandleDriver for Handle {
             set_nonblocking(fd)?;
             inner.add(&self.io, None)
         } else {
-            set_nonblocking(fd)?;
+            let flags = set_nonblocking(fd)?;
             let raw = fd.as_raw_fd();
-            inner.add(&self.io, Some(&mut SourceFd(&raw)))
+            match inner.add(&self.io, Some(&mut SourceFd(&raw))) {
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) && is_device(fd) => {
+                    set_flags(fd, flags)?;
+                    self.io.pooled.store(true, Ordering::Release);
+                    inner.add(&self.io, None)
+                }
+                r => r,
+            }
         };
         let key = key.map_err(|e| match e.kind() {
             io::ErrorKind::InvalidInput => closed_port(),
@@ -261,14 +287,14 @@ impl HandleDriver for Handle {
                 return Ok(());
             }
             let id = req.id().as_u64();
-            let p = ring.start(io, fd.as_raw_fd(), req).map_err(|(e, req)| (Error::Io(e), req))?;
+            let p = ring.start(io, fd, req).map_err(|(e, req)| (Error::Io(e), req))?;
             q.in_flight.insert(id, InKernel::new(p));
             q.ring_busy[dir] |= ordered;
             drop((fd_guard, q));
             ring.pushed(queue);
             return Ok(());
         }
-        if io.kind == HandleKind::File {
+        if io.kind == HandleKind::File || io.pooled.load(Ordering::Acquire) {
             q.work.push_back(req);
             queue.push(Item::Work(io.clone()));
             return Ok(());
@@ -382,9 +408,9 @@ impl HandleDriver for Handle {
             io.fd.write().take()
         };
         if let Some(port) = port {
-            // Every entry naming the fd (pushed under the handle's lock,
-            // before `closed`) goes to the kernel before the fd closes, so
-            // a reused number is never hit.
+            // The cancels go to the kernel now. The fd itself closes when
+            // the last request in the kernel that names it completes (each
+            // holds it), so its number is never reused under an entry.
             #[cfg(target_os = "linux")]
             if let Some(ring) = port.ring() {
                 ring.submit_if(true);
@@ -429,7 +455,7 @@ impl Io {
     /// Runs `f` on the fd while it is open.
     #[cfg(target_os = "linux")]
     pub(super) fn with_raw<T>(&self, f: impl FnOnce(&OwnedFd) -> T) -> Option<T> {
-        self.fd.read().as_ref().map(f)
+        self.fd.read().as_deref().map(f)
     }
 
     /// A ring request of this handle completed: forget it and queue its
@@ -459,7 +485,7 @@ impl Io {
             let waiting = if write { &mut q.writes } else { &mut q.reads };
             let Some(req) = waiting.pop_front() else { return };
             let id = req.id().as_u64();
-            match ring.start(self, fd.as_raw_fd(), req) {
+            match ring.start(self, fd, req) {
                 Ok(p) => {
                     q.in_flight.insert(id, InKernel::new(p));
                     q.ring_busy[dir] = true;
@@ -490,7 +516,7 @@ impl Io {
             return Err((io::Error::from_raw_os_error(libc::ECANCELED), req));
         };
         let id = req.id().as_u64();
-        let p = ring.start(self, fd.as_raw_fd(), req)?;
+        let p = ring.start(self, fd, req)?;
         q.in_flight.insert(id, InKernel::new(p));
         drop((fd, q));
         ring.pushed(queue);
@@ -554,18 +580,58 @@ fn drain(kind: HandleKind, fd: &OwnedFd, pending: &mut VecDeque<Request>, queue:
     }
 }
 
-fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+/// Sets `O_NONBLOCK`; the status flags it had before.
+fn set_nonblocking(fd: &OwnedFd) -> io::Result<libc::c_int> {
     let raw = fd.as_fd().as_raw_fd();
     // SAFETY: fcntl on an fd we own, with valid commands and flags.
     let flags = unsafe { libc::fcntl(raw, libc::F_GETFL) };
     if flags < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: as above.
-    if unsafe { libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+    set_flags(fd, flags | libc::O_NONBLOCK)?;
+    Ok(flags)
+}
+
+/// Sets the fd's status flags (`F_SETFL`).
+fn set_flags(fd: &OwnedFd, flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: fcntl on an fd we own, with a valid command and flags.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Why a descriptor of kind `Stream` cannot be driven, if it cannot: a
+/// directory (every read would fail with `EISDIR`), or an `O_PATH`
+/// descriptor (every request would fail with `EBADF`).
+fn undrivable(fd: &OwnedFd) -> std::result::Result<(), &'static str> {
+    // SAFETY: fcntl on an open fd (borrowed), with a valid command.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if flags >= 0 && flags & libc::O_PATH != 0 {
+        return Err("is an O_PATH descriptor, which cannot be read or written");
+    }
+    let _ = flags;
+    match file_type(fd) {
+        Some(t) if t == libc::S_IFDIR => Err("is a directory, which cannot be read or written as a stream"),
+        _ => Ok(()),
+    }
+}
+
+/// True for a character or block device (`fstat`).
+fn is_device(fd: &OwnedFd) -> bool {
+    matches!(file_type(fd), Some(t) if t == libc::S_IFCHR || t == libc::S_IFBLK)
+}
+
+/// The `S_IFMT` bits of the fd's mode, if `fstat` answers.
+fn file_type(fd: &OwnedFd) -> Option<libc::mode_t> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat on an open fd (borrowed), into a stat it fills.
+    if unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: fstat succeeded, so it filled the whole struct.
+    Some(unsafe { st.assume_init() }.st_mode & libc::S_IFMT)
 }
 
 impl From<TcpStream> for Handle {
@@ -695,7 +761,10 @@ impl crate::Handle {
 /// listener, UDP, Unix-domain stream or listener, told by its type, address
 /// and `SO_ACCEPTCONN`); a regular file is served by the pool with positional
 /// requests; anything else (pipe, tty, character device) is a stream driven
-/// by readiness. An fd that epoll cannot watch is refused when bound.
+/// by readiness. One that cannot be read or written as a stream (a
+/// directory, an `O_PATH` fd) is refused when bound, on every driver; a
+/// device that epoll cannot watch (`/dev/zero`, `/dev/null`) is served by
+/// the pool on epoll.
 impl From<OwnedFd> for crate::Handle {
     fn from(fd: OwnedFd) -> crate::Handle {
         let kind = kind_of(&fd);

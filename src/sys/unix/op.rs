@@ -19,18 +19,62 @@ use crate::handle::HandleKind;
 use crate::op::Op;
 use crate::request::Request;
 
+/// The most parts one system call (or io_uring entry) takes: Linux's
+/// `UIO_MAXIOV`, and `IOV_MAX` on macOS and the BSDs. A request of more
+/// parts moves them in turns of this many: a read takes what the first
+/// turn holds (a short read), a write goes on until every part is sent.
+pub(super) const IOV_MAX: usize = 1024;
+
+/// The iovecs of a read's room: each part's whole room, from its start,
+/// for the first [`IOV_MAX`] parts.
+pub(super) fn read_iov(iov: &mut Vec<libc::iovec>, buf: &mut Buffer) {
+    iov.clear();
+    iov.extend((0..buf.part_count().min(IOV_MAX)).map(|i| {
+        let p = buf.part(i);
+        libc::iovec { iov_base: p.ptr.cast(), iov_len: p.cap }
+    }));
+}
+
+/// The iovecs of what is left to write after `progress` bytes, at most
+/// [`IOV_MAX`] of them.
+pub(super) fn write_iov(iov: &mut Vec<libc::iovec>, buf: &mut Buffer, progress: usize) {
+    iov.clear();
+    let mut skip = progress;
+    for i in 0..buf.part_count() {
+        if iov.len() == IOV_MAX {
+            break;
+        }
+        let p = buf.part(i);
+        if skip >= p.len {
+            skip -= p.len;
+            continue;
+        }
+        // SAFETY: `skip < p.len`, inside the part's initialized bytes.
+        let base = unsafe { p.ptr.add(skip) };
+        iov.push(libc::iovec { iov_base: base.cast(), iov_len: p.len - skip });
+        skip = 0;
+    }
+}
+
 /// True for the kinds that wait for writability (the handle's write queue).
 pub(super) fn is_write_side(op: Op) -> bool {
     matches!(op, Op::Write | Op::Connect(_) | Op::SendTo(_))
 }
 
-/// A positional file request, performed (blocking) on a pool thread (S29).
+/// A positional file request, performed (blocking) on a pool thread (S29);
+/// or a stream request of a device epoll cannot watch (S38: `/dev/zero`,
+/// `/dev/null`, which are always ready), performed the same way.
 pub(super) fn perform_file(fd: &OwnedFd, req: &mut Request) -> io::Result<usize> {
-    match (req.op(), req.buffer_mut()) {
-        (Op::ReadAt(off), b) => retry(|| pread_into(fd, b, off)),
+    let op = req.op();
+    let h = req.header_mut();
+    match (op, &mut h.buffer) {
+        (Op::ReadAt(off), b) => pread_into(fd, b, off),
         (Op::WriteAt(off), b) if !b.is_vectored() => {
             borrow::<File>(fd).write_all_at(b.chunk(0), off).map(|()| b.len())
         }
+        (Op::Read, b) => retry(|| read_into(fd, b)),
+        (Op::Write, b) => write_stream(HandleKind::Stream, fd, b, &mut h.os.progress)?
+            .ok_or_else(|| io::Error::from(io::ErrorKind::WouldBlock)),
         _ => Err(io::Error::from(io::ErrorKind::InvalidInput)),
     }
 }
@@ -140,17 +184,13 @@ fn read_into(fd: &OwnedFd, buf: &mut Buffer) -> io::Result<usize> {
             // is open (the caller holds the fd lock).
             unsafe { libc::read(fd.as_raw_fd(), p.ptr.cast(), p.cap) }
         }
-        parts => {
-            let iov: Vec<libc::iovec> = (0..parts)
-                .map(|i| {
-                    let p = buf.part(i);
-                    libc::iovec { iov_base: p.ptr.cast(), iov_len: p.cap }
-                })
-                .collect();
-            let count = iov.len().min(libc::c_int::MAX as usize) as libc::c_int;
+        _ => {
+            let mut iov = Vec::new();
+            read_iov(&mut iov, buf);
             // SAFETY: each iovec describes one part's whole room, writable;
-            // the array lives for the call; `fd` is open (fd lock held).
-            unsafe { libc::readv(fd.as_raw_fd(), iov.as_ptr(), count) }
+            // there are at most IOV_MAX of them; the array lives for the
+            // call; `fd` is open (fd lock held).
+            unsafe { libc::readv(fd.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int) }
         }
     };
     if n < 0 {
@@ -162,24 +202,45 @@ fn read_into(fd: &OwnedFd, buf: &mut Buffer) -> io::Result<usize> {
     Ok(n)
 }
 
-/// One `pread` at `off` into the buffer's room (S32).
+/// `pread` at `off` into the buffer's room (S32) until it is full or the
+/// file ends: a file read is short only at the end of the file (S27).
 fn pread_into(fd: &OwnedFd, buf: &mut Buffer, off: u64) -> io::Result<usize> {
     if !buf.is_writable() || buf.part_count() != 1 {
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
     }
-    // An offset past off_t's range is the OS's EINVAL, as pread gives for
-    // one whose end overflows.
-    let off = libc::off_t::try_from(off).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     let p = buf.part(0);
-    // SAFETY: the pointer and capacity describe the part's room, writable
-    // (checked above); `fd` is open (the caller holds the fd lock).
-    let n = unsafe { libc::pread(fd.as_raw_fd(), p.ptr.cast(), p.cap, off) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
+    let mut done = 0;
+    while done < p.cap {
+        // An offset past off_t's range is the OS's EINVAL, as pread gives
+        // for one whose end overflows.
+        let at = off.checked_add(done as u64).and_then(|at| libc::off_t::try_from(at).ok());
+        let Some(at) = at else {
+            if done > 0 {
+                break;
+            }
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        };
+        // SAFETY: the pointer and length describe the part's room after
+        // the `done` bytes read so far, writable (checked above); `fd` is
+        // open (the caller holds the fd lock).
+        let n = unsafe { libc::pread(fd.as_raw_fd(), p.ptr.add(done).cast(), p.cap - done, at) };
+        match n {
+            0 => break,
+            n if n > 0 => done += n as usize,
+            _ => {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::Interrupted => {}
+                    // The bytes read before the error are the result.
+                    _ if done > 0 => break,
+                    _ => return Err(e),
+                }
+            }
+        }
     }
-    // SAFETY: pread wrote the first `n` bytes.
-    unsafe { buf.set_filled(n as usize) };
-    Ok(n as usize)
+    // SAFETY: the preads wrote the first `done` bytes, in order.
+    unsafe { buf.set_filled(done) };
+    Ok(done)
 }
 
 /// A read with no room (S31): completes, with 0 bytes, once the stream is
@@ -235,8 +296,11 @@ fn write_stream(
             1 => stream_write(kind, fd, &[IoSlice::new(&buf.chunk(0)[*progress..])]),
             parts => {
                 let mut skip = *progress;
-                let mut slices = Vec::with_capacity(parts);
+                let mut slices = Vec::with_capacity(parts.min(IOV_MAX));
                 for b in (0..parts).map(|i| buf.chunk(i)) {
+                    if slices.len() == IOV_MAX {
+                        break;
+                    }
                     if skip >= b.len() {
                         skip -= b.len();
                         continue;

@@ -18,7 +18,7 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
@@ -26,9 +26,8 @@ use io_uring::{opcode, squeue::Entry, types, IoUring, Probe};
 use socket2::{SockAddr, SockRef};
 
 use super::handle::Io;
-use super::op::is_write_side;
+use super::op::{is_write_side, read_iov, write_iov};
 use super::port::PortQueue;
-use crate::buf::Buffer;
 use crate::handle::HandleKind;
 use crate::op::Op;
 use crate::port::Packet;
@@ -78,7 +77,9 @@ pub(crate) struct Ring {
     cq: Mutex<Vec<(u64, i32)>>,
     /// A thread is (about to be) blocked in the ring waiting for entries.
     in_wait: AtomicBool,
-    /// Entries pushed and maybe not yet handed to the kernel.
+    /// Entries pushed and not yet taken by the kernel: counted before an
+    /// entry is visible to the kernel, counted down by what each
+    /// `io_uring_enter` says it took, so it is never below the truth.
     unsubmitted: AtomicUsize,
     /// Requests in the kernel (their completion entry not yet taken).
     in_flight: AtomicUsize,
@@ -134,25 +135,47 @@ impl Ring {
             // SAFETY: the `sq` lock makes this the only user of the
             // submission queue while the guard lives.
             let mut sq = unsafe { self.ring.submission_shared() };
+            // Counted before the kernel can see it (`sync`), so what a
+            // submit takes is never more than what was counted.
+            self.unsubmitted.fetch_add(1, Ordering::SeqCst);
             // SAFETY: every pointer in the entry points into a request or
             // its buffer, which the kernel owns until the entry completes
             // (or into nothing, for WAKE and CANCEL).
             if unsafe { sq.push(entry) }.is_ok() {
                 sq.sync();
-                self.unsubmitted.fetch_add(1, Ordering::SeqCst);
                 return Ok(());
             }
+            self.unsubmitted.fetch_sub(1, Ordering::SeqCst);
             drop(sq);
             self.submit_now()?;
         }
     }
 
-    /// Hands every pushed entry to the kernel (one `io_uring_enter`).
+    /// The kernel took `n` entries; how many are left.
+    fn taken(&self, n: usize) -> usize {
+        // Never below zero: every entry is counted before the kernel can
+        // take it, so this only guards the count against a kernel that
+        // says more than it was given.
+        let before =
+            self.unsubmitted.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| Some(u.saturating_sub(n)));
+        before.unwrap_or(0).saturating_sub(n)
+    }
+
+    /// Hands every pushed entry to the kernel (one `io_uring_enter`, or
+    /// more when a batch stops early).
+    ///
+    /// The kernel takes entries in order and stops a batch after one whose
+    /// preparation fails (that one is taken, and its completion entry
+    /// carries the error); the entries after it stay in the submission
+    /// queue, counted, and the next call hands them over.
     fn submit_now(&self) -> io::Result<()> {
-        self.unsubmitted.store(0, Ordering::SeqCst);
         loop {
             match self.ring.submitter().submit() {
-                Ok(_) => return Ok(()),
+                Ok(n) => {
+                    if n == 0 || self.taken(n) == 0 {
+                        return Ok(());
+                    }
+                }
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                 // The completion queue is full: the kernel takes the
                 // entries once completions are taken; the poller does that.
@@ -199,7 +222,6 @@ impl Ring {
     pub(crate) fn poll(&self, deadline: Option<Instant>) -> io::Result<()> {
         self.in_wait.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        self.unsubmitted.store(0, Ordering::SeqCst);
         let submitter = self.ring.submitter();
         let r = match deadline {
             None => submitter.submit_and_wait(1),
@@ -209,8 +231,12 @@ impl Ring {
             }
         };
         self.in_wait.store(false, Ordering::SeqCst);
+        // A batch that stopped early returns without waiting; the entries
+        // left stay counted for the next call.
         match r {
-            Ok(_) => {}
+            Ok(n) => {
+                self.taken(n);
+            }
             Err(e)
                 if matches!(
                     e.raw_os_error(),
@@ -260,7 +286,10 @@ impl Ring {
         let ts = types::Timespec::from(std::time::Duration::from_millis(10));
         while self.in_flight() > 0 {
             let _ = self.submit_now();
-            let _ = self.ring.submitter().submit_with_args(1, &types::SubmitArgs::new().timespec(&ts));
+            if let Ok(n) = self.ring.submitter().submit_with_args(1, &types::SubmitArgs::new().timespec(&ts))
+            {
+                self.taken(n);
+            }
             self.reap();
             self.dispatch(queue);
         }
@@ -273,17 +302,22 @@ impl Ring {
     /// records the request in the handle's in-flight table; then, with the
     /// lock let go, it calls [`Ring::pushed`] (no system call is made
     /// under the lock unless the submission queue is full).
+    ///
+    /// The request holds `fd` until its completion entry comes: a close of
+    /// the handle meanwhile does not close the descriptor, so its number
+    /// cannot be reused by another object while an entry names it (S24).
     pub(crate) fn start(
         &self,
         io: &Arc<Io>,
-        fd: RawFd,
+        fd: &Arc<OwnedFd>,
         mut req: Request,
     ) -> Result<usize, (io::Error, Request)> {
-        let entry = match prepare(io.kind(), fd, &mut req) {
+        let entry = match prepare(io.kind(), fd.as_raw_fd(), &mut req) {
             Ok(e) => e,
             Err(e) => return Err((e, req)),
         };
         req.header_mut().os.uring.io = Some(io.clone());
+        req.header_mut().os.uring.fd = Some(fd.clone());
         let p = req.into_raw();
         let entry = entry.user_data(p as u64);
         self.in_flight.fetch_add(1, Ordering::SeqCst);
@@ -293,6 +327,7 @@ impl Ring {
             // `p`; it is taken back exactly once, here.
             let mut req = unsafe { Request::from_raw(p) };
             req.header_mut().os.uring.io = None;
+            req.header_mut().os.uring.fd = None;
             return Err((e, req));
         }
         Ok(p as usize)
@@ -331,6 +366,9 @@ impl Ring {
         // with `into_raw` in `start`; its completion entry comes once, so
         // it is taken back once, here.
         let mut req = unsafe { Request::from_raw(user_data as *mut Header) };
+        // Held to the end of this call: the descriptor closes here if the
+        // handle was closed while the request was in the kernel.
+        let _fd = req.header_mut().os.uring.fd.take();
         let Some(io) = req.header_mut().os.uring.io.take() else {
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
             return;
@@ -351,8 +389,9 @@ impl Ring {
                 io.ring_done(self, id, write, queue, Packet { status, bytes, key: 0, request: Some(req) });
                 self.in_flight.fetch_sub(1, Ordering::SeqCst);
             }
-            // A write that wrote part: the rest goes on, unless the handle
-            // or its port closed meanwhile.
+            // A write that wrote part, or a file read short before the
+            // end of the file: the rest goes on, unless the handle or its
+            // port closed meanwhile.
             Finished::More => self.again(queue, io, req),
         }
     }
@@ -384,29 +423,51 @@ impl Ring {
 /// read so costs one call on the starting thread, like `pread`, with no
 /// trip through the ring; its completion still comes through the port
 /// (S23).
+///
+/// `RWF_NOWAIT` stops at the first page not cached: what was read is kept
+/// as the request's progress and the ring reads the rest (`None`), so the
+/// read is short only at the end of the file (S27).
 #[cfg(target_env = "gnu")]
 pub(crate) fn read_cached(fd: RawFd, req: &mut Request) -> Option<io::Result<usize>> {
     let Op::ReadAt(off) = req.op() else { return None };
-    let off = libc::off_t::try_from(off).ok()?;
     let h = req.header_mut();
     if h.buffer.part_count() != 1 || !h.buffer.is_writable() {
         return None;
     }
     let p = h.buffer.part(0);
-    let iov = libc::iovec { iov_base: p.ptr.cast(), iov_len: p.cap };
-    // SAFETY: one iovec over the part's whole room, writable (checked
-    // above); the descriptor is open (the caller holds its read guard).
-    let n = unsafe { libc::preadv2(fd, &iov, 1, off, libc::RWF_NOWAIT) };
-    if n < 0 {
-        let e = io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::EAGAIN | libc::EOPNOTSUPP | libc::ENOSYS | libc::EINTR) => None,
-            _ => Some(Err(e)),
-        };
-    }
-    // SAFETY: the read wrote the first `n` bytes of the room.
-    unsafe { h.buffer.set_filled(n as usize) };
-    Some(Ok(n as usize))
+    let end = loop {
+        let done = h.os.progress;
+        if done >= p.cap {
+            break done;
+        }
+        let at = off.checked_add(done as u64).and_then(|at| libc::off_t::try_from(at).ok())?;
+        // SAFETY: `done < p.cap` bytes were read into the room so far.
+        let iov = libc::iovec { iov_base: unsafe { p.ptr.add(done) }.cast(), iov_len: p.cap - done };
+        // SAFETY: one iovec over the rest of the part's room, writable
+        // (checked above); the descriptor is open (the caller holds its
+        // read guard).
+        let n = unsafe { libc::preadv2(fd, &iov, 1, at, libc::RWF_NOWAIT) };
+        match n {
+            0 => break done,
+            n if n > 0 => h.os.progress += n as usize,
+            _ => {
+                let e = io::Error::last_os_error();
+                return match e.raw_os_error() {
+                    Some(libc::EAGAIN | libc::EOPNOTSUPP | libc::ENOSYS | libc::EINTR) => None,
+                    // The bytes read before the error are the result.
+                    _ if done > 0 => {
+                        // SAFETY: the reads wrote the first `done` bytes.
+                        unsafe { h.buffer.set_filled(done) };
+                        Some(Ok(done))
+                    }
+                    _ => Some(Err(e)),
+                };
+            }
+        }
+    };
+    // SAFETY: the reads wrote the first `end` bytes of the room, in order.
+    unsafe { h.buffer.set_filled(end) };
+    Some(Ok(end))
 }
 
 /// Without glibc's `preadv2`, every file read goes through the ring.
@@ -420,6 +481,8 @@ pub(crate) fn read_cached(_fd: RawFd, _req: &mut Request) -> Option<io::Result<u
 pub(crate) struct OpState {
     /// The handle, while the request is in the kernel.
     pub(crate) io: Option<Arc<Io>>,
+    /// The descriptor its entry names, kept open while it is in the kernel.
+    fd: Option<Arc<OwnedFd>>,
     /// A connect started again after its thread exited waits for
     /// writability, then reads the socket's error.
     reconnect: bool,
@@ -435,7 +498,7 @@ impl Default for OpState {
         // (empty) `msghdr`.
         let (addr, msg) =
             unsafe { (MaybeUninit::zeroed().assume_init(), MaybeUninit::zeroed().assume_init()) };
-        OpState { io: None, reconnect: false, addr, addr_len: 0, msg, iov: Vec::new() }
+        OpState { io: None, fd: None, reconnect: false, addr, addr_len: 0, msg, iov: Vec::new() }
     }
 }
 
@@ -472,19 +535,15 @@ fn prepare(kind: HandleKind, fd: RawFd, req: &mut Request) -> io::Result<Entry> 
                 opcode::Read::new(fd, p.ptr, len32(p.cap)).offset(u64::MAX).build()
             }
         }
+        // The first IOV_MAX parts: a read may be short.
         Op::Read => {
-            let parts = h.buffer.part_count();
-            h.os.uring.iov = (0..parts)
-                .map(|i| {
-                    let p = h.buffer.part(i);
-                    libc::iovec { iov_base: p.ptr.cast(), iov_len: p.cap }
-                })
-                .collect();
+            read_iov(&mut h.os.uring.iov, &mut h.buffer);
             let iov = &h.os.uring.iov;
             opcode::Readv::new(fd, iov.as_ptr(), len32(iov.len())).offset(u64::MAX).build()
         }
         Op::Write | Op::WriteAt(_) => {
-            set_iov(&mut h.os.uring.iov, &mut h.buffer, progress);
+            // The first IOV_MAX parts left; a write goes on to the rest.
+            write_iov(&mut h.os.uring.iov, &mut h.buffer, progress);
             let iov = &h.os.uring.iov;
             match (op, iov.as_slice()) {
                 (Op::WriteAt(off), _) => {
@@ -504,12 +563,15 @@ fn prepare(kind: HandleKind, fd: RawFd, req: &mut Request) -> io::Result<Entry> 
                 (_, _) => opcode::Writev::new(fd, iov.as_ptr(), len32(iov.len())).offset(u64::MAX).build(),
             }
         }
+        // The rest of the room after what was read (the cached part, or a
+        // read short before the end of the file).
         Op::ReadAt(off) => {
-            if off > i64::MAX as u64 {
-                return Err(io::Error::from_raw_os_error(libc::EINVAL));
-            }
+            let at = off.checked_add(progress as u64).filter(|&o| o <= i64::MAX as u64);
+            let at = at.ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
             let p = h.buffer.part(0);
-            opcode::Read::new(fd, p.ptr, len32(p.cap)).offset(off).build()
+            // SAFETY: `progress <= p.cap`: it counts bytes read into the room.
+            let rest = unsafe { p.ptr.add(progress) };
+            opcode::Read::new(fd, rest, len32(p.cap - progress)).offset(at).build()
         }
         Op::Accept => {
             let st = &mut h.os.uring;
@@ -550,23 +612,6 @@ fn prepare(kind: HandleKind, fd: RawFd, req: &mut Request) -> io::Result<Entry> 
     Ok(entry)
 }
 
-/// The iovecs of what is left to write after `progress` bytes.
-fn set_iov(iov: &mut Vec<libc::iovec>, buf: &mut Buffer, progress: usize) {
-    iov.clear();
-    let mut skip = progress;
-    for i in 0..buf.part_count() {
-        let p = buf.part(i);
-        if skip >= p.len {
-            skip -= p.len;
-            continue;
-        }
-        // SAFETY: `skip < p.len`, inside the part's initialized bytes.
-        let base = unsafe { p.ptr.add(skip) };
-        iov.push(libc::iovec { iov_base: base.cast(), iov_len: p.len - skip });
-        skip = 0;
-    }
-}
-
 /// Writes `to` into `addr`; its length.
 fn store_addr(addr: &mut libc::sockaddr_storage, to: SocketAddr) -> libc::socklen_t {
     let sa = SockAddr::from(to);
@@ -593,7 +638,8 @@ fn load_addr(st: &OpState, len: libc::socklen_t) -> Option<SocketAddr> {
 
 enum Finished {
     Done(Status, usize),
-    /// A write wrote part of its bytes; the rest is to be written.
+    /// A write wrote part of its bytes, or a file read read part of its
+    /// room before the end of the file; the rest is to be done.
     More,
 }
 
@@ -617,7 +663,22 @@ fn finish(io: &Io, req: &mut Request, res: i32) -> Finished {
             }
             Finished::Done(Status::SUCCESS, 0)
         }
-        Op::Read | Op::ReadAt(_) | Op::RecvFrom => {
+        // A regular file's read is short only at its end (S27): a read
+        // that took part of the room and not nothing goes on.
+        Op::ReadAt(_) => {
+            h.os.progress += n;
+            let done = h.os.progress;
+            if n == 0 || done >= h.buffer.capacity() {
+                let done = done.min(h.buffer.capacity());
+                // SAFETY: the reads wrote the first `done` bytes of the
+                // room, in order.
+                unsafe { h.buffer.set_filled(done) };
+                Finished::Done(Status::SUCCESS, done)
+            } else {
+                Finished::More
+            }
+        }
+        Op::Read | Op::RecvFrom => {
             let n = n.min(h.buffer.capacity());
             // SAFETY: the kernel wrote the first `n` bytes of the room it
             // was given, part by part in order.
@@ -662,5 +723,57 @@ fn finish(io: &Io, req: &mut Request, res: i32) -> Finished {
         Op::Connect(_) => Finished::Done(Status::SUCCESS, 0),
         Op::SendTo(_) => Finished::Done(Status::SUCCESS, n),
         Op::Post => Finished::Done(Status::SUCCESS, n),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    /// S2: a batch the kernel stops early (an entry whose preparation
+    /// fails: a `sendmsg` of more than `UIO_MAXIOV` parts) leaves the
+    /// entries after it counted, and the same submit hands them over; the
+    /// refused entry completes through its completion entry with its error.
+    #[test]
+    fn s2_a_submit_hands_over_the_entries_after_one_the_kernel_refused() {
+        let ring = match Ring::open() {
+            Ok(r) => r,
+            Err(why) => return eprintln!("skipped: {why}"),
+        };
+        let (a, _b) = UnixStream::pair().unwrap();
+        let byte = [0u8; 1];
+        let iov = vec![libc::iovec { iov_base: byte.as_ptr() as *mut _, iov_len: 1 }; 2000];
+        // SAFETY: all-zero bytes are a valid (empty) `msghdr`.
+        let mut msg: libc::msghdr = unsafe { MaybeUninit::zeroed().assume_init() };
+        msg.msg_iov = iov.as_ptr() as *mut _;
+        msg.msg_iovlen = iov.len() as _;
+        let refused = opcode::SendMsg::new(types::Fd(a.as_raw_fd()), &msg).build().user_data(7);
+        let after = opcode::Nop::new().build().user_data(8);
+        ring.push(&refused).unwrap();
+        ring.push(&after).unwrap();
+        ring.submit_now().unwrap();
+        let _g = ring.sq.lock();
+        // SAFETY: the `sq` lock is held: this is the queue's only user.
+        let left = unsafe { ring.ring.submission_shared() }.len();
+        drop(_g);
+        assert_eq!(left, 0, "the entry after the refused one is still in the submission queue");
+        assert_eq!(ring.unsubmitted.load(Ordering::SeqCst), 0, "every entry was taken");
+        // Nothing is left to submit: polls only wait, a bounded number of
+        // times, for the two completion entries.
+        let mut got = Vec::new();
+        for _ in 0..500 {
+            ring.poll(Some(Instant::now() + std::time::Duration::from_millis(10))).unwrap();
+            got.append(&mut ring.cq.lock());
+            if got.len() >= 2 {
+                break;
+            }
+        }
+        got.sort();
+        assert_eq!(
+            got,
+            vec![(7, -libc::EMSGSIZE), (8, 0)],
+            "the refused entry's error, then the one after it"
+        );
     }
 }

@@ -30,6 +30,13 @@
 //!   while it dispatches the events, so the completions it pushes wake no
 //!   one; it then takes from the queue like any woken thread and wakes one
 //!   sibling if it left more behind.
+//! - **Collecting** ([`Queue::collect`]): when nobody polls (every thread
+//!   is in a callback), the OS's completions are still collected, with a
+//!   poll that does not wait: by the pool's gate thread every few
+//!   milliseconds, and by a thread that keeps finding items every
+//!   [`COLLECT_EVERY`] items it takes. It holds the poller's role
+//!   meanwhile, so a thread that comes to sleep parks, and is handed the
+//!   role afterwards.
 //! - **Close**: `state` holds the CLOSING and CLOSED bits and the number of
 //!   posts in progress. A post registers, then checks CLOSING; `close` sets
 //!   CLOSING, lets the driver abort what is pending on its handles (each
@@ -57,6 +64,13 @@ pub(crate) trait Poller<T>: Send + Sync + Sized {
     /// thread that polled, with nobody polling meanwhile.
     fn dispatch(&self, queue: &Queue<T, Self>);
 
+    /// Takes what the OS has ready now, without waiting, for
+    /// [`Poller::dispatch`] (a thread that does not sleep collects the
+    /// OS's completions this way; see [`Queue::collect`]).
+    fn poll_now(&self) -> io::Result<()> {
+        self.poll(Some(Instant::now()))
+    }
+
     /// Makes a thread blocked in [`Poller::poll`] return.
     fn wake(&self);
 
@@ -71,7 +85,17 @@ thread_local! {
     /// The queue the calling pool worker comes back to after its callback,
     /// and whether it already deferred a wake-up for it.
     static RETURNS_TO: std::cell::Cell<(usize, bool)> = const { std::cell::Cell::new((0, false)) };
+    /// Items the calling thread took without polling since it last
+    /// collected the OS's completions (see [`COLLECT_EVERY`]).
+    static TAKEN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
+
+/// A thread that keeps finding items in the queue collects the OS's
+/// completions itself (a non-blocking poll) every this many items it took,
+/// when no other thread polls: callbacks that keep the queue full never
+/// keep I/O that is done from being delivered (S8). Cheap: one lock of the
+/// idle list, and a poll that does not wait.
+const COLLECT_EVERY: usize = 32;
 
 const CLOSING: usize = 1;
 const CLOSED: usize = 2;
@@ -367,12 +391,66 @@ impl<T: Send + 'static, P: Poller<T> + 'static> Queue<T, P> {
     }
 
     /// The pool's gate thread calls this every few milliseconds: wakes a
-    /// thread for items a busy worker left behind (see `defer_wake`).
+    /// thread for items a busy worker left behind (see `defer_wake`), and
+    /// collects the OS's completions when nobody polls.
     pub(crate) fn maintain(&self) {
         if !self.items.is_empty() && self.sleepers.load(Ordering::SeqCst) > 0 {
             self.notify();
         }
         self.hand_off();
+        // Every worker is in a callback: nobody waits on the OS, so its
+        // completions are collected here (S14).
+        self.collect();
+    }
+
+    /// Counts items the caller took without polling; every
+    /// [`COLLECT_EVERY`] of them it collects the OS's completions.
+    fn count_taken(&self, n: usize) {
+        #[cfg(not(loom))]
+        if self.poller.is_some() {
+            let due = TAKEN.with(|t| {
+                let v = t.get() + n;
+                t.set(if v >= COLLECT_EVERY { 0 } else { v });
+                v >= COLLECT_EVERY
+            });
+            if due {
+                self.collect();
+            }
+        }
+        #[cfg(loom)]
+        let _ = n;
+    }
+
+    /// Collects the OS's completions now, without waiting, unless a thread
+    /// polls already (it collects them itself): a non-blocking poll and its
+    /// dispatch, under the poller's role so that nobody polls meanwhile.
+    /// The pool's gate thread calls it every few milliseconds (through
+    /// [`Queue::maintain`]), so I/O that completes while every worker is in
+    /// a callback reaches the queue, where the pool sees it waiting and
+    /// starts a thread for it (S14); a worker that keeps finding items
+    /// calls it every few dozen (S8).
+    pub(crate) fn collect(&self) {
+        let Some(poller) = &self.poller else { return };
+        {
+            let mut idle = self.idle.lock();
+            if idle.role != Role::Free {
+                return;
+            }
+            idle.role = Role::Dispatching;
+        }
+        if poller.poll_now().is_ok() {
+            poller.dispatch(self);
+        }
+        let parked = {
+            let mut idle = self.idle.lock();
+            idle.role = Role::Free;
+            !idle.parked.is_empty()
+        };
+        // A thread that came to sleep meanwhile parked, as this one held
+        // the role: one of them polls now.
+        if parked {
+            self.hand_off();
+        }
     }
 
     /// Nobody polls while threads are parked (the last poller is running a
@@ -466,6 +544,7 @@ impl<T: Send + 'static, P: Poller<T> + 'static> Queue<T, P> {
                 }
                 let n = out.len() - before;
                 if n > 0 {
+                    self.count_taken(n);
                     if searching {
                         self.searching.fetch_sub(1, Ordering::SeqCst);
                     }

@@ -115,6 +115,14 @@ impl Poller<Item> for UnixPoller {
         }
     }
 
+    fn poll_now(&self) -> io::Result<()> {
+        match self {
+            UnixPoller::Mio(m) => m.poll(Some(Instant::now())),
+            #[cfg(target_os = "linux")]
+            UnixPoller::Ring(r) => r.poll_now(),
+        }
+    }
+
     fn wake(&self) {
         match self {
             UnixPoller::Mio(m) => m.wake(),

@@ -222,6 +222,25 @@ impl Ring {
         Ok(())
     }
 
+    /// Takes the completion entries there are now, for [`Ring::dispatch`],
+    /// without waiting: entries pushed and not yet submitted are handed to
+    /// the kernel first, and so are completions the kernel holds back
+    /// after an overflow; otherwise no system call is made (the completion
+    /// queue is shared memory).
+    pub(crate) fn poll_now(&self) -> io::Result<()> {
+        let overflow = {
+            let _g = self.sq.lock();
+            // SAFETY: the `sq` lock makes this the only user of the
+            // submission queue while the guard lives; only its flags are read.
+            unsafe { self.ring.submission_shared() }.cq_overflow()
+        };
+        if overflow || self.unsubmitted.load(Ordering::SeqCst) > 0 {
+            self.submit_now()?;
+        }
+        self.reap();
+        Ok(())
+    }
+
     /// Takes every completion entry there is, for `dispatch`.
     fn reap(&self) {
         let mut taken = self.cq.lock();

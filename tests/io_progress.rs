@@ -135,3 +135,40 @@ fn s8_posts_do_not_starve_io() {
         rt.shutdown();
     }
 }
+
+/// S17: a shutdown right after requests were started returns once they
+/// are done or aborted; it never waits for a worker blocked in the OS until
+/// its idle keep-alive (600 s here, so a lost wake-up misses the guard).
+#[test]
+fn s17_shutdown_never_waits_for_the_keep_alive() {
+    for round in 0..200 {
+        let rt = Runtime::builder()
+            .min_threads(1)
+            .max_threads(4)
+            .keep_alive(Duration::from_secs(600))
+            .build()
+            .unwrap();
+        let (_client, server) = tcp_pair();
+        let h = Handle::from(server);
+        rt.bind_io_completion_callback(&h, Arc::new(|_: Status, _: usize, _: Request| {}), 0).unwrap();
+        // One read goes to the OS, the next two wait behind it: the close
+        // cancels the first and queues the aborts of the others.
+        for _ in 0..3 {
+            started(h.read(vec![0; 16]));
+        }
+        for _ in 0..4 {
+            rt.post_callback(0, |_, _, _| {}).unwrap();
+        }
+        let (tx, rx) = mpsc::channel();
+        let rt2 = rt.clone();
+        let t = std::thread::spawn(move || {
+            rt2.shutdown();
+            let _ = tx.send(());
+        });
+        assert!(
+            rx.recv_timeout(DEADLINE).is_ok(),
+            "round {round}: shutdown did not return within {DEADLINE:?} (a worker waits for its keep-alive)"
+        );
+        t.join().unwrap();
+    }
+}

@@ -200,6 +200,8 @@ impl Ring {
         self.in_wait.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         self.unsubmitted.store(0, Ordering::SeqCst);
+        #[cfg(test)]
+        tests::before_wait(self);
         let submitter = self.ring.submitter();
         let r = match deadline {
             None => submitter.submit_and_wait(1),
@@ -241,13 +243,16 @@ impl Ring {
         Ok(())
     }
 
-    /// Takes every completion entry there is, for `dispatch`.
-    fn reap(&self) {
+    /// Takes every completion entry there is, for `dispatch`; true when a
+    /// wake-up entry ([`Ring::wake`]) was among them.
+    fn reap(&self) -> bool {
         let mut taken = self.cq.lock();
         // SAFETY: the `cq` lock makes this the only user of the completion
         // queue while the guard lives.
         let cq = unsafe { self.ring.completion_shared() };
+        let before = taken.len();
         taken.extend(cq.map(|c| (c.user_data(), c.result())));
+        taken[before..].iter().any(|&(user_data, _)| user_data == WAKE)
     }
 
     /// Turns the entries the last poll took into packets.
@@ -277,11 +282,19 @@ impl Ring {
     /// looked at again after it.
     pub(crate) fn drain(&self, queue: &PortQueue) {
         let ts = types::Timespec::from(std::time::Duration::from_millis(10));
+        let mut took_wake = false;
         while self.in_flight() > 0 {
             let _ = self.submit_now();
             let _ = self.ring.submitter().submit_with_args(1, &types::SubmitArgs::new().timespec(&ts));
-            self.reap();
+            took_wake |= self.reap();
             self.dispatch(queue);
+        }
+        // A wake-up entry taken here was meant for a thread blocked in the
+        // ring, which the port's queue marked woken and will not wake
+        // again: without a new one it would wait out its whole timeout
+        // (a worker's keep-alive) and hold up the pool's shutdown (S17).
+        if took_wake {
+            self.wake();
         }
     }
 
@@ -681,5 +694,88 @@ fn finish(io: &Io, req: &mut Request, res: i32) -> Finished {
         Op::Connect(_) => Finished::Done(Status::SUCCESS, 0),
         Op::SendTo(_) => Finished::Done(Status::SUCCESS, n),
         Op::Post => Finished::Done(Status::SUCCESS, n),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::mpsc::{channel, Receiver, Sender};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::buf::Buffer;
+    use crate::port::DriverKind;
+    use crate::sys::unix::{Handle, Port};
+    use crate::sys::{HandleDriver, PortDriver};
+
+    /// A test's hold on one ring's poller: the poller tells `reached` it is
+    /// about to block in the ring, then waits for `go`.
+    struct Hold {
+        ring: usize,
+        reached: Sender<()>,
+        go: Receiver<()>,
+    }
+
+    static HOLD: std::sync::Mutex<Option<Hold>> = std::sync::Mutex::new(None);
+
+    /// Test seam: stops the poller of a ring a test holds between its
+    /// registration (the port's queue sees it polling) and its entry into
+    /// the kernel, the window in which a wake-up entry can be taken by
+    /// another thread before the poller waits for it.
+    pub(super) fn before_wait(ring: &Ring) {
+        let mut hold = HOLD.lock().unwrap();
+        if hold.as_ref().is_some_and(|h| h.ring == ring as *const Ring as usize) {
+            let h = hold.take().unwrap();
+            drop(hold);
+            let _ = h.reached.send(());
+            let _ = h.go.recv_timeout(Duration::from_secs(20));
+        }
+    }
+
+    fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        (c, l.accept().unwrap().0)
+    }
+
+    /// S17: the wake-up entry a close's drain takes from the ring, while
+    /// the poller it was meant for has not yet entered the kernel, is given
+    /// again; before, that poller waited out its whole timeout (a worker's
+    /// keep-alive), and the pool's shutdown with it.
+    #[test]
+    fn s17_a_wake_up_taken_by_the_close_is_given_again() {
+        let Ok(port) = Port::new(1, Some(DriverKind::IoUring)) else {
+            return; // no io_uring here: nothing to test
+        };
+        let ring = port.inner.ring().expect("an io_uring port");
+        // A read in the kernel, for the close's drain to wait for.
+        let (_client, server) = pair();
+        let h = Handle::from(server);
+        h.associate(&port).unwrap();
+        let req = Request::alloc(Op::Read, Buffer::from(vec![0u8; 16]), 0).unwrap();
+        h.submit(req, &port).map_err(|(e, _)| e).unwrap();
+        let (reached_tx, reached_rx) = channel();
+        let (go_tx, go_rx) = channel();
+        *HOLD.lock().unwrap() =
+            Some(Hold { ring: ring as *const Ring as usize, reached: reached_tx, go: go_rx });
+        let port = Arc::new(port);
+        let (p2, (got_tx, got_rx)) = (port.clone(), channel());
+        let waiter = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let r = p2.get_many(&mut out, 4, Some(Duration::from_secs(600)), None);
+            let _ = got_tx.send(r.map(|_| out.len()));
+        });
+        reached_rx.recv_timeout(Duration::from_secs(20)).expect("the waiter polls");
+        // The post marks the poller woken and rings it; the close's drain
+        // takes that entry with its own.
+        port.post(Packet { status: Status::SUCCESS, bytes: 1, key: 2, request: None })
+            .map_err(|(e, _)| e)
+            .unwrap();
+        assert!(port.close());
+        go_tx.send(()).unwrap();
+        let got = got_rx.recv_timeout(Duration::from_secs(20));
+        assert!(matches!(got, Ok(Ok(n)) if n > 0), "the poller was not woken: {got:?}");
+        waiter.join().unwrap();
     }
 }

@@ -259,6 +259,14 @@ impl PortDriver for Port {
         self.inner.queue.sleepers()
     }
 
+    fn leaked_requests(&self) -> usize {
+        #[cfg(target_os = "linux")]
+        if let Some(ring) = self.inner.ring() {
+            return ring.leaked();
+        }
+        0
+    }
+
     fn has_backlog(&self) -> bool {
         self.inner.queue.has_items()
     }

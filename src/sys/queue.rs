@@ -839,4 +839,111 @@ mod models {
             assert!(!q.has_items());
         });
     }
+
+    /// A completion driver's poller (io_uring's ring, in outline): the OS
+    /// holds `done` completions until a poll takes them; a wake-up is an
+    /// entry too, which a thread other than the poller can take: a port's
+    /// close reaps the ring itself while it waits for the requests it
+    /// cancelled (`Ring::drain`).
+    struct Ring {
+        /// (wake-up entries, completions) the OS holds.
+        cq: loom::sync::Mutex<(usize, usize)>,
+        cv: loom::sync::Condvar,
+        /// Completions the last poll took, for `dispatch`.
+        taken: LoomUsize,
+    }
+
+    impl Ring {
+        fn new(done: usize) -> Ring {
+            Ring {
+                cq: loom::sync::Mutex::new((0, done)),
+                cv: loom::sync::Condvar::new(),
+                taken: LoomUsize::new(0),
+            }
+        }
+
+        /// What a close's drain does with the entries there are: it takes
+        /// them, and rings again when it took a wake-up meant for a poller.
+        fn drain(&self, queue: &Queue<usize, Ring>) {
+            let (wakes, done) = std::mem::take(&mut *self.cq.lock().unwrap());
+            for v in 0..done {
+                queue.push(100 + v);
+            }
+            if wakes > 0 {
+                self.wake();
+            }
+        }
+    }
+
+    impl Poller<usize> for Ring {
+        fn poll(&self, _deadline: Option<Instant>) -> io::Result<()> {
+            let mut cq = self.cq.lock().unwrap();
+            while *cq == (0, 0) {
+                cq = self.cv.wait(cq).unwrap();
+            }
+            let (_, done) = std::mem::take(&mut *cq);
+            self.taken.fetch_add(done, Ordering::SeqCst);
+            Ok(())
+        }
+        fn poll_now(&self) -> io::Result<()> {
+            let (_, done) = std::mem::take(&mut *self.cq.lock().unwrap());
+            self.taken.fetch_add(done, Ordering::SeqCst);
+            Ok(())
+        }
+        fn dispatch(&self, queue: &Queue<usize, Ring>) {
+            for v in 0..self.taken.swap(0, Ordering::SeqCst) {
+                queue.push(100 + v);
+            }
+        }
+        fn wake(&self) {
+            self.cq.lock().unwrap().0 += 1;
+            self.cv.notify_all();
+        }
+    }
+
+    /// A worker polls while a post rings it and the port's close takes the
+    /// wake-up entry before the worker waits for it: the close rings again,
+    /// so the worker takes the post and hears `Abandoned`, and never waits
+    /// out its timeout (loom reports a worker blocked for ever).
+    #[test]
+    fn a_wake_up_taken_by_a_close_is_given_again() {
+        loom::model(|| {
+            let q = Queue::new(1, Some(Ring::new(0)));
+            let q2 = q.clone();
+            let worker = loom::thread::spawn(move || {
+                let mut held = None;
+                let mut got = Vec::new();
+                while let Ok(v) = get_from(&q2, &mut held) {
+                    got.push(v);
+                }
+                got
+            });
+            q.post(1).unwrap();
+            assert!(q.begin_close());
+            q.poller().unwrap().drain(&q);
+            q.finish_close();
+            assert_eq!(worker.join().unwrap(), [1]);
+        });
+    }
+
+    /// A completion the OS holds while no thread polls (the only worker is
+    /// in a callback) is collected by the pool's upkeep, racing a thread
+    /// that comes to wait: it is taken once, and nobody sleeps for ever.
+    #[test]
+    fn maintain_collects_what_the_os_holds_while_nobody_polls() {
+        loom::model(|| {
+            let q = Queue::new(2, Some(Ring::new(1)));
+            let q2 = q.clone();
+            let gate = loom::thread::spawn(move || q2.maintain());
+            let mut held = None;
+            assert_eq!(get_from(&q, &mut held).unwrap(), 100);
+            gate.join().unwrap();
+            assert!(!q.has_items());
+        });
+    }
+
+    fn get_from(q: &Queue<usize, Ring>, held: &mut Option<Slot>) -> Result<usize, Ended> {
+        let mut out = Vec::new();
+        q.take(held, &mut out, 1, None, None).map(|_| out[0])
+    }
 }

@@ -680,7 +680,7 @@ mod faults {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{mpsc, Arc};
+    use std::sync::mpsc;
     use std::time::Duration;
 
     use crate::Runtime;
@@ -744,6 +744,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     fn stuck_file_request(close: bool) {
         use std::os::fd::AsRawFd;
+        use std::sync::Arc;
 
         use crate::{DriverKind, Handle, IoCompletionManager};
 

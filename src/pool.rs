@@ -66,6 +66,13 @@ pub struct PoolStats {
     /// user's code) and were replaced; each is also reported on stderr by
     /// the panic hook.
     pub replaced: u64,
+    /// Workers a shutdown or a port's close stopped waiting for: stuck in
+    /// the OS, outside any callback, for longer than the close's bound
+    /// (2 s), on a request of the crate's own that the OS never finished
+    /// (a file read on a pool thread, on the epoll driver, that a network
+    /// or FUSE file system never answers). Each is left running, not
+    /// joined; it exits by itself if the OS ever returns.
+    pub abandoned: u64,
 }
 
 // The initializer is `const` already; clippy 1.96 still reports
@@ -90,6 +97,8 @@ struct WorkerInfo {
     seen: AtomicU64,
     /// The port concurrency slot the worker holds, if the backend has one.
     slot: Mutex<Option<sys::Slot>>,
+    /// The worker's thread (a shutdown leaves a worker stuck in the OS).
+    thread: thread::ThreadId,
 }
 
 /// The workers of one port.
@@ -130,7 +139,52 @@ impl PortSlot {
     fn busy(&self) -> usize {
         self.workers.lock().iter().filter(|w| w.busy.load(Ordering::Acquire)).count()
     }
+
+    /// Waits until the port's workers have exited, the calling thread
+    /// aside (a worker of this port that stops the pool from a callback).
+    /// A worker that runs a callback is waited for; one that is not, after
+    /// `give_up`, is left: it is stuck in the OS on a request of the
+    /// crate's own (a file read on a pool thread that the file system
+    /// never answers) and would hold the caller for ever (S11, S17). The
+    /// threads left, which exit by themselves if the OS ever returns.
+    fn wait_for_exit(&self, give_up: Instant) -> Vec<thread::ThreadId> {
+        let me = thread::current().id();
+        let mine = usize::from(SERVING.with(|s| std::ptr::eq(s.get(), self)));
+        // After `give_up`: the workers left and their completion counts at
+        // the previous look. A worker is stuck when, over a whole look, it
+        // ran no callback and finished none.
+        let mut before: Option<Vec<(thread::ThreadId, u64)>> = None;
+        let mut g = self.exited_lock.lock();
+        loop {
+            if self.threads.load(Ordering::Acquire) <= mine {
+                return Vec::new();
+            }
+            if Instant::now() >= give_up {
+                let (now, idle) = {
+                    let workers = self.workers.lock();
+                    let others = workers.iter().filter(|w| w.thread != me);
+                    let now: Vec<(thread::ThreadId, u64)> =
+                        others.clone().map(|w| (w.thread, w.seq.load(Ordering::Acquire))).collect();
+                    (now, others.clone().all(|w| !w.busy.load(Ordering::Acquire)))
+                };
+                if idle && before.as_ref() == Some(&now) {
+                    return now.into_iter().map(|(t, _)| t).collect();
+                }
+                before = Some(now);
+            }
+            self.exited.wait_for(&mut g, EXIT_POLL);
+        }
+    }
 }
+
+/// How long a shutdown or a port's close waits for a worker stuck in the
+/// OS, outside any callback, before it leaves it (as a port's close gives
+/// up on requests the kernel keeps).
+const GIVE_UP: Duration = Duration::from_secs(2);
+
+/// How often a wait for workers to exit looks again (each exit also wakes
+/// it).
+const EXIT_POLL: Duration = Duration::from_millis(10);
 
 struct State {
     slots: Vec<Arc<PortSlot>>,
@@ -150,6 +204,7 @@ pub(crate) struct Shared {
     panics: AtomicU64,
     unclaimed: AtomicU64,
     replaced: AtomicU64,
+    abandoned: AtomicU64,
     state: Mutex<State>,
     gate: Condvar,
     dispatch: Box<Dispatch>,
@@ -185,6 +240,7 @@ impl Pool {
             panics: AtomicU64::new(0),
             unclaimed: AtomicU64::new(0),
             replaced: AtomicU64::new(0),
+            abandoned: AtomicU64::new(0),
             state: Mutex::new(State {
                 slots: Vec::new(),
                 joins: Vec::new(),
@@ -255,9 +311,11 @@ impl Pool {
             // siblings, and it after its callback returns, drain the port.
             return;
         }
-        let mut g = slot.exited_lock.lock();
-        while slot.threads.load(Ordering::Acquire) > 0 {
-            slot.exited.wait(&mut g);
+        let left = slot.wait_for_exit(Instant::now() + GIVE_UP);
+        if !left.is_empty() {
+            self.shared.abandoned.fetch_add(left.len() as u64, Ordering::Relaxed);
+            // Left running: a shutdown does not join them either.
+            self.shared.state.lock().joins.retain(|j| !left.contains(&j.thread().id()));
         }
     }
 
@@ -326,6 +384,7 @@ impl Pool {
             panics: s.panics.load(Ordering::Acquire),
             unclaimed: s.unclaimed.load(Ordering::Acquire),
             replaced: s.replaced.load(Ordering::Acquire),
+            abandoned: s.abandoned.load(Ordering::Acquire),
         }
     }
 
@@ -335,18 +394,22 @@ impl Pool {
         if self.stopped.swap(true, Ordering::AcqRel) {
             return;
         }
-        let joins = {
+        let (joins, slots) = {
             let mut st = self.shared.state.lock();
             st.shutdown = true;
             for s in &st.slots {
                 let _ = s.port.close();
             }
             self.shared.gate.notify_all();
-            std::mem::take(&mut st.joins)
+            (std::mem::take(&mut st.joins), st.slots.clone())
         };
+        // Workers stuck in the OS past the bound are left, not joined.
+        let give_up = Instant::now() + GIVE_UP;
+        let left: Vec<thread::ThreadId> = slots.iter().flat_map(|s| s.wait_for_exit(give_up)).collect();
+        self.shared.abandoned.fetch_add(left.len() as u64, Ordering::Relaxed);
         let me = thread::current().id();
         for j in joins {
-            if j.thread().id() != me {
+            if j.thread().id() != me && !left.contains(&j.thread().id()) {
                 let _ = j.join();
             }
         }
@@ -478,6 +541,7 @@ fn worker(weak: Weak<Shared>, slot: Arc<PortSlot>) {
         seq: AtomicU64::new(0),
         seen: AtomicU64::new(0),
         slot: Mutex::new(None),
+        thread: thread::current().id(),
     });
     slot.workers.lock().push(me.clone());
     // Callbacks run under their own `catch_unwind`; this one guards the
@@ -662,5 +726,72 @@ mod tests {
         }
         assert_eq!(rt.stats().completions, 3);
         rt.shutdown();
+    }
+
+    /// S11, S17: a pool thread stuck in the OS on a file request (a read
+    /// the file system never answers; here a test seam holds it) keeps
+    /// neither a port's close nor the shutdown waiting for ever: past the
+    /// bound they leave it, and count it. Before, both waited for it.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn s17_a_shutdown_leaves_a_thread_stuck_on_a_file_request() {
+        stuck_file_request(true);
+        stuck_file_request(false);
+    }
+
+    /// A file read held in the OS on a port of its own; `close_port`
+    /// first when `close`, then the shutdown.
+    #[cfg(target_os = "linux")]
+    fn stuck_file_request(close: bool) {
+        use std::os::fd::AsRawFd;
+        use std::sync::Arc;
+
+        use crate::{DriverKind, Handle, IoCompletionManager};
+
+        let path = std::env::temp_dir().join(format!("iocompletion-stuck-{}-{close}", std::process::id()));
+        std::fs::write(&path, b"data").unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let fd = file.as_raw_fd();
+        // The file pool runs on the epoll driver (io_uring reads files in
+        // the kernel, where a port's close gives up on them instead).
+        let rt = Runtime::builder().min_threads(1).max_threads(2).driver(DriverKind::Epoll).build().unwrap();
+        let port = rt.create_port().unwrap();
+        let h = Handle::try_from(file).unwrap();
+        let (seen_tx, seen_rx) = mpsc::channel();
+        let seen_tx = std::sync::Mutex::new(seen_tx);
+        h.attach(
+            &port,
+            Arc::new(rt.clone()),
+            Some(Arc::new(move |_: crate::Status, _: usize, _: crate::Request| {
+                let _ = seen_tx.lock().unwrap().send(());
+            })),
+        )
+        .unwrap();
+        let (reached_tx, reached_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel();
+        crate::sys::stuck::hold(fd, reached_tx, go_rx);
+        h.read_at(0, vec![0u8; 4]).unwrap();
+        reached_rx.recv_timeout(Duration::from_secs(20)).expect("a pool thread performs the read");
+        if close {
+            let (rt2, port2, (tx, rx)) = (rt.clone(), port.clone(), mpsc::channel());
+            let closer = std::thread::spawn(move || {
+                let _ = tx.send(rt2.close_port(&port2).is_ok());
+            });
+            assert_eq!(rx.recv_timeout(Duration::from_secs(20)), Ok(true), "close_port did not return");
+            closer.join().unwrap();
+            assert_eq!(rt.stats().abandoned, 1, "the stuck thread is counted");
+        }
+        let (rt2, (tx, rx)) = (rt.clone(), mpsc::channel());
+        let stopper = std::thread::spawn(move || {
+            rt2.shutdown();
+            let _ = tx.send(());
+        });
+        assert_eq!(rx.recv_timeout(Duration::from_secs(20)), Ok(()), "the shutdown did not return");
+        stopper.join().unwrap();
+        assert_eq!(rt.stats().abandoned, 1, "the stuck thread is counted once");
+        // Let the thread go: its read completes aborted (the port closed).
+        go_tx.send(()).unwrap();
+        assert!(seen_rx.recv_timeout(Duration::from_secs(20)).is_ok(), "the read completed once");
     }
 }

@@ -255,6 +255,19 @@ impl Port {
         self.inner.sys.direct_completions()
     }
 
+    /// How many requests the port's close gave up waiting for (S11): a
+    /// request the OS neither finishes nor cancels (a read of a network or
+    /// FUSE file system that never answers) would hold up the close, and a
+    /// pool's shutdown, for ever, so the close waits for such requests a
+    /// bounded time (2 s) and then ends without them. They never complete;
+    /// each is leaked with its buffer, never freed, since the OS may still
+    /// write to it. 0 on a port whose close waited for everything, and
+    /// always 0 on Windows and on readiness drivers, whose close does not
+    /// wait for the OS.
+    pub fn leaked_requests(&self) -> usize {
+        self.inner.sys.leaked_requests()
+    }
+
     /// True once the port is closed.
     pub fn is_closed(&self) -> bool {
         self.inner.sys.is_closed()

@@ -351,6 +351,13 @@ impl Runtime {
     /// the workers are joined. Dropping the last clone does the same;
     /// calling it twice is harmless. Called from a worker thread, it does
     /// not wait for that thread.
+    ///
+    /// The waits are bounded for what the OS keeps (S17): a request the
+    /// kernel never gives back is given up on after 2 s and leaked
+    /// ([`Port::leaked_requests`]), and a worker stuck in the OS outside any
+    /// callback for longer (a file read the file system never answers) is
+    /// left running, not joined ([`PoolStats::abandoned`]). A worker in a
+    /// callback is waited for as long as the callback runs.
     pub fn shutdown(&self) {
         // Pending timers complete aborted, on the pool while it still runs.
         crate::timer::cancel_owner(self.inner.id);

@@ -120,6 +120,13 @@ pub(crate) trait PortDriver: Sized + Send + Sync + 'static {
         0
     }
 
+    /// Requests the port's close gave up waiting for: still held by the
+    /// OS after the close's bound, leaked with their buffers (never freed
+    /// while the OS may still write to them).
+    fn leaked_requests(&self) -> usize {
+        0
+    }
+
     /// The slot the calling thread holds, if any.
     fn current_slot() -> Option<Self::Slot>;
 

@@ -30,6 +30,13 @@
 //!   while it dispatches the events, so the completions it pushes wake no
 //!   one; it then takes from the queue like any woken thread and wakes one
 //!   sibling if it left more behind.
+//! - **Collecting** ([`Queue::collect`]): when nobody polls (every thread
+//!   is in a callback), the OS's completions are still collected, with a
+//!   poll that does not wait: by the pool's gate thread every few
+//!   milliseconds, and by a thread that keeps finding items every
+//!   [`COLLECT_EVERY`] items it takes. It holds the poller's role
+//!   meanwhile, so a thread that comes to sleep parks, and is handed the
+//!   role afterwards.
 //! - **Close**: `state` holds the CLOSING and CLOSED bits and the number of
 //!   posts in progress. A post registers, then checks CLOSING; `close` sets
 //!   CLOSING, lets the driver abort what is pending on its handles (each
@@ -57,6 +64,13 @@ pub(crate) trait Poller<T>: Send + Sync + Sized {
     /// thread that polled, with nobody polling meanwhile.
     fn dispatch(&self, queue: &Queue<T, Self>);
 
+    /// Takes what the OS has ready now, without waiting, for
+    /// [`Poller::dispatch`] (a thread that does not sleep collects the
+    /// OS's completions this way; see [`Queue::collect`]).
+    fn poll_now(&self) -> io::Result<()> {
+        self.poll(Some(Instant::now()))
+    }
+
     /// Makes a thread blocked in [`Poller::poll`] return.
     fn wake(&self);
 
@@ -71,7 +85,17 @@ thread_local! {
     /// The queue the calling pool worker comes back to after its callback,
     /// and whether it already deferred a wake-up for it.
     static RETURNS_TO: std::cell::Cell<(usize, bool)> = const { std::cell::Cell::new((0, false)) };
+    /// Items the calling thread took without polling since it last
+    /// collected the OS's completions (see [`COLLECT_EVERY`]).
+    static TAKEN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
+
+/// A thread that keeps finding items in the queue collects the OS's
+/// completions itself (a non-blocking poll) every this many items it took,
+/// when no other thread polls: callbacks that keep the queue full never
+/// keep I/O that is done from being delivered (S8). Cheap: one lock of the
+/// idle list, and a poll that does not wait.
+const COLLECT_EVERY: usize = 32;
 
 const CLOSING: usize = 1;
 const CLOSED: usize = 2;
@@ -367,12 +391,66 @@ impl<T: Send + 'static, P: Poller<T> + 'static> Queue<T, P> {
     }
 
     /// The pool's gate thread calls this every few milliseconds: wakes a
-    /// thread for items a busy worker left behind (see `defer_wake`).
+    /// thread for items a busy worker left behind (see `defer_wake`), and
+    /// collects the OS's completions when nobody polls.
     pub(crate) fn maintain(&self) {
         if !self.items.is_empty() && self.sleepers.load(Ordering::SeqCst) > 0 {
             self.notify();
         }
         self.hand_off();
+        // Every worker is in a callback: nobody waits on the OS, so its
+        // completions are collected here (S14).
+        self.collect();
+    }
+
+    /// Counts items the caller took without polling; every
+    /// [`COLLECT_EVERY`] of them it collects the OS's completions.
+    fn count_taken(&self, n: usize) {
+        #[cfg(not(loom))]
+        if self.poller.is_some() {
+            let due = TAKEN.with(|t| {
+                let v = t.get() + n;
+                t.set(if v >= COLLECT_EVERY { 0 } else { v });
+                v >= COLLECT_EVERY
+            });
+            if due {
+                self.collect();
+            }
+        }
+        #[cfg(loom)]
+        let _ = n;
+    }
+
+    /// Collects the OS's completions now, without waiting, unless a thread
+    /// polls already (it collects them itself): a non-blocking poll and its
+    /// dispatch, under the poller's role so that nobody polls meanwhile.
+    /// The pool's gate thread calls it every few milliseconds (through
+    /// [`Queue::maintain`]), so I/O that completes while every worker is in
+    /// a callback reaches the queue, where the pool sees it waiting and
+    /// starts a thread for it (S14); a worker that keeps finding items
+    /// calls it every few dozen (S8).
+    pub(crate) fn collect(&self) {
+        let Some(poller) = &self.poller else { return };
+        {
+            let mut idle = self.idle.lock();
+            if idle.role != Role::Free {
+                return;
+            }
+            idle.role = Role::Dispatching;
+        }
+        if poller.poll_now().is_ok() {
+            poller.dispatch(self);
+        }
+        let parked = {
+            let mut idle = self.idle.lock();
+            idle.role = Role::Free;
+            !idle.parked.is_empty()
+        };
+        // A thread that came to sleep meanwhile parked, as this one held
+        // the role: one of them polls now.
+        if parked {
+            self.hand_off();
+        }
     }
 
     /// Nobody polls while threads are parked (the last poller is running a
@@ -466,6 +544,7 @@ impl<T: Send + 'static, P: Poller<T> + 'static> Queue<T, P> {
                 }
                 let n = out.len() - before;
                 if n > 0 {
+                    self.count_taken(n);
                     if searching {
                         self.searching.fetch_sub(1, Ordering::SeqCst);
                     }
@@ -759,5 +838,112 @@ mod models {
             }
             assert!(!q.has_items());
         });
+    }
+
+    /// A completion driver's poller (io_uring's ring, in outline): the OS
+    /// holds `done` completions until a poll takes them; a wake-up is an
+    /// entry too, which a thread other than the poller can take: a port's
+    /// close reaps the ring itself while it waits for the requests it
+    /// cancelled (`Ring::drain`).
+    struct Ring {
+        /// (wake-up entries, completions) the OS holds.
+        cq: loom::sync::Mutex<(usize, usize)>,
+        cv: loom::sync::Condvar,
+        /// Completions the last poll took, for `dispatch`.
+        taken: LoomUsize,
+    }
+
+    impl Ring {
+        fn new(done: usize) -> Ring {
+            Ring {
+                cq: loom::sync::Mutex::new((0, done)),
+                cv: loom::sync::Condvar::new(),
+                taken: LoomUsize::new(0),
+            }
+        }
+
+        /// What a close's drain does with the entries there are: it takes
+        /// them, and rings again when it took a wake-up meant for a poller.
+        fn drain(&self, queue: &Queue<usize, Ring>) {
+            let (wakes, done) = std::mem::take(&mut *self.cq.lock().unwrap());
+            for v in 0..done {
+                queue.push(100 + v);
+            }
+            if wakes > 0 {
+                self.wake();
+            }
+        }
+    }
+
+    impl Poller<usize> for Ring {
+        fn poll(&self, _deadline: Option<Instant>) -> io::Result<()> {
+            let mut cq = self.cq.lock().unwrap();
+            while *cq == (0, 0) {
+                cq = self.cv.wait(cq).unwrap();
+            }
+            let (_, done) = std::mem::take(&mut *cq);
+            self.taken.fetch_add(done, Ordering::SeqCst);
+            Ok(())
+        }
+        fn poll_now(&self) -> io::Result<()> {
+            let (_, done) = std::mem::take(&mut *self.cq.lock().unwrap());
+            self.taken.fetch_add(done, Ordering::SeqCst);
+            Ok(())
+        }
+        fn dispatch(&self, queue: &Queue<usize, Ring>) {
+            for v in 0..self.taken.swap(0, Ordering::SeqCst) {
+                queue.push(100 + v);
+            }
+        }
+        fn wake(&self) {
+            self.cq.lock().unwrap().0 += 1;
+            self.cv.notify_all();
+        }
+    }
+
+    /// A worker polls while a post rings it and the port's close takes the
+    /// wake-up entry before the worker waits for it: the close rings again,
+    /// so the worker takes the post and hears `Abandoned`, and never waits
+    /// out its timeout (loom reports a worker blocked for ever).
+    #[test]
+    fn a_wake_up_taken_by_a_close_is_given_again() {
+        loom::model(|| {
+            let q = Queue::new(1, Some(Ring::new(0)));
+            let q2 = q.clone();
+            let worker = loom::thread::spawn(move || {
+                let mut held = None;
+                let mut got = Vec::new();
+                while let Ok(v) = get_from(&q2, &mut held) {
+                    got.push(v);
+                }
+                got
+            });
+            q.post(1).unwrap();
+            assert!(q.begin_close());
+            q.poller().unwrap().drain(&q);
+            q.finish_close();
+            assert_eq!(worker.join().unwrap(), [1]);
+        });
+    }
+
+    /// A completion the OS holds while no thread polls (the only worker is
+    /// in a callback) is collected by the pool's upkeep, racing a thread
+    /// that comes to wait: it is taken once, and nobody sleeps for ever.
+    #[test]
+    fn maintain_collects_what_the_os_holds_while_nobody_polls() {
+        loom::model(|| {
+            let q = Queue::new(2, Some(Ring::new(1)));
+            let q2 = q.clone();
+            let gate = loom::thread::spawn(move || q2.maintain());
+            let mut held = None;
+            assert_eq!(get_from(&q, &mut held).unwrap(), 100);
+            gate.join().unwrap();
+            assert!(!q.has_items());
+        });
+    }
+
+    fn get_from(q: &Queue<usize, Ring>, held: &mut Option<Slot>) -> Result<usize, Ended> {
+        let mut out = Vec::new();
+        q.take(held, &mut out, 1, None, None).map(|_| out[0])
     }
 }

@@ -8,6 +8,8 @@ mod uring;
 
 pub(crate) use super::queue::Slot;
 pub(crate) use handle::Handle;
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) use port::stuck;
 pub(crate) use port::Port;
 
 /// `ECANCELED`: the status of an aborted request (S24).

@@ -115,6 +115,14 @@ impl Poller<Item> for UnixPoller {
         }
     }
 
+    fn poll_now(&self) -> io::Result<()> {
+        match self {
+            UnixPoller::Mio(m) => m.poll(Some(Instant::now())),
+            #[cfg(target_os = "linux")]
+            UnixPoller::Ring(r) => r.poll_now(),
+        }
+    }
+
     fn wake(&self) {
         match self {
             UnixPoller::Mio(m) => m.wake(),
@@ -251,6 +259,14 @@ impl PortDriver for Port {
         self.inner.queue.sleepers()
     }
 
+    fn leaked_requests(&self) -> usize {
+        #[cfg(target_os = "linux")]
+        if let Some(ring) = self.inner.ring() {
+            return ring.leaked();
+        }
+        0
+    }
+
     fn has_backlog(&self) -> bool {
         self.inner.queue.has_items()
     }
@@ -306,6 +322,8 @@ impl PortDriver for Port {
                     match item {
                         Item::Packet(p) => out.push(p),
                         Item::Work(io) => {
+                            #[cfg(all(test, target_os = "linux"))]
+                            stuck::before_work(&io);
                             if let Some(p) = io.perform_work(self.inner.queue.is_closing()) {
                                 out.push(p);
                             }
@@ -406,4 +424,40 @@ impl Inner {
 /// The aborted completion of `req` (S24).
 pub(super) fn aborted(req: crate::request::Request) -> Packet {
     Packet { status: Status::ABORTED, bytes: 0, key: 0, request: Some(req) }
+}
+
+/// Test seam: holds the pool thread about to perform a file request of a
+/// handle a test names, as a read the file system never answers would
+/// (no FUSE needed), until the test lets it go.
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) mod stuck {
+    use std::sync::mpsc::{Receiver, Sender};
+    use std::time::Duration;
+
+    use super::Io;
+
+    struct Hold {
+        fd: std::os::fd::RawFd,
+        reached: Sender<()>,
+        go: Receiver<()>,
+    }
+
+    static HOLD: std::sync::Mutex<Option<Hold>> = std::sync::Mutex::new(None);
+
+    /// Holds the next thread that performs a file request on `fd`: it
+    /// tells `reached`, then waits for `go` (at most a minute).
+    pub(crate) fn hold(fd: std::os::fd::RawFd, reached: Sender<()>, go: Receiver<()>) {
+        *HOLD.lock().unwrap() = Some(Hold { fd, reached, go });
+    }
+
+    pub(super) fn before_work(io: &Io) {
+        let mut hold = HOLD.lock().unwrap();
+        let fd = io.with_raw(std::os::fd::AsRawFd::as_raw_fd);
+        if hold.as_ref().is_some_and(|h| Some(h.fd) == fd) {
+            let h = hold.take().unwrap();
+            drop(hold);
+            let _ = h.reached.send(());
+            let _ = h.go.recv_timeout(Duration::from_secs(60));
+        }
+    }
 }

@@ -40,6 +40,10 @@ const WAKE: u64 = 0;
 /// `user_data` of cancel entries (their own completions carry nothing).
 const CANCEL: u64 = 1;
 
+/// How long a port's close waits for the requests it cancelled before it
+/// gives up on those the kernel still holds (as IOCP's backend does).
+pub(crate) const GIVE_UP: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Submission queue entries; completion queue entries are twice as many.
 const ENTRIES: u32 = 1024;
 
@@ -83,6 +87,8 @@ pub(crate) struct Ring {
     unsubmitted: AtomicUsize,
     /// Requests in the kernel (their completion entry not yet taken).
     in_flight: AtomicUsize,
+    /// Requests still in the kernel when a close gave up waiting for them.
+    leaked: AtomicUsize,
 }
 
 fn refused(errno: i32, why: &str) -> String {
@@ -125,6 +131,7 @@ impl Ring {
             in_wait: AtomicBool::new(false),
             unsubmitted: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
+            leaked: AtomicUsize::new(0),
         })
     }
 
@@ -222,6 +229,8 @@ impl Ring {
     pub(crate) fn poll(&self, deadline: Option<Instant>) -> io::Result<()> {
         self.in_wait.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
+        #[cfg(test)]
+        tests::before_wait(self);
         let submitter = self.ring.submitter();
         let r = match deadline {
             None => submitter.submit_and_wait(1),
@@ -248,13 +257,35 @@ impl Ring {
         Ok(())
     }
 
-    /// Takes every completion entry there is, for `dispatch`.
-    fn reap(&self) {
+    /// Takes the completion entries there are now, for [`Ring::dispatch`],
+    /// without waiting: entries pushed and not yet submitted are handed to
+    /// the kernel first, and so are completions the kernel holds back
+    /// after an overflow; otherwise no system call is made (the completion
+    /// queue is shared memory).
+    pub(crate) fn poll_now(&self) -> io::Result<()> {
+        let overflow = {
+            let _g = self.sq.lock();
+            // SAFETY: the `sq` lock makes this the only user of the
+            // submission queue while the guard lives; only its flags are read.
+            unsafe { self.ring.submission_shared() }.cq_overflow()
+        };
+        if overflow || self.unsubmitted.load(Ordering::SeqCst) > 0 {
+            self.submit_now()?;
+        }
+        self.reap();
+        Ok(())
+    }
+
+    /// Takes every completion entry there is, for `dispatch`; true when a
+    /// wake-up entry ([`Ring::wake`]) was among them.
+    fn reap(&self) -> bool {
         let mut taken = self.cq.lock();
         // SAFETY: the `cq` lock makes this the only user of the completion
         // queue while the guard lives.
         let cq = unsafe { self.ring.completion_shared() };
+        let before = taken.len();
         taken.extend(cq.map(|c| (c.user_data(), c.result())));
+        taken[before..].iter().any(|&(user_data, _)| user_data == WAKE)
     }
 
     /// Turns the entries the last poll took into packets.
@@ -272,6 +303,11 @@ impl Ring {
         }
     }
 
+    /// Requests a close gave up waiting for (see [`Ring::drain`]).
+    pub(crate) fn leaked(&self) -> usize {
+        self.leaked.load(Ordering::SeqCst)
+    }
+
     /// Requests in the kernel.
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::SeqCst)
@@ -282,16 +318,37 @@ impl Ring {
     /// packets. Another thread may be polling the ring and take an entry
     /// this one waits for, so each wait is short (10 ms) and the count is
     /// looked at again after it.
+    ///
+    /// The wait is bounded (S11, S17): a request the kernel does not give
+    /// back, cancel or not (a read of a network or FUSE file system that
+    /// never answers), would otherwise hold up the close, and the pool's
+    /// shutdown, for ever. After [`GIVE_UP`] the close ends without those
+    /// requests: they are counted in [`Ring::leaked`] and leaked with their
+    /// buffers, never freed, since the kernel may still write to them
+    /// (IOCP's backend gives up the same way).
     pub(crate) fn drain(&self, queue: &PortQueue) {
         let ts = types::Timespec::from(std::time::Duration::from_millis(10));
+        let give_up = Instant::now() + GIVE_UP;
+        let mut took_wake = false;
         while self.in_flight() > 0 {
+            if Instant::now() >= give_up {
+                self.leaked.fetch_add(self.in_flight(), Ordering::SeqCst);
+                break;
+            }
             let _ = self.submit_now();
             if let Ok(n) = self.ring.submitter().submit_with_args(1, &types::SubmitArgs::new().timespec(&ts))
             {
                 self.taken(n);
             }
-            self.reap();
+            took_wake |= self.reap();
             self.dispatch(queue);
+        }
+        // A wake-up entry taken here was meant for a thread blocked in the
+        // ring, which the port's queue marked woken and will not wake
+        // again: without a new one it would wait out its whole timeout
+        // (a worker's keep-alive) and hold up the pool's shutdown (S17).
+        if took_wake {
+            self.wake();
         }
     }
 
@@ -342,6 +399,10 @@ impl Ring {
     /// these addresses (each marked cancelled there); only the address is
     /// used, as the key of the request to cancel.
     pub(crate) fn cancel(&self, requests: impl IntoIterator<Item = usize>) -> bool {
+        #[cfg(test)]
+        if tests::ignores_cancel(self) {
+            return false;
+        }
         let mut any = false;
         for p in requests {
             let entry = opcode::AsyncCancel::new(p as u64).build().user_data(CANCEL);
@@ -728,8 +789,162 @@ fn finish(io: &Io, req: &mut Request, res: i32) -> Finished {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::net::{TcpListener, TcpStream};
     use std::os::unix::net::UnixStream;
+    use std::sync::mpsc::{channel, Receiver, Sender};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::buf::Buffer;
+    use crate::port::DriverKind;
+    use crate::sys::unix::{Handle, Port};
+    use crate::sys::{HandleDriver, PortDriver};
+
+    /// Rings whose cancels are dropped (by address), as if their requests
+    /// were stuck in a file system that never answers.
+    static DEAF: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+
+    /// Test seam: true when `ring`'s cancels are to be dropped, so that
+    /// its requests stay in the kernel, as a request the kernel never
+    /// gives back would (no FUSE needed).
+    pub(super) fn ignores_cancel(ring: &Ring) -> bool {
+        DEAF.lock().unwrap().contains(&(ring as *const Ring as usize))
+    }
+
+    /// A test's hold on one ring's poller: the poller tells `reached` it is
+    /// about to block in the ring, then waits for `go`.
+    struct Hold {
+        ring: usize,
+        reached: Sender<()>,
+        go: Receiver<()>,
+    }
+
+    static HOLD: std::sync::Mutex<Option<Hold>> = std::sync::Mutex::new(None);
+
+    /// Test seam: stops the poller of a ring a test holds between its
+    /// registration (the port's queue sees it polling) and its entry into
+    /// the kernel, the window in which a wake-up entry can be taken by
+    /// another thread before the poller waits for it.
+    pub(super) fn before_wait(ring: &Ring) {
+        let mut hold = HOLD.lock().unwrap();
+        if hold.as_ref().is_some_and(|h| h.ring == ring as *const Ring as usize) {
+            let h = hold.take().unwrap();
+            drop(hold);
+            let _ = h.reached.send(());
+            let _ = h.go.recv_timeout(Duration::from_secs(20));
+        }
+    }
+
+    fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        (c, l.accept().unwrap().0)
+    }
+
+    /// S17: the wake-up entry a close's drain takes from the ring, while
+    /// the poller it was meant for has not yet entered the kernel, is given
+    /// again; before, that poller waited out its whole timeout (a worker's
+    /// keep-alive), and the pool's shutdown with it.
+    #[test]
+    fn s17_a_wake_up_taken_by_the_close_is_given_again() {
+        let Ok(port) = Port::new(1, Some(DriverKind::IoUring)) else {
+            return; // no io_uring here: nothing to test
+        };
+        let ring = port.inner.ring().expect("an io_uring port");
+        // A read in the kernel, for the close's drain to wait for.
+        let (_client, server) = pair();
+        let h = Handle::from(server);
+        h.associate(&port).unwrap();
+        let req = Request::alloc(Op::Read, Buffer::from(vec![0u8; 16]), 0).unwrap();
+        h.submit(req, &port).map_err(|(e, _)| e).unwrap();
+        let (reached_tx, reached_rx) = channel();
+        let (go_tx, go_rx) = channel();
+        *HOLD.lock().unwrap() =
+            Some(Hold { ring: ring as *const Ring as usize, reached: reached_tx, go: go_rx });
+        let port = Arc::new(port);
+        let (p2, (got_tx, got_rx)) = (port.clone(), channel());
+        let waiter = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let r = p2.get_many(&mut out, 4, Some(Duration::from_secs(600)), None);
+            let _ = got_tx.send(r.map(|_| out.len()));
+        });
+        reached_rx.recv_timeout(Duration::from_secs(20)).expect("the waiter polls");
+        // The post marks the poller woken and rings it; the close's drain
+        // takes that entry with its own.
+        port.post(Packet { status: Status::SUCCESS, bytes: 1, key: 2, request: None })
+            .map_err(|(e, _)| e)
+            .unwrap();
+        assert!(port.close());
+        go_tx.send(()).unwrap();
+        let got = got_rx.recv_timeout(Duration::from_secs(20));
+        assert!(matches!(got, Ok(Ok(n)) if n > 0), "the poller was not woken: {got:?}");
+        waiter.join().unwrap();
+    }
+
+    /// S11, S17: a port's close waits a bounded time for a request the
+    /// kernel never gives back (here: its cancel is dropped), then ends and
+    /// counts it as leaked. Before, the close, and any shutdown, waited for
+    /// ever.
+    #[test]
+    fn s11_a_close_gives_up_on_a_request_the_kernel_keeps() {
+        let Ok(port) = Port::new(1, Some(DriverKind::IoUring)) else {
+            return; // no io_uring here: nothing to test
+        };
+        let ring = port.inner.ring().expect("an io_uring port");
+        let (_client, server) = pair();
+        let h = Handle::from(server);
+        h.associate(&port).unwrap();
+        let req = Request::alloc(Op::Read, Buffer::from(vec![0u8; 16]), 0).unwrap();
+        h.submit(req, &port).map_err(|(e, _)| e).unwrap();
+        let key = ring as *const Ring as usize;
+        DEAF.lock().unwrap().push(key);
+        let port = Arc::new(port);
+        let (p2, (done_tx, done_rx)) = (port.clone(), channel());
+        let closer = std::thread::spawn(move || {
+            let _ = done_tx.send(p2.close());
+        });
+        let closed = done_rx.recv_timeout(Duration::from_secs(20));
+        DEAF.lock().unwrap().retain(|&r| r != key);
+        assert_eq!(closed, Ok(true), "the close did not return");
+        closer.join().unwrap();
+        assert_eq!(port.leaked_requests(), 1, "the read still in the kernel is counted as leaked");
+        // The port's queue is closed and drained: a waiter hears so at once.
+        let mut out = Vec::new();
+        assert!(matches!(
+            port.get_many(&mut out, 1, Some(Duration::from_secs(20)), None),
+            Err(crate::Error::Abandoned)
+        ));
+    }
+
+    /// S17: a runtime's shutdown returns, with its workers joined, while a
+    /// request of one of its handles stays in the kernel (its cancel
+    /// dropped); the port counts it as leaked.
+    #[test]
+    fn s17_a_shutdown_gives_up_on_a_request_the_kernel_keeps() {
+        let Ok(rt) =
+            crate::Runtime::builder().min_threads(1).max_threads(2).driver(DriverKind::IoUring).build()
+        else {
+            return; // no io_uring here: nothing to test
+        };
+        let (_client, server) = pair();
+        let h = crate::Handle::from(server);
+        rt.bind_io_completion_callback(&h, Arc::new(|_: Status, _: usize, _: Request| {}), 0).unwrap();
+        h.read(vec![0u8; 16]).unwrap();
+        let port = rt.default_port().unwrap();
+        let key = port.inner.sys.inner.ring().expect("an io_uring port") as *const Ring as usize;
+        DEAF.lock().unwrap().push(key);
+        let (rt2, (done_tx, done_rx)) = (rt.clone(), channel());
+        let stopper = std::thread::spawn(move || {
+            rt2.shutdown();
+            let _ = done_tx.send(());
+        });
+        let stopped = done_rx.recv_timeout(Duration::from_secs(20));
+        DEAF.lock().unwrap().retain(|&r| r != key);
+        assert_eq!(stopped, Ok(()), "the shutdown did not return");
+        stopper.join().unwrap();
+        assert_eq!(port.leaked_requests(), 1);
+        assert_eq!(rt.stats().threads, 0, "every worker was joined");
+    }
 
     /// S2: a batch the kernel stops early (an entry whose preparation
     /// fails: a `sendmsg` of more than `UIO_MAXIOV` parts) leaves the

@@ -22,6 +22,27 @@ use std::hash::{Hash, Hasher};
 /// that property; an array held by value does not. `buf_len() <=
 /// buf_capacity()`.
 ///
+/// The type is `Sync` (S26): a [`Request`](crate::Request) and a
+/// [`StartError`](crate::StartError) hold the buffer and are shared between
+/// threads, which then call `buf_len`, `buf_capacity` and `as_slice`
+/// through `&self` at the same time. State that changes behind `&self` (a
+/// `Cell`, a `RefCell`) must use a thread-safe form instead (an atomic, a
+/// lock). Such a type is refused at compile time:
+///
+/// ```compile_fail
+/// use std::cell::Cell;
+/// use iocompletion::IoBuf;
+///
+/// struct Counting { storage: Vec<u8>, reads: Cell<usize> }
+///
+/// // SAFETY: the storage is on the heap; all of it is initialized.
+/// unsafe impl IoBuf for Counting { // error: `Cell<usize>` is not `Sync`
+///     fn as_buf_ptr(&self) -> *const u8 { self.storage.as_ptr() }
+///     fn buf_len(&self) -> usize { self.reads.set(self.reads.get() + 1); self.storage.len() }
+///     fn buf_capacity(&self) -> usize { self.storage.len() }
+/// }
+/// ```
+///
 /// A type of the caller's own:
 ///
 /// ```
@@ -46,7 +67,7 @@ use std::hash::{Hash, Hasher};
 /// let f = Frame { storage: vec![0; 4].into_boxed_slice(), filled: 2 };
 /// assert_eq!(f.as_slice(), [0, 0]);
 /// ```
-pub unsafe trait IoBuf: Send + 'static {
+pub unsafe trait IoBuf: Send + Sync + 'static {
     /// The start of the buffer.
     fn as_buf_ptr(&self) -> *const u8;
 
@@ -163,7 +184,8 @@ pub(crate) struct Part {
 }
 
 /// A buffer of a type the enum does not name, behind one allocation.
-trait Erased: Send + 'static {
+/// `Sync` because the buffer is: a `&Buffer` may be shared between threads.
+trait Erased: Send + Sync + 'static {
     fn parts(&self) -> usize;
     fn part(&mut self, i: usize) -> Part;
     fn chunk(&self, i: usize) -> &[u8];

@@ -81,10 +81,31 @@ pub struct Request {
 }
 
 // SAFETY: a Request owns its allocation exclusively (no aliasing pointer is
-// kept once it is handed out), and every field of the header is Send.
+// kept once it is handed out), and every field of the header but the OS
+// part is Send (checked below); the OS part is plain data and handles the
+// request owns, used only by the thread that owns the request.
 unsafe impl Send for Request {}
-// SAFETY: shared access only reads through &self; the header's fields are Sync.
+// SAFETY: shared access reads the header through `&self` only. Every field
+// a `&Request` reaches is Sync, checked below at compile time: the buffer is
+// (`IoBuf: Sync`, so a user buffer read through `buffer().len()` or `Debug`
+// from two threads at once is not raced on), and so are the target, the
+// address, the accepted handle, the handle link and the deadline. The OS
+// part is read through `&self` by no method and no shared reference.
 unsafe impl Sync for Request {}
+
+/// What the `unsafe impl`s above rely on: the fields a request shares are
+/// `Send + Sync` on every target (S26). This fails to compile if one stops
+/// being so, such as a buffer trait that no longer asks for `Sync`.
+const _: () = {
+    const fn send_sync<T: Send + Sync + ?Sized>() {}
+    send_sync::<Buffer>();
+    send_sync::<Op>();
+    send_sync::<Option<Arc<dyn CompletionSink>>>();
+    send_sync::<Option<SocketAddr>>();
+    send_sync::<Option<Handle>>();
+    send_sync::<Option<crate::sync::Weak<crate::handle::HandleInner>>>();
+    send_sync::<Option<std::time::Instant>>();
+};
 
 impl Request {
     /// Allocates a request with `ext_len` zeroed extension bytes.

@@ -81,6 +81,13 @@ pub(crate) struct HandleInner {
     bind_lock: Mutex<()>,
 }
 
+impl HandleInner {
+    /// The port the handle is bound to, if it is.
+    pub(crate) fn bound_port(&self) -> Option<&Port> {
+        self.binding.get().map(|b| &b.port)
+    }
+}
+
 impl Drop for HandleInner {
     fn drop(&mut self) {
         // Pending requests complete aborted, with their buffers (S24).

@@ -99,6 +99,9 @@ pub(crate) struct PortInner {
     /// Requests started on the port's handles or posted to it, not yet
     /// taken as packets (counted only with a bound).
     held: AtomicUsize,
+    /// S2, S34: second deliveries of a request's own target by a custom
+    /// host, counted and ignored (see [`Port::duplicate_deliveries`]).
+    pub(crate) duplicates: AtomicUsize,
 }
 
 /// An I/O completion port: a queue of completion packets that threads wait
@@ -185,6 +188,7 @@ impl Port {
             starving: OnceLock::new(),
             bound,
             held: AtomicUsize::new(0),
+            duplicates: AtomicUsize::new(0),
         }) })
     }
 
@@ -253,6 +257,17 @@ impl Port {
     /// (every completion goes through the crate's own).
     pub fn direct_completions(&self) -> usize {
         self.inner.sys.direct_completions()
+    }
+
+    /// How many times a host delivered a completion a second time to the
+    /// target of a request of this port's handles (S2, S34): the callback
+    /// it took with [`Request::take_callback`](crate::Request::take_callback),
+    /// called again. A request completes once: the first delivery stands,
+    /// each later one is counted here and ignored (the request it carried
+    /// is dropped), whether the target is the handle's callback, a
+    /// closure or a future. Always 0 with the crate's own host.
+    pub fn duplicate_deliveries(&self) -> usize {
+        self.inner.duplicates.load(Ordering::Relaxed)
     }
 
     /// True once the port is closed.

@@ -279,8 +279,20 @@ impl Request {
     /// future ([`Handle::start_async`](crate::Handle::start_async)). A
     /// custom host that takes packets itself calls it, when there is one,
     /// instead of its sink, so that every target gets its completion.
+    ///
+    /// The target receives one completion (S2, S34): a host that calls
+    /// the returned callback again gets the later calls ignored and
+    /// counted in [`Port::duplicate_deliveries`](crate::Port::duplicate_deliveries)
+    /// of the request's port; the first result stands.
     pub fn take_callback(&mut self) -> Option<Arc<dyn CompletionSink>> {
-        self.header_mut().target.take()
+        let target = self.header_mut().target.take()?;
+        let port = self
+            .header()
+            .handle
+            .as_ref()
+            .and_then(crate::sync::Weak::upgrade)
+            .and_then(|h| h.bound_port().map(|p| Arc::downgrade(&p.inner)));
+        Some(Arc::new(crate::sink::DeliverOnce::new(target, port)))
     }
 
     pub(crate) fn target(&self) -> Option<&Arc<dyn CompletionSink>> {

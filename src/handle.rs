@@ -140,6 +140,12 @@ pub struct WeakHandle {
 }
 
 impl WeakHandle {
+    /// A weak handle of no handle, for the unit tests of the future.
+    #[cfg(test)]
+    pub(crate) fn none() -> WeakHandle {
+        WeakHandle { inner: Weak::new() }
+    }
+
     /// The handle, while a [`Handle`] of it is alive somewhere.
     pub fn upgrade(&self) -> Option<Handle> {
         self.inner.upgrade().map(|inner| Handle { inner })

@@ -330,3 +330,90 @@ impl fmt::Debug for Request {
             .finish()
     }
 }
+
+// Run under Miri too (`.ci/run`): no I/O, only the request's memory.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buf::IoBuf;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn s18_a_request_is_one_block_with_its_extension_zeroed_and_recycled() {
+        // Every size class, a size between two classes, and one past the
+        // largest (allocated and freed without the recycler).
+        for ext in [0, 1, 16, 17, 64, 200, 1024, 1025, 3000] {
+            for round in 0..3u8 {
+                let mut r = Request::alloc(Op::Post, vec![round; 3].into(), ext).unwrap();
+                assert_eq!(r.extension().len(), ext);
+                assert!(r.extension().iter().all(|&b| b == 0), "zeroed, also when the block is reused");
+                r.extension_mut().fill(0xA5);
+                r.set_user_data(ext);
+                assert_eq!((r.user_data(), r.buffer().len(), r.op()), (ext, 3, Op::Post));
+                assert_eq!(r.into_buffer().into_vec(), vec![round; 3]);
+            }
+        }
+    }
+
+    #[test]
+    fn s18_into_raw_and_from_raw_give_back_the_same_request() {
+        let mut r = Request::alloc(Op::Post, vec![1, 2, 3].into(), 16).unwrap();
+        r.extension_mut()[15] = 9;
+        r.set_user_data(77);
+        let id = r.id();
+        let p = r.into_raw();
+        // SAFETY: `p` came from `into_raw` just above and is taken back once.
+        let mut r = unsafe { Request::from_raw(p) };
+        assert_eq!((r.id(), r.user_data(), r.extension()[15]), (id, 77, 9));
+        assert_eq!(r.take_buffer().into_vec(), vec![1, 2, 3]);
+        assert!(r.buffer().is_empty());
+    }
+
+    #[test]
+    fn s18_requests_made_on_one_thread_are_freed_on_another() {
+        // As a pool worker does: the block goes to that thread's stash, and
+        // past a batch to the shared channel, and is reused from there.
+        let made: Vec<Request> = (0..80).map(|i| Request::alloc(Op::Post, vec![i as u8].into(), 16).unwrap()).collect();
+        std::thread::spawn(move || drop(made)).join().unwrap();
+        let again: Vec<Request> = (0..80).map(|_| Request::alloc(Op::Post, Buffer::None, 16).unwrap()).collect();
+        assert!(again.iter().all(|r| r.extension().iter().all(|&b| b == 0)));
+    }
+
+    /// Counts the calls made through `&self` (an atomic: `IoBuf: Sync`).
+    struct Counting {
+        storage: Vec<u8>,
+        reads: AtomicUsize,
+    }
+
+    // SAFETY: the storage is a heap allocation that does not move with the
+    // value; all of it is initialized.
+    unsafe impl IoBuf for Counting {
+        fn as_buf_ptr(&self) -> *const u8 {
+            self.storage.as_ptr()
+        }
+        fn buf_len(&self) -> usize {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            self.storage.len()
+        }
+        fn buf_capacity(&self) -> usize {
+            self.storage.len()
+        }
+    }
+
+    #[test]
+    fn s32_two_threads_read_a_shared_request_without_a_data_race() {
+        let r = Request::new(Buffer::from_buf(Counting { storage: vec![4; 4], reads: AtomicUsize::new(0) }));
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    for _ in 0..20 {
+                        assert_eq!(r.buffer().len(), 4);
+                        assert!(format!("{r:?}").contains("buffer_len: 4"));
+                    }
+                });
+            }
+        });
+        let c = r.into_buffer().into_buf::<Counting>().ok().unwrap();
+        assert_eq!(c.reads.into_inner(), 2 * 20 * 2);
+    }
+}

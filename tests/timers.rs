@@ -235,3 +235,21 @@ fn s33_a_cancelled_timer_runs_its_closure_on_the_pool_even_at_the_bound() {
     assert!(worker, "the closure ran on a pool worker, not on {thread:?}");
     rt.shutdown();
 }
+
+#[test]
+fn s33_a_dropped_runtime_runs_its_pending_timers_aborted_on_its_pool() {
+    let rt = Runtime::builder().min_threads(1).thread_name("s33-drop").build().unwrap();
+    let (tx, rx) = mpsc::channel();
+    for _ in 0..3 {
+        let tx = tx.clone();
+        rt.timer_after(Duration::from_secs(3600), move |s| tx.send((s, on_pool("s33-drop"))).unwrap())
+            .unwrap();
+    }
+    drop(tx);
+    drop(rt);
+    for _ in 0..3 {
+        let (status, (thread, worker)) = rx.recv_timeout(DEADLINE).expect("each pending timer completes");
+        assert!(status.is_aborted() && worker, "aborted, on a pool worker: {status:?} on {thread:?}");
+    }
+    assert!(rx.recv_timeout(DEADLINE).is_err(), "once each: every sender is gone");
+}

@@ -28,9 +28,17 @@ use crate::status::Status;
 /// no user code itself: it posts the timer's completion to the pool.
 pub(crate) type Fire = Box<dyn FnOnce(Status) + Send>;
 
-std::thread_local! {
-    static ON_TIMER_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+// The initializer is `const` already; clippy 1.96 still reports
+// missing_const_for_thread_local here when checking x86_64-pc-windows-gnu
+// (as in `pool`).
+#[allow(clippy::missing_const_for_thread_local)]
+mod timer_tls {
+    std::thread_local! {
+        /// True on the timer thread.
+        pub(super) static ON_TIMER_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
 }
+use timer_tls::ON_TIMER_THREAD;
 
 /// Runs `f` now, or on a thread of its own when called on the timer
 /// thread, which runs no user code (S33). For a timer whose runtime

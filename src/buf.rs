@@ -22,6 +22,27 @@ use std::hash::{Hash, Hasher};
 /// that property; an array held by value does not. `buf_len() <=
 /// buf_capacity()`.
 ///
+/// The type is `Sync` (S26): a [`Request`](crate::Request) and a
+/// [`StartError`](crate::StartError) hold the buffer and are shared between
+/// threads, which then call `buf_len`, `buf_capacity` and `as_slice`
+/// through `&self` at the same time. State that changes behind `&self` (a
+/// `Cell`, a `RefCell`) must use a thread-safe form instead (an atomic, a
+/// lock). Such a type is refused at compile time:
+///
+/// ```compile_fail
+/// use std::cell::Cell;
+/// use iocompletion::IoBuf;
+///
+/// struct Counting { storage: Vec<u8>, reads: Cell<usize> }
+///
+/// // SAFETY: the storage is on the heap; all of it is initialized.
+/// unsafe impl IoBuf for Counting { // error: `Cell<usize>` is not `Sync`
+///     fn as_buf_ptr(&self) -> *const u8 { self.storage.as_ptr() }
+///     fn buf_len(&self) -> usize { self.reads.set(self.reads.get() + 1); self.storage.len() }
+///     fn buf_capacity(&self) -> usize { self.storage.len() }
+/// }
+/// ```
+///
 /// A type of the caller's own:
 ///
 /// ```
@@ -46,7 +67,7 @@ use std::hash::{Hash, Hasher};
 /// let f = Frame { storage: vec![0; 4].into_boxed_slice(), filled: 2 };
 /// assert_eq!(f.as_slice(), [0, 0]);
 /// ```
-pub unsafe trait IoBuf: Send + 'static {
+pub unsafe trait IoBuf: Send + Sync + 'static {
     /// The start of the buffer.
     fn as_buf_ptr(&self) -> *const u8;
 
@@ -163,7 +184,8 @@ pub(crate) struct Part {
 }
 
 /// A buffer of a type the enum does not name, behind one allocation.
-trait Erased: Send + 'static {
+/// `Sync` because the buffer is: a `&Buffer` may be shared between threads.
+trait Erased: Send + Sync + 'static {
     fn parts(&self) -> usize;
     fn part(&mut self, i: usize) -> Part;
     fn chunk(&self, i: usize) -> &[u8];
@@ -541,5 +563,125 @@ impl From<Vec<u8>> for Buffer {
 impl From<Vec<Vec<u8>>> for Buffer {
     fn from(v: Vec<Vec<u8>>) -> Buffer {
         Buffer::Vectored(v)
+    }
+}
+
+// Run under Miri too (`.ci/run`): the raw pointers a read writes through
+// and the erased box of `Buffer::Other`.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A caller's type: heap storage and a fill level of its own.
+    #[derive(Debug, Default, PartialEq)]
+    struct Frame {
+        storage: Box<[u8]>,
+        filled: usize,
+    }
+
+    // SAFETY: the storage is a heap allocation that does not move with the
+    // frame; all of it is initialized, `filled <= storage.len()`.
+    unsafe impl IoBuf for Frame {
+        fn as_buf_ptr(&self) -> *const u8 {
+            self.storage.as_ptr()
+        }
+        fn buf_len(&self) -> usize {
+            self.filled
+        }
+        fn buf_capacity(&self) -> usize {
+            self.storage.len()
+        }
+    }
+
+    // SAFETY: as above, writable through `&mut`.
+    unsafe impl IoBufMut for Frame {
+        fn as_buf_mut_ptr(&mut self) -> *mut u8 {
+            self.storage.as_mut_ptr()
+        }
+        unsafe fn set_buf_len(&mut self, len: usize) {
+            self.filled = len;
+        }
+    }
+
+    /// What a read does: writes `data` through the parts' pointers, in
+    /// order, each up to its room, then sets the lengths.
+    fn read_into(b: &mut Buffer, data: &[u8]) -> usize {
+        assert!(b.is_writable());
+        let mut done = 0;
+        for i in 0..b.part_count() {
+            let p = b.part(i);
+            let k = (data.len() - done).min(p.cap);
+            // SAFETY: `p.ptr` points to `p.cap` writable bytes of part `i`
+            // (a writable buffer), and `k <= p.cap`.
+            unsafe { std::ptr::copy_nonoverlapping(data[done..].as_ptr(), p.ptr, k) };
+            done += k;
+        }
+        // SAFETY: the first `done` bytes of room were written just above.
+        unsafe { b.set_filled(done) };
+        done
+    }
+
+    #[test]
+    fn s32_a_read_fills_each_kind_of_buffer_from_its_start_and_it_comes_back_as_given() {
+        let mut b = Buffer::from_buf_mut(Vec::with_capacity(8));
+        assert_eq!(read_into(&mut b, b"hello"), 5);
+        assert_eq!(b.into_buf::<Vec<u8>>().unwrap(), b"hello");
+
+        let mut b = Buffer::from_buf_mut(vec![0u8; 4].into_boxed_slice());
+        assert_eq!(read_into(&mut b, b"abcdef"), 4);
+        assert_eq!(&*b.into_buf::<Box<[u8]>>().unwrap(), b"abcd");
+
+        let mut b = Buffer::from_buf_mut(Frame { storage: vec![0xEE; 6].into(), filled: 0 });
+        assert_eq!(read_into(&mut b, b"xyz"), 3);
+        assert_eq!(b.chunk(0), b"xyz");
+        let f: Frame = b.into_buf().unwrap();
+        assert_eq!((&f.storage[..3], f.filled), (&b"xyz"[..], 3));
+
+        // Vectored: the parts in order, each up to its capacity.
+        let mut b = Buffer::from_bufs_mut(vec![Vec::with_capacity(2), Vec::with_capacity(3), Vec::with_capacity(4)]);
+        assert_eq!(read_into(&mut b, b"123456"), 6);
+        assert_eq!(b.into_bufs::<Vec<u8>>().unwrap(), vec![b"12".to_vec(), b"345".to_vec(), b"6".to_vec()]);
+
+        let parts = vec![Frame { storage: vec![0; 2].into(), filled: 0 }, Frame { storage: vec![0; 2].into(), filled: 0 }];
+        let mut b = Buffer::from_bufs_mut(parts);
+        assert_eq!(read_into(&mut b, b"abc"), 3);
+        let back: Vec<Frame> = b.into_bufs().unwrap();
+        assert_eq!((back[0].filled, back[1].filled, &back[1].storage[..1]), (2, 1, &b"c"[..]));
+    }
+
+    #[test]
+    fn s32_a_write_reads_the_initialized_bytes_of_any_buffer() {
+        for (b, want) in [
+            (Buffer::from_buf(b"static".as_slice()), &b"static"[..]),
+            (Buffer::from_buf("str"), b"str"),
+            (Buffer::from_buf(vec![1u8, 2].into_boxed_slice()), &[1, 2]),
+            (Buffer::from_buf(Frame { storage: vec![7; 5].into(), filled: 2 }), &[7, 7]),
+            (Buffer::from_bufs(vec!["ab", "cd"]), b"abcd"),
+        ] {
+            assert!(!b.is_writable() || matches!(b, Buffer::Single(_)));
+            let seen: Vec<u8> = (0..b.part_count()).flat_map(|i| b.chunk(i).to_vec()).collect();
+            assert_eq!(seen, want);
+            assert_eq!(b.len(), want.len());
+            // Clone, equality and hashing read the same bytes.
+            let c = b.clone();
+            assert_eq!(c, b);
+            assert_eq!(c.into_vec(), want);
+        }
+        // The wrong type is handed back, never lost.
+        let b = Buffer::from_buf("kept");
+        let b = b.into_buf::<Frame>().unwrap_err();
+        assert_eq!(b.into_buf::<&'static str>().unwrap(), "kept");
+    }
+
+    #[test]
+    fn s32_an_erased_buffer_is_shared_between_threads() {
+        let b = Buffer::from_buf_mut(Frame { storage: vec![3; 3].into(), filled: 3 });
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| assert_eq!((b.len(), b.capacity(), format!("{b:?}").contains("Frame")), (3, 3, true)));
+            }
+        });
+        let moved = std::thread::spawn(move || b.into_vec()).join().unwrap();
+        assert_eq!(moved, vec![3; 3]);
     }
 }

@@ -174,6 +174,15 @@ pub struct StartError {
     pub user_data: usize,
 }
 
+// S4: both errors go into `Box<dyn Error + Send + Sync>` and `anyhow`:
+// `Send + Sync + 'static`, as the buffer a `StartError` hands back is
+// (`IoBuf: Send + Sync`). This fails to compile if one stops being so.
+const _: () = {
+    const fn send_sync<T: std::error::Error + Send + Sync + 'static>() {}
+    send_sync::<Error>();
+    send_sync::<StartError>();
+};
+
 impl StartError {
     pub(crate) fn new(error: Error, buffer: crate::Buffer) -> StartError {
         StartError { error, buffer, request: None, user_data: 0 }

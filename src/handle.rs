@@ -81,6 +81,13 @@ pub(crate) struct HandleInner {
     bind_lock: Mutex<()>,
 }
 
+impl HandleInner {
+    /// The port the handle is bound to, if it is.
+    pub(crate) fn bound_port(&self) -> Option<&Port> {
+        self.binding.get().map(|b| &b.port)
+    }
+}
+
 impl Drop for HandleInner {
     fn drop(&mut self) {
         // Pending requests complete aborted, with their buffers (S24).
@@ -133,6 +140,12 @@ pub struct WeakHandle {
 }
 
 impl WeakHandle {
+    /// A weak handle of no handle, for the unit tests of the future.
+    #[cfg(test)]
+    pub(crate) fn none() -> WeakHandle {
+        WeakHandle { inner: Weak::new() }
+    }
+
     /// The handle, while a [`Handle`] of it is alive somewhere.
     pub fn upgrade(&self) -> Option<Handle> {
         self.inner.upgrade().map(|inner| Handle { inner })

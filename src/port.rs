@@ -99,6 +99,9 @@ pub(crate) struct PortInner {
     /// Requests started on the port's handles or posted to it, not yet
     /// taken as packets (counted only with a bound).
     held: AtomicUsize,
+    /// S2, S34: second deliveries of a request's own target by a custom
+    /// host, counted and ignored (see [`Port::duplicate_deliveries`]).
+    pub(crate) duplicates: AtomicUsize,
 }
 
 /// An I/O completion port: a queue of completion packets that threads wait
@@ -185,6 +188,7 @@ impl Port {
             starving: OnceLock::new(),
             bound,
             held: AtomicUsize::new(0),
+            duplicates: AtomicUsize::new(0),
         }) })
     }
 
@@ -268,6 +272,17 @@ impl Port {
         self.inner.sys.leaked_requests()
     }
 
+    /// How many times a host delivered a completion a second time to the
+    /// target of a request of this port's handles (S2, S34): the callback
+    /// it took with [`Request::take_callback`](crate::Request::take_callback),
+    /// called again. A request completes once: the first delivery stands,
+    /// each later one is counted here and ignored (the request it carried
+    /// is dropped), whether the target is the handle's callback, a
+    /// closure or a future. Always 0 with the crate's own host.
+    pub fn duplicate_deliveries(&self) -> usize {
+        self.inner.duplicates.load(Ordering::Relaxed)
+    }
+
     /// True once the port is closed.
     pub fn is_closed(&self) -> bool {
         self.inner.sys.is_closed()
@@ -290,6 +305,23 @@ impl Port {
                 Some(r) => StartError::of(e, r),
                 None => StartError::new(e, Buffer::None),
             });
+        }
+        self.pushed();
+        Ok(())
+    }
+
+    /// Posts the crate's own completion (a timer's, S33) with a success
+    /// status, past the bound (S35): it is counted as held, so that taking
+    /// it keeps the count true, but never refused for lack of room. Fails
+    /// only on a closed port.
+    pub(crate) fn post_unbounded(&self, request: Request) -> Result<()> {
+        if self.inner.bound.is_some() {
+            self.inner.held.fetch_add(1, Ordering::AcqRel);
+        }
+        let packet = Packet { status: Status::SUCCESS, bytes: 0, key: 0, request: Some(request) };
+        if let Err((e, _)) = self.inner.sys.post(packet) {
+            self.taken(1);
+            return Err(e);
         }
         self.pushed();
         Ok(())

@@ -2,6 +2,7 @@
 
 use crate::request::Request;
 use crate::status::Status;
+use crate::sync::{Arc, AtomicBool, Ordering, Weak};
 
 /// Receives one call for every request that was started, whether it
 /// succeeded, failed, was cancelled or was aborted by a close (S2).
@@ -49,3 +50,34 @@ where
 
 // Object safety is part of the contract (S3): this fails to compile if broken.
 const _: Option<&dyn CompletionSink> = None;
+
+/// A request's own target as a custom host takes it
+/// ([`Request::take_callback`]): it passes the first delivery on and
+/// ignores every later one (S2, S34), counting it on the request's port.
+pub(crate) struct DeliverOnce {
+    target: Arc<dyn CompletionSink>,
+    delivered: AtomicBool,
+    /// The port of the handle the request was started on, for the count.
+    port: Option<Weak<crate::port::PortInner>>,
+}
+
+impl DeliverOnce {
+    pub(crate) fn new(target: Arc<dyn CompletionSink>, port: Option<Weak<crate::port::PortInner>>) -> DeliverOnce {
+        DeliverOnce { target, delivered: AtomicBool::new(false), port }
+    }
+}
+
+impl CompletionSink for DeliverOnce {
+    fn on_complete(&self, status: Status, bytes_transferred: usize, request: Request) {
+        if self.delivered.swap(true, Ordering::AcqRel) {
+            // The host's bug: the first result stands. The request it
+            // carried is its own and is dropped here.
+            if let Some(port) = self.port.as_ref().and_then(Weak::upgrade) {
+                port.duplicates.fetch_add(1, Ordering::Relaxed);
+            }
+            drop(request);
+            return;
+        }
+        self.target.on_complete(status, bytes_transferred, request)
+    }
+}

@@ -10,10 +10,11 @@
 //!   completed first removed it before it fired; one that fired and then
 //!   completed aborted is reported with the OS's timed-out status instead
 //!   (see [`completed`]). Either way the request completes exactly once.
-//! - a timer runs its closure (which posts to the pool) with success; a
-//!   cancelled timer, or one of a runtime that shuts down, runs it at once
-//!   with the aborted status. Each closure runs once: whoever removes the
-//!   entry from the map runs it.
+//! - a timer's entry posts the timer's completion to its runtime's pool,
+//!   past the port's bound, with success; a cancelled timer, or one of a
+//!   runtime that shuts down, posts it at once with the aborted status.
+//!   Each entry fires once: whoever removes it from the map fires it. No
+//!   user closure runs on the timer thread.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Condvar, Mutex, OnceLock};
@@ -23,8 +24,45 @@ use crate::handle::WeakHandle;
 use crate::request::RequestId;
 use crate::status::Status;
 
-/// What a timer runs, once, with success or the aborted status.
+/// What a timer runs, once, with success or the aborted status. It runs
+/// no user code itself: it posts the timer's completion to the pool.
 pub(crate) type Fire = Box<dyn FnOnce(Status) + Send>;
+
+// The initializer is `const` already; clippy 1.96 still reports
+// missing_const_for_thread_local here when checking x86_64-pc-windows-gnu
+// (as in `pool`).
+#[allow(clippy::missing_const_for_thread_local)]
+mod timer_tls {
+    std::thread_local! {
+        /// True on the timer thread.
+        pub(super) static ON_TIMER_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+}
+use timer_tls::ON_TIMER_THREAD;
+
+/// Runs `f` now, or on a thread of its own when called on the timer
+/// thread, which runs no user code (S33). For a timer whose runtime
+/// stopped as it fired: its pool is gone.
+pub(crate) fn run_elsewhere(f: impl FnOnce() + Send + 'static) {
+    if !ON_TIMER_THREAD.with(|t| t.get()) {
+        return f();
+    }
+    let slot = std::sync::Arc::new(Mutex::new(Some(f)));
+    let theirs = slot.clone();
+    let spawned = std::thread::Builder::new().name("iocompletion-timer-abort".into()).spawn(move || {
+        let f = theirs.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(f) = f {
+            f()
+        }
+    });
+    if spawned.is_err() {
+        // No thread to be had: here rather than never (it completes once).
+        let f = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(f) = f {
+            f()
+        }
+    }
+}
 
 enum Entry {
     /// A request's deadline.
@@ -162,6 +200,7 @@ pub(crate) fn cancel_owner(owner: u64) {
 
 /// The timer thread: waits for the earliest entry, acts on what is due.
 fn run() {
+    ON_TIMER_THREAD.with(|t| t.set(true));
     let t = timers();
     let mut st = t.state.lock().unwrap_or_else(|e| e.into_inner());
     loop {

@@ -233,3 +233,59 @@ fn s32_bytes_mut_is_filled_up_to_its_capacity_and_bytes_are_written() {
     assert_eq!(&got, b"bytes!");
     rt.shutdown();
 }
+
+/// A buffer that counts the calls made through `&self`, the thread-safe
+/// way the trait asks for (an atomic, not a `Cell`).
+struct Counting {
+    storage: Vec<u8>,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+// SAFETY: the storage is a heap allocation that does not move with the
+// value; all of it is initialized.
+unsafe impl IoBuf for Counting {
+    fn as_buf_ptr(&self) -> *const u8 {
+        self.storage.as_ptr()
+    }
+    fn buf_len(&self) -> usize {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.storage.len()
+    }
+    fn buf_capacity(&self) -> usize {
+        self.storage.len()
+    }
+}
+
+#[test]
+fn s32_a_request_shared_between_threads_shares_only_sync_buffers() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    let req = iocompletion::Request::new(Buffer::from_buf(Counting {
+        storage: vec![1, 2, 3],
+        reads: Default::default(),
+    }));
+    // What `Request: Sync` rests on: the buffer it holds is Sync too (a
+    // buffer type with a `Cell` does not implement `IoBuf`; see its docs).
+    send_sync(&req);
+    send_sync(req.buffer());
+    let Buffer::Other(other) = req.buffer() else { panic!("held as Other") };
+    send_sync(other);
+
+    // Two threads read the buffer through the same `&Request` at once, as
+    // `buffer().len()` and `Debug` do: no call is lost.
+    const CALLS: usize = 10_000;
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                for i in 0..CALLS {
+                    if i % 2 == 0 {
+                        assert_eq!(req.buffer().len(), 3);
+                    } else {
+                        assert!(format!("{req:?}").contains("buffer_len: 3"));
+                    }
+                }
+            });
+        }
+    });
+    let counted = req.into_buffer().into_buf::<Counting>().expect("the same type back");
+    assert_eq!(counted.reads.into_inner(), 2 * CALLS, "every call counted once");
+}

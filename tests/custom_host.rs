@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex, Weak};
 use std::thread;
 use std::time::Duration;
 
-use iocompletion::{CompletionSink, Error, Handle, IoCompletionManager, Port, Request, Result, Status};
+use iocompletion::{
+    Buffer, CompletionSink, Error, Handle, IoCompletionManager, Port, Request, Result, Status,
+};
 
 /// A host that runs exactly one thread per port and stamps a magic value
 /// and a sequence number into a 16-byte extension.
@@ -203,4 +205,55 @@ fn s1_the_default_host_answers_all_eleven_methods_through_dyn() {
     assert_eq!(rx.recv_for("read").bytes, 2);
     m.close_port(&port).unwrap(); // CloseIoCompletionPort
     rt.shutdown();
+}
+
+#[test]
+fn s2_a_host_delivering_twice_is_counted_and_ignored() {
+    // The host's loop is this thread: it takes each packet, then calls the
+    // request's own target twice, the second time with a request of its
+    // own. The first result stands for every kind of target.
+    let host = OneThreadHost::new();
+    let me: Arc<dyn IoCompletionManager> = host.clone();
+    let port = Port::new(1).unwrap();
+    let (callback, calls) = util::collector();
+    let attach = |callback: Option<Arc<dyn CompletionSink>>| {
+        let (peer, mine) = util::tcp_pair();
+        let h = Handle::from(mine);
+        h.attach(&port, me.clone(), callback).unwrap();
+        (peer, h)
+    };
+    let (mut p1, with_callback) = attach(Some(callback));
+    let (mut p2, for_closure) = attach(None);
+    let (mut p3, for_future) = attach(None);
+
+    with_callback.read(Vec::with_capacity(8)).unwrap();
+    let (tx, closure) = std::sync::mpsc::channel();
+    for_closure
+        .read_then(Vec::with_capacity(8), move |n, buf: Vec<u8>| tx.send((n.ok(), buf)).unwrap())
+        .unwrap();
+    let future = for_future.read_async(Vec::with_capacity(8));
+    p1.write_all(b"sink").unwrap();
+    p2.write_all(b"closure").unwrap();
+    p3.write_all(b"future").unwrap();
+
+    for _ in 0..3 {
+        let pk = port.get(Some(util::DEADLINE)).expect("each read completes");
+        let mut req = pk.request.expect("a request's packet");
+        let target = req.take_callback().expect("each request has a target of its own");
+        target.on_complete(pk.status, pk.bytes, req);
+        target.on_complete(Status::ABORTED, 0, Request::new(Buffer::from(vec![0xEE; 4])));
+    }
+    assert_eq!(port.duplicate_deliveries(), 3, "each second delivery is counted");
+
+    // The handle's callback: once, with the read.
+    let d = calls.recv_for("the callback's one completion");
+    assert_eq!(d.ok(), 4);
+    assert_eq!(d.data(), b"sink");
+    assert!(calls.try_recv().is_none(), "the second delivery did not reach the callback");
+    // The closure: once, with the read.
+    assert_eq!(closure.try_recv().unwrap(), (Some(7), b"closure".to_vec()));
+    assert!(closure.try_recv().is_err(), "the closure ran once");
+    // The future: resolves with the read, and does not panic.
+    let (n, buf) = futures::executor::block_on(future);
+    assert_eq!((n.unwrap(), &buf[..]), (6, &b"future"[..]));
 }

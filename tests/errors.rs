@@ -388,3 +388,30 @@ fn s37_the_statuses_of_running_out_are_recognised() {
     }
     assert!(!Status::SUCCESS.is_out_of_resources() && !Status::ABORTED.is_out_of_resources());
 }
+
+#[test]
+fn s4_start_error_is_send_and_sync() {
+    fn send_sync_static<T: Send + Sync + 'static>(_: &T) {}
+    // A real refusal: a handle that is not bound, with a buffer of the
+    // caller's own type held behind `Buffer::Other`.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (_c, s) = (TcpStream::connect(l.local_addr().unwrap()).unwrap(), l.accept().unwrap().0);
+    let h = Handle::from(s);
+    let e = h.write(vec![7u8; 3].into_boxed_slice()).unwrap_err();
+    send_sync_static(&e);
+    send_sync_static(&e.error);
+    // Shared with another thread by reference, as `anyhow` and error
+    // reporters do.
+    let len = std::thread::scope(|s| s.spawn(|| e.buffer.len()).join().unwrap());
+    assert_eq!(len, 3);
+    // Into the boxed error of `?` in a `main` or a task, with its source.
+    fn start(h: &Handle) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
+        h.write(vec![1u8; 2].into_boxed_slice())?;
+        Ok(())
+    }
+    let boxed = start(&h).unwrap_err();
+    assert!(boxed.to_string().starts_with("request not started"), "{boxed}");
+    assert!(boxed.source().is_some_and(|s| s.is::<Error>()));
+    let back = boxed.downcast::<iocompletion::StartError>().unwrap();
+    assert_eq!(back.buffer.into_buf::<Box<[u8]>>().unwrap().len(), 2, "the buffer comes back as given");
+}

@@ -181,3 +181,75 @@ fn s33_shutdown_completes_pending_timers_aborted() {
     assert!(all.iter().all(|s| s.is_aborted()), "{all:?}");
     assert!(rt.timer_after(Duration::from_millis(1), |_| {}).is_err(), "a shut-down runtime takes no timer");
 }
+
+/// A runtime whose one port is full (S35): two reads wait on a socket with
+/// no data, and a post is refused.
+fn full_runtime(name: &str) -> (Runtime, Handle, std::net::TcpStream) {
+    let rt =
+        Runtime::builder().min_threads(1).max_threads(2).max_pending(2).thread_name(name).build().unwrap();
+    let (peer, mine) = tcp_pair();
+    let h = Handle::from(mine);
+    rt.bind_io_completion_callback(&h, std::sync::Arc::new(|_, _, _| {}), 0).unwrap();
+    started(h.read(Vec::with_capacity(1)));
+    started(h.read(Vec::with_capacity(1)));
+    let e = rt.post_callback(0, |_, _, _| {}).unwrap_err();
+    assert!(matches!(e.error, Error::Full { bound: 2 }), "{e}");
+    (rt, h, peer)
+}
+
+/// The name of the thread running the caller, and whether it is one of
+/// the pool's workers (named `<thread_name>-<n>`).
+fn on_pool(name: &str) -> (String, bool) {
+    let t = std::thread::current().name().unwrap_or("").to_string();
+    let worker =
+        t.strip_prefix(name).and_then(|n| n.strip_prefix('-')).is_some_and(|n| n.parse::<u32>().is_ok());
+    (t, worker)
+}
+
+#[test]
+fn s35_a_timer_due_on_a_full_port_runs_on_the_pool_with_success() {
+    let (rt, _h, _peer) = full_runtime("s35-full");
+    let (tx, rx) = mpsc::channel();
+    rt.timer_after(Duration::from_millis(20), move |s| tx.send((s, on_pool("s35-full"))).unwrap()).unwrap();
+    let (status, (thread, worker)) = rx.recv_timeout(DEADLINE).expect("the timer fires");
+    assert!(
+        status.is_success() && worker,
+        "a timer is not refused by the bound, and runs on a pool worker: {status:?} on {thread:?}"
+    );
+    assert!(rx.recv_timeout(Duration::from_millis(50)).is_err(), "once");
+    // Taking its packet left the bound's count true: still full.
+    assert!(matches!(rt.post_callback(0, |_, _, _| {}).unwrap_err().error, Error::Full { bound: 2 }));
+    rt.shutdown();
+}
+
+#[test]
+fn s33_a_cancelled_timer_runs_its_closure_on_the_pool_even_at_the_bound() {
+    let (rt, _h, _peer) = full_runtime("s33-cancel");
+    let (tx, rx) = mpsc::channel();
+    let id = rt
+        .timer_after(Duration::from_secs(3600), move |s| tx.send((s, on_pool("s33-cancel"))).unwrap())
+        .unwrap();
+    rt.cancel_timer(id).unwrap();
+    let (status, (thread, worker)) = rx.recv_timeout(DEADLINE).expect("the cancelled timer completes");
+    assert!(status.is_aborted(), "{status:?}");
+    assert!(worker, "the closure ran on a pool worker, not on {thread:?}");
+    rt.shutdown();
+}
+
+#[test]
+fn s33_a_dropped_runtime_runs_its_pending_timers_aborted_on_its_pool() {
+    let rt = Runtime::builder().min_threads(1).thread_name("s33-drop").build().unwrap();
+    let (tx, rx) = mpsc::channel();
+    for _ in 0..3 {
+        let tx = tx.clone();
+        rt.timer_after(Duration::from_secs(3600), move |s| tx.send((s, on_pool("s33-drop"))).unwrap())
+            .unwrap();
+    }
+    drop(tx);
+    drop(rt);
+    for _ in 0..3 {
+        let (status, (thread, worker)) = rx.recv_timeout(DEADLINE).expect("each pending timer completes");
+        assert!(status.is_aborted() && worker, "aborted, on a pool worker: {status:?} on {thread:?}");
+    }
+    assert!(rx.recv_timeout(DEADLINE).is_err(), "once each: every sender is gone");
+}

@@ -87,10 +87,31 @@ pub struct Request {
 }
 
 // SAFETY: a Request owns its allocation exclusively (no aliasing pointer is
-// kept once it is handed out), and every field of the header is Send.
+// kept once it is handed out), and every field of the header but the OS
+// part is Send (checked below); the OS part is plain data and handles the
+// request owns, used only by the thread that owns the request.
 unsafe impl Send for Request {}
-// SAFETY: shared access only reads through &self; the header's fields are Sync.
+// SAFETY: shared access reads the header through `&self` only. Every field
+// a `&Request` reaches is Sync, checked below at compile time: the buffer is
+// (`IoBuf: Sync`, so a user buffer read through `buffer().len()` or `Debug`
+// from two threads at once is not raced on), and so are the target, the
+// address, the accepted handle, the handle link and the deadline. The OS
+// part is read through `&self` by no method and no shared reference.
 unsafe impl Sync for Request {}
+
+/// What the `unsafe impl`s above rely on: the fields a request shares are
+/// `Send + Sync` on every target (S26). This fails to compile if one stops
+/// being so, such as a buffer trait that no longer asks for `Sync`.
+const _: () = {
+    const fn send_sync<T: Send + Sync + ?Sized>() {}
+    send_sync::<Buffer>();
+    send_sync::<Op>();
+    send_sync::<Option<Arc<dyn CompletionSink>>>();
+    send_sync::<Option<SocketAddr>>();
+    send_sync::<Option<Handle>>();
+    send_sync::<Option<crate::sync::Weak<crate::handle::HandleInner>>>();
+    send_sync::<Option<std::time::Instant>>();
+};
 
 impl Request {
     /// Allocates a request with `ext_len` zeroed extension bytes.
@@ -277,8 +298,20 @@ impl Request {
     /// future ([`Handle::start_async`](crate::Handle::start_async)). A
     /// custom host that takes packets itself calls it, when there is one,
     /// instead of its sink, so that every target gets its completion.
+    ///
+    /// The target receives one completion (S2, S34): a host that calls
+    /// the returned callback again gets the later calls ignored and
+    /// counted in [`Port::duplicate_deliveries`](crate::Port::duplicate_deliveries)
+    /// of the request's port; the first result stands.
     pub fn take_callback(&mut self) -> Option<Arc<dyn CompletionSink>> {
-        self.header_mut().target.take()
+        let target = self.header_mut().target.take()?;
+        let port = self
+            .header()
+            .handle
+            .as_ref()
+            .and_then(crate::sync::Weak::upgrade)
+            .and_then(|h| h.bound_port().map(|p| Arc::downgrade(&p.inner)));
+        Some(Arc::new(crate::sink::DeliverOnce::new(target, port)))
     }
 
     pub(crate) fn target(&self) -> Option<&Arc<dyn CompletionSink>> {
@@ -317,14 +350,97 @@ impl fmt::Debug for Request {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+// Run under Miri too (`.ci/run`): no I/O, only the request's memory.
+#[cfg(test)]
 mod tests {
     use super::*;
+    use crate::buf::IoBuf;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn s18_a_request_is_one_block_with_its_extension_zeroed_and_recycled() {
+        // Every size class, a size between two classes, and one past the
+        // largest (allocated and freed without the recycler).
+        for ext in [0, 1, 16, 17, 64, 200, 1024, 1025, 3000] {
+            for round in 0..3u8 {
+                let mut r = Request::alloc(Op::Post, vec![round; 3].into(), ext).unwrap();
+                assert_eq!(r.extension().len(), ext);
+                assert!(r.extension().iter().all(|&b| b == 0), "zeroed, also when the block is reused");
+                r.extension_mut().fill(0xA5);
+                r.set_user_data(ext);
+                assert_eq!((r.user_data(), r.buffer().len(), r.op()), (ext, 3, Op::Post));
+                assert_eq!(r.into_buffer().into_vec(), vec![round; 3]);
+            }
+        }
+    }
+
+    #[test]
+    fn s18_into_raw_and_from_raw_give_back_the_same_request() {
+        let mut r = Request::alloc(Op::Post, vec![1, 2, 3].into(), 16).unwrap();
+        r.extension_mut()[15] = 9;
+        r.set_user_data(77);
+        let id = r.id();
+        let p = r.into_raw();
+        // SAFETY: `p` came from `into_raw` just above and is taken back once.
+        let mut r = unsafe { Request::from_raw(p) };
+        assert_eq!((r.id(), r.user_data(), r.extension()[15]), (id, 77, 9));
+        assert_eq!(r.take_buffer().into_vec(), vec![1, 2, 3]);
+        assert!(r.buffer().is_empty());
+    }
+
+    #[test]
+    fn s18_requests_made_on_one_thread_are_freed_on_another() {
+        // As a pool worker does: the block goes to that thread's stash, and
+        // past a batch to the shared channel, and is reused from there.
+        let made: Vec<Request> = (0..80).map(|i| Request::alloc(Op::Post, vec![i as u8].into(), 16).unwrap()).collect();
+        std::thread::spawn(move || drop(made)).join().unwrap();
+        let again: Vec<Request> = (0..80).map(|_| Request::alloc(Op::Post, Buffer::None, 16).unwrap()).collect();
+        assert!(again.iter().all(|r| r.extension().iter().all(|&b| b == 0)));
+    }
+
+    /// Counts the calls made through `&self` (an atomic: `IoBuf: Sync`).
+    struct Counting {
+        storage: Vec<u8>,
+        reads: AtomicUsize,
+    }
+
+    // SAFETY: the storage is a heap allocation that does not move with the
+    // value; all of it is initialized.
+    unsafe impl IoBuf for Counting {
+        fn as_buf_ptr(&self) -> *const u8 {
+            self.storage.as_ptr()
+        }
+        fn buf_len(&self) -> usize {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            self.storage.len()
+        }
+        fn buf_capacity(&self) -> usize {
+            self.storage.len()
+        }
+    }
+
+    #[test]
+    fn s32_two_threads_read_a_shared_request_without_a_data_race() {
+        let r = Request::new(Buffer::from_buf(Counting { storage: vec![4; 4], reads: AtomicUsize::new(0) }));
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    for _ in 0..20 {
+                        assert_eq!(r.buffer().len(), 4);
+                        assert!(format!("{r:?}").contains("buffer_len: 4"));
+                    }
+                });
+            }
+        });
+        let c = r.into_buffer().into_buf::<Counting>().ok().unwrap();
+        assert_eq!(c.reads.into_inner(), 2 * 20 * 2);
+    }
 
     /// The next request made on a thread reuses the block the last one
     /// freed, and is the block's next use: its generation is one more
     /// (on Windows it picks another `OVERLAPPED` address, S39).
     #[test]
+    #[cfg(not(loom))]
     fn s39_a_reused_block_is_its_next_generation() {
         let first = Request::new(Buffer::from_buf_mut(Vec::<u8>::new()));
         let (block, generation) = (first.header() as *const Header, first.header().generation);

@@ -371,7 +371,12 @@ impl Runtime {
     /// success status; or once with the aborted status when cancelled
     /// ([`Runtime::cancel_timer`]) or when the runtime shuts down first.
     /// One thread serves every timer and deadline of the process: no
-    /// thread per timer.
+    /// thread per timer, and `f` never runs on it.
+    ///
+    /// A timer is the runtime's own work, not a request of the port's
+    /// users: the bound of [`Builder::max_pending`] does not hold it back.
+    /// It is refused when it is set (a shut-down runtime, a host
+    /// initializer that fails), never when it is due.
     ///
     /// ```
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -400,25 +405,32 @@ impl Runtime {
         F: FnOnce(crate::Status) + Send + 'static,
     {
         self.check()?;
-        let weak = Arc::downgrade(&self.inner);
+        // Everything that may fail or run the host's code is done here, on
+        // the caller's thread: the port, and the request (its extension
+        // initialized) whose completion runs `f` on the pool.
+        let port = self.default_port()?;
+        let cell: Arc<Mutex<(Option<F>, crate::Status)>> = Arc::new(Mutex::new((Some(f), crate::Status::SUCCESS)));
+        let mut req = self.new_request(Buffer::None).map_err(|e| e.error)?;
+        let run = cell.clone();
+        req.set_callback(Arc::new(move |_: crate::Status, _: usize, _: Request| {
+            // Taken out first: the closure runs with no lock held.
+            let (f, status) = {
+                let mut c = run.lock();
+                (c.0.take(), c.1)
+            };
+            if let Some(f) = f {
+                f(status)
+            }
+        }));
         let fire = Box::new(move |status: crate::Status| {
-            // On the pool when the runtime still runs; else here, aborted.
-            let f = Arc::new(Mutex::new(Some(f)));
-            let posted = weak.upgrade().map(|inner| Runtime { inner }).and_then(|rt| {
-                let g = f.clone();
-                rt.post_callback(0, move |_, _, _| {
-                    // Taken out first: the closure runs with no lock held.
-                    let f = g.lock().take();
-                    if let Some(f) = f {
-                        f(status)
-                    }
-                })
-                .ok()
-            });
-            if posted.is_none() {
-                let f = f.lock().take();
+            cell.lock().1 = status;
+            // Past the bound (S35): the timer was accepted when it was set.
+            if port.post_unbounded(req).is_err() {
+                // The port is closed: the runtime stopped while the timer
+                // fired. Aborted, and off the timer thread.
+                let f = cell.lock().0.take();
                 if let Some(f) = f {
-                    f(crate::Status::ABORTED)
+                    crate::timer::run_elsewhere(move || f(crate::Status::ABORTED));
                 }
             }
         });
@@ -426,7 +438,8 @@ impl Runtime {
         Ok(TimerId(key))
     }
 
-    /// Cancels a timer: it completes once, now, with the aborted status.
+    /// Cancels a timer: it completes once, now, with the aborted status,
+    /// on a pool thread.
     /// A timer that already fired or was cancelled gives a "not found"
     /// `Io` error (S25).
     pub fn cancel_timer(&self, id: TimerId) -> Result<()> {

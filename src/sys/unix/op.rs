@@ -24,6 +24,15 @@ pub(super) fn is_write_side(op: Op) -> bool {
     matches!(op, Op::Write | Op::Connect(_) | Op::SendTo(_))
 }
 
+/// The bytes a write has sent so far (0 for any other request): what it
+/// reports when it ends before it sent them all.
+pub(super) fn sent(req: &Request) -> usize {
+    match req.op() {
+        Op::Write | Op::WriteAt(_) => req.header().os.progress,
+        _ => 0,
+    }
+}
+
 /// A positional file request, performed (blocking) on a pool thread (S29).
 pub(super) fn perform_file(fd: &OwnedFd, req: &mut Request) -> io::Result<usize> {
     match (req.op(), req.buffer_mut()) {

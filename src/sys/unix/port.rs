@@ -403,7 +403,9 @@ impl Inner {
     }
 }
 
-/// The aborted completion of `req` (S24).
+/// The aborted completion of `req` (S24), with the bytes a write cut off
+/// had already sent (as IOCP reports them), so a retry sends only the rest.
 pub(super) fn aborted(req: crate::request::Request) -> Packet {
-    Packet { status: Status::ABORTED, bytes: 0, key: 0, request: Some(req) }
+    let bytes = super::op::sent(&req);
+    Packet { status: Status::ABORTED, bytes, key: 0, request: Some(req) }
 }

@@ -26,7 +26,7 @@ use io_uring::{opcode, squeue::Entry, types, IoUring, Probe};
 use socket2::{SockAddr, SockRef};
 
 use super::handle::Io;
-use super::op::is_write_side;
+use super::op::{is_write_side, sent};
 use super::port::PortQueue;
 use crate::buf::Buffer;
 use crate::handle::HandleKind;
@@ -339,7 +339,8 @@ impl Ring {
             // A cancel, a close, or the kernel cancelling the requests of a
             // thread that exited: `again` tells them apart under the
             // handle's lock. Only the last starts again, from this (live)
-            // thread; nothing was transferred.
+            // thread; nothing was transferred by this entry (a write's
+            // earlier entries are counted in its progress).
             if matches!(req.op(), Op::Connect(_)) {
                 req.header_mut().os.uring.reconnect = true;
             }
@@ -363,13 +364,13 @@ impl Ring {
     fn again(&self, queue: &PortQueue, io: Arc<Io>, req: Request) {
         let (id, write) = (req.id(), is_write_side(req.op()));
         if let Err((e, req)) = io.ring_again(self, queue, req) {
-            // Aborted as on epoll, with no bytes; a failed restart of a
-            // write says how much of it was written.
-            let (status, bytes) = if e.raw_os_error() == Some(libc::ECANCELED) {
-                (Status::ABORTED, 0)
-            } else {
-                (Status::from_io_error(&e), if write { req.header().os.progress } else { 0 })
+            // Aborted, or failed to start again: either way a write says
+            // how much of it was sent (S24, as IOCP does).
+            let status = match e.raw_os_error() {
+                Some(libc::ECANCELED) => Status::ABORTED,
+                _ => Status::from_io_error(&e),
             };
+            let bytes = sent(&req);
             io.ring_done(self, id, write, queue, Packet { status, bytes, key: 0, request: Some(req) });
         }
         // Counted down once its packet is queued or it is in the kernel

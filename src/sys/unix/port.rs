@@ -79,7 +79,7 @@ impl MioPoller {
             io.registered.load(Ordering::Acquire);
             let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
             let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
-            io.on_ready(queue, readable, writable);
+            io.on_ready(queue, readable, writable, ev.is_error());
         }
         events.clear();
     }

@@ -609,8 +609,12 @@ fn finish(io: &Io, req: &mut Request, res: i32) -> Finished {
     let n = res as usize;
     match op {
         Op::Read if h.buffer.capacity() == 0 => {
-            // S31: readable (data, the end, or an error, which it completes with).
-            if matches!(kind, HandleKind::TcpStream | HandleKind::LocalStream) {
+            // S31: readable (data, the end, or an error, which it completes
+            // with). `res` is the poll's mask: the socket's error is asked
+            // for (`getsockopt`) only when it says there is one, so a wait
+            // costs no call of its own.
+            let error = res & i32::from(libc::POLLERR) != 0;
+            if error && matches!(kind, HandleKind::TcpStream | HandleKind::LocalStream) {
                 let err = io.with_raw(|fd| SockRef::from(fd).take_error());
                 if let Some(Ok(Some(e))) = err {
                     return Finished::Done(Status::from_io_error(&e), 0);

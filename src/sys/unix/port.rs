@@ -267,6 +267,21 @@ impl PortDriver for Port {
         self.inner.queue.interrupt();
     }
 
+    /// Closes the port, which waits for the ring's requests to come back,
+    /// then takes what is queued; a file request not yet performed
+    /// completes aborted.
+    fn close_dropped(&self, out: &mut Vec<Packet>) {
+        self.close();
+        let mut items = Vec::new();
+        self.inner.queue.take_left(&mut items);
+        for item in items {
+            match item {
+                Item::Packet(p) => out.push(p),
+                Item::Work(io) => out.extend(io.perform_work(true)),
+            }
+        }
+    }
+
     fn interrupts(&self) -> usize {
         self.inner.queue.interrupts()
     }

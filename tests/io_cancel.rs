@@ -179,6 +179,13 @@ fn s24_a_write_cut_off_by_a_close_reports_the_bytes_sent() {
 }
 
 #[test]
+fn s24_a_write_cut_off_by_closing_its_port_reports_the_bytes_sent() {
+    assert_cut_off_write_reports_what_was_sent(|h, _| {
+        h.port().expect("bound").close().expect("the port closes")
+    });
+}
+
+#[test]
 fn s25_cancel_aborts_one_request_and_leaves_the_others_pending() {
     let rt = runtime();
     let (mut client, server) = tcp_pair();

@@ -294,3 +294,36 @@ fn s11_dropping_the_last_reference_of_a_port_closes_it() {
         assert_eq!(drops.load(Ordering::SeqCst), 2, "the future's read hands its buffer back");
     }
 }
+
+/// The last reference of a port may go on a pool thread, inside a
+/// callback: the port closes there, and a read in flight on it completes
+/// aborted, its future resolved (S11), with no wait on the pool.
+#[test]
+fn s11_the_last_reference_of_a_port_may_go_in_a_pool_callback() {
+    let rt = Runtime::builder().min_threads(1).max_threads(2).build().unwrap();
+    let (_peer, mine) = util::tcp_pair();
+    let h = iocompletion::Handle::from(mine);
+    let (port, _host) = util::on_own_port(&h);
+    let mut read =
+        h.start_async(iocompletion::Op::Read, Buffer::from(vec![7u8; 16])).expect("the read starts");
+    let owned = std::sync::Mutex::new(Some((port, h)));
+    let (tx, rx) = mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    rt.post_callback(0, move |_, _, _| {
+        let pair = owned.lock().unwrap().take();
+        drop(pair);
+        let _ = tx.lock().unwrap().send(thread::current().name().map(str::to_owned));
+    })
+    .unwrap();
+    let on = rx.recv_timeout(DEADLINE).expect("the callback ran and returned");
+    assert!(on.is_some_and(|n| n.contains("iocompletion")), "the drop ran on a pool thread");
+    let mut done = None;
+    wait_until("the read's future resolves", || {
+        done = resolved(&mut read);
+        done.is_some()
+    });
+    let done = done.unwrap();
+    assert!(done.status.is_aborted(), "expected an aborted read, got {:?}", done.status);
+    assert_eq!(done.into_buffer().into_vec(), vec![7u8; 16], "the buffer comes back as it was");
+    rt.shutdown();
+}

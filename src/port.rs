@@ -440,6 +440,30 @@ impl Port {
     }
 }
 
+impl Drop for PortInner {
+    /// The last reference is gone (the user's clones, the handles bound to
+    /// the port, the pool serving it): nobody can take its packets any
+    /// more, so the port closes as [`Port::close`] does (S11) and every
+    /// request still on it, pending ones completed aborted (S24), is
+    /// handed to its own target here: a future resolves, a request's or
+    /// handle's callback runs. A request without one (a host's sink would
+    /// have taken it) is dropped with its buffer. A panic in a callback is
+    /// caught, so a drop never unwinds.
+    fn drop(&mut self) {
+        let mut left = Vec::new();
+        self.sys.close_dropped(&mut left);
+        settle(&mut left);
+        for p in left {
+            let Some(mut req) = p.request else { continue };
+            if let Some(target) = req.take_callback() {
+                let (status, bytes) = (p.status, p.bytes);
+                let run = std::panic::AssertUnwindSafe(move || target.on_complete(status, bytes, req));
+                let _ = std::panic::catch_unwind(run);
+            }
+        }
+    }
+}
+
 impl fmt::Debug for Port {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Port")

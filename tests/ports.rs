@@ -205,3 +205,125 @@ fn s7_concurrency_value_limits_threads_released_at_once() {
     holder.join().unwrap();
     assert_eq!(other.join().unwrap().unwrap(), 2);
 }
+
+/// A buffer that counts its drops, its storage on the heap.
+struct Counted {
+    storage: Box<[u8]>,
+    filled: usize,
+    drops: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+// SAFETY: the storage is a heap allocation that does not move with the
+// value; all of it is initialized, `filled <= storage.len()`.
+unsafe impl iocompletion::IoBuf for Counted {
+    fn as_buf_ptr(&self) -> *const u8 {
+        self.storage.as_ptr()
+    }
+    fn buf_len(&self) -> usize {
+        self.filled
+    }
+    fn buf_capacity(&self) -> usize {
+        self.storage.len()
+    }
+}
+
+// SAFETY: as above, writable through `&mut`.
+unsafe impl iocompletion::IoBufMut for Counted {
+    fn as_buf_mut_ptr(&mut self) -> *mut u8 {
+        self.storage.as_mut_ptr()
+    }
+    unsafe fn set_buf_len(&mut self, len: usize) {
+        self.filled = len;
+    }
+}
+
+/// The future's output once it has resolved, polled with no executor.
+fn resolved<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Output> {
+    let waker = futures::task::noop_waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+    match std::pin::Pin::new(f).poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// A port whose last reference goes without a `close` (its user's clone
+/// and the handle bound to it, in either order) closes as `close` does:
+/// a read in flight completes aborted and its future resolves with its
+/// buffer; a read nobody waits for is dropped with its buffer. Nothing is
+/// left in the kernel or leaked (S11, S24).
+#[test]
+fn s11_dropping_the_last_reference_of_a_port_closes_it() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    for port_first in [true, false] {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let counted = || Counted { storage: vec![0; 64].into_boxed_slice(), filled: 0, drops: drops.clone() };
+        let (_peer, mine) = util::tcp_pair();
+        let h = iocompletion::Handle::from(mine);
+        let (port, _rt) = util::on_own_port(&h);
+
+        let mut read =
+            h.start_async(iocompletion::Op::Read, Buffer::from_buf_mut(counted())).expect("the read starts");
+        util::started(h.read(counted()));
+        assert!(resolved(&mut read).is_none(), "nothing to read yet");
+        if port_first {
+            drop(port);
+            drop(h); // its binding held the port's last reference
+        } else {
+            drop(h);
+            drop(port);
+        }
+        let mut done = None;
+        wait_until("the read's future resolves", || {
+            done = resolved(&mut read);
+            done.is_some()
+        });
+        let done = done.unwrap();
+        assert!(done.status.is_aborted(), "expected an aborted read, got {:?}", done.status);
+        assert_eq!(done.bytes, 0);
+        assert_eq!(drops.load(Ordering::SeqCst), 1, "the read nobody waits for is dropped with its buffer");
+        drop(done);
+        assert_eq!(drops.load(Ordering::SeqCst), 2, "the future's read hands its buffer back");
+    }
+}
+
+/// The last reference of a port may go on a pool thread, inside a
+/// callback: the port closes there, and a read in flight on it completes
+/// aborted, its future resolved (S11), with no wait on the pool.
+#[test]
+fn s11_the_last_reference_of_a_port_may_go_in_a_pool_callback() {
+    let rt = Runtime::builder().min_threads(1).max_threads(2).build().unwrap();
+    let (_peer, mine) = util::tcp_pair();
+    let h = iocompletion::Handle::from(mine);
+    let (port, _host) = util::on_own_port(&h);
+    let mut read =
+        h.start_async(iocompletion::Op::Read, Buffer::from(vec![7u8; 16])).expect("the read starts");
+    let owned = std::sync::Mutex::new(Some((port, h)));
+    let (tx, rx) = mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    rt.post_callback(0, move |_, _, _| {
+        let pair = owned.lock().unwrap().take();
+        drop(pair);
+        let _ = tx.lock().unwrap().send(thread::current().name().map(str::to_owned));
+    })
+    .unwrap();
+    let on = rx.recv_timeout(DEADLINE).expect("the callback ran and returned");
+    assert!(on.is_some_and(|n| n.contains("iocompletion")), "the drop ran on a pool thread");
+    let mut done = None;
+    wait_until("the read's future resolves", || {
+        done = resolved(&mut read);
+        done.is_some()
+    });
+    let done = done.unwrap();
+    assert!(done.status.is_aborted(), "expected an aborted read, got {:?}", done.status);
+    assert_eq!(done.into_buffer().into_vec(), vec![7u8; 16], "the buffer comes back as it was");
+    rt.shutdown();
+}

@@ -32,6 +32,36 @@ fn s33_a_deadline_that_passes_cancels_the_request_with_the_timed_out_status() {
     c.expect_none(Duration::from_millis(50));
 }
 
+/// A write whose deadline passes after it sent part of its bytes
+/// completes timed out with the bytes sent (as IOCP reports a cancelled
+/// send): exactly what the peer receives, the start of the buffer.
+#[test]
+fn s33_a_write_cut_off_by_its_deadline_reports_the_bytes_sent() {
+    let rt = runtime();
+    let (mut peer, h) = util::stalled_pair();
+    let c = bind(&rt, &h);
+    let data = util::pattern(util::BIG_WRITE, 33);
+    // The deadline only has to be ahead as the start checks it; a start
+    // that comes too late is refused and tried again with a later one.
+    let mut ahead = Duration::from_millis(100);
+    let id = loop {
+        match h.start_before(Op::Write, data.clone().into(), Instant::now() + ahead) {
+            Ok(id) => break id,
+            Err(e) if matches!(e.error, Error::Timeout) && ahead < DEADLINE => ahead *= 2,
+            Err(e) => panic!("the write did not start: {e}"),
+        }
+    };
+    let first = util::first_byte(&mut peer);
+    let d = c.recv_for("the write past its deadline");
+    assert_eq!(d.id(), id);
+    assert!(timed_out(d.status), "expected a timed-out completion, got {d:?}");
+    let got = util::drain_peer(&mut peer, &h, first);
+    assert!(d.bytes > 0, "the peer received bytes, yet the completion says 0");
+    assert_eq!(d.bytes, got.len(), "the completion reports what the peer received");
+    assert!(got[..] == data[..got.len()], "the peer received the start of the buffer");
+    assert_eq!(d.request.into_buffer().len(), util::BIG_WRITE, "the buffer comes back whole");
+}
+
 #[test]
 fn s33_a_one_shot_request_past_its_deadline_runs_its_closure_timed_out() {
     let rt = runtime();

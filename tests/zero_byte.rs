@@ -90,3 +90,40 @@ fn s31_a_zero_byte_read_completes_with_the_error_of_a_reset() {
     assert!(!p.status.is_success(), "a reset is an error, got {:?}", p.status);
     assert_eq!(p.bytes, 0);
 }
+
+/// A zero-byte read started after the peer's reset has arrived reports the
+/// reset's error at once, on every driver: the start's own look at the
+/// socket (a poll) sees the error. It fails at start or completes with
+/// it (S23: either, never both).
+#[cfg(unix)]
+#[test]
+fn s31_a_zero_byte_read_started_after_a_reset_completes_with_its_error() {
+    use std::os::fd::AsRawFd;
+
+    let (client, server) = tcp_pair();
+    socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO)).unwrap();
+    drop(client);
+    // Wait until the reset is there (a poll, which leaves the error on the
+    // socket for the read to find).
+    let mut p = libc::pollfd { fd: server.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let timeout_ms = util::DEADLINE.as_millis() as libc::c_int;
+    // SAFETY: one valid pollfd for the duration of the call, on an open fd.
+    let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+    assert_eq!(n, 1, "the reset arrives");
+    assert_ne!(p.revents & libc::POLLERR, 0, "the reset leaves an error on the socket");
+    let h = Handle::from(server);
+    let (port, _rt) = on_own_port(&h);
+
+    let e: std::io::Error = match h.read(Vec::new()) {
+        Err(e) => {
+            nothing_yet(&port, "a zero-byte read that failed at start");
+            e.error.into()
+        }
+        Ok(_) => {
+            let p = next_packet(&port);
+            assert_eq!(p.bytes, 0);
+            p.status.result(p.bytes).expect_err("a reset is an error")
+        }
+    };
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+}

@@ -101,6 +101,18 @@ pub(crate) trait PortDriver: Sized + Send + Sync + 'static {
     /// when it was closed before.
     fn close(&self) -> bool;
 
+    /// The port's last reference is gone, so nobody can take its packets:
+    /// closes it as [`PortDriver::close`] does (a no-op when it was closed
+    /// before) and appends every packet still queued, each request still
+    /// pending having completed aborted (S11, S24), for the core to hand
+    /// to their requests' own targets.
+    ///
+    /// The default appends nothing: the IOCP backend's own drop cancels
+    /// what is pending and frees the requests it gets back.
+    fn close_dropped(&self, out: &mut Vec<Packet>) {
+        let _ = out;
+    }
+
     /// Ends every interruptible wait in progress (the pool's limits changed).
     fn interrupt(&self);
 

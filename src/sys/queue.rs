@@ -328,6 +328,16 @@ impl<T: Send + 'static, P: Poller<T> + 'static> Queue<T, P> {
         self.wake_all();
     }
 
+    /// Takes every item still queued, whoever holds the slots: for a
+    /// queue that nobody can wait on any more (its port's last reference
+    /// is gone), after its close.
+    #[cfg(not(loom))]
+    pub(crate) fn take_left(&self, out: &mut Vec<T>) {
+        while let Some(v) = self.items.pop() {
+            out.push(v);
+        }
+    }
+
     fn drained(&self) -> bool {
         let s = self.state.load(Ordering::SeqCst);
         s & CLOSED != 0 && s / POST == 0 && self.items.is_empty()

@@ -453,3 +453,36 @@ pub fn on_own_port(h: &Handle) -> (Port, Runtime) {
 pub fn next_packet(port: &Port) -> Packet {
     port.get(Some(DEADLINE)).expect("a packet within the deadline")
 }
+
+/// A write far bigger than a stalled connection's socket buffers hold.
+pub const BIG_WRITE: usize = 8 << 20;
+
+/// A connection whose peer reads nothing until the test says so, its
+/// socket buffers kept small, so a write of [`BIG_WRITE`] bytes stays
+/// pending after it sent part: (the peer, the writing handle, unbound).
+pub fn stalled_pair() -> (TcpStream, Handle) {
+    let (peer, mine) = tcp_pair();
+    socket2::SockRef::from(&peer).set_recv_buffer_size(64 << 10).unwrap();
+    socket2::SockRef::from(&mine).set_send_buffer_size(64 << 10).unwrap();
+    peer.set_read_timeout(Some(DEADLINE)).unwrap();
+    (peer, Handle::from(mine))
+}
+
+/// Blocks until a write on the other side of `peer` has sent something:
+/// reads its first byte.
+pub fn first_byte(peer: &mut TcpStream) -> u8 {
+    use std::io::Read;
+    let mut one = [0u8; 1];
+    peer.read_exact(&mut one).expect("the write sent its first byte");
+    one[0]
+}
+
+/// Once the writer's request completed: closes `writer` and reads `peer`
+/// to the end; everything the peer received, `first` included.
+pub fn drain_peer(peer: &mut TcpStream, writer: &Handle, first: u8) -> Vec<u8> {
+    use std::io::Read;
+    writer.close();
+    let mut got = vec![first];
+    peer.read_to_end(&mut got).expect("the peer reads to the end");
+    got
+}

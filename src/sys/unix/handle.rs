@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use mio::unix::SourceFd;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
-use super::op::{self, is_write_side, perform};
+use super::op::{self, is_write_side, perform, Event};
 use super::port::{aborted, Inner as PortInner, Item, Port, PortQueue};
 use crate::error::{Error, Result};
 use crate::handle::HandleKind;
@@ -308,7 +308,7 @@ impl HandleDriver for Handle {
             pending.push_back(req);
             return Ok(());
         }
-        match perform(io.kind, fd, &mut req, false) {
+        match perform(io.kind, fd, &mut req, Event::None) {
             Ok(Some(n)) => {
                 queue.push(Item::Packet(done(req, n)));
                 Ok(())
@@ -523,18 +523,20 @@ impl Io {
         Ok(())
     }
 
-    /// The handle became ready: perform queued requests until one would
-    /// block, pushing their completions under the handle's lock.
-    pub(super) fn on_ready(&self, queue: &PortQueue, readable: bool, writable: bool) {
+    /// The handle became ready (`error`: with an error pending on it):
+    /// perform queued requests until one would block, pushing their
+    /// completions under the handle's lock.
+    pub(super) fn on_ready(&self, queue: &PortQueue, readable: bool, writable: bool, error: bool) {
         let mut q = self.q.lock();
         let fd = self.fd.read();
         let Some(fd) = fd.as_ref() else { return };
         let Queues { reads, writes, .. } = &mut *q;
+        let event = if error { Event::Error } else { Event::Ready };
         if readable {
-            drain(self.kind, fd, reads, queue);
+            drain(self.kind, fd, reads, queue, event);
         }
         if writable {
-            drain(self.kind, fd, writes, queue);
+            drain(self.kind, fd, writes, queue, event);
         }
     }
 
@@ -566,11 +568,11 @@ fn failed(req: Request, e: &io::Error) -> Packet {
 }
 
 /// Performs the queued requests of one direction until one would block.
-/// The event that called it vouches for the first request's readiness.
-fn drain(kind: HandleKind, fd: &OwnedFd, pending: &mut VecDeque<Request>, queue: &PortQueue) {
-    let mut ready = true;
+/// The `event` that called it vouches for the first request's readiness.
+fn drain(kind: HandleKind, fd: &OwnedFd, pending: &mut VecDeque<Request>, queue: &PortQueue, event: Event) {
+    let mut event = event;
     while let Some(req) = pending.front_mut() {
-        let r = perform(kind, fd, req, std::mem::take(&mut ready));
+        let r = perform(kind, fd, req, std::mem::replace(&mut event, Event::None));
         let p = match r {
             Ok(None) => break,
             Ok(Some(n)) => done(pending.pop_front().expect("front exists"), n),

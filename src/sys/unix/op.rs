@@ -61,6 +61,15 @@ pub(super) fn is_write_side(op: Op) -> bool {
     matches!(op, Op::Write | Op::Connect(_) | Op::SendTo(_))
 }
 
+/// The bytes a write has sent so far (0 for any other request): what it
+/// reports when it ends before it sent them all.
+pub(super) fn sent(req: &Request) -> usize {
+    match req.op() {
+        Op::Write | Op::WriteAt(_) => req.header().os.progress,
+        _ => 0,
+    }
+}
+
 /// A positional file request, performed (blocking) on a pool thread (S29);
 /// or a stream request of a device epoll cannot watch (S38: `/dev/zero`,
 /// `/dev/null`, which are always ready), performed the same way.
@@ -104,19 +113,31 @@ pub(super) fn pending<T>(r: io::Result<T>) -> io::Result<Option<T>> {
     }
 }
 
+/// What the readiness event behind an attempt said.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Event {
+    /// No event vouches for this attempt (a start, or a request behind
+    /// another): it finds out for itself.
+    None,
+    /// The handle became ready for this direction.
+    Ready,
+    /// Ready, with an error pending on the socket (epoll's `EPOLLERR`).
+    Error,
+}
+
 /// One non-blocking attempt at `req`: `Ok(Some(bytes))` when it finished,
-/// `Ok(None)` when it would block, `Err` when it failed. `ready`: a
-/// readiness event for this direction just arrived.
+/// `Ok(None)` when it would block, `Err` when it failed. `event`: what a
+/// readiness event for this direction that just arrived said.
 pub(super) fn perform(
     kind: HandleKind,
     fd: &OwnedFd,
     req: &mut Request,
-    ready: bool,
+    event: Event,
 ) -> io::Result<Option<usize>> {
     let op = req.op();
     let h = req.header_mut();
     match op {
-        Op::Read if h.buffer.capacity() == 0 => readable(kind, fd, ready),
+        Op::Read if h.buffer.capacity() == 0 => readable(kind, fd, event),
         Op::Read => pending(retry(|| read_into(fd, &mut h.buffer))),
         Op::Write => write_stream(kind, fd, &h.buffer, &mut h.os.progress),
         Op::Accept => {
@@ -246,21 +267,28 @@ fn pread_into(fd: &OwnedFd, buf: &mut Buffer, off: u64) -> io::Result<usize> {
 /// A read with no room (S31): completes, with 0 bytes, once the stream is
 /// readable (data waiting, its end, or an error, which it completes with),
 /// without taking any data. Asked of the OS with a zero-timeout `poll`
-/// unless a readiness event just said so.
-fn readable(kind: HandleKind, fd: &OwnedFd, ready: bool) -> io::Result<Option<usize>> {
-    if !ready {
-        let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        // SAFETY: `p` is one valid pollfd for the duration of the call;
-        // `fd` is open (the caller holds the handle's fd lock).
-        let n = retry(|| match unsafe { libc::poll(&mut p, 1, 0) } {
-            -1 => Err(io::Error::last_os_error()),
-            n => Ok(n),
-        })?;
-        if n == 0 {
-            return Ok(None);
+/// unless a readiness event just said so. The socket's error is asked for
+/// (`getsockopt`) only when the event or the poll says there is one
+/// (`EPOLLERR`, `POLLERR`), so a wait costs no call of its own.
+fn readable(kind: HandleKind, fd: &OwnedFd, event: Event) -> io::Result<Option<usize>> {
+    let error = match event {
+        Event::Ready => false,
+        Event::Error => true,
+        Event::None => {
+            let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: `p` is one valid pollfd for the duration of the call;
+            // `fd` is open (the caller holds the handle's fd lock).
+            let n = retry(|| match unsafe { libc::poll(&mut p, 1, 0) } {
+                -1 => Err(io::Error::last_os_error()),
+                n => Ok(n),
+            })?;
+            if n == 0 {
+                return Ok(None);
+            }
+            p.revents & libc::POLLERR != 0
         }
-    }
-    if matches!(kind, HandleKind::TcpStream | HandleKind::LocalStream) {
+    };
+    if error && matches!(kind, HandleKind::TcpStream | HandleKind::LocalStream) {
         if let Some(e) = SockRef::from(fd).take_error()? {
             return Err(e);
         }

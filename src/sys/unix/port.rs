@@ -79,7 +79,7 @@ impl MioPoller {
             io.registered.load(Ordering::Acquire);
             let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
             let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
-            io.on_ready(queue, readable, writable);
+            io.on_ready(queue, readable, writable, ev.is_error());
         }
         events.clear();
     }
@@ -283,6 +283,21 @@ impl PortDriver for Port {
         self.inner.queue.interrupt();
     }
 
+    /// Closes the port, which waits for the ring's requests to come back,
+    /// then takes what is queued; a file request not yet performed
+    /// completes aborted.
+    fn close_dropped(&self, out: &mut Vec<Packet>) {
+        self.close();
+        let mut items = Vec::new();
+        self.inner.queue.take_left(&mut items);
+        for item in items {
+            match item {
+                Item::Packet(p) => out.push(p),
+                Item::Work(io) => out.extend(io.perform_work(true)),
+            }
+        }
+    }
+
     fn interrupts(&self) -> usize {
         self.inner.queue.interrupts()
     }
@@ -421,9 +436,11 @@ impl Inner {
     }
 }
 
-/// The aborted completion of `req` (S24).
+/// The aborted completion of `req` (S24), with the bytes a write cut off
+/// had already sent (as IOCP reports them), so a retry sends only the rest.
 pub(super) fn aborted(req: crate::request::Request) -> Packet {
-    Packet { status: Status::ABORTED, bytes: 0, key: 0, request: Some(req) }
+    let bytes = super::op::sent(&req);
+    Packet { status: Status::ABORTED, bytes, key: 0, request: Some(req) }
 }
 
 /// Test seam: holds the pool thread about to perform a file request of a

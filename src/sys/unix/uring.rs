@@ -26,7 +26,7 @@ use io_uring::{opcode, squeue::Entry, types, IoUring, Probe};
 use socket2::{SockAddr, SockRef};
 
 use super::handle::Io;
-use super::op::{is_write_side, read_iov, write_iov};
+use super::op::{is_write_side, read_iov, sent, write_iov};
 use super::port::PortQueue;
 use crate::handle::HandleKind;
 use crate::op::Op;
@@ -438,7 +438,8 @@ impl Ring {
             // A cancel, a close, or the kernel cancelling the requests of a
             // thread that exited: `again` tells them apart under the
             // handle's lock. Only the last starts again, from this (live)
-            // thread; nothing was transferred.
+            // thread; nothing was transferred by this entry (a write's
+            // earlier entries are counted in its progress).
             if matches!(req.op(), Op::Connect(_)) {
                 req.header_mut().os.uring.reconnect = true;
             }
@@ -463,13 +464,13 @@ impl Ring {
     fn again(&self, queue: &PortQueue, io: Arc<Io>, req: Request) {
         let (id, write) = (req.id(), is_write_side(req.op()));
         if let Err((e, req)) = io.ring_again(self, queue, req) {
-            // Aborted as on epoll, with no bytes; a failed restart of a
-            // write says how much of it was written.
-            let (status, bytes) = if e.raw_os_error() == Some(libc::ECANCELED) {
-                (Status::ABORTED, 0)
-            } else {
-                (Status::from_io_error(&e), if write { req.header().os.progress } else { 0 })
+            // Aborted, or failed to start again: either way a write says
+            // how much of it was sent (S24, as IOCP does).
+            let status = match e.raw_os_error() {
+                Some(libc::ECANCELED) => Status::ABORTED,
+                _ => Status::from_io_error(&e),
             };
+            let bytes = sent(&req);
             io.ring_done(self, id, write, queue, Packet { status, bytes, key: 0, request: Some(req) });
         }
         // Counted down once its packet is queued or it is in the kernel
@@ -715,8 +716,12 @@ fn finish(io: &Io, req: &mut Request, res: i32) -> Finished {
     let n = res as usize;
     match op {
         Op::Read if h.buffer.capacity() == 0 => {
-            // S31: readable (data, the end, or an error, which it completes with).
-            if matches!(kind, HandleKind::TcpStream | HandleKind::LocalStream) {
+            // S31: readable (data, the end, or an error, which it completes
+            // with). `res` is the poll's mask: the socket's error is asked
+            // for (`getsockopt`) only when it says there is one, so a wait
+            // costs no call of its own.
+            let error = res & i32::from(libc::POLLERR) != 0;
+            if error && matches!(kind, HandleKind::TcpStream | HandleKind::LocalStream) {
                 let err = io.with_raw(|fd| SockRef::from(fd).take_error());
                 if let Some(Ok(Some(e))) = err {
                     return Finished::Done(Status::from_io_error(&e), 0);

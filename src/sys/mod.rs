@@ -107,11 +107,7 @@ pub(crate) trait PortDriver: Sized + Send + Sync + 'static {
     /// pending having completed aborted (S11, S24), for the core to hand
     /// to their requests' own targets.
     ///
-    /// The default appends nothing: the IOCP backend's own drop cancels
-    /// what is pending and frees the requests it gets back.
-    fn close_dropped(&self, out: &mut Vec<Packet>) {
-        let _ = out;
-    }
+    fn close_dropped(&self, out: &mut Vec<Packet>);
 
     /// Ends every interruptible wait in progress (the pool's limits changed).
     fn interrupt(&self);

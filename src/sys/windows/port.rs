@@ -275,6 +275,13 @@ impl PortDriver for Port {
         true
     }
 
+    /// The last reference is gone: every request still pending is
+    /// cancelled and its packet taken (a bounded wait, 2 s), for the core
+    /// to hand to the request's own target (S11, S24).
+    fn close_dropped(&self, out: &mut Vec<Packet>) {
+        self.inner.take_left(out);
+    }
+
     /// Posts one interrupt packet per thread waiting now. A wait that began
     /// before the interrupt ends with `Ok(0)` when it takes one; a later
     /// wait drops it.
@@ -618,16 +625,17 @@ fn user_post(mut req: Request) -> Packet {
     Packet { status: Status::SUCCESS, bytes, key, request: Some(req) }
 }
 
-impl Drop for Inner {
+impl Inner {
     /// Cancels what is still pending on the port's handles and takes the
-    /// packets still expected (dropping them frees their requests and
-    /// buffers), waiting a bounded time, then closes the kernel port.
-    fn drop(&mut self) {
+    /// packets still expected into `out`, waiting a bounded time (2 s):
+    /// nothing can take them from the port any more (that takes a
+    /// reference to it). Packets that do not arrive in time are leaked with
+    /// their requests, never freed while the kernel may still write to them.
+    fn take_left(&self, out: &mut Vec<Packet>) {
         self.closing.store(true, Ordering::SeqCst);
         self.cancel_handles();
-        // Nothing can deliver any more (that takes a reference to the port).
         while let Some(d) = self.ready.pop() {
-            drop(self.direct_packet(d));
+            out.push(self.direct_packet(d));
             self.outstanding.fetch_sub(1, Ordering::SeqCst);
         }
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -651,12 +659,22 @@ impl Drop for Inner {
             for e in &entries[..(removed as usize).min(BATCH)] {
                 if ![sentinel(), interrupt_packet(), wake_packet()].contains(&e.lpOverlapped) {
                     if let Some(p) = self.packet_of(e) {
-                        drop(p);
+                        out.push(p);
                         self.outstanding.fetch_sub(1, Ordering::SeqCst);
                     }
                 }
             }
         }
+    }
+}
+
+impl Drop for Inner {
+    /// Takes what is left (a no-op after `PortDriver::close_dropped`) and
+    /// frees those requests and buffers, then closes the kernel port.
+    fn drop(&mut self) {
+        let mut left = Vec::new();
+        self.take_left(&mut left);
+        drop(left);
         // SAFETY: the handle is owned and closed once, here. Packets that
         // did not arrive in time are leaked with their requests, never freed
         // while the kernel may still write to them.

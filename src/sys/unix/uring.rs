@@ -548,19 +548,149 @@ pub(crate) struct OpState {
     /// A connect started again after its thread exited waits for
     /// writability, then reads the socket's error.
     reconnect: bool,
-    addr: libc::sockaddr_storage,
-    addr_len: libc::socklen_t,
+    /// What the request's kind hands the kernel besides its buffer.
+    scratch: Scratch,
+}
+
+/// The scratch space of one request, only what its kind needs: a plain
+/// read or write (one part), a positional file request and a zero-byte
+/// wait need none. No kind allocates more than it did when every request
+/// carried all of it: vectored requests allocate their iovecs, a datagram
+/// its message (it allocated its one iovec before).
+enum Scratch {
+    None,
+    /// A vectored read or write (`readv`, `writev`): its iovecs.
+    Iov(Vec<libc::iovec>),
+    /// A vectored socket write (`sendmsg`, for `MSG_NOSIGNAL`): its iovecs
+    /// and the message naming them.
+    SendMsg(Vec<libc::iovec>, libc::msghdr),
+    /// An accept's peer, a connect's destination.
+    Addr(RawAddr),
+    /// A datagram's message, its one iovec and its address.
+    Datagram(Box<Datagram>),
+}
+
+/// A TCP or UDP socket address as the kernel reads or writes it: room for
+/// the largest, IPv6's `sockaddr_in6`.
+#[derive(Clone, Copy)]
+struct RawAddr {
+    sa: libc::sockaddr_in6,
+    len: libc::socklen_t,
+}
+
+struct Datagram {
     msg: libc::msghdr,
-    iov: Vec<libc::iovec>,
+    iov: libc::iovec,
+    addr: RawAddr,
+}
+
+impl RawAddr {
+    /// Room for an address the kernel writes.
+    fn room() -> RawAddr {
+        // SAFETY: all-zero bytes are a valid `sockaddr_in6`.
+        let sa = unsafe { MaybeUninit::zeroed().assume_init() };
+        RawAddr { sa, len: std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t }
+    }
+
+    /// `to`, as the kernel reads it.
+    fn of(to: SocketAddr) -> RawAddr {
+        let sa = SockAddr::from(to);
+        let mut raw = RawAddr::room();
+        let len = (sa.len() as usize).min(std::mem::size_of::<libc::sockaddr_in6>());
+        // SAFETY: `SockAddr` holds a `sockaddr_storage` whose first
+        // `sa.len()` bytes are the address (at most a `sockaddr_in6` for a
+        // `SocketAddr`); `len` bytes fit in `raw.sa`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                sa.as_ptr().cast::<u8>(),
+                (&mut raw.sa as *mut libc::sockaddr_in6).cast::<u8>(),
+                len,
+            )
+        };
+        raw.len = len as libc::socklen_t;
+        raw
+    }
+
+    fn as_mut_ptr(&mut self) -> *mut libc::sockaddr {
+        (&mut self.sa as *mut libc::sockaddr_in6).cast()
+    }
+
+    /// The address the kernel wrote, `len` bytes of it.
+    fn load(&self, len: libc::socklen_t) -> Option<SocketAddr> {
+        let len = len.min(std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t);
+        // SAFETY: all-zero bytes are a valid `sockaddr_storage`.
+        let mut storage: libc::sockaddr_storage = unsafe { MaybeUninit::zeroed().assume_init() };
+        // SAFETY: `len` bytes of `self.sa` (at most its size) are copied
+        // into the larger storage.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (&self.sa as *const libc::sockaddr_in6).cast::<u8>(),
+                (&mut storage as *mut libc::sockaddr_storage).cast::<u8>(),
+                len as usize,
+            )
+        };
+        // SAFETY: the kernel wrote a socket address of `len` bytes, now at
+        // the start of a whole `sockaddr_storage`.
+        let sa = unsafe { SockAddr::new(storage, len) };
+        sa.as_socket()
+    }
+}
+
+impl Scratch {
+    /// The iovec array, kept from an earlier turn of the same request (a
+    /// write that goes on), else new.
+    fn iov(&mut self) -> &mut Vec<libc::iovec> {
+        if !matches!(self, Scratch::Iov(_)) {
+            *self = Scratch::Iov(Vec::new());
+        }
+        match self {
+            Scratch::Iov(v) => v,
+            _ => unreachable!("set above"),
+        }
+    }
+
+    /// The iovec array and message of a vectored socket write, kept from
+    /// an earlier turn of the same request, else new.
+    fn send_msg(&mut self) -> (&mut Vec<libc::iovec>, &mut libc::msghdr) {
+        if !matches!(self, Scratch::SendMsg(..)) {
+            // SAFETY: all-zero bytes are a valid (empty) `msghdr`.
+            let msg = unsafe { MaybeUninit::zeroed().assume_init() };
+            *self = Scratch::SendMsg(Vec::new(), msg);
+        }
+        match self {
+            Scratch::SendMsg(v, m) => (v, m),
+            _ => unreachable!("set above"),
+        }
+    }
+
+    /// The datagram's message, kept from an earlier turn, else new.
+    fn datagram(&mut self) -> &mut Datagram {
+        if !matches!(self, Scratch::Datagram(_)) {
+            // SAFETY: all-zero bytes are a valid (empty) `msghdr` and a
+            // valid (empty) `iovec`.
+            let (msg, iov) =
+                unsafe { (MaybeUninit::zeroed().assume_init(), MaybeUninit::zeroed().assume_init()) };
+            *self = Scratch::Datagram(Box::new(Datagram { msg, iov, addr: RawAddr::room() }));
+        }
+        match self {
+            Scratch::Datagram(d) => d,
+            _ => unreachable!("set above"),
+        }
+    }
+
+    /// The address room of an accept or a connect.
+    fn addr(&mut self, raw: RawAddr) -> &mut RawAddr {
+        *self = Scratch::Addr(raw);
+        match self {
+            Scratch::Addr(a) => a,
+            _ => unreachable!("set above"),
+        }
+    }
 }
 
 impl Default for OpState {
     fn default() -> OpState {
-        // SAFETY: all-zero bytes are a valid `sockaddr_storage` and a valid
-        // (empty) `msghdr`.
-        let (addr, msg) =
-            unsafe { (MaybeUninit::zeroed().assume_init(), MaybeUninit::zeroed().assume_init()) };
-        OpState { io: None, fd: None, reconnect: false, addr, addr_len: 0, msg, iov: Vec::new() }
+        OpState { io: None, fd: None, reconnect: false, scratch: Scratch::None }
     }
 }
 
@@ -570,8 +700,8 @@ impl std::fmt::Debug for OpState {
     }
 }
 
-// SAFETY: the raw pointers in `msg` and `iov` point into the request that
-// holds this state and into its buffer; they are only read by the kernel
+// SAFETY: the raw pointers in the scratch space point into the request
+// that holds it and into its buffer; they are only read by the kernel
 // while the request is in flight, and the request moves between threads
 // as a whole.
 unsafe impl Send for OpState {}
@@ -599,30 +729,48 @@ fn prepare(kind: HandleKind, fd: RawFd, req: &mut Request) -> io::Result<Entry> 
         }
         // The first IOV_MAX parts: a read may be short.
         Op::Read => {
-            read_iov(&mut h.os.uring.iov, &mut h.buffer);
-            let iov = &h.os.uring.iov;
+            let iov = h.os.uring.scratch.iov();
+            read_iov(iov, &mut h.buffer);
             opcode::Readv::new(fd, iov.as_ptr(), len32(iov.len())).offset(u64::MAX).build()
         }
         Op::Write | Op::WriteAt(_) => {
-            // The first IOV_MAX parts left; a write goes on to the rest.
-            write_iov(&mut h.os.uring.iov, &mut h.buffer, progress);
-            let iov = &h.os.uring.iov;
-            match (op, iov.as_slice()) {
-                (Op::WriteAt(off), _) => {
+            let at = match op {
+                Op::WriteAt(off) => {
                     let at = off.checked_add(progress as u64).filter(|&o| o <= i64::MAX as u64);
-                    let at = at.ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
-                    opcode::Writev::new(fd, iov.as_ptr(), len32(iov.len())).offset(at).build()
+                    at.ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?
                 }
-                (_, [one]) if socket => opcode::Send::new(fd, one.iov_base.cast(), len32(one.iov_len))
-                    .flags(libc::MSG_NOSIGNAL)
-                    .build(),
-                (_, _) if socket => {
-                    let msg = &mut h.os.uring.msg;
-                    msg.msg_iov = h.os.uring.iov.as_mut_ptr();
-                    msg.msg_iovlen = h.os.uring.iov.len() as _;
-                    opcode::SendMsg::new(fd, msg).flags(libc::MSG_NOSIGNAL as u32).build()
+                _ => u64::MAX,
+            };
+            if h.buffer.part_count() == 1 {
+                // One part: what is left of it, with no scratch space.
+                let p = h.buffer.part(0);
+                let left = p.len.saturating_sub(progress);
+                // SAFETY: `progress < p.len` while the write goes on: it
+                // counts the part's bytes written so far.
+                let rest = unsafe { p.ptr.add(progress.min(p.len)) };
+                if socket && op == Op::Write {
+                    opcode::Send::new(fd, rest, len32(left)).flags(libc::MSG_NOSIGNAL).build()
+                } else {
+                    opcode::Write::new(fd, rest, len32(left)).offset(at).build()
                 }
-                (_, _) => opcode::Writev::new(fd, iov.as_ptr(), len32(iov.len())).offset(u64::MAX).build(),
+            } else if socket && op == Op::Write {
+                // The first IOV_MAX parts left; a write goes on to the rest.
+                let (iov, msg) = h.os.uring.scratch.send_msg();
+                write_iov(iov, &mut h.buffer, progress);
+                match iov.as_slice() {
+                    [one] => opcode::Send::new(fd, one.iov_base.cast(), len32(one.iov_len))
+                        .flags(libc::MSG_NOSIGNAL)
+                        .build(),
+                    _ => {
+                        msg.msg_iov = iov.as_mut_ptr();
+                        msg.msg_iovlen = iov.len() as _;
+                        opcode::SendMsg::new(fd, msg).flags(libc::MSG_NOSIGNAL as u32).build()
+                    }
+                }
+            } else {
+                let iov = h.os.uring.scratch.iov();
+                write_iov(iov, &mut h.buffer, progress);
+                opcode::Writev::new(fd, iov.as_ptr(), len32(iov.len())).offset(at).build()
             }
         }
         // The rest of the room after what was read (the cached part, or a
@@ -635,38 +783,41 @@ fn prepare(kind: HandleKind, fd: RawFd, req: &mut Request) -> io::Result<Entry> 
             let rest = unsafe { p.ptr.add(progress) };
             opcode::Read::new(fd, rest, len32(p.cap - progress)).offset(at).build()
         }
+        // A Unix-domain listener's peer has no address worth keeping.
+        Op::Accept if kind != HandleKind::TcpListener => {
+            opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
+                .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
+                .build()
+        }
         Op::Accept => {
-            let st = &mut h.os.uring;
-            st.addr_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            let addr = (&mut st.addr as *mut libc::sockaddr_storage).cast::<libc::sockaddr>();
-            opcode::Accept::new(fd, addr, &mut st.addr_len)
+            let a = h.os.uring.scratch.addr(RawAddr::room());
+            opcode::Accept::new(fd, a.as_mut_ptr(), &mut a.len)
                 .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
                 .build()
         }
         // Its first connect goes on in the background: wait for its end.
         Op::Connect(_) if h.os.uring.reconnect => opcode::PollAdd::new(fd, libc::POLLOUT as u32).build(),
         Op::Connect(to) => {
-            let st = &mut h.os.uring;
-            st.addr_len = store_addr(&mut st.addr, to);
-            opcode::Connect::new(fd, (&st.addr as *const libc::sockaddr_storage).cast(), st.addr_len).build()
+            let a = h.os.uring.scratch.addr(RawAddr::of(to));
+            opcode::Connect::new(fd, a.as_mut_ptr(), a.len).build()
         }
         Op::SendTo(_) | Op::RecvFrom => {
-            let st = &mut h.os.uring;
             let p = h.buffer.part(0);
             let len = if op == Op::RecvFrom { p.cap } else { p.len };
-            st.iov = vec![libc::iovec { iov_base: p.ptr.cast(), iov_len: len }];
-            st.addr_len = match op {
-                Op::SendTo(to) => store_addr(&mut st.addr, to),
-                _ => std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+            let d = h.os.uring.scratch.datagram();
+            d.iov = libc::iovec { iov_base: p.ptr.cast(), iov_len: len };
+            d.addr = match op {
+                Op::SendTo(to) => RawAddr::of(to),
+                _ => RawAddr::room(),
             };
-            st.msg.msg_name = (&mut st.addr as *mut libc::sockaddr_storage).cast();
-            st.msg.msg_namelen = st.addr_len;
-            st.msg.msg_iov = st.iov.as_mut_ptr();
-            st.msg.msg_iovlen = 1;
+            d.msg.msg_name = d.addr.as_mut_ptr().cast();
+            d.msg.msg_namelen = d.addr.len;
+            d.msg.msg_iov = &mut d.iov;
+            d.msg.msg_iovlen = 1;
             if op == Op::RecvFrom {
-                opcode::RecvMsg::new(fd, &mut st.msg).build()
+                opcode::RecvMsg::new(fd, &mut d.msg).build()
             } else {
-                opcode::SendMsg::new(fd, &st.msg).flags(libc::MSG_NOSIGNAL as u32).build()
+                opcode::SendMsg::new(fd, &d.msg).flags(libc::MSG_NOSIGNAL as u32).build()
             }
         }
         Op::Post => return Err(io::Error::from(io::ErrorKind::InvalidInput)),
@@ -674,28 +825,13 @@ fn prepare(kind: HandleKind, fd: RawFd, req: &mut Request) -> io::Result<Entry> 
     Ok(entry)
 }
 
-/// Writes `to` into `addr`; its length.
-fn store_addr(addr: &mut libc::sockaddr_storage, to: SocketAddr) -> libc::socklen_t {
-    let sa = SockAddr::from(to);
-    let len = sa.len();
-    // SAFETY: `SockAddr` holds a `sockaddr_storage`; `len` bytes of it are
-    // the address, and `addr` is a whole `sockaddr_storage`.
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            sa.as_ptr().cast::<u8>(),
-            (addr as *mut libc::sockaddr_storage).cast(),
-            len as usize,
-        )
-    };
-    len
-}
-
-/// The address the kernel wrote into `st.addr`.
-fn load_addr(st: &OpState, len: libc::socklen_t) -> Option<SocketAddr> {
-    // SAFETY: the kernel wrote a socket address of `len` bytes into the
-    // storage, which is a whole `sockaddr_storage`.
-    let sa = unsafe { SockAddr::new(std::ptr::read(&st.addr), len) };
-    sa.as_socket()
+/// The address the kernel wrote for a datagram (`RecvFrom`) or an accept.
+fn peer_addr(st: &OpState) -> Option<SocketAddr> {
+    match &st.scratch {
+        Scratch::Datagram(d) => d.addr.load(d.msg.msg_namelen),
+        Scratch::Addr(a) => a.load(a.len),
+        _ => None,
+    }
 }
 
 enum Finished {
@@ -750,7 +886,7 @@ fn finish(io: &Io, req: &mut Request, res: i32) -> Finished {
             // was given, part by part in order.
             unsafe { h.buffer.set_filled(n) };
             if op == Op::RecvFrom {
-                h.addr = load_addr(&h.os.uring, h.os.uring.msg.msg_namelen);
+                h.addr = peer_addr(&h.os.uring);
             }
             Finished::Done(Status::SUCCESS, n)
         }
@@ -770,9 +906,7 @@ fn finish(io: &Io, req: &mut Request, res: i32) -> Finished {
             // nobody else.
             let fd = unsafe { OwnedFd::from_raw_fd(res) };
             let (conn_kind, addr) = match kind {
-                HandleKind::TcpListener => {
-                    (HandleKind::TcpStream, load_addr(&h.os.uring, h.os.uring.addr_len))
-                }
+                HandleKind::TcpListener => (HandleKind::TcpStream, peer_addr(&h.os.uring)),
                 _ => (HandleKind::LocalStream, None),
             };
             h.accepted = Some(crate::Handle::from_sys(super::Handle::new(fd, conn_kind)));

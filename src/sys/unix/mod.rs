@@ -1,5 +1,7 @@
 //! The mio backend: readiness (epoll/kqueue) turned into completions (S29).
 
+mod epoll;
+mod filepool;
 mod handle;
 mod op;
 mod port;

@@ -1,8 +1,11 @@
-//! What each request kind does on Unix: one non-blocking attempt at a
-//! stream, socket or datagram request when its handle is ready, and the
-//! positional file requests the pool performs. The queues, readiness and
-//! completions around them live in `handle.rs`; adding a request kind
-//! touches this file (and the portable `crate::op`).
+//! What each request kind does on Unix, shared by the drivers: one
+//! non-blocking attempt at a stream, socket or datagram request when its
+//! handle is ready (epoll), the positional file requests the pool performs,
+//! the iovecs of vectored requests and how far a write got (epoll and
+//! io_uring), and the packets a request completes with. The queues,
+//! readiness and completions around them live in each driver (`epoll.rs`,
+//! `uring.rs`, `filepool.rs`); adding a request kind touches this file,
+//! `uring.rs` (and the portable `crate::op`).
 
 use std::fs::File;
 use std::io::{self, IoSlice, Write};
@@ -17,7 +20,9 @@ use socket2::SockRef;
 use crate::buf::Buffer;
 use crate::handle::HandleKind;
 use crate::op::Op;
+use crate::port::Packet;
 use crate::request::Request;
+use crate::status::Status;
 
 /// The most parts one system call (or io_uring entry) takes: Linux's
 /// `UIO_MAXIOV`, and `IOV_MAX` on macOS and the BSDs. A request of more
@@ -68,6 +73,23 @@ pub(super) fn sent(req: &Request) -> usize {
         Op::Write | Op::WriteAt(_) => req.header().os.progress,
         _ => 0,
     }
+}
+
+/// The completion of `req`, done with `n` bytes.
+pub(super) fn done(req: Request, n: usize) -> Packet {
+    Packet { status: Status::SUCCESS, bytes: n, key: 0, request: Some(req) }
+}
+
+/// The completion of `req`, failed with `e`.
+pub(super) fn failed(req: Request, e: &io::Error) -> Packet {
+    Packet { status: Status::from_io_error(e), bytes: 0, key: 0, request: Some(req) }
+}
+
+/// The aborted completion of `req` (S24), with the bytes a write cut off
+/// had already sent (as IOCP reports them), so a retry sends only the rest.
+pub(super) fn aborted(req: Request) -> Packet {
+    let bytes = sent(&req);
+    Packet { status: Status::ABORTED, bytes, key: 0, request: Some(req) }
 }
 
 /// A positional file request, performed (blocking) on a pool thread (S29);

@@ -11,13 +11,14 @@ use std::cell::RefCell;
 use std::io;
 use std::time::{Duration, Instant};
 
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use slab::Slab;
 
+use super::filepool;
 use super::handle::Io;
 use crate::error::{Error, Result};
 use crate::port::{DriverInfo, DriverKind, Packet};
-use crate::status::Status;
 use crate::sync::{Arc, Mutex, Ordering};
 use crate::sys::queue::{Ended, Poller, Queue, Slot};
 use crate::sys::{PortDriver, SlotOps};
@@ -293,7 +294,7 @@ impl PortDriver for Port {
         for item in items {
             match item {
                 Item::Packet(p) => out.push(p),
-                Item::Work(io) => out.extend(io.perform_work(true)),
+                Item::Work(io) => out.extend(filepool::perform(&io, true)),
             }
         }
     }
@@ -339,7 +340,7 @@ impl PortDriver for Port {
                         Item::Work(io) => {
                             #[cfg(all(test, target_os = "linux"))]
                             stuck::before_work(&io);
-                            if let Some(p) = io.perform_work(self.inner.queue.is_closing()) {
+                            if let Some(p) = filepool::perform(&io, self.inner.queue.is_closing()) {
                                 out.push(p);
                             }
                         }
@@ -367,7 +368,7 @@ impl PortDriver for Port {
         }
         let ios: Vec<Arc<Io>> = self.inner.sources.lock().drain().collect();
         for io in ios {
-            io.abort_for_port_close(q);
+            io.abort_for_port_close(&self.inner);
             self.inner.retire(io);
         }
         // The ring's requests complete once the kernel hands them back
@@ -403,6 +404,13 @@ impl Inner {
         Ok(key)
     }
 
+    /// Stops watching `fd` (a handle on the readiness driver).
+    pub(super) fn deregister(&self, fd: &std::os::fd::OwnedFd) {
+        if let Some(mio) = self.mio() {
+            let _ = mio.registry.deregister(&mut SourceFd(&std::os::fd::AsRawFd::as_raw_fd(fd)));
+        }
+    }
+
     /// Removes a closed handle from the port.
     pub(super) fn remove(&self, key: usize) {
         let io = self.sources.lock().try_remove(key);
@@ -434,13 +442,6 @@ impl Inner {
             UnixPoller::Mio(_) => None,
         }
     }
-}
-
-/// The aborted completion of `req` (S24), with the bytes a write cut off
-/// had already sent (as IOCP reports them), so a retry sends only the rest.
-pub(super) fn aborted(req: crate::request::Request) -> Packet {
-    let bytes = super::op::sent(&req);
-    Packet { status: Status::ABORTED, bytes, key: 0, request: Some(req) }
 }
 
 /// Test seam: holds the pool thread about to perform a file request of a

@@ -15,6 +15,7 @@
 //! Who reaps: the thread that polls (one at a time, by the port's queue)
 //! takes every completion entry there is and turns each into a packet.
 
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
@@ -25,13 +26,13 @@ use std::time::Instant;
 use io_uring::{opcode, squeue::Entry, types, IoUring, Probe};
 use socket2::{SockAddr, SockRef};
 
-use super::handle::Io;
+use super::handle::{Driver, Io};
 use super::op::{is_write_side, read_iov, sent, write_iov};
-use super::port::PortQueue;
+use super::port::{Inner as PortInner, Item, PortQueue};
 use crate::handle::HandleKind;
 use crate::op::Op;
 use crate::port::Packet;
-use crate::request::{Header, Request};
+use crate::request::{Header, Request, RequestId};
 use crate::status::Status;
 use crate::sync::{Arc, Mutex};
 
@@ -448,7 +449,7 @@ impl Ring {
         match finish(&io, &mut req, res) {
             Finished::Done(status, bytes) => {
                 let (id, write) = (req.id(), is_write_side(req.op()));
-                io.ring_done(self, id, write, queue, Packet { status, bytes, key: 0, request: Some(req) });
+                done(self, &io, id, write, queue, Packet { status, bytes, key: 0, request: Some(req) });
                 self.in_flight.fetch_sub(1, Ordering::SeqCst);
             }
             // A write that wrote part, or a file read short before the
@@ -463,7 +464,7 @@ impl Ring {
     /// meanwhile: then it completes aborted.
     fn again(&self, queue: &PortQueue, io: Arc<Io>, req: Request) {
         let (id, write) = (req.id(), is_write_side(req.op()));
-        if let Err((e, req)) = io.ring_again(self, queue, req) {
+        if let Err((e, req)) = again(self, &io, queue, req) {
             // Aborted, or failed to start again: either way a write says
             // how much of it was sent (S24, as IOCP does).
             let status = match e.raw_os_error() {
@@ -471,12 +472,192 @@ impl Ring {
                 _ => Status::from_io_error(&e),
             };
             let bytes = sent(&req);
-            io.ring_done(self, id, write, queue, Packet { status, bytes, key: 0, request: Some(req) });
+            done(self, &io, id, write, queue, Packet { status, bytes, key: 0, request: Some(req) });
         }
         // Counted down once its packet is queued or it is in the kernel
         // again, so a port's close never sees it gone before either.
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// The ring's part of a handle: its requests in the kernel and, for a
+/// stream, those waiting for the one of their direction in the kernel.
+#[derive(Default)]
+pub(super) struct Streams {
+    /// A stream's reads, accepts and receives (0), and its writes,
+    /// connects and sends (1), waiting: a stream request of each direction
+    /// is in the kernel at a time, so a socket's reads take the stream in
+    /// start order and its writes never interleave.
+    waiting: [VecDeque<Request>; 2],
+    /// A stream request of that direction is in the kernel.
+    busy: [bool; 2],
+    /// Requests in the kernel, by id (for cancel and close).
+    in_flight: HashMap<u64, InKernel>,
+}
+
+/// A request in the ring.
+#[derive(Clone, Copy)]
+struct InKernel {
+    /// The request's address: its entry's `user_data`.
+    addr: usize,
+    /// A cancel, a close or a deadline asked for its end: an `ECANCELED`
+    /// completion is then its abort, where otherwise it is the kernel
+    /// cancelling the requests of a thread that exited, and the request
+    /// starts again (S24).
+    cancelled: bool,
+}
+
+impl InKernel {
+    fn new(addr: usize) -> InKernel {
+        InKernel { addr, cancelled: false }
+    }
+}
+
+impl Streams {
+    /// Starts `req` on `fd`, or queues it behind the request of its
+    /// direction in the kernel (a stream's). The caller holds the
+    /// handle's lock, and once it let go of it calls [`Ring::pushed`].
+    pub(super) fn start(
+        &mut self,
+        ring: &Ring,
+        io: &Arc<Io>,
+        fd: &Arc<OwnedFd>,
+        req: Request,
+    ) -> Result<(), (io::Error, Request)> {
+        let dir = usize::from(is_write_side(req.op()));
+        let ordered = io.kind() != HandleKind::File;
+        if ordered && self.busy[dir] {
+            self.waiting[dir].push_back(req);
+            return Ok(());
+        }
+        let id = req.id().as_u64();
+        let p = ring.start(io, fd, req)?;
+        self.in_flight.insert(id, InKernel::new(p));
+        self.busy[dir] |= ordered;
+        Ok(())
+    }
+
+    /// Marks the request `id` cancelled if it is in the kernel; its address,
+    /// for [`Ring::cancel`].
+    pub(super) fn cancel(&mut self, id: RequestId) -> Option<usize> {
+        let k = self.in_flight.get_mut(&id.as_u64())?;
+        k.cancelled = true;
+        Some(k.addr)
+    }
+
+    /// Takes the request `id` out, if it is still waiting.
+    pub(super) fn remove(&mut self, id: RequestId) -> Option<Request> {
+        self.waiting.iter_mut().find_map(|queue| {
+            let i = queue.iter().position(|r| r.id() == id)?;
+            queue.remove(i)
+        })
+    }
+
+    /// Every request still waiting, in start order per direction.
+    pub(super) fn take_all(&mut self) -> impl Iterator<Item = Request> + '_ {
+        let [reads, writes] = &mut self.waiting;
+        reads.drain(..).chain(writes.drain(..))
+    }
+
+    /// Requests in the kernel.
+    pub(super) fn in_kernel(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Marks every request in the kernel cancelled; their addresses, for
+    /// [`Ring::cancel`].
+    pub(super) fn cancel_in_kernel(&mut self) -> Vec<usize> {
+        self.in_flight
+            .values_mut()
+            .map(|k| {
+                k.cancelled = true;
+                k.addr
+            })
+            .collect()
+    }
+}
+
+/// A ring request of `io` completed: forget it and queue its packet, under
+/// the handle's lock (so a close sees it done or pending); the next
+/// waiting request of its direction goes to the kernel.
+fn done(ring: &Ring, io: &Arc<Io>, id: RequestId, write: bool, queue: &PortQueue, packet: Packet) {
+    let mut st = io.state.lock();
+    let Driver::Ring(s) = &mut st.driver else {
+        queue.push(Item::Packet(packet));
+        return;
+    };
+    s.in_flight.remove(&id.as_u64());
+    queue.push(Item::Packet(packet));
+    if io.kind() == HandleKind::File {
+        return;
+    }
+    // The next waiting request of this direction goes to the kernel; one
+    // that cannot start completes with its error.
+    let dir = usize::from(write);
+    s.busy[dir] = false;
+    let fd = io.fd.read();
+    let Some(fd) = fd.as_ref() else { return };
+    loop {
+        let Some(req) = s.waiting[dir].pop_front() else { return };
+        let id = req.id().as_u64();
+        match ring.start(io, fd, req) {
+            Ok(p) => {
+                s.in_flight.insert(id, InKernel::new(p));
+                s.busy[dir] = true;
+                break;
+            }
+            Err((e, req)) => queue.push(Item::Packet(super::op::failed(req, &e))),
+        }
+    }
+    drop((fd, st));
+    ring.pushed(queue);
+}
+
+/// Starts the rest of a partly done ring write of `io` (or a request its
+/// thread's exit cancelled), unless the handle or its port closed, or a
+/// cancel came, meanwhile (`ECANCELED`).
+fn again(ring: &Ring, io: &Arc<Io>, queue: &PortQueue, req: Request) -> Result<(), (io::Error, Request)> {
+    let mut st = io.state.lock();
+    let fd = io.fd.read();
+    let open = !st.closed && !st.port_closed;
+    let id = req.id().as_u64();
+    let Driver::Ring(s) = &mut st.driver else {
+        return Err((io::Error::from_raw_os_error(libc::ECANCELED), req));
+    };
+    let cancelled = s.in_flight.get(&id).is_some_and(|k| k.cancelled);
+    let Some(fd) = fd.as_ref().filter(|_| open && !cancelled) else {
+        s.in_flight.remove(&id);
+        drop(st);
+        return Err((io::Error::from_raw_os_error(libc::ECANCELED), req));
+    };
+    let p = ring.start(io, fd, req)?;
+    s.in_flight.insert(id, InKernel::new(p));
+    drop((fd, st));
+    ring.pushed(queue);
+    Ok(())
+}
+
+/// A cached read of a regular file on a ring's port, done at once (see
+/// [`read_cached`]) with no lock of the handle: two threads read one file
+/// side by side, as `pread` does. The post guard keeps the port's close
+/// from ending before its completion is queued; holding the fd keeps the
+/// handle's close from closing it under the read. `Err` gives the request
+/// back for the ring.
+pub(super) fn read_cached_at_once(io: &Io, port: &PortInner, mut req: Request) -> Result<(), Request> {
+    if io.kind() != HandleKind::File || port.ring().is_none() || io.is_closed() {
+        return Err(req);
+    }
+    let fd_guard = io.fd.read();
+    if let (Some(post), Some(fd)) = (port.queue.begin_post(), fd_guard.as_ref()) {
+        if let Some(r) = read_cached(fd.as_raw_fd(), &mut req) {
+            post.push(Item::Packet(match r {
+                Ok(n) => super::op::done(req, n),
+                Err(e) => super::op::failed(req, &e),
+            }));
+            return Ok(());
+        }
+    }
+    Err(req)
 }
 
 /// A positional read of a regular file whose bytes are in the page cache,

@@ -45,6 +45,19 @@ pub(super) enum Driver {
 }
 
 impl Driver {
+    /// The ring's part of a handle bound to a port without mio, which
+    /// runs a ring: only on Linux.
+    fn ring() -> Driver {
+        #[cfg(target_os = "linux")]
+        {
+            Driver::Ring(Default::default())
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            unreachable!("a port runs a ring on Linux only")
+        }
+    }
+
     /// Completes every request still waiting in user space aborted (S24);
     /// how many.
     fn abort_waiting(&mut self, queue: &PortQueue) -> usize {
@@ -61,6 +74,19 @@ impl Driver {
             Driver::Pool(w) => w.take_all().for_each(&mut abort),
         }
         n
+    }
+
+    /// Marks the requests of this handle in the kernel cancelled and
+    /// pushes their cancels (S24, S25): how many, and whether a cancel was
+    /// pushed, for [`PortInner::submit_cancels`] once the handle's lock is
+    /// let go. Only the ring has requests in the kernel.
+    fn cancel_in_kernel(&mut self, port: &PortInner) -> (usize, bool) {
+        #[cfg(target_os = "linux")]
+        if let (Driver::Ring(s), Some(ring)) = (&mut *self, port.ring()) {
+            return (s.in_kernel(), ring.cancel(s.cancel_in_kernel()));
+        }
+        let _ = port;
+        (0, false)
     }
 }
 
@@ -136,7 +162,7 @@ impl HandleDriver for Handle {
     }
 
     fn is_closed(&self) -> bool {
-        self.io.closed.load(Ordering::Acquire)
+        self.io.is_closed()
     }
 
     fn describe(&self) -> String {
@@ -212,10 +238,7 @@ impl HandleDriver for Handle {
         })?;
         self.io.state.lock().driver = match kind {
             Kind::Epoll => Driver::Epoll(Streams::default()),
-            #[cfg(target_os = "linux")]
-            Kind::Ring => Driver::Ring(Default::default()),
-            #[cfg(not(target_os = "linux"))]
-            Kind::Ring => unreachable!("a ring's port exists on Linux only"),
+            Kind::Ring => Driver::ring(),
             Kind::Pool => Driver::Pool(Work::default()),
         };
         let _ = self.io.key.set(key);
@@ -312,20 +335,10 @@ impl HandleDriver for Handle {
     fn cancel_all(&self) -> usize {
         let Some(port) = self.io.port.get().and_then(Weak::upgrade) else { return 0 };
         let mut st = self.io.state.lock();
-        let mut n = 0;
-        #[cfg(target_os = "linux")]
-        let mut pushed = false;
-        #[cfg(target_os = "linux")]
-        if let (Driver::Ring(s), Some(ring)) = (&mut st.driver, port.ring()) {
-            n += s.in_kernel();
-            pushed = ring.cancel(s.cancel_in_kernel());
-        }
+        let (mut n, pushed) = st.driver.cancel_in_kernel(&port);
         n += st.driver.abort_waiting(&port.queue);
         drop(st);
-        #[cfg(target_os = "linux")]
-        if let Some(ring) = port.ring() {
-            ring.submit_if(pushed);
-        }
+        port.submit_cancels(pushed);
         n
     }
 
@@ -344,10 +357,7 @@ impl HandleDriver for Handle {
             if let Some(port) = &port {
                 st.driver.abort_waiting(&port.queue);
                 // Each completes once its entry comes back (S24).
-                #[cfg(target_os = "linux")]
-                if let (Driver::Ring(s), Some(ring)) = (&mut st.driver, port.ring()) {
-                    ring.cancel(s.cancel_in_kernel());
-                }
+                st.driver.cancel_in_kernel(port);
             }
             (io.fd.write().take(), matches!(st.driver, Driver::Epoll(_)))
         };
@@ -355,10 +365,7 @@ impl HandleDriver for Handle {
             // The cancels go to the kernel now. The fd itself closes when
             // the last request in the kernel that names it completes (each
             // holds it), so its number is never reused under an entry.
-            #[cfg(target_os = "linux")]
-            if let Some(ring) = port.ring() {
-                ring.submit_if(true);
-            }
+            port.submit_cancels(true);
             if let (Some(fd), true) = (fd.as_ref(), watched) {
                 port.deregister(fd);
             }
@@ -374,7 +381,6 @@ impl HandleDriver for Handle {
 /// What [`HandleDriver::associate`] chose.
 enum Kind {
     Epoll,
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     Ring,
     Pool,
 }
@@ -385,20 +391,10 @@ impl Io {
         let mut st = self.state.lock();
         st.port_closed = true;
         st.driver.abort_waiting(&port.queue);
-        match &mut st.driver {
-            // The port's close submits the cancels as it drains the ring.
-            #[cfg(target_os = "linux")]
-            Driver::Ring(s) => {
-                if let Some(ring) = port.ring() {
-                    ring.cancel(s.cancel_in_kernel());
-                }
-            }
-            Driver::Epoll(_) => {
-                if let Some(fd) = self.fd.read().as_ref() {
-                    port.deregister(fd);
-                }
-            }
-            Driver::Unbound | Driver::Pool(_) => {}
+        // The port's close submits the cancels as it drains the ring.
+        st.driver.cancel_in_kernel(port);
+        if let (Driver::Epoll(_), Some(fd)) = (&st.driver, self.fd.read().as_ref()) {
+            port.deregister(fd);
         }
     }
 
@@ -407,7 +403,6 @@ impl Io {
     }
 
     /// True once the handle is closed (without its lock).
-    #[cfg(target_os = "linux")]
     pub(super) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }

@@ -404,6 +404,16 @@ impl Inner {
         Ok(key)
     }
 
+    /// Hands the cancels a handle pushed (`pushed`) to the ring's kernel
+    /// now; nothing on a readiness port.
+    pub(super) fn submit_cancels(&self, pushed: bool) {
+        #[cfg(target_os = "linux")]
+        if let Some(ring) = self.ring() {
+            ring.submit_if(pushed);
+        }
+        let _ = pushed;
+    }
+
     /// Stops watching `fd` (a handle on the readiness driver).
     pub(super) fn deregister(&self, fd: &std::os::fd::OwnedFd) {
         if let Some(mio) = self.mio() {

@@ -7,8 +7,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::OwnedFd;
 
-use super::op::{done, failed, is_write_side, perform, Event};
-use super::port::{Item, PortQueue};
+use super::op::{done, failed, is_write_side, perform, Completions, Event};
 use crate::handle::HandleKind;
 use crate::request::{Request, RequestId};
 
@@ -31,7 +30,7 @@ impl Streams {
         kind: HandleKind,
         fd: &OwnedFd,
         mut req: Request,
-        queue: &PortQueue,
+        queue: &impl Completions,
     ) -> Result<(), (io::Error, Request)> {
         let pending = if is_write_side(req.op()) { &mut self.writes } else { &mut self.reads };
         if !pending.is_empty() {
@@ -40,7 +39,7 @@ impl Streams {
         }
         match perform(kind, fd, &mut req, Event::None) {
             Ok(Some(n)) => {
-                queue.push(Item::Packet(done(req, n)));
+                queue.complete(done(req, n));
                 Ok(())
             }
             Ok(None) => {
@@ -58,7 +57,7 @@ impl Streams {
         &mut self,
         kind: HandleKind,
         fd: &OwnedFd,
-        queue: &PortQueue,
+        queue: &impl Completions,
         readable: bool,
         writable: bool,
         error: bool,
@@ -88,7 +87,13 @@ impl Streams {
 
 /// Performs the queued requests of one direction until one would block.
 /// The `event` that called it vouches for the first request's readiness.
-fn drain(kind: HandleKind, fd: &OwnedFd, pending: &mut VecDeque<Request>, queue: &PortQueue, event: Event) {
+fn drain(
+    kind: HandleKind,
+    fd: &OwnedFd,
+    pending: &mut VecDeque<Request>,
+    queue: &impl Completions,
+    event: Event,
+) {
     let mut event = event;
     while let Some(req) = pending.front_mut() {
         let r = perform(kind, fd, req, std::mem::replace(&mut event, Event::None));
@@ -97,6 +102,6 @@ fn drain(kind: HandleKind, fd: &OwnedFd, pending: &mut VecDeque<Request>, queue:
             Ok(Some(n)) => done(pending.pop_front().expect("front exists"), n),
             Err(e) => failed(pending.pop_front().expect("front exists"), &e),
         };
-        queue.push(Item::Packet(p));
+        queue.complete(p);
     }
 }

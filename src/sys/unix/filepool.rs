@@ -6,13 +6,11 @@
 //! request.
 
 use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
 
-use super::handle::{Driver, Io};
 use super::op::{aborted, done, failed, perform_file};
-use super::port::{Item, PortQueue};
 use crate::port::Packet;
 use crate::request::{Request, RequestId};
-use crate::sync::Arc;
 
 /// The file pool's part of a handle: its requests not yet performed.
 #[derive(Default)]
@@ -21,11 +19,17 @@ pub(super) struct Work {
 }
 
 impl Work {
-    /// Queues `req` for a pool thread (S23: its completion comes through
+    /// Queues `req` for a pool thread; the caller puts a work item naming
+    /// the handle on the port's queue (S23: its completion comes through
     /// the port).
-    pub(super) fn start(&mut self, io: &Arc<Io>, req: Request, queue: &PortQueue) {
+    pub(super) fn start(&mut self, req: Request) {
         self.queue.push_back(req);
-        queue.push(Item::Work(io.clone()));
+    }
+
+    /// The oldest request not performed yet, for the thread that took a
+    /// work item of the handle.
+    pub(super) fn next(&mut self) -> Option<Request> {
+        self.queue.pop_front()
     }
 
     /// Takes the request `id` out, if it was not performed yet.
@@ -40,21 +44,12 @@ impl Work {
     }
 }
 
-/// Performs the oldest request of `io` on the calling pool thread (S29);
-/// `None` when it was cancelled meanwhile. After the port began closing,
-/// it completes aborted instead (S11).
-pub(super) fn perform(io: &Io, port_closing: bool) -> Option<Packet> {
-    let mut req = match &mut io.state.lock().driver {
-        Driver::Pool(w) => w.queue.pop_front()?,
-        _ => return None,
-    };
-    if port_closing {
-        return Some(aborted(req));
+/// Performs `req` on `fd`, blocking, on the calling pool thread (S29); a
+/// handle closed meanwhile (`None`) aborts it.
+pub(super) fn perform(fd: Option<&OwnedFd>, mut req: Request) -> Packet {
+    let Some(fd) = fd else { return aborted(req) };
+    match perform_file(fd, &mut req) {
+        Ok(n) => done(req, n),
+        Err(e) => failed(req, &e),
     }
-    let r = io.with_raw(|fd| perform_file(fd, &mut req));
-    Some(match r {
-        None => aborted(req),
-        Some(Ok(n)) => done(req, n),
-        Some(Err(e)) => failed(req, &e),
-    })
 }

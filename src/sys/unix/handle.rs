@@ -13,112 +13,22 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use super::epoll::Streams;
 use super::filepool::Work;
+use super::io::{Driver, Io};
 use super::op::aborted;
-use super::port::{Inner as PortInner, Item, Port, PortQueue};
+use super::port::{Inner as PortInner, Item, Port};
 use crate::error::{Error, Result};
 use crate::handle::HandleKind;
 use crate::request::{Request, RequestId};
-use crate::sync::{Arc, AtomicBool, Mutex, Ordering, RwLock, Weak};
+use crate::sync::{Arc, Ordering, Weak};
 use crate::sys::HandleDriver;
-
-/// What a handle's lock guards: whether it (or its port) closed, and the
-/// state of the driver chosen for it at bind.
-pub(super) struct State {
-    pub(super) closed: bool,
-    pub(super) port_closed: bool,
-    pub(super) driver: Driver,
-}
-
-/// The driver of one handle, chosen once, when it is bound: every request
-/// of the handle goes through it, with no other branch on the driver.
-pub(super) enum Driver {
-    /// Not bound yet: no request can start.
-    Unbound,
-    /// Readiness (epoll, kqueue): sockets, pipes, terminals.
-    Epoll(Streams),
-    /// io_uring: every handle of a ring's port.
-    #[cfg(target_os = "linux")]
-    Ring(super::uring::Streams),
-    /// The pool: regular files, and devices epoll cannot watch, on a
-    /// readiness port.
-    Pool(Work),
-}
-
-impl Driver {
-    /// The ring's part of a handle bound to a port without mio, which
-    /// runs a ring: only on Linux.
-    fn ring() -> Driver {
-        #[cfg(target_os = "linux")]
-        {
-            Driver::Ring(Default::default())
-        }
-        #[cfg(not(target_os = "linux"))]
-        {
-            unreachable!("a port runs a ring on Linux only")
-        }
-    }
-
-    /// Completes every request still waiting in user space aborted (S24);
-    /// how many.
-    fn abort_waiting(&mut self, queue: &PortQueue) -> usize {
-        let mut n = 0;
-        let mut abort = |req| {
-            queue.push(Item::Packet(aborted(req)));
-            n += 1;
-        };
-        match self {
-            Driver::Unbound => {}
-            Driver::Epoll(s) => s.take_all().for_each(&mut abort),
-            #[cfg(target_os = "linux")]
-            Driver::Ring(s) => s.take_all().for_each(&mut abort),
-            Driver::Pool(w) => w.take_all().for_each(&mut abort),
-        }
-        n
-    }
-
-    /// Marks the requests of this handle in the kernel cancelled and
-    /// pushes their cancels (S24, S25): how many, and whether a cancel was
-    /// pushed, for [`PortInner::submit_cancels`] once the handle's lock is
-    /// let go. Only the ring has requests in the kernel.
-    fn cancel_in_kernel(&mut self, port: &PortInner) -> (usize, bool) {
-        #[cfg(target_os = "linux")]
-        if let (Driver::Ring(s), Some(ring)) = (&mut *self, port.ring()) {
-            return (s.in_kernel(), ring.cancel(s.cancel_in_kernel()));
-        }
-        let _ = port;
-        (0, false)
-    }
-}
-
-/// The I/O state of one handle, shared with its port's poller.
-///
-/// Every completion of this handle is pushed to the port while `state` is
-/// locked: a start that completes at once, the poller's transfers, a cancel,
-/// a close. The port's close aborts each handle under the same lock, so a
-/// handle's completions are all queued before its abort or never started
-/// (the close argument of `sys::queue`).
-pub(crate) struct Io {
-    kind: HandleKind,
-    /// Taken by `close`; read-locked by every call on it. Shared with the
-    /// io_uring requests in the kernel, which keep it open until their
-    /// completion entries come (the last one out closes it).
-    pub(super) fd: RwLock<Option<Arc<OwnedFd>>>,
-    pub(super) state: Mutex<State>,
-    port: OnceLock<Weak<PortInner>>,
-    /// The handle's entry in its port's list.
-    key: OnceLock<usize>,
-    /// Mirror of `State::closed`, readable without the lock.
-    closed: AtomicBool,
-    /// Set (release) just before the fd is registered with the poller; the
-    /// poller reads it (acquire) before it touches the handle for an event.
-    /// The kernel orders the registration before the event, but only this
-    /// pair says so in the language's memory model (and to ThreadSanitizer).
-    pub(super) registered: AtomicBool,
-}
 
 /// The backend's handle.
 pub(crate) struct Handle {
     io: Arc<Io>,
+    /// The port it is bound to.
+    port: OnceLock<Weak<PortInner>>,
+    /// The handle's entry in its port's list.
+    key: OnceLock<usize>,
 }
 
 fn closed_handle() -> Error {
@@ -131,21 +41,11 @@ fn closed_port() -> Error {
 
 impl Handle {
     fn describe_fd(&self, fd: &OwnedFd) -> String {
-        format!("fd {} ({:?})", fd.as_raw_fd(), self.io.kind)
+        format!("fd {} ({:?})", fd.as_raw_fd(), self.io.kind())
     }
 
     pub(crate) fn new(fd: OwnedFd, kind: HandleKind) -> Handle {
-        Handle {
-            io: Arc::new(Io {
-                kind,
-                fd: RwLock::new(Some(Arc::new(fd))),
-                state: Mutex::new(State { closed: false, port_closed: false, driver: Driver::Unbound }),
-                port: OnceLock::new(),
-                key: OnceLock::new(),
-                closed: AtomicBool::new(false),
-                registered: AtomicBool::new(false),
-            }),
-        }
+        Handle { io: Arc::new(Io::new(fd, kind)), port: OnceLock::new(), key: OnceLock::new() }
     }
 }
 
@@ -158,7 +58,7 @@ impl HandleDriver for Handle {
     }
 
     fn kind(&self) -> HandleKind {
-        self.io.kind
+        self.io.kind()
     }
 
     fn is_closed(&self) -> bool {
@@ -168,7 +68,7 @@ impl HandleDriver for Handle {
     fn describe(&self) -> String {
         match self.io.fd.read().as_ref() {
             Some(fd) => self.describe_fd(fd),
-            None => format!("closed fd ({:?})", self.io.kind),
+            None => format!("closed fd ({:?})", self.io.kind()),
         }
     }
 
@@ -177,8 +77,8 @@ impl HandleDriver for Handle {
     fn with_sock<T>(&self, f: impl FnOnce(SockRef<'_>) -> io::Result<T>) -> Result<T> {
         let fd = self.io.fd.read();
         let fd = fd.as_ref().ok_or_else(closed_handle)?;
-        if matches!(self.io.kind, HandleKind::File | HandleKind::Stream) {
-            return Err(Error::invalid("handle", format!("{:?}", self.io.kind), "is not a socket"));
+        if matches!(self.io.kind(), HandleKind::File | HandleKind::Stream) {
+            return Err(Error::invalid("handle", format!("{:?}", self.io.kind()), "is not a socket"));
         }
         Ok(f(SockRef::from(fd))?)
     }
@@ -206,18 +106,18 @@ impl HandleDriver for Handle {
         let inner = &port.inner;
         let fd = self.io.fd.read();
         let fd = fd.as_ref().ok_or_else(closed_handle)?;
-        if self.io.kind == HandleKind::Stream {
+        if self.io.kind() == HandleKind::Stream {
             undrivable(fd).map_err(|why| Error::invalid("handle", self.describe_fd(fd), why))?;
         }
         let added = match inner.mio() {
             None => {
                 // io_uring: files too go through the ring.
-                if self.io.kind != HandleKind::File {
+                if self.io.kind() != HandleKind::File {
                     set_nonblocking(fd)?;
                 }
                 inner.add(&self.io, None).map(|key| (key, Kind::Ring))
             }
-            Some(_) if self.io.kind == HandleKind::File => {
+            Some(_) if self.io.kind() == HandleKind::File => {
                 inner.add(&self.io, None).map(|key| (key, Kind::Pool))
             }
             Some(_) => {
@@ -241,19 +141,19 @@ impl HandleDriver for Handle {
             Kind::Ring => Driver::ring(),
             Kind::Pool => Driver::Pool(Work::default()),
         };
-        let _ = self.io.key.set(key);
-        let _ = self.io.port.set(Arc::downgrade(inner));
+        let _ = self.key.set(key);
+        let _ = self.port.set(Arc::downgrade(inner));
         Ok(())
     }
 
     /// Starts `req` (S23) on the handle's driver.
     fn submit(&self, req: Request, port: &Port) -> std::result::Result<(), (Error, Request)> {
-        let queue = &port.inner.queue;
+        let queue = &*port.inner.queue;
         let io = &self.io;
         // A cached file read on the ring's port is done at once, with no
         // lock of the handle.
         #[cfg(target_os = "linux")]
-        let req = match super::uring::read_cached_at_once(io, &port.inner, req) {
+        let req = match read_cached_at_once(io, &port.inner, req) {
             Ok(()) => return Ok(()),
             Err(req) => req,
         };
@@ -267,7 +167,8 @@ impl HandleDriver for Handle {
         match &mut st.driver {
             Driver::Unbound => Err((Error::invalid("handle", "unbound", "is not bound to a port"), req)),
             Driver::Pool(w) => {
-                w.start(io, req, queue);
+                w.start(req);
+                queue.push(Item::Work(io.clone()));
                 Ok(())
             }
             Driver::Epoll(s) => {
@@ -275,7 +176,7 @@ impl HandleDriver for Handle {
                 let Some(fd) = fd_guard.as_ref() else {
                     return Err((closed_handle(), req));
                 };
-                s.start(io.kind, fd, req, queue).map_err(|(e, req)| (Error::Io(e), req))
+                s.start(io.kind(), fd, req, queue).map_err(|(e, req)| (Error::Io(e), req))
             }
             #[cfg(target_os = "linux")]
             Driver::Ring(s) => {
@@ -295,7 +196,7 @@ impl HandleDriver for Handle {
     }
 
     fn cancel(&self, id: RequestId) -> Result<()> {
-        let port = self.io.port.get().and_then(Weak::upgrade);
+        let port = self.port.get().and_then(Weak::upgrade);
         let mut st = self.io.state.lock();
         let found = match &mut st.driver {
             Driver::Unbound => None,
@@ -333,10 +234,10 @@ impl HandleDriver for Handle {
 
     /// Aborts every request still pending on the handle (S25); how many.
     fn cancel_all(&self) -> usize {
-        let Some(port) = self.io.port.get().and_then(Weak::upgrade) else { return 0 };
+        let Some(port) = self.port.get().and_then(Weak::upgrade) else { return 0 };
         let mut st = self.io.state.lock();
-        let (mut n, pushed) = st.driver.cancel_in_kernel(&port);
-        n += st.driver.abort_waiting(&port.queue);
+        let (mut n, pushed) = port.cancel_in_kernel(&mut st.driver);
+        n += st.driver.abort_waiting(&*port.queue);
         drop(st);
         port.submit_cancels(pushed);
         n
@@ -346,7 +247,7 @@ impl HandleDriver for Handle {
     /// when it was closed before.
     fn close(&self) -> bool {
         let io = &self.io;
-        let port = io.port.get().and_then(Weak::upgrade);
+        let port = self.port.get().and_then(Weak::upgrade);
         let (fd, watched) = {
             let mut st = io.state.lock();
             if st.closed {
@@ -355,9 +256,9 @@ impl HandleDriver for Handle {
             st.closed = true;
             io.closed.store(true, Ordering::Release);
             if let Some(port) = &port {
-                st.driver.abort_waiting(&port.queue);
+                st.driver.abort_waiting(&*port.queue);
                 // Each completes once its entry comes back (S24).
-                st.driver.cancel_in_kernel(port);
+                port.cancel_in_kernel(&mut st.driver);
             }
             (io.fd.write().take(), matches!(st.driver, Driver::Epoll(_)))
         };
@@ -369,7 +270,7 @@ impl HandleDriver for Handle {
             if let (Some(fd), true) = (fd.as_ref(), watched) {
                 port.deregister(fd);
             }
-            if let Some(&key) = io.key.get() {
+            if let Some(&key) = self.key.get() {
                 port.remove(key);
             }
         }
@@ -385,42 +286,28 @@ enum Kind {
     Pool,
 }
 
-impl Io {
-    /// The port is closing: abort what is queued and stop watching the fd.
-    pub(super) fn abort_for_port_close(&self, port: &PortInner) {
-        let mut st = self.state.lock();
-        st.port_closed = true;
-        st.driver.abort_waiting(&port.queue);
-        // The port's close submits the cancels as it drains the ring.
-        st.driver.cancel_in_kernel(port);
-        if let (Driver::Epoll(_), Some(fd)) = (&st.driver, self.fd.read().as_ref()) {
-            port.deregister(fd);
+/// A cached read of a regular file on a ring's port, done at once (see
+/// [`uring::read_cached`](super::uring::read_cached)) with no lock of the
+/// handle: two threads read one file side by side, as `pread` does. The
+/// post guard keeps the port's close from ending before its completion is
+/// queued; holding the fd keeps the handle's close from closing it under
+/// the read. `Err` gives the request back for the ring.
+#[cfg(target_os = "linux")]
+fn read_cached_at_once(io: &Io, port: &PortInner, mut req: Request) -> std::result::Result<(), Request> {
+    if io.kind() != HandleKind::File || port.ring().is_none() || io.is_closed() {
+        return Err(req);
+    }
+    let fd_guard = io.fd.read();
+    if let (Some(post), Some(fd)) = (port.queue.begin_post(), fd_guard.as_ref()) {
+        if let Some(r) = super::uring::read_cached(fd.as_raw_fd(), &mut req) {
+            post.push(Item::Packet(match r {
+                Ok(n) => super::op::done(req, n),
+                Err(e) => super::op::failed(req, &e),
+            }));
+            return Ok(());
         }
     }
-
-    pub(super) fn kind(&self) -> HandleKind {
-        self.kind
-    }
-
-    /// True once the handle is closed (without its lock).
-    pub(super) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-
-    /// Runs `f` on the fd while it is open.
-    pub(super) fn with_raw<T>(&self, f: impl FnOnce(&OwnedFd) -> T) -> Option<T> {
-        self.fd.read().as_deref().map(f)
-    }
-
-    /// The handle became ready (`error`: with an error pending on it):
-    /// perform queued requests until one would block, pushing their
-    /// completions under the handle's lock.
-    pub(super) fn on_ready(&self, queue: &PortQueue, readable: bool, writable: bool, error: bool) {
-        let mut st = self.state.lock();
-        let fd = self.fd.read();
-        let (Some(fd), Driver::Epoll(s)) = (fd.as_ref(), &mut st.driver) else { return };
-        s.on_ready(self.kind, fd, queue, readable, writable, error);
-    }
+    Err(req)
 }
 
 /// Sets `O_NONBLOCK`; the status flags it had before.

@@ -75,6 +75,26 @@ pub(super) fn sent(req: &Request) -> usize {
     }
 }
 
+/// Where the drivers put the completions they make: the port's queue
+/// (implemented in `port.rs`, so no driver names the port).
+pub(super) trait Completions {
+    /// Queues a request's packet.
+    fn complete(&self, p: Packet);
+
+    /// True on a thread that hands what it pushed to the kernel when it
+    /// returns to the port (a pool worker of this port).
+    fn returns_here(&self) -> bool;
+}
+
+/// The connection an accept on a listener of `kind` produced (its fd), on
+/// either socket driver.
+pub(super) fn accepted(kind: HandleKind, fd: OwnedFd) -> crate::Handle {
+    match kind {
+        HandleKind::TcpListener => crate::Handle::from(TcpStream::from(fd)),
+        _ => crate::Handle::from(UnixStream::from(fd)),
+    }
+}
+
 /// The completion of `req`, done with `n` bytes.
 pub(super) fn done(req: Request, n: usize) -> Packet {
     Packet { status: Status::SUCCESS, bytes: n, key: 0, request: Some(req) }
@@ -163,12 +183,12 @@ pub(super) fn perform(
         Op::Read => pending(retry(|| read_into(fd, &mut h.buffer))),
         Op::Write => write_stream(kind, fd, &h.buffer, &mut h.os.progress),
         Op::Accept => {
-            let accepted = match kind {
+            let conn = match kind {
                 HandleKind::TcpListener => pending(retry(|| borrow::<TcpListener>(fd).accept()))?
-                    .map(|(s, a)| (crate::Handle::from(s), Some(a))),
-                _ => pending(retry(|| borrow::<UnixListener>(fd).accept()))?
-                    .map(|(s, _)| (crate::Handle::from(s), None)),
+                    .map(|(s, a)| (OwnedFd::from(s), Some(a))),
+                _ => pending(retry(|| borrow::<UnixListener>(fd).accept()))?.map(|(s, _)| (s.into(), None)),
             };
+            let accepted = conn.map(|(conn, addr)| (accepted(kind, conn), addr));
             Ok(accepted.map(|(h2, addr)| {
                 h.accepted = Some(h2);
                 h.addr = addr;

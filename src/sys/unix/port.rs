@@ -15,8 +15,8 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use slab::Slab;
 
-use super::filepool;
-use super::handle::Io;
+use super::io::{Driver, Io};
+use super::op::Completions;
 use crate::error::{Error, Result};
 use crate::port::{DriverInfo, DriverKind, Packet};
 use crate::sync::{Arc, Mutex, Ordering};
@@ -34,6 +34,16 @@ pub(super) enum Item {
 }
 
 pub(super) type PortQueue = Queue<Item, UnixPoller>;
+
+impl Completions for PortQueue {
+    fn complete(&self, p: Packet) {
+        self.push(Item::Packet(p));
+    }
+
+    fn returns_here(&self) -> bool {
+        Queue::returns_here(self)
+    }
+}
 
 /// mio's poller, shared by the port's threads one at a time.
 pub(crate) struct MioPoller {
@@ -294,7 +304,7 @@ impl PortDriver for Port {
         for item in items {
             match item {
                 Item::Packet(p) => out.push(p),
-                Item::Work(io) => out.extend(filepool::perform(&io, true)),
+                Item::Work(io) => out.extend(io.perform_work(true)),
             }
         }
     }
@@ -340,7 +350,7 @@ impl PortDriver for Port {
                         Item::Work(io) => {
                             #[cfg(all(test, target_os = "linux"))]
                             stuck::before_work(&io);
-                            if let Some(p) = filepool::perform(&io, self.inner.queue.is_closing()) {
+                            if let Some(p) = io.perform_work(self.inner.queue.is_closing()) {
                                 out.push(p);
                             }
                         }
@@ -368,14 +378,14 @@ impl PortDriver for Port {
         }
         let ios: Vec<Arc<Io>> = self.inner.sources.lock().drain().collect();
         for io in ios {
-            io.abort_for_port_close(&self.inner);
+            self.inner.abort_for_close(&io);
             self.inner.retire(io);
         }
         // The ring's requests complete once the kernel hands them back
         // (aborted, or done if they won the race): wait for every one.
         #[cfg(target_os = "linux")]
         if let Some(ring) = self.inner.ring() {
-            ring.drain(q);
+            ring.drain(&**q);
         }
         q.finish_close();
         true
@@ -402,6 +412,33 @@ impl Inner {
         let key = entry.key();
         entry.insert(io.clone());
         Ok(key)
+    }
+
+    /// The port is closing: abort what `io` has queued, cancel what it has
+    /// in the kernel and stop watching its fd.
+    fn abort_for_close(&self, io: &Io) {
+        let mut st = io.state.lock();
+        st.port_closed = true;
+        st.driver.abort_waiting(&*self.queue);
+        // The port's close submits the cancels as it drains the ring.
+        self.cancel_in_kernel(&mut st.driver);
+        if let (Driver::Epoll(_), Some(fd)) = (&st.driver, io.fd.read().as_ref()) {
+            self.deregister(fd);
+        }
+    }
+
+    /// Marks the requests of a handle (`driver`, under its lock) in the
+    /// kernel cancelled and pushes their cancels (S24, S25): how many, and
+    /// whether a cancel was pushed, for [`Inner::submit_cancels`] once the
+    /// handle's lock is let go. Only the ring has requests in the kernel.
+    pub(super) fn cancel_in_kernel(&self, driver: &mut Driver) -> (usize, bool) {
+        #[cfg(target_os = "linux")]
+        if let (Driver::Ring(s), Some(ring)) = (driver, self.ring()) {
+            return (s.in_kernel(), ring.cancel(s.cancel_in_kernel()));
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = driver;
+        (0, false)
     }
 
     /// Hands the cancels a handle pushed (`pushed`) to the ring's kernel
@@ -480,7 +517,7 @@ pub(crate) mod stuck {
 
     pub(super) fn before_work(io: &Io) {
         let mut hold = HOLD.lock().unwrap();
-        let fd = io.with_raw(std::os::fd::AsRawFd::as_raw_fd);
+        let fd = io.fd.read().as_deref().map(std::os::fd::AsRawFd::as_raw_fd);
         if hold.as_ref().is_some_and(|h| Some(h.fd) == fd) {
             let h = hold.take().unwrap();
             drop(hold);

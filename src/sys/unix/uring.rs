@@ -24,11 +24,9 @@ use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use io_uring::{opcode, squeue::Entry, types, IoUring, Probe};
-use socket2::{SockAddr, SockRef};
+use socket2::SockAddr;
 
-use super::handle::{Driver, Io};
-use super::op::{is_write_side, read_iov, sent, write_iov};
-use super::port::{Inner as PortInner, Item, PortQueue};
+use super::op::{accepted, failed, is_write_side, read_iov, sent, write_iov, Completions};
 use crate::handle::HandleKind;
 use crate::op::Op;
 use crate::port::Packet;
@@ -198,7 +196,7 @@ impl Ring {
     /// the port (one call for all its callbacks' entries); any other thread
     /// hands it over at once when a thread is blocked in the ring, which
     /// would not see it otherwise.
-    pub(crate) fn pushed(&self, queue: &PortQueue) {
+    pub(crate) fn pushed(&self, queue: &impl Completions) {
         if queue.returns_here() {
             return;
         }
@@ -290,7 +288,7 @@ impl Ring {
     }
 
     /// Turns the entries the last poll took into packets.
-    pub(crate) fn dispatch(&self, queue: &PortQueue) {
+    pub(crate) fn dispatch(&self, queue: &impl Completions) {
         let taken = std::mem::take(&mut *self.cq.lock());
         for (user_data, res) in taken {
             self.complete(queue, user_data, res);
@@ -327,7 +325,7 @@ impl Ring {
     /// requests: they are counted in [`Ring::leaked`] and leaked with their
     /// buffers, never freed, since the kernel may still write to them
     /// (IOCP's backend gives up the same way).
-    pub(crate) fn drain(&self, queue: &PortQueue) {
+    pub(crate) fn drain(&self, queue: &impl Completions) {
         let ts = types::Timespec::from(std::time::Duration::from_millis(10));
         let give_up = Instant::now() + GIVE_UP;
         let mut took_wake = false;
@@ -366,7 +364,7 @@ impl Ring {
     /// cannot be reused by another object while an entry names it (S24).
     pub(crate) fn start(
         &self,
-        io: &Arc<Io>,
+        io: Arc<dyn Owner>,
         fd: &Arc<OwnedFd>,
         mut req: Request,
     ) -> Result<usize, (io::Error, Request)> {
@@ -374,7 +372,7 @@ impl Ring {
             Ok(e) => e,
             Err(e) => return Err((e, req)),
         };
-        req.header_mut().os.uring.io = Some(io.clone());
+        req.header_mut().os.uring.io = Some(io);
         req.header_mut().os.uring.fd = Some(fd.clone());
         let p = req.into_raw();
         let entry = entry.user_data(p as u64);
@@ -420,7 +418,7 @@ impl Ring {
     }
 
     /// One completion entry: the request's result, or a write that goes on.
-    fn complete(&self, queue: &PortQueue, user_data: u64, res: i32) {
+    fn complete(&self, queue: &impl Completions, user_data: u64, res: i32) {
         if user_data == WAKE || user_data == CANCEL {
             return;
         }
@@ -446,7 +444,7 @@ impl Ring {
             }
             return self.again(queue, io, req);
         }
-        match finish(&io, &mut req, res) {
+        match finish(&*io, &mut req, res) {
             Finished::Done(status, bytes) => {
                 let (id, write) = (req.id(), is_write_side(req.op()));
                 done(self, &io, id, write, queue, Packet { status, bytes, key: 0, request: Some(req) });
@@ -462,7 +460,7 @@ impl Ring {
     /// Starts `req` again (the rest of a write, or a request its thread's
     /// exit cancelled), unless a cancel, a close or the port's close came
     /// meanwhile: then it completes aborted.
-    fn again(&self, queue: &PortQueue, io: Arc<Io>, req: Request) {
+    fn again(&self, queue: &impl Completions, io: Arc<dyn Owner>, req: Request) {
         let (id, write) = (req.id(), is_write_side(req.op()));
         if let Err((e, req)) = again(self, &io, queue, req) {
             // Aborted, or failed to start again: either way a write says
@@ -517,10 +515,10 @@ impl Streams {
     /// Starts `req` on `fd`, or queues it behind the request of its
     /// direction in the kernel (a stream's). The caller holds the
     /// handle's lock, and once it let go of it calls [`Ring::pushed`].
-    pub(super) fn start(
+    pub(super) fn start<O: Owner>(
         &mut self,
         ring: &Ring,
-        io: &Arc<Io>,
+        io: &Arc<O>,
         fd: &Arc<OwnedFd>,
         req: Request,
     ) -> Result<(), (io::Error, Request)> {
@@ -531,7 +529,7 @@ impl Streams {
             return Ok(());
         }
         let id = req.id().as_u64();
-        let p = ring.start(io, fd, req)?;
+        let p = ring.start(io.clone(), fd, req)?;
         self.in_flight.insert(id, InKernel::new(p));
         self.busy[dir] |= ordered;
         Ok(())
@@ -577,87 +575,108 @@ impl Streams {
     }
 }
 
+/// What the ring needs of the handle of a request it completes: the
+/// handle implements it (`io.rs`), so that this driver does not name it.
+pub(super) trait Owner: Send + Sync + 'static {
+    fn kind(&self) -> HandleKind;
+
+    /// The socket's pending error (`SO_ERROR`), while the fd is open.
+    fn take_error(&self) -> Option<io::Result<Option<io::Error>>>;
+
+    /// Runs `f` under the handle's lock with the ring's part of it,
+    /// whether the handle and its port are still open, and its fd (`None`
+    /// once closed); `f` does not run when the handle is not on the ring.
+    fn locked(&self, f: &mut Locked<'_>);
+}
+
+/// What [`Owner::locked`] runs: the ring's part of the handle, whether
+/// it is open, its fd.
+pub(super) type Locked<'a> = dyn FnMut(&mut Streams, bool, Option<&Arc<OwnedFd>>) + 'a;
+
 /// A ring request of `io` completed: forget it and queue its packet, under
 /// the handle's lock (so a close sees it done or pending); the next
 /// waiting request of its direction goes to the kernel.
-fn done(ring: &Ring, io: &Arc<Io>, id: RequestId, write: bool, queue: &PortQueue, packet: Packet) {
-    let mut st = io.state.lock();
-    let Driver::Ring(s) = &mut st.driver else {
-        queue.push(Item::Packet(packet));
-        return;
-    };
-    s.in_flight.remove(&id.as_u64());
-    queue.push(Item::Packet(packet));
-    if io.kind() == HandleKind::File {
-        return;
-    }
-    // The next waiting request of this direction goes to the kernel; one
-    // that cannot start completes with its error.
-    let dir = usize::from(write);
-    s.busy[dir] = false;
-    let fd = io.fd.read();
-    let Some(fd) = fd.as_ref() else { return };
-    loop {
-        let Some(req) = s.waiting[dir].pop_front() else { return };
-        let id = req.id().as_u64();
-        match ring.start(io, fd, req) {
-            Ok(p) => {
-                s.in_flight.insert(id, InKernel::new(p));
-                s.busy[dir] = true;
-                break;
-            }
-            Err((e, req)) => queue.push(Item::Packet(super::op::failed(req, &e))),
+fn done(
+    ring: &Ring,
+    io: &Arc<dyn Owner>,
+    id: RequestId,
+    write: bool,
+    queue: &impl Completions,
+    packet: Packet,
+) {
+    let file = io.kind() == HandleKind::File;
+    let mut packet = Some(packet);
+    let mut started = false;
+    io.locked(&mut |s, _, fd| {
+        s.in_flight.remove(&id.as_u64());
+        queue.complete(packet.take().expect("completed once"));
+        if file {
+            return;
         }
+        // The next waiting request of this direction goes to the kernel;
+        // one that cannot start completes with its error.
+        let dir = usize::from(write);
+        s.busy[dir] = false;
+        let Some(fd) = fd else { return };
+        while let Some(req) = s.waiting[dir].pop_front() {
+            let id = req.id().as_u64();
+            match ring.start(io.clone(), fd, req) {
+                Ok(p) => {
+                    s.in_flight.insert(id, InKernel::new(p));
+                    s.busy[dir] = true;
+                    started = true;
+                    break;
+                }
+                Err((e, req)) => queue.complete(failed(req, &e)),
+            }
+        }
+    });
+    // Not on the ring (never): the packet still goes to the port.
+    if let Some(p) = packet {
+        queue.complete(p);
     }
-    drop((fd, st));
-    ring.pushed(queue);
+    if started {
+        ring.pushed(queue);
+    }
 }
 
 /// Starts the rest of a partly done ring write of `io` (or a request its
 /// thread's exit cancelled), unless the handle or its port closed, or a
 /// cancel came, meanwhile (`ECANCELED`).
-fn again(ring: &Ring, io: &Arc<Io>, queue: &PortQueue, req: Request) -> Result<(), (io::Error, Request)> {
-    let mut st = io.state.lock();
-    let fd = io.fd.read();
-    let open = !st.closed && !st.port_closed;
+fn again(
+    ring: &Ring,
+    io: &Arc<dyn Owner>,
+    queue: &impl Completions,
+    req: Request,
+) -> Result<(), (io::Error, Request)> {
     let id = req.id().as_u64();
-    let Driver::Ring(s) = &mut st.driver else {
-        return Err((io::Error::from_raw_os_error(libc::ECANCELED), req));
-    };
-    let cancelled = s.in_flight.get(&id).is_some_and(|k| k.cancelled);
-    let Some(fd) = fd.as_ref().filter(|_| open && !cancelled) else {
-        s.in_flight.remove(&id);
-        drop(st);
-        return Err((io::Error::from_raw_os_error(libc::ECANCELED), req));
-    };
-    let p = ring.start(io, fd, req)?;
-    s.in_flight.insert(id, InKernel::new(p));
-    drop((fd, st));
-    ring.pushed(queue);
-    Ok(())
-}
-
-/// A cached read of a regular file on a ring's port, done at once (see
-/// [`read_cached`]) with no lock of the handle: two threads read one file
-/// side by side, as `pread` does. The post guard keeps the port's close
-/// from ending before its completion is queued; holding the fd keeps the
-/// handle's close from closing it under the read. `Err` gives the request
-/// back for the ring.
-pub(super) fn read_cached_at_once(io: &Io, port: &PortInner, mut req: Request) -> Result<(), Request> {
-    if io.kind() != HandleKind::File || port.ring().is_none() || io.is_closed() {
-        return Err(req);
-    }
-    let fd_guard = io.fd.read();
-    if let (Some(post), Some(fd)) = (port.queue.begin_post(), fd_guard.as_ref()) {
-        if let Some(r) = read_cached(fd.as_raw_fd(), &mut req) {
-            post.push(Item::Packet(match r {
-                Ok(n) => super::op::done(req, n),
-                Err(e) => super::op::failed(req, &e),
-            }));
-            return Ok(());
+    let mut req = Some(req);
+    let mut r = Err(io::Error::from_raw_os_error(libc::ECANCELED));
+    io.locked(&mut |s, open, fd| {
+        let cancelled = s.in_flight.get(&id).is_some_and(|k| k.cancelled);
+        let Some(fd) = fd.filter(|_| open && !cancelled) else {
+            s.in_flight.remove(&id);
+            return;
+        };
+        match ring.start(io.clone(), fd, req.take().expect("started once")) {
+            Ok(p) => {
+                s.in_flight.insert(id, InKernel::new(p));
+                r = Ok(());
+            }
+            Err((e, back)) => {
+                req = Some(back);
+                r = Err(e);
+            }
         }
+    });
+    match (r, req) {
+        (Ok(()), _) => {
+            ring.pushed(queue);
+            Ok(())
+        }
+        (Err(e), Some(req)) => Err((e, req)),
+        (Err(_), None) => unreachable!("a request not started is kept"),
     }
-    Err(req)
 }
 
 /// A positional read of a regular file whose bytes are in the page cache,
@@ -723,7 +742,7 @@ pub(crate) fn read_cached(_fd: RawFd, _req: &mut Request) -> Option<io::Result<u
 /// writes besides the buffer, in the request itself, which does not move.
 pub(crate) struct OpState {
     /// The handle, while the request is in the kernel.
-    pub(crate) io: Option<Arc<Io>>,
+    io: Option<Arc<dyn Owner>>,
     /// The descriptor its entry names, kept open while it is in the kernel.
     fd: Option<Arc<OwnedFd>>,
     /// A connect started again after its thread exited waits for
@@ -1023,7 +1042,7 @@ enum Finished {
 }
 
 /// The request's result from its completion entry's `res`.
-fn finish(io: &Io, req: &mut Request, res: i32) -> Finished {
+fn finish(io: &dyn Owner, req: &mut Request, res: i32) -> Finished {
     let kind = io.kind();
     let op = req.op();
     let h = req.header_mut();
@@ -1039,8 +1058,7 @@ fn finish(io: &Io, req: &mut Request, res: i32) -> Finished {
             // costs no call of its own.
             let error = res & i32::from(libc::POLLERR) != 0;
             if error && matches!(kind, HandleKind::TcpStream | HandleKind::LocalStream) {
-                let err = io.with_raw(|fd| SockRef::from(fd).take_error());
-                if let Some(Ok(Some(e))) = err {
+                if let Some(Ok(Some(e))) = io.take_error() {
                     return Finished::Done(Status::from_io_error(&e), 0);
                 }
             }
@@ -1086,21 +1104,17 @@ fn finish(io: &Io, req: &mut Request, res: i32) -> Finished {
             // SAFETY: a successful accept returns a new descriptor, owned by
             // nobody else.
             let fd = unsafe { OwnedFd::from_raw_fd(res) };
-            let (conn_kind, addr) = match kind {
-                HandleKind::TcpListener => (HandleKind::TcpStream, peer_addr(&h.os.uring)),
-                _ => (HandleKind::LocalStream, None),
+            h.addr = match kind {
+                HandleKind::TcpListener => peer_addr(&h.os.uring),
+                _ => None,
             };
-            h.accepted = Some(crate::Handle::from_sys(super::Handle::new(fd, conn_kind)));
-            h.addr = addr;
+            h.accepted = Some(accepted(kind, fd));
             Finished::Done(Status::SUCCESS, 0)
         }
-        Op::Connect(_) if h.os.uring.reconnect => {
-            let err = io.with_raw(|fd| SockRef::from(fd).take_error());
-            match err {
-                Some(Ok(Some(e))) | Some(Err(e)) => Finished::Done(Status::from_io_error(&e), 0),
-                _ => Finished::Done(Status::SUCCESS, 0),
-            }
-        }
+        Op::Connect(_) if h.os.uring.reconnect => match io.take_error() {
+            Some(Ok(Some(e))) | Some(Err(e)) => Finished::Done(Status::from_io_error(&e), 0),
+            _ => Finished::Done(Status::SUCCESS, 0),
+        },
         Op::Connect(_) => Finished::Done(Status::SUCCESS, 0),
         Op::SendTo(_) => Finished::Done(Status::SUCCESS, n),
         Op::Post => Finished::Done(Status::SUCCESS, n),

@@ -109,38 +109,43 @@ impl HandleDriver for Handle {
         if self.io.kind() == HandleKind::Stream {
             undrivable(fd).map_err(|why| Error::invalid("handle", self.describe_fd(fd), why))?;
         }
+        // Set before the handle joins the port's list, so that a close of
+        // the port that finds it there aborts it as its driver says.
+        let choose = |driver: Driver| self.io.state.lock().driver = driver;
         let added = match inner.mio() {
             None => {
                 // io_uring: files too go through the ring.
                 if self.io.kind() != HandleKind::File {
                     set_nonblocking(fd)?;
                 }
-                inner.add(&self.io, None).map(|key| (key, Kind::Ring))
+                choose(Driver::ring());
+                inner.add(&self.io, None)
             }
             Some(_) if self.io.kind() == HandleKind::File => {
-                inner.add(&self.io, None).map(|key| (key, Kind::Pool))
+                choose(Driver::Pool(Work::default()));
+                inner.add(&self.io, None)
             }
             Some(_) => {
                 let flags = set_nonblocking(fd)?;
                 let raw = fd.as_raw_fd();
+                choose(Driver::Epoll(Streams::default()));
                 match inner.add(&self.io, Some(&mut SourceFd(&raw))) {
                     Err(e) if e.raw_os_error() == Some(libc::EPERM) && is_device(fd) => {
                         set_flags(fd, flags)?;
-                        inner.add(&self.io, None).map(|key| (key, Kind::Pool))
+                        choose(Driver::Pool(Work::default()));
+                        inner.add(&self.io, None)
                     }
-                    r => r.map(|key| (key, Kind::Epoll)),
+                    r => r,
                 }
             }
         };
-        let (key, kind) = added.map_err(|e| match e.kind() {
-            io::ErrorKind::InvalidInput => closed_port(),
-            _ => Error::Io(e),
+        let key = added.map_err(|e| {
+            choose(Driver::Unbound);
+            match e.kind() {
+                io::ErrorKind::InvalidInput => closed_port(),
+                _ => Error::Io(e),
+            }
         })?;
-        self.io.state.lock().driver = match kind {
-            Kind::Epoll => Driver::Epoll(Streams::default()),
-            Kind::Ring => Driver::ring(),
-            Kind::Pool => Driver::Pool(Work::default()),
-        };
         let _ = self.key.set(key);
         let _ = self.port.set(Arc::downgrade(inner));
         Ok(())
@@ -277,13 +282,6 @@ impl HandleDriver for Handle {
         drop(fd);
         true
     }
-}
-
-/// What [`HandleDriver::associate`] chose.
-enum Kind {
-    Epoll,
-    Ring,
-    Pool,
 }
 
 /// A cached read of a regular file on a ring's port, done at once (see

@@ -449,18 +449,27 @@ impl Drop for PortInner {
     /// handle's callback runs. A request without one (a host's sink would
     /// have taken it) is dropped with its buffer. A panic in a callback is
     /// caught, so a drop never unwinds.
+    ///
+    /// On the process's timer thread (a deadline's cancel held the last
+    /// reference of a handle, and so of its port), all of this runs on a
+    /// thread of its own: the timer thread runs no user code and does not
+    /// wait for a close (S33).
     fn drop(&mut self) {
-        let mut left = Vec::new();
-        self.sys.close_dropped(&mut left);
-        settle(&mut left);
-        for p in left {
-            let Some(mut req) = p.request else { continue };
-            if let Some(target) = req.take_callback() {
-                let (status, bytes) = (p.status, p.bytes);
-                let run = std::panic::AssertUnwindSafe(move || target.on_complete(status, bytes, req));
-                let _ = std::panic::catch_unwind(run);
+        let sys = self.sys.clone();
+        crate::timer::run_elsewhere(move || {
+            let mut left = Vec::new();
+            sys.close_dropped(&mut left);
+            drop(sys);
+            settle(&mut left);
+            for p in left {
+                let Some(mut req) = p.request else { continue };
+                if let Some(target) = req.take_callback() {
+                    let (status, bytes) = (p.status, p.bytes);
+                    let run = std::panic::AssertUnwindSafe(move || target.on_complete(status, bytes, req));
+                    let _ = std::panic::catch_unwind(run);
+                }
             }
-        }
+        });
     }
 }
 

@@ -225,6 +225,7 @@ thread_local! {
 }
 
 /// The port. Cheap to share; the core holds it in an `Arc`.
+#[derive(Clone)]
 pub(crate) struct Port {
     pub(super) inner: Arc<Inner>,
 }

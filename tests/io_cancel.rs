@@ -145,11 +145,21 @@ fn s24_close_aborts_a_write_blocked_on_a_full_socket() {
     c.expect_none(Duration::from_millis(100));
 }
 
+/// Why the cut-off write tests skip under Wine (docs/backends.md, "Wine
+/// misses a cancel while a transfer is handed back to its thread").
+const WINE_MISSES_THE_CUT: &str = "when the peer's read makes room, Wine's server hands the send back to \
+     the thread that issued it and, until that thread retries it, a cancel or close does not \
+     find it (CancelIoEx: ERROR_NOT_FOUND; the send then stays pending, or completes with \
+     ERROR_INVALID_HANDLE and 0 bytes after a close)";
+
 /// A write cut off after it sent part of its bytes (by `cut`) completes
 /// aborted with the bytes sent, as IOCP reports them: exactly what the
 /// peer receives, the start of the buffer, so a retry can send the rest.
 #[track_caller]
 fn assert_cut_off_write_reports_what_was_sent(cut: impl FnOnce(&Handle, iocompletion::RequestId)) {
+    if util::skip_on_wine(WINE_MISSES_THE_CUT) {
+        return;
+    }
     let rt = runtime();
     let (mut peer, h) = util::stalled_pair();
     let c = bind(&rt, &h);

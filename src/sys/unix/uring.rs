@@ -463,14 +463,14 @@ impl Ring {
     /// meanwhile: then it completes aborted.
     fn again(&self, queue: &PortQueue, io: Arc<Io>, req: Request) {
         let (id, write) = (req.id(), is_write_side(req.op()));
-        if let Err((e, req)) = io.ring_again(self, queue, req) {
+        if let Err((e, mut req)) = io.ring_again(self, queue, req) {
             // Aborted, or failed to start again: either way a write says
             // how much of it was sent (S24, as IOCP does).
             let status = match e.raw_os_error() {
                 Some(libc::ECANCELED) => Status::ABORTED,
                 _ => Status::from_io_error(&e),
             };
-            let bytes = sent(&req);
+            let (status, bytes) = cut_short(&mut req, status);
             io.ring_done(self, id, write, queue, Packet { status, bytes, key: 0, request: Some(req) });
         }
         // Counted down once its packet is queued or it is in the kernel
@@ -705,14 +705,25 @@ enum Finished {
     More,
 }
 
+/// The result of a request that ends with `status` (an error, or the
+/// aborted status) after its earlier entries did part of it. A write
+/// reports the bytes it sent with the status, as IOCP does (S24).
+fn cut_short(req: &mut Request, status: Status) -> (Status, usize) {
+    match req.op() {
+        Op::Write | Op::WriteAt(_) => (status, sent(req)),
+        _ => (status, 0),
+    }
+}
+
 /// The request's result from its completion entry's `res`.
 fn finish(io: &Io, req: &mut Request, res: i32) -> Finished {
     let kind = io.kind();
     let op = req.op();
-    let h = req.header_mut();
     if res < 0 {
-        return Finished::Done(Status::from_raw((-res) as u32), 0);
+        let (status, bytes) = cut_short(req, Status::from_raw((-res) as u32));
+        return Finished::Done(status, bytes);
     }
+    let h = req.header_mut();
     let n = res as usize;
     match op {
         Op::Read if h.buffer.capacity() == 0 => {

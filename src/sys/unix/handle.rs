@@ -317,6 +317,12 @@ impl HandleDriver for Handle {
                 pending.push_back(req);
                 Ok(())
             }
+            // A write that sent part before its error is under way: it
+            // completes, with what it sent.
+            Err(e) if op::sent(&req) > 0 => {
+                queue.push(Item::Packet(failed(req, &e)));
+                Ok(())
+            }
             Err(e) => Err((Error::Io(e), req)),
         }
     }
@@ -563,8 +569,11 @@ fn done(req: Request, n: usize) -> Packet {
     Packet { status: Status::SUCCESS, bytes: n, key: 0, request: Some(req) }
 }
 
+/// A request that failed with `e`; a write reports the bytes it sent
+/// before the error with it, as IOCP does.
 fn failed(req: Request, e: &io::Error) -> Packet {
-    Packet { status: Status::from_io_error(e), bytes: 0, key: 0, request: Some(req) }
+    let bytes = op::sent(&req);
+    Packet { status: Status::from_io_error(e), bytes, key: 0, request: Some(req) }
 }
 
 /// Performs the queued requests of one direction until one would block.

@@ -78,14 +78,29 @@ pub(super) fn perform_file(fd: &OwnedFd, req: &mut Request) -> io::Result<usize>
     let h = req.header_mut();
     match (op, &mut h.buffer) {
         (Op::ReadAt(off), b) => pread_into(fd, b, off),
-        (Op::WriteAt(off), b) if !b.is_vectored() => {
-            borrow::<File>(fd).write_all_at(b.chunk(0), off).map(|()| b.len())
-        }
+        (Op::WriteAt(off), b) if !b.is_vectored() => pwrite_from(fd, b.chunk(0), off, &mut h.os.progress),
         (Op::Read, b) => retry(|| read_into(fd, b)),
         (Op::Write, b) => write_stream(HandleKind::Stream, fd, b, &mut h.os.progress)?
             .ok_or_else(|| io::Error::from(io::ErrorKind::WouldBlock)),
         _ => Err(io::Error::from(io::ErrorKind::InvalidInput)),
     }
+}
+
+/// `pwrite`s all of `data` at `off`, keeping what was written in
+/// `progress`, so a write that fails after part says how much it wrote.
+fn pwrite_from(fd: &OwnedFd, data: &[u8], off: u64, progress: &mut usize) -> io::Result<usize> {
+    let file = borrow::<File>(fd);
+    while *progress < data.len() {
+        let at =
+            off.checked_add(*progress as u64).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+        match file.write_at(&data[*progress..], at) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(n) => *progress += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(data.len())
 }
 
 /// A std object over `fd` that does not close it.

@@ -463,14 +463,15 @@ impl Ring {
     /// meanwhile: then it completes aborted.
     fn again(&self, queue: &PortQueue, io: Arc<Io>, req: Request) {
         let (id, write) = (req.id(), is_write_side(req.op()));
-        if let Err((e, req)) = io.ring_again(self, queue, req) {
+        if let Err((e, mut req)) = io.ring_again(self, queue, req) {
             // Aborted, or failed to start again: either way a write says
-            // how much of it was sent (S24, as IOCP does).
+            // how much of it was sent, and a file read what it read (S24,
+            // as IOCP does).
             let status = match e.raw_os_error() {
                 Some(libc::ECANCELED) => Status::ABORTED,
                 _ => Status::from_io_error(&e),
             };
-            let bytes = sent(&req);
+            let (status, bytes) = cut_short(&mut req, status);
             io.ring_done(self, id, write, queue, Packet { status, bytes, key: 0, request: Some(req) });
         }
         // Counted down once its packet is queued or it is in the kernel
@@ -492,6 +493,10 @@ impl Ring {
 #[cfg(target_env = "gnu")]
 pub(crate) fn read_cached(fd: RawFd, req: &mut Request) -> Option<io::Result<usize>> {
     let Op::ReadAt(off) = req.op() else { return None };
+    #[cfg(test)]
+    if tests::skips_cache(fd) {
+        return None;
+    }
     let h = req.header_mut();
     if h.buffer.part_count() != 1 || !h.buffer.is_writable() {
         return None;
@@ -705,14 +710,38 @@ enum Finished {
     More,
 }
 
+/// The result of a request that ends with `status` (an error, or the
+/// aborted status) after its earlier entries, or the cached read, did
+/// part of it. A write reports the bytes it sent with the status, as IOCP
+/// does (S24). A file read keeps the bytes it read in its buffer: an
+/// error after some bytes is a short read, as `pread` gives it (and the
+/// epoll driver), and a cancel, a close or a deadline reports them with
+/// the aborted status.
+fn cut_short(req: &mut Request, status: Status) -> (Status, usize) {
+    let op = req.op();
+    let h = req.header_mut();
+    match op {
+        Op::Write | Op::WriteAt(_) => (status, sent(req)),
+        Op::ReadAt(_) if h.os.progress > 0 => {
+            let done = h.os.progress.min(h.buffer.capacity());
+            // SAFETY: the earlier reads wrote the first `done` bytes of the
+            // room, in order (`progress` counts them).
+            unsafe { h.buffer.set_filled(done) };
+            (if status.is_aborted() { status } else { Status::SUCCESS }, done)
+        }
+        _ => (status, 0),
+    }
+}
+
 /// The request's result from its completion entry's `res`.
 fn finish(io: &Io, req: &mut Request, res: i32) -> Finished {
     let kind = io.kind();
     let op = req.op();
-    let h = req.header_mut();
     if res < 0 {
-        return Finished::Done(Status::from_raw((-res) as u32), 0);
+        let (status, bytes) = cut_short(req, Status::from_raw((-res) as u32));
+        return Finished::Done(status, bytes);
     }
+    let h = req.header_mut();
     let n = res as usize;
     match op {
         Op::Read if h.buffer.capacity() == 0 => {
@@ -814,6 +843,16 @@ mod tests {
     /// gives back would (no FUSE needed).
     pub(super) fn ignores_cancel(ring: &Ring) -> bool {
         DEAF.lock().unwrap().contains(&(ring as *const Ring as usize))
+    }
+
+    /// Descriptors whose file reads skip the cached read and go to the
+    /// ring, as a read of pages not in the page cache does.
+    static UNCACHED: std::sync::Mutex<Vec<RawFd>> = std::sync::Mutex::new(Vec::new());
+
+    /// Test seam: true when the file reads of `fd` are to go to the ring
+    /// (`read_cached` does nothing).
+    pub(super) fn skips_cache(fd: RawFd) -> bool {
+        UNCACHED.lock().unwrap().contains(&fd)
     }
 
     /// A test's hold on one ring's poller: the poller tells `reached` it is
@@ -995,5 +1034,74 @@ mod tests {
             vec![(7, -libc::EMSGSIZE), (8, 0)],
             "the refused entry's error, then the one after it"
         );
+    }
+
+    /// The one packet a port gives within a generous bound.
+    fn one_packet(port: &Port) -> Packet {
+        let mut out = Vec::new();
+        port.get_many(&mut out, 4, Some(Duration::from_secs(20)), None).expect("a completion comes");
+        assert_eq!(out.len(), 1, "one completion");
+        out.pop().unwrap()
+    }
+
+    /// S8: a file read that fails after part of its buffer was read (by
+    /// the cached read, or an earlier entry) completes as a short read
+    /// with the bytes read, in its buffer, as `pread` gives them and as the
+    /// epoll driver does. Before, it completed with the error and 0 bytes,
+    /// and the buffer's length was never set.
+    #[test]
+    fn s8_a_file_read_failing_after_part_completes_with_the_bytes_read() {
+        let Ok(port) = Port::new(1, Some(DriverKind::IoUring)) else {
+            return; // no io_uring here: nothing to test
+        };
+        // A directory served as a file: its cached read is refused
+        // (`EOPNOTSUPP`), so the ring reads it, and that read fails (`EISDIR`).
+        let dir = std::fs::File::open(std::env::temp_dir()).unwrap();
+        let h = Handle::new(dir.into(), HandleKind::File);
+        h.associate(&port).unwrap();
+        let mut req = Request::alloc(Op::ReadAt(0), Buffer::from(vec![7u8; 16]), 0).unwrap();
+        // What a cached read leaves: 5 bytes read, the rest for the ring.
+        req.header_mut().os.progress = 5;
+        h.submit(req, &port).map_err(|(e, _)| e).unwrap();
+        let p = one_packet(&port);
+        assert_eq!((p.status, p.bytes), (Status::SUCCESS, 5), "a short read of the bytes read");
+        assert_eq!(p.request.unwrap().into_buffer().into_vec(), vec![7u8; 5], "the buffer holds them");
+    }
+
+    /// S24: a file read cut by a cancel or a close after part of its
+    /// buffer was read completes aborted with the bytes read, in its
+    /// buffer. Before, it reported 0 bytes and the buffer's length was
+    /// never set.
+    #[test]
+    fn s24_a_file_read_cut_off_after_part_reports_the_bytes_read() {
+        for cut in ["cancel", "close"] {
+            let Ok(port) = Port::new(1, Some(DriverKind::IoUring)) else {
+                return; // no io_uring here: nothing to test
+            };
+            // A pipe served as a file, its reads sent to the ring: a read
+            // of it waits in the kernel until it is cut.
+            let mut fds = [0; 2];
+            // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+            assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+            // SAFETY: pipe2 returned two new descriptors, owned by nobody else.
+            let (r, _w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+            UNCACHED.lock().unwrap().push(fds[0]);
+            let h = Handle::new(r, HandleKind::File);
+            h.associate(&port).unwrap();
+            let mut req = Request::alloc(Op::ReadAt(0), Buffer::from(vec![7u8; 16]), 0).unwrap();
+            req.header_mut().os.progress = 5;
+            let id = req.id();
+            let started = h.submit(req, &port).map_err(|(e, _)| e);
+            UNCACHED.lock().unwrap().retain(|&fd| fd != fds[0]);
+            started.unwrap();
+            match cut {
+                "cancel" => h.cancel(id).unwrap(),
+                _ => assert!(h.close()),
+            }
+            let p = one_packet(&port);
+            assert_eq!((p.status, p.bytes), (Status::ABORTED, 5), "{cut}: aborted, with the bytes read");
+            let buf = p.request.unwrap().into_buffer().into_vec();
+            assert_eq!(buf, vec![7u8; 5], "{cut}: the buffer holds them");
+        }
     }
 }

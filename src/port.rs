@@ -282,6 +282,30 @@ impl Port {
         Ok(())
     }
 
+    /// Posts a task's run (see `task`). Never refused for the bound: a
+    /// wake is part of work already accepted (S35), but it is counted
+    /// while held, like any packet. On a closed port it hands the request
+    /// back.
+    pub(crate) fn post_task(&self, request: Request) -> std::result::Result<(), Request> {
+        if self.inner.bound.is_some() {
+            self.inner.held.fetch_add(1, Ordering::AcqRel);
+        }
+        let packet = Packet { status: Status::SUCCESS, bytes: 0, key: 0, request: Some(request) };
+        match self.inner.sys.post(packet) {
+            Ok(()) => {
+                self.pushed();
+                Ok(())
+            }
+            Err((_, p)) => {
+                self.taken(1);
+                match p.request {
+                    Some(r) => Err(r),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+
     /// Counts one more request or packet held, or refuses it at the bound.
     pub(crate) fn admit(&self) -> Result<()> {
         let Some(bound) = self.inner.bound else { return Ok(()) };

@@ -215,9 +215,11 @@ impl Builder {
             },
             dispatch,
         )?;
-        Ok(Runtime {
+        let sched = Arc::new(crate::task::Scheduler::new());
+        let rt = Runtime {
             inner: Arc::new(Inner {
                 id: NEXT_RUNTIME.fetch_add(1, Ordering::Relaxed),
+                sched: sched.clone(),
                 pool,
                 sink,
                 ext_size: self.host_overlapped_size,
@@ -231,7 +233,9 @@ impl Builder {
                 poisoned: AtomicBool::new(false),
                 shut: AtomicBool::new(false),
             }),
-        })
+        };
+        let _ = sched.runtime.set(Arc::downgrade(&rt.inner));
+        Ok(rt)
     }
 }
 

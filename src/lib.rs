@@ -96,6 +96,7 @@ not_loom! {
     mod timer;
     pub mod task;
     pub mod time;
+    pub mod io;
 
     pub use buf::{Buffer, IoBuf, IoBufMut, OtherBuf};
     pub use error::{Error, Result, StartError};

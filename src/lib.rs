@@ -97,6 +97,8 @@ not_loom! {
     pub mod task;
     pub mod time;
     pub mod io;
+    #[cfg(feature = "hyper")]
+    pub mod hyper_rt;
 
     pub use buf::{Buffer, IoBuf, IoBufMut, OtherBuf};
     pub use error::{Error, Result, StartError};

@@ -77,6 +77,8 @@ use crate::request::Op;
 
 #[cfg(feature = "futures-io")]
 mod futures_impl;
+#[cfg(feature = "hyper")]
+mod hyper_impl;
 #[cfg(feature = "tokio-io")]
 mod tokio_impl;
 

@@ -39,6 +39,12 @@ impl TaskState {
             let next = match cur {
                 IDLE => SCHEDULED,
                 RUNNING => NOTIFIED,
+                // Written back unchanged: the write (a release) orders what
+                // the waker did before the wake before the next poll, which
+                // starts with an acquire of this state. A mere load would
+                // not (the model `a_wake_during_a_poll_reschedules_the_task_once`
+                // finds the poll missing the data without it).
+                SCHEDULED | NOTIFIED => cur,
                 _ => return false,
             };
             match self.0.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire) {

@@ -203,7 +203,8 @@ impl Builder {
             is_set: AtomicBool::new(false),
             slot: RwLock::new(None),
         });
-        let dispatch = dispatcher(sink.clone());
+        let sched = Arc::new(crate::task::Scheduler::new());
+        let dispatch = dispatcher(sink.clone(), sched.clone());
         let pool = Pool::new(
             PoolConfig {
                 name: self.thread_name,
@@ -215,7 +216,6 @@ impl Builder {
             },
             dispatch,
         )?;
-        let sched = Arc::new(crate::task::Scheduler::new());
         let rt = Runtime {
             inner: Arc::new(Inner {
                 id: NEXT_RUNTIME.fetch_add(1, Ordering::Relaxed),

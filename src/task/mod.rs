@@ -173,6 +173,46 @@ thread_local! {
     /// The scheduler of the task this thread polls now, or of the
     /// `block_on` it runs: what [`crate::Runtime::current`] gives.
     static CURRENT: Cell<*const Scheduler> = const { Cell::new(std::ptr::null()) };
+
+    /// The scheduler whose pool thread this is, while it hands a
+    /// completion to its target (an I/O future's slot, a callback) and no
+    /// task runs: a task of it woken there runs at once, here, instead of
+    /// being posted (once per completion).
+    static DELIVERING: Cell<*const Scheduler> = const { Cell::new(std::ptr::null()) };
+}
+
+/// Marks this pool thread as delivering a completion for `sched` (see
+/// [`DELIVERING`]) for as long as it lives.
+pub(crate) struct Delivering<'a> {
+    prev: *const Scheduler,
+    _sched: PhantomData<&'a Scheduler>,
+}
+
+impl<'a> Delivering<'a> {
+    pub(crate) fn new(sched: &'a Scheduler) -> Delivering<'a> {
+        let prev = DELIVERING.with(|c| c.replace(sched as *const Scheduler));
+        Delivering { prev, _sched: PhantomData }
+    }
+}
+
+impl Drop for Delivering<'_> {
+    fn drop(&mut self) {
+        DELIVERING.with(|c| c.set(self.prev));
+    }
+}
+
+/// True (once) when a task of `sched` woken now may run on this thread at
+/// once: a completion of its runtime is being delivered here and no task
+/// runs. Clears the mark, so a second wake in the same delivery posts.
+fn take_inline(sched: &Scheduler) -> bool {
+    DELIVERING.with(|d| {
+        if std::ptr::eq(d.get(), sched) && CURRENT.with(|c| c.get().is_null()) {
+            d.set(std::ptr::null());
+            true
+        } else {
+            false
+        }
+    })
 }
 
 /// Sets [`CURRENT`] for as long as it lives, and restores the one before.
@@ -358,7 +398,14 @@ where
 
     fn wake_by_ref(self: &Arc<Self>) {
         if self.state.wake() {
-            self.schedule();
+            if take_inline(&self.sched) {
+                // On a pool thread of its runtime, handing over the
+                // completion the task waited for: run it here, now, as a
+                // callback would, rather than post it to be run later.
+                self.run();
+            } else {
+                self.schedule();
+            }
         }
     }
 }

@@ -169,20 +169,24 @@ impl Scheduler {
     }
 }
 
+// The initializers are `const` already; clippy 1.96 still reports
+// missing_const_for_thread_local on them when checking x86_64-pc-windows-gnu.
 thread_local! {
-    /// The scheduler of the task this thread polls now, or of the
-    /// `block_on` it runs: what [`crate::Runtime::current`] gives.
+    // The scheduler of the task this thread polls now, or of the
+    // `block_on` it runs: what [`crate::Runtime::current`] gives.
+    #[allow(clippy::missing_const_for_thread_local)]
     static CURRENT: Cell<*const Scheduler> = const { Cell::new(std::ptr::null()) };
 
-    /// The scheduler whose pool thread this is, while it hands a
-    /// completion to its target (an I/O future's slot, a callback) and no
-    /// task runs: a task of it woken there runs at once, here, instead of
-    /// being posted (once per completion).
+    // The scheduler whose pool thread this is, while it hands a
+    // completion to its target (an I/O future's slot, a callback) and no
+    // task runs: a task of it woken there runs at once, here, instead of
+    // being posted (once per completion).
+    #[allow(clippy::missing_const_for_thread_local)]
     static DELIVERING: Cell<*const Scheduler> = const { Cell::new(std::ptr::null()) };
 }
 
 /// Marks this pool thread as delivering a completion for `sched` (see
-/// [`DELIVERING`]) for as long as it lives.
+/// `DELIVERING`) for as long as it lives.
 pub(crate) struct Delivering<'a> {
     prev: *const Scheduler,
     _sched: PhantomData<&'a Scheduler>,
@@ -215,7 +219,7 @@ fn take_inline(sched: &Scheduler) -> bool {
     })
 }
 
-/// Sets [`CURRENT`] for as long as it lives, and restores the one before.
+/// Sets `CURRENT` for as long as it lives, and restores the one before.
 pub(crate) struct Enter<'a> {
     prev: *const Scheduler,
     // Borrows the scheduler the pointer points to, for as long as it is set.

@@ -35,11 +35,15 @@ fn main() -> Result<(), Box<dyn Error>> {
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:8080".into());
     let threads: usize = args.next().map(|t| t.parse()).transpose()?.unwrap_or(2);
     let rt = Runtime::builder().min_threads(threads).max_threads(threads).build()?;
-    let listener = Handle::from(TcpListener::bind(&addr)?);
+    let listener = Handle::from(listen(&addr)?);
     rt.bind_async(&listener)?;
     println!("http server on {addr}, {threads} threads, driver {}; Ctrl-C to stop", rt.driver()?);
 
-    rt.block_on(async {
+    // The accept loop is a task too: an accept's completion runs it at
+    // once on the pool thread that takes it, which starts the next accept.
+    let server = rt.clone();
+    let accept_loop = rt.spawn(async move {
+        let rt = server;
         loop {
             let conn = match listener.accept_async().await {
                 Ok((conn, _peer)) => conn,
@@ -73,5 +77,20 @@ fn main() -> Result<(), Box<dyn Error>> {
                 }
             }));
         }
-    })
+    });
+    rt.block_on(accept_loop)?;
+    Ok(())
+}
+
+/// A listener with a backlog of 1024 (tokio's; std's `TcpListener::bind`
+/// asks for 128, too few for 512 connections made at once).
+fn listen(addr: &str) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let addr: std::net::SocketAddr =
+        addr.parse().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }

@@ -106,11 +106,17 @@ impl From<JoinError> for std::io::Error {
 /// The tasks of one runtime: the live ones (dropped at shutdown), the
 /// panics counted, and the runtime itself for [`crate::Runtime::current`].
 pub(crate) struct Scheduler {
-    live: Mutex<Live>,
+    /// The live tasks, in shards so that spawns and finishes on several
+    /// threads seldom meet on one lock.
+    shards: Box<[Mutex<Live>]>,
+    next_shard: AtomicUsize,
     pub(crate) panics: AtomicU64,
     closed: AtomicBool,
     pub(crate) runtime: OnceLock<Weak<crate::runtime::Inner>>,
 }
+
+/// Shards of the live-task registry.
+const SHARDS: usize = 32;
 
 #[derive(Default)]
 struct Live {
@@ -121,7 +127,8 @@ struct Live {
 impl Scheduler {
     pub(crate) fn new() -> Scheduler {
         Scheduler {
-            live: Mutex::new(Live::default()),
+            shards: (0..SHARDS).map(|_| Mutex::new(Live::default())).collect(),
+            next_shard: AtomicUsize::new(0),
             panics: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             runtime: OnceLock::new(),
@@ -132,18 +139,20 @@ impl Scheduler {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Registers a new task; false once closed.
+    /// Registers a new task; false once closed. Its key is its index in
+    /// its shard times `SHARDS`, plus the shard.
     fn register(&self, task: Arc<dyn Cancel>, key: &AtomicUsize) -> bool {
-        let mut live = self.live.lock();
+        let shard = self.next_shard.fetch_add(1, Ordering::Relaxed) % SHARDS;
+        let mut live = self.shards[shard].lock();
         if live.closed {
             return false;
         }
-        key.store(live.tasks.insert(task), Ordering::Relaxed);
+        key.store(live.tasks.insert(task) * SHARDS + shard, Ordering::Relaxed);
         true
     }
 
     fn unregister(&self, key: usize) {
-        let gone = self.live.lock().tasks.try_remove(key);
+        let gone = self.shards[key % SHARDS].lock().tasks.try_remove(key / SHARDS);
         // The last reference may be this one: dropped with no lock held.
         drop(gone);
     }
@@ -152,20 +161,22 @@ impl Scheduler {
     /// running now (a running one drops its own when its poll returns).
     /// Their join handles resolve as cancelled.
     pub(crate) fn close(&self) {
-        let tasks = {
-            let mut live = self.live.lock();
-            live.closed = true;
-            self.closed.store(true, Ordering::Release);
-            std::mem::take(&mut live.tasks)
-        };
-        for (_, t) in tasks {
-            t.cancel_if_idle();
+        self.closed.store(true, Ordering::Release);
+        for shard in self.shards.iter() {
+            let tasks = {
+                let mut live = shard.lock();
+                live.closed = true;
+                std::mem::take(&mut live.tasks)
+            };
+            for (_, t) in tasks {
+                t.cancel_if_idle();
+            }
         }
     }
 
     /// The number of tasks alive (spawned and not finished).
     pub(crate) fn live(&self) -> usize {
-        self.live.lock().tasks.len()
+        self.shards.iter().map(|s| s.lock().tasks.len()).sum()
     }
 }
 

@@ -385,11 +385,17 @@ where
         }
         let waker = {
             let mut o = self.output.lock();
-            match std::mem::replace(&mut *o, Output::Done(out)) {
-                Output::Waiting(w) => w,
-                // Finished twice cannot happen (RUNNING is exclusive).
-                other => {
-                    *o = other;
+            match &mut *o {
+                Output::Waiting(w) => {
+                    let w = w.take();
+                    *o = Output::Done(out);
+                    w
+                }
+                // Finished twice cannot happen (RUNNING is exclusive); the
+                // output would be dropped below, after the lock.
+                _ => {
+                    drop(o);
+                    drop(out);
                     None
                 }
             }

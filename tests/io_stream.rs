@@ -5,6 +5,7 @@
 
 mod util;
 
+use std::future::Future as _;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::mpsc;
@@ -136,14 +137,30 @@ fn reset(peer: TcpStream) {
 }
 
 #[test]
-fn a_reset_by_the_peer_is_an_error_of_the_read() {
+fn a_reset_by_the_peer_is_an_error_of_the_pending_read() {
     let rt = runtime();
     let (peer, mut s) = pair(&rt);
-    reset(peer);
-    let r = run(&rt, async move {
+    let started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let st = started.clone();
+    let task = rt.spawn(async move {
         let mut buf = [0u8; 16];
-        s.read(&mut buf).await
+        let mut read = std::pin::pin!(s.read(&mut buf));
+        // The first poll starts the read; the peer resets only then.
+        std::future::poll_fn(|cx| {
+            let r = read.as_mut().poll(cx);
+            st.store(true, std::sync::atomic::Ordering::Release);
+            r
+        })
+        .await
     });
+    util::wait_until("the read is in flight", || started.load(std::sync::atomic::Ordering::Acquire));
+    reset(peer);
+    let (tx, rx) = mpsc::channel();
+    let rt2 = rt.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(rt2.block_on(task));
+    });
+    let r = rx.recv_timeout(DEADLINE).expect("the read ended").expect("the task ran");
     let e = r.expect_err("a reset stream cannot read");
     assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
     rt.shutdown();

@@ -397,3 +397,31 @@ fn sleeps_work_on_another_executor_and_reset_moves_the_deadline() {
         assert!(s.is_elapsed());
     });
 }
+
+#[test]
+fn a_task_woken_by_its_io_completion_runs_in_that_completion_not_in_a_second_packet() {
+    const READS: u64 = 20;
+    // One pool thread: each read's completion is delivered after the task
+    // paused, on the thread that then runs the task at once.
+    let rt = runtime(1, 1);
+    let (mut peer, mine) = tcp_pair();
+    let h = Handle::from(mine);
+    rt.bind_async(&h).unwrap();
+    std::io::Write::write_all(&mut peer, &[7u8; READS as usize]).unwrap();
+    let before = rt.stats().completions;
+    let task = rt.spawn(async move {
+        for _ in 0..READS {
+            // One byte per read: twenty reads, twenty completions.
+            let (n, _) = h.read_async(Vec::with_capacity(1)).await;
+            assert_eq!(n.unwrap(), 1);
+        }
+    });
+    join_within(task).unwrap();
+    // The spawn's packet, then one per read; a task posted again for each
+    // wake would double the reads' share.
+    let expected = 1 + READS;
+    wait_until("every completion is counted", || rt.stats().completions - before >= expected);
+    let ran = rt.stats().completions - before;
+    assert!(ran < expected + READS / 2, "{ran} packets for {READS} reads: the wakes were posted, not run");
+    rt.shutdown();
+}

@@ -310,21 +310,29 @@ impl Port {
         Ok(())
     }
 
-    /// Posts the crate's own completion (a timer's, S33) with a success
-    /// status, past the bound (S35): it is counted as held, so that taking
-    /// it keeps the count true, but never refused for lack of room. Fails
-    /// only on a closed port.
-    pub(crate) fn post_unbounded(&self, request: Request) -> Result<()> {
+    /// Posts the crate's own completion (a timer's, S33; a woken task's
+    /// run, see `task`) with a success status, past the bound (S35): it is
+    /// part of work already accepted, so it is never refused for lack of
+    /// room, but it is counted as held, so that taking it keeps the count
+    /// true. On a closed port it hands the request back.
+    pub(crate) fn post_unbounded(&self, request: Request) -> std::result::Result<(), Request> {
         if self.inner.bound.is_some() {
             self.inner.held.fetch_add(1, Ordering::AcqRel);
         }
         let packet = Packet { status: Status::SUCCESS, bytes: 0, key: 0, request: Some(request) };
-        if let Err((e, _)) = self.inner.sys.post(packet) {
-            self.taken(1);
-            return Err(e);
+        match self.inner.sys.post(packet) {
+            Ok(()) => {
+                self.pushed();
+                Ok(())
+            }
+            Err((_, p)) => {
+                self.taken(1);
+                match p.request {
+                    Some(r) => Err(r),
+                    None => Ok(()),
+                }
+            }
         }
-        self.pushed();
-        Ok(())
     }
 
     /// Counts one more request or packet held, or refuses it at the bound.

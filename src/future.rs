@@ -425,7 +425,7 @@ mod tests {
     fn future() -> (IoFuture, Arc<dyn CompletionSink>) {
         let slot = Arc::new(Slot(Mutex::new(State::Waiting(None))));
         let target: Arc<dyn CompletionSink> = slot.clone();
-        (IoFuture { slot, id: RequestId(0), handle: WeakHandle::none() }, target)
+        (IoFuture { slot, id: RequestId(0), handle: WeakHandle::none(), cancel_on_drop: true }, target)
     }
 
     fn request(data: &[u8]) -> Request {

@@ -473,7 +473,8 @@ fn on_starving(shared: &Arc<Shared>, slot: &Arc<PortSlot>) {
 const WATCHDOG: Duration = Duration::from_millis(10);
 
 /// The gate thread, alive as long as the pool (S14). Every few milliseconds
-/// it lets each port do its upkeep; every gate interval, for each port with
+/// it lets each port do its upkeep, with the pool's lock let go (the upkeep
+/// polls the OS); every gate interval, for each port with
 /// work waiting and no thread waiting for it, it frees the concurrency slots
 /// of workers stuck in long callbacks and starts one thread.
 fn gate(weak: Weak<Shared>) {
@@ -488,8 +489,20 @@ fn gate(weak: Weak<Shared>) {
         if st.shutdown {
             return;
         }
-        for s in &st.slots {
+        // The upkeep polls the OS and performs the I/O it finds ready: done
+        // with the pool's lock let go, so that growth, the limits and a
+        // port's close never wait behind it.
+        let slots = st.slots.clone();
+        drop(st);
+        #[cfg(test)]
+        faults::before_maintain(&shared.config.name);
+        for s in &slots {
             s.port.maintain();
+        }
+        drop(slots);
+        let mut st = shared.state.lock();
+        if st.shutdown {
+            return;
         }
         // Completions the backend queued by itself (the kernel's, on
         // Windows) while every worker was busy: below the minimum they get
@@ -668,6 +681,34 @@ mod faults {
         ARMED.lock().unwrap().push(name.to_string());
     }
 
+    /// A test's hold on a pool's gate thread, by the pool's thread name.
+    struct Hold {
+        name: String,
+        reached: std::sync::mpsc::Sender<()>,
+        go: std::sync::mpsc::Receiver<()>,
+    }
+
+    static HOLD: Mutex<Option<Hold>> = Mutex::new(None);
+
+    /// Holds the gate thread of the pool named `name` at its next upkeep:
+    /// it tells `reached`, then waits for `go` (at most a minute).
+    pub(super) fn hold_gate(name: &str, reached: std::sync::mpsc::Sender<()>, go: std::sync::mpsc::Receiver<()>) {
+        *HOLD.lock().unwrap() = Some(Hold { name: name.to_string(), reached, go });
+    }
+
+    /// The gate thread is about to let the ports do their upkeep, which
+    /// polls the OS (and may perform I/O): a test holds it here, as a slow
+    /// poll would.
+    pub(super) fn before_maintain(name: &str) {
+        let mut hold = HOLD.lock().unwrap();
+        if hold.as_ref().is_some_and(|h| h.name == name) {
+            let h = hold.take().unwrap();
+            drop(hold);
+            let _ = h.reached.send(());
+            let _ = h.go.recv_timeout(std::time::Duration::from_secs(60));
+        }
+    }
+
     pub(super) fn hit(name: &str) {
         let mut armed = ARMED.lock().unwrap();
         if let Some(i) = armed.iter().position(|n| n == name) {
@@ -725,6 +766,34 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(rt.stats().completions, 3);
+        rt.shutdown();
+    }
+
+    /// S12, S14: the gate thread's upkeep of the ports (a poll of the OS,
+    /// and the I/O it finds ready) runs without the pool's lock: while it
+    /// takes long, the limits change, the counters are read and a port
+    /// closes. Before, all of them waited for the upkeep.
+    #[test]
+    fn s14_the_gate_polls_without_the_pool_lock() {
+        use crate::IoCompletionManager;
+
+        let name = "gate-unlocked";
+        let rt = Runtime::builder().min_threads(1).max_threads(4).thread_name(name).build().unwrap();
+        let port = rt.create_port().unwrap();
+        let (reached_tx, reached_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel();
+        super::faults::hold_gate(name, reached_tx, go_rx);
+        reached_rx.recv_timeout(Duration::from_secs(20)).expect("the gate reaches its upkeep");
+        let (rt2, (tx, rx)) = (rt.clone(), mpsc::channel());
+        let t = std::thread::spawn(move || {
+            rt2.set_max_threads(3).unwrap();
+            let _ = rt2.stats();
+            let _ = tx.send(rt2.close_port(&port).is_ok());
+        });
+        let r = rx.recv_timeout(Duration::from_secs(20));
+        go_tx.send(()).unwrap();
+        assert_eq!(r, Ok(true), "the pool's calls waited for the gate's upkeep");
+        t.join().unwrap();
         rt.shutdown();
     }
 

@@ -63,10 +63,6 @@ mod model {
         pub(crate) fn lock(&self) -> loom::sync::MutexGuard<'_, T> {
             self.0.lock().expect("loom mutexes are not poisoned in models")
         }
-
-        pub(crate) fn try_lock(&self) -> Option<loom::sync::MutexGuard<'_, T>> {
-            self.0.try_lock().ok()
-        }
     }
 
     /// The injector as a locked deque: the model checks the port's

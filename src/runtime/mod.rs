@@ -443,10 +443,17 @@ impl Runtime {
     ///
     /// The waits are bounded for what the OS keeps (S17): a request the
     /// kernel never gives back is given up on after 2 s and leaked
-    /// ([`Port::leaked_requests`]), and a worker stuck in the OS outside any
-    /// callback for longer (a file read the file system never answers) is
-    /// left running, not joined ([`PoolStats::abandoned`]). A worker in a
-    /// callback is waited for as long as the callback runs.
+    /// ([`Port::leaked_requests`]), and a worker blocked in the OS on a
+    /// file request performed on the pool (the epoll driver's file reads
+    /// and writes) for longer than that, as when a network or FUSE file
+    /// system never answers, is left running, not joined
+    /// ([`PoolStats::abandoned`]). Such a worker holds its thread, the
+    /// request and its buffer, and its port's memory; it no longer counts
+    /// in the pool's threads. If the OS ever returns, the request completes
+    /// aborted and its completion is delivered (the callback runs) after
+    /// `shutdown` returned, then the thread exits. Every other worker is
+    /// joined, however slow: one in a callback is waited for as long as
+    /// the callback runs.
     pub fn shutdown(&self) {
         // Pending timers complete aborted, on the pool while it still runs.
         crate::timer::cancel_owner(self.inner.id);

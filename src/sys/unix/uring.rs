@@ -47,6 +47,11 @@ pub(crate) const GIVE_UP: std::time::Duration = std::time::Duration::from_secs(2
 /// Submission queue entries; completion queue entries are twice as many.
 const ENTRIES: u32 = 1024;
 
+/// How many times a push into a full submission queue tries a kernel that
+/// takes nothing (`EBUSY`, `EAGAIN`) with no completion entry to take
+/// before it fails the start with that error.
+const BUSY_TRIES: usize = 64;
+
 /// The environment variable that picks the Linux driver: `io_uring`,
 /// `epoll`, or `auto` (the default: io_uring where it works).
 pub(crate) const DRIVER_VAR: &str = "IOCOMPLETION_DRIVER";
@@ -135,9 +140,27 @@ impl Ring {
         })
     }
 
-    /// Pushes one entry; a full queue is handed to the kernel first.
+    /// Pushes one entry; a full queue is handed to the kernel first. When
+    /// the kernel takes nothing because its completion queue has no room
+    /// (`EBUSY` after an overflow), this thread takes the completion
+    /// entries itself, into `cq`, and rings the ring afterwards so that
+    /// they are dispatched (a poller blocked in the ring returns); it never
+    /// spins waiting for a poller, which may itself wait for `sq`.
     fn push(&self, entry: &Entry) -> io::Result<()> {
+        let mut reaped = false;
+        let r = self.push_entry(entry, &mut reaped);
+        if reaped {
+            self.wake();
+        }
+        r
+    }
+
+    /// [`Ring::push`] without the ring afterwards; sets `reaped` when it
+    /// took completion entries into `cq`. Gives up with `EBUSY` or
+    /// `EAGAIN` after [`BUSY_TRIES`] tries that took nothing.
+    fn push_entry(&self, entry: &Entry, reaped: &mut bool) -> io::Result<()> {
         let _g = self.sq.lock();
+        let mut tries = 0;
         loop {
             // SAFETY: the `sq` lock makes this the only user of the
             // submission queue while the guard lives.
@@ -154,7 +177,17 @@ impl Ring {
             }
             self.unsubmitted.fetch_sub(1, Ordering::SeqCst);
             drop(sq);
-            self.submit_now()?;
+            if let Err(busy) = self.try_submit()? {
+                if self.reap_any() {
+                    *reaped = true;
+                } else {
+                    tries += 1;
+                    if tries >= BUSY_TRIES {
+                        return Err(busy);
+                    }
+                    std::thread::yield_now();
+                }
+            }
         }
     }
 
@@ -176,17 +209,26 @@ impl Ring {
     /// carries the error); the entries after it stay in the submission
     /// queue, counted, and the next call hands them over.
     fn submit_now(&self) -> io::Result<()> {
+        self.try_submit().map(drop)
+    }
+
+    /// [`Ring::submit_now`], telling a kernel that took nothing for now
+    /// (`Ok(Err(EBUSY or EAGAIN))`): its completion queue has no room, so
+    /// it takes entries again once completions are taken.
+    fn try_submit(&self) -> io::Result<Result<(), io::Error>> {
         loop {
+            #[cfg(test)]
+            if tests::busy(self) {
+                return Ok(Err(io::Error::from_raw_os_error(libc::EBUSY)));
+            }
             match self.ring.submitter().submit() {
                 Ok(n) => {
                     if n == 0 || self.taken(n) == 0 {
-                        return Ok(());
+                        return Ok(Ok(()));
                     }
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
-                // The completion queue is full: the kernel takes the
-                // entries once completions are taken; the poller does that.
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN)) => return Ok(()),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN)) => return Ok(Err(e)),
                 Err(e) => return Err(e),
             }
         }
@@ -262,12 +304,20 @@ impl Ring {
     /// the kernel first, and so are completions the kernel holds back
     /// after an overflow; otherwise no system call is made (the completion
     /// queue is shared memory).
+    ///
+    /// It never waits for `sq`: a thread that holds it is pushing (maybe
+    /// into a full queue, taking completions itself); the flags are read
+    /// only when the lock is free, and otherwise an overflow is assumed
+    /// (one more `io_uring_enter`, which flushes it if there is one).
     pub(crate) fn poll_now(&self) -> io::Result<()> {
-        let overflow = {
-            let _g = self.sq.lock();
-            // SAFETY: the `sq` lock makes this the only user of the
-            // submission queue while the guard lives; only its flags are read.
-            unsafe { self.ring.submission_shared() }.cq_overflow()
+        let overflow = match self.sq.try_lock() {
+            Some(_g) => {
+                // SAFETY: the `sq` lock makes this the only user of the
+                // submission queue while the guard lives; only its flags are
+                // read.
+                unsafe { self.ring.submission_shared() }.cq_overflow()
+            }
+            None => true,
         };
         if overflow || self.unsubmitted.load(Ordering::SeqCst) > 0 {
             self.submit_now()?;
@@ -288,6 +338,13 @@ impl Ring {
         taken[before..].iter().any(|&(user_data, _)| user_data == WAKE)
     }
 
+    /// [`Ring::reap`]; true when it took any entry.
+    fn reap_any(&self) -> bool {
+        let before = self.cq.lock().len();
+        self.reap();
+        self.cq.lock().len() > before
+    }
+
     /// Turns the entries the last poll took into packets.
     pub(crate) fn dispatch(&self, queue: &PortQueue) {
         let taken = std::mem::take(&mut *self.cq.lock());
@@ -296,9 +353,10 @@ impl Ring {
         }
     }
 
-    /// Makes a thread blocked in the ring return: a no-op entry completes.
+    /// Makes a thread blocked in the ring return: a no-op entry completes
+    /// (and the thread dispatches whatever its push took into `cq`).
     pub(crate) fn wake(&self) {
-        if self.push(&opcode::Nop::new().build().user_data(WAKE)).is_ok() {
+        if self.push_entry(&opcode::Nop::new().build().user_data(WAKE), &mut false).is_ok() {
             let _ = self.submit_now();
         }
     }
@@ -855,6 +913,24 @@ mod tests {
         UNCACHED.lock().unwrap().contains(&fd)
     }
 
+    /// Rings whose kernel is taken to refuse submissions with `EBUSY`
+    /// while its completion queue is full (by address).
+    static BUSY: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+
+    /// Test seam: true when `ring`'s submit is to fail with `EBUSY`, as
+    /// older kernels do while completions that overflowed cannot be
+    /// flushed (the completion queue is full); newer kernels keep taking
+    /// entries.
+    pub(super) fn busy(ring: &Ring) -> bool {
+        if !BUSY.lock().unwrap().contains(&(ring as *const Ring as usize)) {
+            return false;
+        }
+        let _g = ring.cq.lock();
+        // SAFETY: the `cq` lock makes this the only user of the completion
+        // queue while the guard lives; only its length is read.
+        unsafe { ring.ring.completion_shared() }.is_full()
+    }
+
     /// A test's hold on one ring's poller: the poller tells `reached` it is
     /// about to block in the ring, then waits for `go`.
     struct Hold {
@@ -1103,5 +1179,57 @@ mod tests {
             let buf = p.request.unwrap().into_buffer().into_vec();
             assert_eq!(buf, vec![7u8; 5], "{cut}: the buffer holds them");
         }
+    }
+
+    /// S2, S14: a push into a full submission queue while the kernel takes
+    /// nothing (`EBUSY`: its completion queue is full) takes the
+    /// completion entries itself and goes on; before, it spun holding
+    /// `sq` until a poller took them, and a collect waiting for `sq` while
+    /// holding the poller's role froze the port.
+    #[test]
+    fn s14_a_push_into_a_full_queue_takes_completions_when_the_kernel_is_busy() {
+        let ring = match Ring::open() {
+            Ok(r) => Arc::new(r),
+            Err(why) => return eprintln!("skipped: {why}"),
+        };
+        let cq_size = ENTRIES as usize * 4;
+        // Each full submission queue is handed over by the push after it:
+        // the completion queue fills, and one more queue waits behind it.
+        for i in 0..cq_size + ENTRIES as usize {
+            ring.push(&opcode::Nop::new().build().user_data(100 + i as u64)).unwrap();
+        }
+        assert!(ring.cq.lock().is_empty());
+        let key = Arc::as_ptr(&ring) as usize;
+        BUSY.lock().unwrap().push(key);
+        let (r2, (tx, rx)) = (ring.clone(), channel());
+        let pusher = std::thread::spawn(move || {
+            let _ = tx.send(r2.push(&opcode::Nop::new().build().user_data(99)).is_ok());
+        });
+        let pushed = rx.recv_timeout(Duration::from_secs(20));
+        BUSY.lock().unwrap().retain(|&r| r != key);
+        assert_eq!(pushed, Ok(true), "the push did not return");
+        pusher.join().unwrap();
+        let taken = ring.cq.lock().len();
+        assert_eq!(taken, cq_size, "the push took the full completion queue for the next dispatch");
+    }
+
+    /// S14: a collect never waits for `sq` (a thread may hold it pushing
+    /// into a full queue); before, it blocked there while holding the
+    /// poller's role.
+    #[test]
+    fn s14_a_collect_does_not_wait_for_the_submission_lock() {
+        let ring = match Ring::open() {
+            Ok(r) => Arc::new(r),
+            Err(why) => return eprintln!("skipped: {why}"),
+        };
+        let held = ring.sq.lock();
+        let (r2, (tx, rx)) = (ring.clone(), channel());
+        let collector = std::thread::spawn(move || {
+            let _ = tx.send(r2.poll_now().is_ok());
+        });
+        let r = rx.recv_timeout(Duration::from_secs(20));
+        drop(held);
+        assert_eq!(r, Ok(true), "poll_now waited for the submission lock");
+        collector.join().unwrap();
     }
 }

@@ -99,12 +99,21 @@ pub struct IoFuture {
     slot: Arc<Slot>,
     id: RequestId,
     handle: WeakHandle,
+    /// False once detached: the request then runs on when this is dropped.
+    cancel_on_drop: bool,
 }
 
 impl IoFuture {
     /// The id of the request, as [`Handle::cancel`] takes it.
     pub fn id(&self) -> RequestId {
         self.id
+    }
+
+    /// Drops the future without cancelling its request: the request runs
+    /// on, and its completion frees it with its buffer (a write the crate
+    /// accepted is not taken back).
+    pub(crate) fn detach(mut self) {
+        self.cancel_on_drop = false;
     }
 }
 
@@ -146,7 +155,7 @@ impl Drop for IoFuture {
             drop(old);
             pending
         };
-        if pending {
+        if pending && self.cancel_on_drop {
             if let Some(h) = self.handle.upgrade() {
                 // "Not found" means it completed meanwhile: nothing to do.
                 let _ = h.cancel(self.id);
@@ -206,7 +215,7 @@ impl Handle {
         let slot = Arc::new(Slot(Mutex::new(State::Waiting(None))));
         let target: Arc<dyn CompletionSink> = slot.clone();
         let id = self.start_targeted(op, buffer, 0, Some(target), deadline)?;
-        Ok(IoFuture { slot, id, handle: self.downgrade() })
+        Ok(IoFuture { slot, id, handle: self.downgrade(), cancel_on_drop: true })
     }
 
     /// [`Handle::start_async`] with a deadline (S33, see
@@ -416,7 +425,7 @@ mod tests {
     fn future() -> (IoFuture, Arc<dyn CompletionSink>) {
         let slot = Arc::new(Slot(Mutex::new(State::Waiting(None))));
         let target: Arc<dyn CompletionSink> = slot.clone();
-        (IoFuture { slot, id: RequestId(0), handle: WeakHandle::none() }, target)
+        (IoFuture { slot, id: RequestId(0), handle: WeakHandle::none(), cancel_on_drop: true }, target)
     }
 
     fn request(data: &[u8]) -> Request {

@@ -73,6 +73,11 @@ macro_rules! not_loom {
 mod census;
 mod sync;
 mod sys;
+// The tasks' scheduling state and its models (the rest of `task` needs the OS).
+#[cfg(loom)]
+#[allow(dead_code)]
+#[path = "task/state.rs"]
+mod task_state;
 
 not_loom! {
     mod buf;
@@ -89,6 +94,11 @@ not_loom! {
     mod sink;
     mod status;
     mod timer;
+    pub mod task;
+    pub mod time;
+    pub mod io;
+    #[cfg(feature = "hyper")]
+    pub mod hyper_rt;
 
     pub use buf::{Buffer, IoBuf, IoBufMut, OtherBuf};
     pub use error::{Error, Result, StartError};

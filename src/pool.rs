@@ -66,12 +66,17 @@ pub struct PoolStats {
     /// user's code) and were replaced; each is also reported on stderr by
     /// the panic hook.
     pub replaced: u64,
-    /// Workers a shutdown or a port's close stopped waiting for: stuck in
-    /// the OS, outside any callback, for longer than the close's bound
-    /// (2 s), on a request of the crate's own that the OS never finished
-    /// (a file read on a pool thread, on the epoll driver, that a network
-    /// or FUSE file system never answers). Each is left running, not
-    /// joined; it exits by itself if the OS ever returns.
+    /// Workers a shutdown or a port's close stopped waiting for: blocked in
+    /// the OS on a file request performed on the pool (the epoll driver's
+    /// file reads and writes) for longer than the close's bound (2 s), as
+    /// when a network or FUSE file system never answers. Each is left
+    /// running, not joined, and no longer counted in `threads` nor against
+    /// `max_threads`; it holds its thread, the request and its buffer, and
+    /// its port's memory. If the OS ever returns, it delivers that
+    /// request's completion (aborted, the port being closed: its callback
+    /// runs, after the close or the shutdown returned) and exits. A worker
+    /// anywhere else (in a callback, or slow for any other reason) is
+    /// waited for.
     pub abandoned: u64,
 }
 
@@ -83,9 +88,12 @@ mod worker_tls {
         /// The port slot the calling worker serves (null outside the pool).
         pub(super) static SERVING: std::cell::Cell<*const super::PortSlot> =
             const { std::cell::Cell::new(std::ptr::null()) };
+        /// The calling worker (none outside the pool).
+        pub(super) static WORKER: std::cell::RefCell<Option<crate::sync::Arc<super::WorkerInfo>>> =
+            const { std::cell::RefCell::new(None) };
     }
 }
-use worker_tls::SERVING;
+use worker_tls::{SERVING, WORKER};
 
 /// What the pool and the gate thread see of one worker.
 struct WorkerInfo {
@@ -99,6 +107,35 @@ struct WorkerInfo {
     slot: Mutex<Option<sys::Slot>>,
     /// The worker's thread (a shutdown leaves a worker stuck in the OS).
     thread: thread::ThreadId,
+    /// Since when the worker is blocked in the OS on a file request
+    /// ([`blocking_file_call`]); `None` anywhere else.
+    in_file_call: Mutex<Option<Instant>>,
+    /// The worker holds its place in the census and in its port's count;
+    /// whoever takes this from true to false gives both back: the worker
+    /// as it leaves, or a close that leaves it behind.
+    counted: AtomicBool,
+}
+
+/// Runs `f`, a call that may block in the OS for as long as a file system
+/// takes (a file request performed on a pool thread). While it runs, a
+/// shutdown or a port's close that waits for the calling worker knows it
+/// is blocked there, and leaves it behind once that lasted longer than
+/// the bound (S11, S17). Outside a pool worker it only runs `f`.
+#[cfg(unix)]
+pub(crate) fn blocking_file_call<R>(f: impl FnOnce() -> R) -> R {
+    struct Mark(Option<Arc<WorkerInfo>>);
+    impl Drop for Mark {
+        fn drop(&mut self) {
+            if let Some(w) = &self.0 {
+                *w.in_file_call.lock() = None;
+            }
+        }
+    }
+    let mark = Mark(WORKER.with(|w| w.borrow().clone()));
+    if let Some(w) = &mark.0 {
+        *w.in_file_call.lock() = Some(Instant::now());
+    }
+    f()
 }
 
 /// The workers of one port.
@@ -141,45 +178,53 @@ impl PortSlot {
     }
 
     /// Waits until the port's workers have exited, the calling thread
-    /// aside (a worker of this port that stops the pool from a callback).
-    /// A worker that runs a callback is waited for; one that is not, after
-    /// `give_up`, is left: it is stuck in the OS on a request of the
-    /// crate's own (a file read on a pool thread that the file system
-    /// never answers) and would hold the caller for ever (S11, S17). The
-    /// threads left, which exit by themselves if the OS ever returns.
-    fn wait_for_exit(&self, give_up: Instant) -> Vec<thread::ThreadId> {
+    /// aside (a worker of this port that stops the pool from a callback),
+    /// and returns the threads it left behind.
+    ///
+    /// Every worker is waited for, however slow, except one blocked in the
+    /// OS on a file request ([`blocking_file_call`]) for longer than
+    /// [`GIVE_UP`]: a read the file system never answers would hold the
+    /// caller for ever (S11, S17). Once `give_up` has passed and every
+    /// worker left is blocked so, they are left: counted as abandoned and
+    /// given back to the census (they no longer count against the
+    /// maximum); each exits by itself if the OS ever returns.
+    fn wait_for_exit(&self, shared: &Shared, give_up: Instant) -> Vec<thread::ThreadId> {
         let me = thread::current().id();
         let mine = usize::from(SERVING.with(|s| std::ptr::eq(s.get(), self)));
-        // After `give_up`: the workers left and their completion counts at
-        // the previous look. A worker is stuck when, over a whole look, it
-        // ran no callback and finished none.
-        let mut before: Option<Vec<(thread::ThreadId, u64)>> = None;
         let mut g = self.exited_lock.lock();
         loop {
             if self.threads.load(Ordering::Acquire) <= mine {
                 return Vec::new();
             }
-            if Instant::now() >= give_up {
-                let (now, idle) = {
-                    let workers = self.workers.lock();
-                    let others = workers.iter().filter(|w| w.thread != me);
-                    let now: Vec<(thread::ThreadId, u64)> =
-                        others.clone().map(|w| (w.thread, w.seq.load(Ordering::Acquire))).collect();
-                    (now, others.clone().all(|w| !w.busy.load(Ordering::Acquire)))
+            let now = Instant::now();
+            if now >= give_up {
+                let workers = self.workers.lock();
+                let others: Vec<&Arc<WorkerInfo>> = workers.iter().filter(|w| w.thread != me).collect();
+                let stuck = |w: &WorkerInfo| {
+                    w.in_file_call.lock().is_some_and(|since| now.saturating_duration_since(since) >= GIVE_UP)
                 };
-                if idle && before.as_ref() == Some(&now) {
-                    return now.into_iter().map(|(t, _)| t).collect();
+                if !others.is_empty() && others.iter().all(|w| stuck(w)) {
+                    for w in &others {
+                        if w.counted.swap(false, Ordering::AcqRel) {
+                            shared.census.exit();
+                            self.threads.fetch_sub(1, Ordering::AcqRel);
+                        }
+                    }
+                    shared.abandoned.fetch_add(others.len() as u64, Ordering::Relaxed);
+                    return others.iter().map(|w| w.thread).collect();
                 }
-                before = Some(now);
+                drop(workers);
+                #[cfg(test)]
+                faults::looked_late(&shared.config.name);
             }
             self.exited.wait_for(&mut g, EXIT_POLL);
         }
     }
 }
 
-/// How long a shutdown or a port's close waits for a worker stuck in the
-/// OS, outside any callback, before it leaves it (as a port's close gives
-/// up on requests the kernel keeps).
+/// How long a shutdown or a port's close waits for a worker blocked in the
+/// OS on a file request before it leaves it (as a port's close gives up on
+/// requests the kernel keeps).
 const GIVE_UP: Duration = Duration::from_secs(2);
 
 /// How often a wait for workers to exit looks again (each exit also wakes
@@ -311,9 +356,8 @@ impl Pool {
             // siblings, and it after its callback returns, drain the port.
             return;
         }
-        let left = slot.wait_for_exit(Instant::now() + GIVE_UP);
+        let left = slot.wait_for_exit(&self.shared, Instant::now() + GIVE_UP);
         if !left.is_empty() {
-            self.shared.abandoned.fetch_add(left.len() as u64, Ordering::Relaxed);
             // Left running: a shutdown does not join them either.
             self.shared.state.lock().joins.retain(|j| !left.contains(&j.thread().id()));
         }
@@ -403,10 +447,11 @@ impl Pool {
             self.shared.gate.notify_all();
             (std::mem::take(&mut st.joins), st.slots.clone())
         };
-        // Workers stuck in the OS past the bound are left, not joined.
+        // Workers blocked in the OS on a file request past the bound are
+        // left, not joined.
         let give_up = Instant::now() + GIVE_UP;
-        let left: Vec<thread::ThreadId> = slots.iter().flat_map(|s| s.wait_for_exit(give_up)).collect();
-        self.shared.abandoned.fetch_add(left.len() as u64, Ordering::Relaxed);
+        let left: Vec<thread::ThreadId> =
+            slots.iter().flat_map(|s| s.wait_for_exit(&self.shared, give_up)).collect();
         let me = thread::current().id();
         for j in joins {
             if j.thread().id() != me && !left.contains(&j.thread().id()) {
@@ -473,7 +518,8 @@ fn on_starving(shared: &Arc<Shared>, slot: &Arc<PortSlot>) {
 const WATCHDOG: Duration = Duration::from_millis(10);
 
 /// The gate thread, alive as long as the pool (S14). Every few milliseconds
-/// it lets each port do its upkeep; every gate interval, for each port with
+/// it lets each port do its upkeep, with the pool's lock let go (the upkeep
+/// polls the OS); every gate interval, for each port with
 /// work waiting and no thread waiting for it, it frees the concurrency slots
 /// of workers stuck in long callbacks and starts one thread.
 fn gate(weak: Weak<Shared>) {
@@ -488,8 +534,20 @@ fn gate(weak: Weak<Shared>) {
         if st.shutdown {
             return;
         }
-        for s in &st.slots {
+        // The upkeep polls the OS and performs the I/O it finds ready: done
+        // with the pool's lock let go, so that growth, the limits and a
+        // port's close never wait behind it.
+        let slots = st.slots.clone();
+        drop(st);
+        #[cfg(test)]
+        faults::before_maintain(&shared.config.name);
+        for s in &slots {
             s.port.maintain();
+        }
+        drop(slots);
+        let mut st = shared.state.lock();
+        if st.shutdown {
+            return;
         }
         // Completions the backend queued by itself (the kernel's, on
         // Windows) while every worker was busy: below the minimum they get
@@ -521,15 +579,20 @@ fn gate(weak: Weak<Shared>) {
 /// Leaves the pool if the census allows it for `why`. The port's last
 /// worker never leaves: its place in the port's count is taken first,
 /// atomically (`census::leave_port`), and given back if the census refuses.
-fn try_leave(shared: &Shared, slot: &PortSlot, why: Leave) -> bool {
-    if !crate::census::leave_port(&slot.threads) {
-        return false;
-    }
-    if shared.census.try_leave(why, false) {
-        shared.retired.fetch_add(1, Ordering::Relaxed);
+///
+/// A worker a close left behind (no longer counted) leaves at once.
+fn try_leave(shared: &Shared, slot: &PortSlot, me: &WorkerInfo, why: Leave) -> bool {
+    if !me.counted.swap(false, Ordering::AcqRel) {
         return true;
     }
-    crate::census::rejoin_port(&slot.threads);
+    if crate::census::leave_port(&slot.threads) {
+        if shared.census.try_leave(why, false) {
+            shared.retired.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        crate::census::rejoin_port(&slot.threads);
+    }
+    me.counted.store(true, Ordering::Release);
     false
 }
 
@@ -542,19 +605,24 @@ fn worker(weak: Weak<Shared>, slot: Arc<PortSlot>) {
         seen: AtomicU64::new(0),
         slot: Mutex::new(None),
         thread: thread::current().id(),
+        in_file_call: Mutex::new(None),
+        counted: AtomicBool::new(true),
     });
+    WORKER.with(|w| *w.borrow_mut() = Some(me.clone()));
     slot.workers.lock().push(me.clone());
     // Callbacks run under their own `catch_unwind`; this one guards the
     // worker's own code, so that a panic there (a bug, or a fault test)
     // still leaves the counts true and the port served.
     let outcome = catch_unwind(AssertUnwindSafe(|| serve(&shared, &slot, &me)));
+    // True when the census let the worker go already (it retired, or a
+    // close left it behind).
     let retired = matches!(outcome, Ok(true));
     {
         let mut workers = slot.workers.lock();
         shared.completions.fetch_add(me.seq.load(Ordering::Acquire), Ordering::AcqRel);
         workers.retain(|w| !Arc::ptr_eq(w, &me));
     }
-    if !retired {
+    if !retired && me.counted.swap(false, Ordering::AcqRel) {
         shared.census.exit();
         slot.threads.fetch_sub(1, Ordering::AcqRel);
     }
@@ -566,6 +634,7 @@ fn worker(weak: Weak<Shared>, slot: Arc<PortSlot>) {
         s.release();
     }
     SERVING.with(|s| s.set(std::ptr::null()));
+    WORKER.with(|w| *w.borrow_mut() = None);
     if outcome.is_err() {
         shared.replaced.fetch_add(1, Ordering::Relaxed);
         replace(&shared, &slot);
@@ -603,7 +672,7 @@ fn serve(shared: &Arc<Shared>, slot: &Arc<PortSlot>, me: &WorkerInfo) -> bool {
         // The port's interrupt count is read before the limits, so a
         // lowered maximum either is seen here or ends the wait below.
         let interrupts = slot.port.interrupts();
-        if shared.census.above_max() && try_leave(shared, slot, Leave::AboveMax) {
+        if shared.census.above_max() && try_leave(shared, slot, me, Leave::AboveMax) {
             return true;
         }
         match slot.port.get_for_pool(&mut batch, Some(keep_alive), interrupts) {
@@ -617,12 +686,14 @@ fn serve(shared: &Arc<Shared>, slot: &Arc<PortSlot>, me: &WorkerInfo) -> bool {
                     if slot.starving() {
                         on_starving(shared, slot);
                     }
+                    #[cfg(test)]
+                    faults::before_run(&shared.config.name);
                     run(shared, me, packet);
                 }
             }
             // The whole keep-alive passed without a packet.
             Err(Error::Timeout) => {
-                if try_leave(shared, slot, Leave::Idle) {
+                if try_leave(shared, slot, me, Leave::Idle) {
                     return true;
                 }
             }
@@ -666,6 +737,72 @@ mod faults {
 
     pub(super) fn arm(name: &str) {
         ARMED.lock().unwrap().push(name.to_string());
+    }
+
+    /// A test's hold on a pool's gate thread, by the pool's thread name.
+    struct Hold {
+        name: String,
+        reached: std::sync::mpsc::Sender<()>,
+        go: std::sync::mpsc::Receiver<()>,
+    }
+
+    static HOLD: Mutex<Option<Hold>> = Mutex::new(None);
+
+    /// Holds the gate thread of the pool named `name` at its next upkeep:
+    /// it tells `reached`, then waits for `go` (at most a minute).
+    pub(super) fn hold_gate(name: &str, reached: std::sync::mpsc::Sender<()>, go: std::sync::mpsc::Receiver<()>) {
+        *HOLD.lock().unwrap() = Some(Hold { name: name.to_string(), reached, go });
+    }
+
+    /// The gate thread is about to let the ports do their upkeep, which
+    /// polls the OS (and may perform I/O): a test holds it here, as a slow
+    /// poll would.
+    pub(super) fn before_maintain(name: &str) {
+        let mut hold = HOLD.lock().unwrap();
+        if hold.as_ref().is_some_and(|h| h.name == name) {
+            let h = hold.take().unwrap();
+            drop(hold);
+            let _ = h.reached.send(());
+            let _ = h.go.recv_timeout(std::time::Duration::from_secs(60));
+        }
+    }
+
+    static HOLD_RUN: Mutex<Option<Hold>> = Mutex::new(None);
+
+    /// Holds the next worker of the pool named `name` that took a packet,
+    /// before it runs it (outside any callback and any call into the OS),
+    /// as a thread the scheduler left aside would be.
+    pub(super) fn hold_before_run(
+        name: &str,
+        reached: std::sync::mpsc::Sender<()>,
+        go: std::sync::mpsc::Receiver<()>,
+    ) {
+        *HOLD_RUN.lock().unwrap() = Some(Hold { name: name.to_string(), reached, go });
+    }
+
+    pub(super) fn before_run(name: &str) {
+        let mut hold = HOLD_RUN.lock().unwrap();
+        if hold.as_ref().is_some_and(|h| h.name == name) {
+            let h = hold.take().unwrap();
+            drop(hold);
+            let _ = h.reached.send(());
+            let _ = h.go.recv_timeout(std::time::Duration::from_secs(60));
+        }
+    }
+
+    /// Looks a wait for workers to exit took past its bound, by pool name.
+    static LATE_LOOKS: Mutex<Vec<(String, usize)>> = Mutex::new(Vec::new());
+
+    pub(super) fn looked_late(name: &str) {
+        let mut looks = LATE_LOOKS.lock().unwrap();
+        match looks.iter_mut().find(|(n, _)| n == name) {
+            Some((_, k)) => *k += 1,
+            None => looks.push((name.to_string(), 1)),
+        }
+    }
+
+    pub(super) fn late_looks(name: &str) -> usize {
+        LATE_LOOKS.lock().unwrap().iter().find(|(n, _)| n == name).map_or(0, |(_, k)| *k)
     }
 
     pub(super) fn hit(name: &str) {
@@ -728,10 +865,81 @@ mod tests {
         rt.shutdown();
     }
 
+    /// S12, S14: the gate thread's upkeep of the ports (a poll of the OS,
+    /// and the I/O it finds ready) runs without the pool's lock: while it
+    /// takes long, the limits change, the counters are read and a port
+    /// closes. Before, all of them waited for the upkeep.
+    #[test]
+    fn s14_the_gate_polls_without_the_pool_lock() {
+        use crate::IoCompletionManager;
+
+        let name = "gate-unlocked";
+        let rt = Runtime::builder().min_threads(1).max_threads(4).thread_name(name).build().unwrap();
+        let port = rt.create_port().unwrap();
+        let (reached_tx, reached_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel();
+        super::faults::hold_gate(name, reached_tx, go_rx);
+        reached_rx.recv_timeout(Duration::from_secs(20)).expect("the gate reaches its upkeep");
+        let (rt2, (tx, rx)) = (rt.clone(), mpsc::channel());
+        let t = std::thread::spawn(move || {
+            rt2.set_max_threads(3).unwrap();
+            let _ = rt2.stats();
+            let _ = tx.send(rt2.close_port(&port).is_ok());
+        });
+        let r = rx.recv_timeout(Duration::from_secs(20));
+        go_tx.send(()).unwrap();
+        assert_eq!(r, Ok(true), "the pool's calls waited for the gate's upkeep");
+        t.join().unwrap();
+        rt.shutdown();
+    }
+
+    /// S11, S17: a shutdown waits for a worker that is slow outside any
+    /// callback and outside any file request, however long past the bound
+    /// (here a test seam holds it between taking a post and running it),
+    /// and the post's callback has run when it returns. Before, a worker
+    /// not in a callback that finished nothing over one look past 2 s was
+    /// left behind, and its callback ran after the shutdown returned.
+    #[test]
+    fn s17_a_shutdown_waits_for_a_worker_slow_outside_a_callback() {
+        use std::time::Instant;
+
+        let name = "slow-not-stuck";
+        let rt = Runtime::builder().min_threads(1).max_threads(1).thread_name(name).build().unwrap();
+        let (reached_tx, reached_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel();
+        super::faults::hold_before_run(name, reached_tx, go_rx);
+        let (ran_tx, ran_rx) = mpsc::channel();
+        let ran_tx = std::sync::Mutex::new(ran_tx);
+        rt.post_callback(0, move |_, _, _| ran_tx.lock().unwrap().send(()).unwrap()).unwrap();
+        reached_rx.recv_timeout(Duration::from_secs(20)).expect("a worker takes the post");
+        let (rt2, (done_tx, done_rx)) = (rt.clone(), mpsc::channel());
+        let stopper = std::thread::spawn(move || {
+            rt2.shutdown();
+            let _ = done_tx.send(());
+        });
+        // The shutdown looks at the held worker past its bound, more times
+        // than it needed before to leave it behind.
+        let end = Instant::now() + Duration::from_secs(20);
+        while super::faults::late_looks(name) < 3 {
+            assert!(done_rx.try_recv().is_err(), "the shutdown returned while a worker still held a packet");
+            assert!(Instant::now() < end, "the shutdown never looked past its bound");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(done_rx.try_recv().is_err(), "the shutdown returned while a worker still held a packet");
+        go_tx.send(()).unwrap();
+        assert_eq!(done_rx.recv_timeout(Duration::from_secs(20)), Ok(()), "the shutdown did not return");
+        stopper.join().unwrap();
+        assert!(ran_rx.try_recv().is_ok(), "the post's callback ran before the shutdown returned");
+        let s = rt.stats();
+        assert_eq!((s.abandoned, s.threads), (0, 0), "{s:?}");
+    }
+
     /// S11, S17: a pool thread stuck in the OS on a file request (a read
     /// the file system never answers; here a test seam holds it) keeps
     /// neither a port's close nor the shutdown waiting for ever: past the
-    /// bound they leave it, and count it. Before, both waited for it.
+    /// bound they leave it, count it, and give its place in the census
+    /// back (it counted against the maximum for as long as it was stuck).
+    /// Its read completes, aborted, once the OS lets it go.
     #[cfg(target_os = "linux")]
     #[test]
     fn s17_a_shutdown_leaves_a_thread_stuck_on_a_file_request() {
@@ -781,6 +989,9 @@ mod tests {
             assert_eq!(rx.recv_timeout(Duration::from_secs(20)), Ok(true), "close_port did not return");
             closer.join().unwrap();
             assert_eq!(rt.stats().abandoned, 1, "the stuck thread is counted");
+            // Left behind, it no longer counts against the maximum (the
+            // port's other workers have exited).
+            assert_eq!(rt.stats().threads, 0, "the stuck thread is still counted: {:?}", rt.stats());
         }
         let (rt2, (tx, rx)) = (rt.clone(), mpsc::channel());
         let stopper = std::thread::spawn(move || {
@@ -793,5 +1004,7 @@ mod tests {
         // Let the thread go: its read completes aborted (the port closed).
         go_tx.send(()).unwrap();
         assert!(seen_rx.recv_timeout(Duration::from_secs(20)).is_ok(), "the read completed once");
+        // Its exit does not give its census place back a second time.
+        assert_eq!(rt.stats().threads, 0, "{:?}", rt.stats());
     }
 }

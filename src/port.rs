@@ -310,21 +310,29 @@ impl Port {
         Ok(())
     }
 
-    /// Posts the crate's own completion (a timer's, S33) with a success
-    /// status, past the bound (S35): it is counted as held, so that taking
-    /// it keeps the count true, but never refused for lack of room. Fails
-    /// only on a closed port.
-    pub(crate) fn post_unbounded(&self, request: Request) -> Result<()> {
+    /// Posts the crate's own completion (a timer's, S33; a woken task's
+    /// run, see `task`) with a success status, past the bound (S35): it is
+    /// part of work already accepted, so it is never refused for lack of
+    /// room, but it is counted as held, so that taking it keeps the count
+    /// true. On a closed port it hands the request back.
+    pub(crate) fn post_unbounded(&self, request: Request) -> std::result::Result<(), Request> {
         if self.inner.bound.is_some() {
             self.inner.held.fetch_add(1, Ordering::AcqRel);
         }
         let packet = Packet { status: Status::SUCCESS, bytes: 0, key: 0, request: Some(request) };
-        if let Err((e, _)) = self.inner.sys.post(packet) {
-            self.taken(1);
-            return Err(e);
+        match self.inner.sys.post(packet) {
+            Ok(()) => {
+                self.pushed();
+                Ok(())
+            }
+            Err((_, p)) => {
+                self.taken(1);
+                match p.request {
+                    Some(r) => Err(r),
+                    None => Ok(()),
+                }
+            }
         }
-        self.pushed();
-        Ok(())
     }
 
     /// Counts one more request or packet held, or refuses it at the bound.
@@ -449,18 +457,27 @@ impl Drop for PortInner {
     /// handle's callback runs. A request without one (a host's sink would
     /// have taken it) is dropped with its buffer. A panic in a callback is
     /// caught, so a drop never unwinds.
+    ///
+    /// On the process's timer thread (a deadline's cancel held the last
+    /// reference of a handle, and so of its port), all of this runs on a
+    /// thread of its own: the timer thread runs no user code and does not
+    /// wait for a close (S33).
     fn drop(&mut self) {
-        let mut left = Vec::new();
-        self.sys.close_dropped(&mut left);
-        settle(&mut left);
-        for p in left {
-            let Some(mut req) = p.request else { continue };
-            if let Some(target) = req.take_callback() {
-                let (status, bytes) = (p.status, p.bytes);
-                let run = std::panic::AssertUnwindSafe(move || target.on_complete(status, bytes, req));
-                let _ = std::panic::catch_unwind(run);
+        let sys = self.sys.clone();
+        crate::timer::run_elsewhere(move || {
+            let mut left = Vec::new();
+            sys.close_dropped(&mut left);
+            drop(sys);
+            settle(&mut left);
+            for p in left {
+                let Some(mut req) = p.request else { continue };
+                if let Some(target) = req.take_callback() {
+                    let (status, bytes) = (p.status, p.bytes);
+                    let run = std::panic::AssertUnwindSafe(move || target.on_complete(status, bytes, req));
+                    let _ = std::panic::catch_unwind(run);
+                }
             }
-        }
+        });
     }
 }
 

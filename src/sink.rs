@@ -57,13 +57,16 @@ const _: Option<&dyn CompletionSink> = None;
 pub(crate) struct DeliverOnce {
     target: Arc<dyn CompletionSink>,
     delivered: AtomicBool,
-    /// The port of the handle the request was started on, for the count.
-    port: Option<Weak<crate::port::PortInner>>,
+    /// The handle the request was started on: its port keeps the count.
+    handle: Option<Weak<crate::handle::HandleInner>>,
 }
 
 impl DeliverOnce {
-    pub(crate) fn new(target: Arc<dyn CompletionSink>, port: Option<Weak<crate::port::PortInner>>) -> DeliverOnce {
-        DeliverOnce { target, delivered: AtomicBool::new(false), port }
+    pub(crate) fn new(
+        target: Arc<dyn CompletionSink>,
+        handle: Option<Weak<crate::handle::HandleInner>>,
+    ) -> DeliverOnce {
+        DeliverOnce { target, delivered: AtomicBool::new(false), handle }
     }
 }
 
@@ -72,8 +75,10 @@ impl CompletionSink for DeliverOnce {
         if self.delivered.swap(true, Ordering::AcqRel) {
             // The host's bug: the first result stands. The request it
             // carried is its own and is dropped here.
-            if let Some(port) = self.port.as_ref().and_then(Weak::upgrade) {
-                port.duplicates.fetch_add(1, Ordering::Relaxed);
+            if let Some(handle) = self.handle.as_ref().and_then(Weak::upgrade) {
+                if let Some(port) = handle.bound_port() {
+                    port.inner.duplicates.fetch_add(1, Ordering::Relaxed);
+                }
             }
             drop(request);
             return;

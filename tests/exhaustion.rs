@@ -1,6 +1,6 @@
-//! S37: running out of descriptors. The test runs in a child process of
-//! its own (this test binary, started again), since it lowers the
-//! process's open-file limit and fills it.
+//! S37: running out of descriptors; and a file write stopped by the file
+//! size limit. Each test runs in a child process of its own (this test
+//! binary, started again), since it lowers one of the process's limits.
 #![cfg(unix)]
 
 mod util;
@@ -144,5 +144,41 @@ fn s37_accepts_fail_once_with_emfile_and_recover_when_descriptors_free_up() {
     client.read_exact(&mut back).unwrap();
     assert_eq!(&back, b"yes");
     drop(spare);
+    rt.shutdown();
+}
+
+/// S8: a file write that fails after it wrote part of its buffer (here at
+/// the process's file size limit: the first write is cut short at the
+/// limit, the next fails with `EFBIG`) completes with the error and the
+/// bytes it wrote, as IOCP reports them, instead of 0.
+#[test]
+fn s8_a_file_write_failing_after_part_reports_the_bytes_written() {
+    if in_child("s8_a_file_write_failing_after_part_reports_the_bytes_written") {
+        return;
+    }
+    const LIMIT: usize = 64 << 10;
+    // SAFETY: ignoring a signal installs no handler; getrlimit/setrlimit
+    // take a valid resource and a pointer to a local rlimit.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        let mut r: libc::rlimit = std::mem::zeroed();
+        assert_eq!(libc::getrlimit(libc::RLIMIT_FSIZE, &mut r), 0);
+        r.rlim_cur = LIMIT as libc::rlim_t;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &r), 0, "{}", std::io::Error::last_os_error());
+    }
+    let rt = Runtime::builder().min_threads(1).max_threads(4).build().unwrap();
+    let file = util::TempFile::new("fsize");
+    let f = File::options().write(true).open(file.path()).unwrap();
+    let h = Handle::try_from(f).unwrap();
+    let (sink, done) = collector();
+    rt.bind_io_completion_callback(&h, sink, 0).unwrap();
+    let data = util::pattern(4 * LIMIT, 27);
+    let id = started(h.write_at(0, data.clone()));
+    let d = done.recv_for("the write stopped by the file size limit");
+    assert_eq!(d.id(), id);
+    assert_eq!(d.status, Status::from_raw(libc::EFBIG as u32), "{:?}", d.status);
+    assert_eq!(d.bytes, LIMIT, "the completion reports the bytes written");
+    assert_eq!(d.request.into_buffer().len(), data.len(), "the buffer comes back whole");
+    assert!(std::fs::read(file.path()).unwrap() == data[..LIMIT], "the file holds them");
     rt.shutdown();
 }

@@ -305,13 +305,10 @@ impl Request {
     /// of the request's port; the first result stands.
     pub fn take_callback(&mut self) -> Option<Arc<dyn CompletionSink>> {
         let target = self.header_mut().target.take()?;
-        let port = self
-            .header()
-            .handle
-            .as_ref()
-            .and_then(crate::sync::Weak::upgrade)
-            .and_then(|h| h.bound_port().map(|p| Arc::downgrade(&p.inner)));
-        Some(Arc::new(crate::sink::DeliverOnce::new(target, port)))
+        // The handle, held weakly; its port is looked up only to count a
+        // second delivery, never on the way of the first.
+        let handle = self.header().handle.clone();
+        Some(Arc::new(crate::sink::DeliverOnce::new(target, handle)))
     }
 
     pub(crate) fn target(&self) -> Option<&Arc<dyn CompletionSink>> {

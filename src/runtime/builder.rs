@@ -203,7 +203,8 @@ impl Builder {
             is_set: AtomicBool::new(false),
             slot: RwLock::new(None),
         });
-        let dispatch = dispatcher(sink.clone());
+        let sched = Arc::new(crate::task::Scheduler::new());
+        let dispatch = dispatcher(sink.clone(), sched.clone());
         let pool = Pool::new(
             PoolConfig {
                 name: self.thread_name,
@@ -215,9 +216,10 @@ impl Builder {
             },
             dispatch,
         )?;
-        Ok(Runtime {
+        let rt = Runtime {
             inner: Arc::new(Inner {
                 id: NEXT_RUNTIME.fetch_add(1, Ordering::Relaxed),
+                sched: sched.clone(),
                 pool,
                 sink,
                 ext_size: self.host_overlapped_size,
@@ -231,7 +233,9 @@ impl Builder {
                 poisoned: AtomicBool::new(false),
                 shut: AtomicBool::new(false),
             }),
-        })
+        };
+        let _ = sched.runtime.set(Arc::downgrade(&rt.inner));
+        Ok(rt)
     }
 }
 

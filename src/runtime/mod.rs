@@ -1,6 +1,7 @@
 //! The default host: a `Runtime` built on the platform backend and the pool.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -12,6 +13,9 @@ use crate::port::Port;
 use crate::buf::Buffer;
 use crate::request::{Op, Request};
 use crate::sink::CompletionSink;
+use crate::task::JoinHandle;
+#[cfg(doc)]
+use crate::task::JoinError;
 use crate::sync::{Arc, AtomicBool, Mutex, Ordering};
 
 /// The host's initializer for the extension of each request (S19).
@@ -23,8 +27,10 @@ mod sink;
 pub use builder::{Builder, MAX_HOST_OVERLAPPED_SIZE};
 use sink::SinkSlot;
 
-struct Inner {
+pub(crate) struct Inner {
     id: u64,
+    /// The tasks spawned on it.
+    sched: Arc<crate::task::Scheduler>,
     pool: Pool,
     sink: SinkSlot,
     ext_size: usize,
@@ -50,6 +56,10 @@ impl Inner {
     }
 
     fn stop(&self) {
+        // Tasks first: the idle ones are dropped now (their requests are
+        // cancelled while the ports still run), the others when their run
+        // comes or their poll ends.
+        self.sched.close();
         for p in self.all_ports() {
             let _ = p.close();
         }
@@ -341,9 +351,88 @@ impl Runtime {
         Ok(self.default_port()?.driver())
     }
 
-    /// A snapshot of the pool's counters.
+    /// A snapshot of the pool's counters. `panics` counts the callbacks
+    /// and the tasks ([`Runtime::spawn`]) that panicked.
     pub fn stats(&self) -> PoolStats {
-        self.inner.pool.stats()
+        let mut s = self.inner.pool.stats();
+        s.panics += self.inner.sched.panics.load(Ordering::Relaxed);
+        s
+    }
+
+    /// Runs `future` as a task on the pool and returns its [`JoinHandle`].
+    ///
+    /// Each wake of the task posts it to the default port, so a pool thread
+    /// runs it like any completion, under the same thread limits (S14); a
+    /// task waiting for I/O or a timer holds no thread. One thread at a
+    /// time polls a task; a wake during its poll runs it once more.
+    ///
+    /// A panic in the task is caught: it is counted in `stats().panics`
+    /// and its join handle gives it back ([`JoinError::is_panic`]).
+    /// At [`Runtime::shutdown`] (or when the last clone of the runtime is
+    /// dropped: tasks do not keep it alive) every task still alive is
+    /// dropped, which cancels the requests of its futures (each still
+    /// completes once, with its buffer), and its join handle resolves as
+    /// cancelled. A spawn on a runtime that is shut down gives a handle
+    /// that resolves so at once.
+    ///
+    /// ```
+    /// let rt = iocompletion::Runtime::builder().build()?;
+    /// let task = rt.spawn(async { 6 * 7 });
+    /// assert_eq!(rt.block_on(task)?, 42);
+    /// # rt.shutdown();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let port = self.default_port_ref().ok().cloned();
+        crate::task::spawn(&self.inner.sched, port, future)
+    }
+
+    /// The tasks alive now: spawned, and not yet finished, cancelled or
+    /// dropped at shutdown.
+    pub fn live_tasks(&self) -> usize {
+        self.inner.sched.live()
+    }
+
+    /// Runs `future` to its end on the calling thread, parking it between
+    /// polls, and returns its output. While it runs,
+    /// [`Runtime::current`] gives this runtime, and tasks spawned from it
+    /// run on the pool. A panic of `future` goes on to the caller.
+    ///
+    /// Called from a task, it holds that pool thread until `future` ends.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let rt = iocompletion::Runtime::builder().build()?;
+    /// let out = rt.block_on(async {
+    ///     iocompletion::time::sleep(Duration::from_millis(1)).await;
+    ///     "slept"
+    /// });
+    /// assert_eq!(out, "slept");
+    /// # rt.shutdown();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        crate::task::block_on(&self.inner.sched, future)
+    }
+
+    /// The runtime whose task this thread runs now, or whose
+    /// [`Runtime::block_on`] it runs; `Unavailable` elsewhere, or when that
+    /// runtime is gone.
+    ///
+    /// ```
+    /// use iocompletion::Runtime;
+    /// let rt = Runtime::builder().build()?;
+    /// assert!(Runtime::current().is_err());
+    /// let inner = rt.block_on(async { Runtime::current() })?;
+    /// inner.shutdown();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn current() -> Result<Runtime> {
+        crate::task::current().map(|inner| Runtime { inner }).ok_or(Error::Unavailable)
     }
 
     /// Stops the runtime (S17): no new work is accepted, every port is
@@ -354,10 +443,17 @@ impl Runtime {
     ///
     /// The waits are bounded for what the OS keeps (S17): a request the
     /// kernel never gives back is given up on after 2 s and leaked
-    /// ([`Port::leaked_requests`]), and a worker stuck in the OS outside any
-    /// callback for longer (a file read the file system never answers) is
-    /// left running, not joined ([`PoolStats::abandoned`]). A worker in a
-    /// callback is waited for as long as the callback runs.
+    /// ([`Port::leaked_requests`]), and a worker blocked in the OS on a
+    /// file request performed on the pool (the epoll driver's file reads
+    /// and writes) for longer than that, as when a network or FUSE file
+    /// system never answers, is left running, not joined
+    /// ([`PoolStats::abandoned`]). Such a worker holds its thread, the
+    /// request and its buffer, and its port's memory; it no longer counts
+    /// in the pool's threads. If the OS ever returns, the request completes
+    /// aborted and its completion is delivered (the callback runs) after
+    /// `shutdown` returned, then the thread exits. Every other worker is
+    /// joined, however slow: one in a callback is waited for as long as
+    /// the callback runs.
     pub fn shutdown(&self) {
         // Pending timers complete aborted, on the pool while it still runs.
         crate::timer::cancel_owner(self.inner.id);

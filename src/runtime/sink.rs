@@ -75,12 +75,15 @@ impl Sink {
     }
 }
 
-/// Runs one packet: the request's own target, else the sink.
-pub(super) fn dispatcher(sink: SinkSlot) -> Box<Dispatch> {
+/// Runs one packet: the request's own target, else the sink. While a
+/// target runs, a task of `sched` that it wakes may run at once on this
+/// thread (see `task::Delivering`).
+pub(super) fn dispatcher(sink: SinkSlot, sched: Arc<crate::task::Scheduler>) -> Box<Dispatch> {
     Box::new(move |p: Packet| {
         let Some(mut req) = p.request else { return false };
         // Moved out, not cloned: no shared reference count is touched.
         if let Some(t) = req.header_mut().target.take() {
+            let _delivering = crate::task::Delivering::new(&sched);
             t.on_complete(p.status, p.bytes, req);
             return true;
         }

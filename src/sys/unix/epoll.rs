@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::OwnedFd;
 
-use super::op::{done, failed, is_write_side, perform, Completions, Event};
+use super::op::{done, failed, is_write_side, perform, sent, Completions, Event};
 use crate::handle::HandleKind;
 use crate::request::{Request, RequestId};
 
@@ -24,7 +24,9 @@ pub(super) struct Streams {
 impl Streams {
     /// Starts `req` (S23, S29): tried at once when nothing is queued before
     /// it (the edge may already have passed), queued when the call would
-    /// block; `Err` gives the request back, and no completion will come.
+    /// block; `Err` gives the request back, and no completion will come. A
+    /// write that fails after it sent part is under way: it completes, with
+    /// the error and the bytes it sent.
     pub(super) fn start(
         &mut self,
         kind: HandleKind,
@@ -44,6 +46,12 @@ impl Streams {
             }
             Ok(None) => {
                 pending.push_back(req);
+                Ok(())
+            }
+            // A write that sent part before its error is under way: it
+            // completes, with what it sent.
+            Err(e) if sent(&req) > 0 => {
+                queue.complete(failed(req, &e));
                 Ok(())
             }
             Err(e) => Err((e, req)),

@@ -100,9 +100,11 @@ pub(super) fn done(req: Request, n: usize) -> Packet {
     Packet { status: Status::SUCCESS, bytes: n, key: 0, request: Some(req) }
 }
 
-/// The completion of `req`, failed with `e`.
+/// The completion of `req`, failed with `e`; a write reports the bytes it
+/// sent before the error with it, as IOCP does.
 pub(super) fn failed(req: Request, e: &io::Error) -> Packet {
-    Packet { status: Status::from_io_error(e), bytes: 0, key: 0, request: Some(req) }
+    let bytes = sent(&req);
+    Packet { status: Status::from_io_error(e), bytes, key: 0, request: Some(req) }
 }
 
 /// The aborted completion of `req` (S24), with the bytes a write cut off
@@ -120,14 +122,29 @@ pub(super) fn perform_file(fd: &OwnedFd, req: &mut Request) -> io::Result<usize>
     let h = req.header_mut();
     match (op, &mut h.buffer) {
         (Op::ReadAt(off), b) => pread_into(fd, b, off),
-        (Op::WriteAt(off), b) if !b.is_vectored() => {
-            borrow::<File>(fd).write_all_at(b.chunk(0), off).map(|()| b.len())
-        }
+        (Op::WriteAt(off), b) if !b.is_vectored() => pwrite_from(fd, b.chunk(0), off, &mut h.os.progress),
         (Op::Read, b) => retry(|| read_into(fd, b)),
         (Op::Write, b) => write_stream(HandleKind::Stream, fd, b, &mut h.os.progress)?
             .ok_or_else(|| io::Error::from(io::ErrorKind::WouldBlock)),
         _ => Err(io::Error::from(io::ErrorKind::InvalidInput)),
     }
+}
+
+/// `pwrite`s all of `data` at `off`, keeping what was written in
+/// `progress`, so a write that fails after part says how much it wrote.
+fn pwrite_from(fd: &OwnedFd, data: &[u8], off: u64, progress: &mut usize) -> io::Result<usize> {
+    let file = borrow::<File>(fd);
+    while *progress < data.len() {
+        let at =
+            off.checked_add(*progress as u64).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+        match file.write_at(&data[*progress..], at) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(n) => *progress += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(data.len())
 }
 
 /// A std object over `fd` that does not close it.

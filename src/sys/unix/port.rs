@@ -236,6 +236,7 @@ thread_local! {
 }
 
 /// The port. Cheap to share; the core holds it in an `Arc`.
+#[derive(Clone)]
 pub(crate) struct Port {
     pub(super) inner: Arc<Inner>,
 }
@@ -348,9 +349,14 @@ impl PortDriver for Port {
                     match item {
                         Item::Packet(p) => out.push(p),
                         Item::Work(io) => {
-                            #[cfg(all(test, target_os = "linux"))]
-                            stuck::before_work(&io);
-                            if let Some(p) = io.perform_work(self.inner.queue.is_closing()) {
+                            // May block as long as the file system takes:
+                            // the pool knows (S11, S17).
+                            let p = crate::pool::blocking_file_call(|| {
+                                #[cfg(all(test, target_os = "linux"))]
+                                stuck::before_work(&io);
+                                io.perform_work(self.inner.queue.is_closing())
+                            });
+                            if let Some(p) = p {
                                 out.push(p);
                             }
                         }

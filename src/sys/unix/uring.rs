@@ -46,6 +46,11 @@ pub(crate) const GIVE_UP: std::time::Duration = std::time::Duration::from_secs(2
 /// Submission queue entries; completion queue entries are twice as many.
 const ENTRIES: u32 = 1024;
 
+/// How many times a push into a full submission queue tries a kernel that
+/// takes nothing (`EBUSY`, `EAGAIN`) with no completion entry to take
+/// before it fails the start with that error.
+const BUSY_TRIES: usize = 64;
+
 /// The environment variable that picks the Linux driver: `io_uring`,
 /// `epoll`, or `auto` (the default: io_uring where it works).
 pub(crate) const DRIVER_VAR: &str = "IOCOMPLETION_DRIVER";
@@ -134,9 +139,27 @@ impl Ring {
         })
     }
 
-    /// Pushes one entry; a full queue is handed to the kernel first.
+    /// Pushes one entry; a full queue is handed to the kernel first. When
+    /// the kernel takes nothing because its completion queue has no room
+    /// (`EBUSY` after an overflow), this thread takes the completion
+    /// entries itself, into `cq`, and rings the ring afterwards so that
+    /// they are dispatched (a poller blocked in the ring returns); it never
+    /// spins waiting for a poller, which may itself wait for `sq`.
     fn push(&self, entry: &Entry) -> io::Result<()> {
+        let mut reaped = false;
+        let r = self.push_entry(entry, &mut reaped);
+        if reaped {
+            self.wake();
+        }
+        r
+    }
+
+    /// [`Ring::push`] without the ring afterwards; sets `reaped` when it
+    /// took completion entries into `cq`. Gives up with `EBUSY` or
+    /// `EAGAIN` after [`BUSY_TRIES`] tries that took nothing.
+    fn push_entry(&self, entry: &Entry, reaped: &mut bool) -> io::Result<()> {
         let _g = self.sq.lock();
+        let mut tries = 0;
         loop {
             // SAFETY: the `sq` lock makes this the only user of the
             // submission queue while the guard lives.
@@ -153,7 +176,17 @@ impl Ring {
             }
             self.unsubmitted.fetch_sub(1, Ordering::SeqCst);
             drop(sq);
-            self.submit_now()?;
+            if let Err(busy) = self.try_submit()? {
+                if self.reap_any() {
+                    *reaped = true;
+                } else {
+                    tries += 1;
+                    if tries >= BUSY_TRIES {
+                        return Err(busy);
+                    }
+                    std::thread::yield_now();
+                }
+            }
         }
     }
 
@@ -175,17 +208,26 @@ impl Ring {
     /// carries the error); the entries after it stay in the submission
     /// queue, counted, and the next call hands them over.
     fn submit_now(&self) -> io::Result<()> {
+        self.try_submit().map(drop)
+    }
+
+    /// [`Ring::submit_now`], telling a kernel that took nothing for now
+    /// (`Ok(Err(EBUSY or EAGAIN))`): its completion queue has no room, so
+    /// it takes entries again once completions are taken.
+    fn try_submit(&self) -> io::Result<Result<(), io::Error>> {
         loop {
+            #[cfg(test)]
+            if tests::busy(self) {
+                return Ok(Err(io::Error::from_raw_os_error(libc::EBUSY)));
+            }
             match self.ring.submitter().submit() {
                 Ok(n) => {
                     if n == 0 || self.taken(n) == 0 {
-                        return Ok(());
+                        return Ok(Ok(()));
                     }
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
-                // The completion queue is full: the kernel takes the
-                // entries once completions are taken; the poller does that.
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN)) => return Ok(()),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN)) => return Ok(Err(e)),
                 Err(e) => return Err(e),
             }
         }
@@ -261,12 +303,20 @@ impl Ring {
     /// the kernel first, and so are completions the kernel holds back
     /// after an overflow; otherwise no system call is made (the completion
     /// queue is shared memory).
+    ///
+    /// It never waits for `sq`: a thread that holds it is pushing (maybe
+    /// into a full queue, taking completions itself); the flags are read
+    /// only when the lock is free, and otherwise an overflow is assumed
+    /// (one more `io_uring_enter`, which flushes it if there is one).
     pub(crate) fn poll_now(&self) -> io::Result<()> {
-        let overflow = {
-            let _g = self.sq.lock();
-            // SAFETY: the `sq` lock makes this the only user of the
-            // submission queue while the guard lives; only its flags are read.
-            unsafe { self.ring.submission_shared() }.cq_overflow()
+        let overflow = match self.sq.try_lock() {
+            Some(_g) => {
+                // SAFETY: the `sq` lock makes this the only user of the
+                // submission queue while the guard lives; only its flags are
+                // read.
+                unsafe { self.ring.submission_shared() }.cq_overflow()
+            }
+            None => true,
         };
         if overflow || self.unsubmitted.load(Ordering::SeqCst) > 0 {
             self.submit_now()?;
@@ -287,6 +337,13 @@ impl Ring {
         taken[before..].iter().any(|&(user_data, _)| user_data == WAKE)
     }
 
+    /// [`Ring::reap`]; true when it took any entry.
+    fn reap_any(&self) -> bool {
+        let before = self.cq.lock().len();
+        self.reap();
+        self.cq.lock().len() > before
+    }
+
     /// Turns the entries the last poll took into packets.
     pub(crate) fn dispatch(&self, queue: &impl Completions) {
         let taken = std::mem::take(&mut *self.cq.lock());
@@ -295,9 +352,10 @@ impl Ring {
         }
     }
 
-    /// Makes a thread blocked in the ring return: a no-op entry completes.
+    /// Makes a thread blocked in the ring return: a no-op entry completes
+    /// (and the thread dispatches whatever its push took into `cq`).
     pub(crate) fn wake(&self) {
-        if self.push(&opcode::Nop::new().build().user_data(WAKE)).is_ok() {
+        if self.push_entry(&opcode::Nop::new().build().user_data(WAKE), &mut false).is_ok() {
             let _ = self.submit_now();
         }
     }
@@ -462,14 +520,15 @@ impl Ring {
     /// meanwhile: then it completes aborted.
     fn again(&self, queue: &impl Completions, io: Arc<dyn Owner>, req: Request) {
         let (id, write) = (req.id(), is_write_side(req.op()));
-        if let Err((e, req)) = again(self, &io, queue, req) {
+        if let Err((e, mut req)) = again(self, &io, queue, req) {
             // Aborted, or failed to start again: either way a write says
-            // how much of it was sent (S24, as IOCP does).
+            // how much of it was sent, and a file read what it read (S24,
+            // as IOCP does).
             let status = match e.raw_os_error() {
                 Some(libc::ECANCELED) => Status::ABORTED,
                 _ => Status::from_io_error(&e),
             };
-            let bytes = sent(&req);
+            let (status, bytes) = cut_short(&mut req, status);
             done(self, &io, id, write, queue, Packet { status, bytes, key: 0, request: Some(req) });
         }
         // Counted down once its packet is queued or it is in the kernel
@@ -692,6 +751,10 @@ fn again(
 #[cfg(target_env = "gnu")]
 pub(crate) fn read_cached(fd: RawFd, req: &mut Request) -> Option<io::Result<usize>> {
     let Op::ReadAt(off) = req.op() else { return None };
+    #[cfg(test)]
+    if tests::skips_cache(fd) {
+        return None;
+    }
     let h = req.header_mut();
     if h.buffer.part_count() != 1 || !h.buffer.is_writable() {
         return None;
@@ -1041,14 +1104,38 @@ enum Finished {
     More,
 }
 
+/// The result of a request that ends with `status` (an error, or the
+/// aborted status) after its earlier entries, or the cached read, did
+/// part of it. A write reports the bytes it sent with the status, as IOCP
+/// does (S24). A file read keeps the bytes it read in its buffer: an
+/// error after some bytes is a short read, as `pread` gives it (and the
+/// epoll driver), and a cancel, a close or a deadline reports them with
+/// the aborted status.
+fn cut_short(req: &mut Request, status: Status) -> (Status, usize) {
+    let op = req.op();
+    let h = req.header_mut();
+    match op {
+        Op::Write | Op::WriteAt(_) => (status, sent(req)),
+        Op::ReadAt(_) if h.os.progress > 0 => {
+            let done = h.os.progress.min(h.buffer.capacity());
+            // SAFETY: the earlier reads wrote the first `done` bytes of the
+            // room, in order (`progress` counts them).
+            unsafe { h.buffer.set_filled(done) };
+            (if status.is_aborted() { status } else { Status::SUCCESS }, done)
+        }
+        _ => (status, 0),
+    }
+}
+
 /// The request's result from its completion entry's `res`.
 fn finish(io: &dyn Owner, req: &mut Request, res: i32) -> Finished {
     let kind = io.kind();
     let op = req.op();
-    let h = req.header_mut();
     if res < 0 {
-        return Finished::Done(Status::from_raw((-res) as u32), 0);
+        let (status, bytes) = cut_short(req, Status::from_raw((-res) as u32));
+        return Finished::Done(status, bytes);
     }
+    let h = req.header_mut();
     let n = res as usize;
     match op {
         Op::Read if h.buffer.capacity() == 0 => {
@@ -1143,6 +1230,34 @@ mod tests {
     /// gives back would (no FUSE needed).
     pub(super) fn ignores_cancel(ring: &Ring) -> bool {
         DEAF.lock().unwrap().contains(&(ring as *const Ring as usize))
+    }
+
+    /// Descriptors whose file reads skip the cached read and go to the
+    /// ring, as a read of pages not in the page cache does.
+    static UNCACHED: std::sync::Mutex<Vec<RawFd>> = std::sync::Mutex::new(Vec::new());
+
+    /// Test seam: true when the file reads of `fd` are to go to the ring
+    /// (`read_cached` does nothing).
+    pub(super) fn skips_cache(fd: RawFd) -> bool {
+        UNCACHED.lock().unwrap().contains(&fd)
+    }
+
+    /// Rings whose kernel is taken to refuse submissions with `EBUSY`
+    /// while its completion queue is full (by address).
+    static BUSY: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+
+    /// Test seam: true when `ring`'s submit is to fail with `EBUSY`, as
+    /// older kernels do while completions that overflowed cannot be
+    /// flushed (the completion queue is full); newer kernels keep taking
+    /// entries.
+    pub(super) fn busy(ring: &Ring) -> bool {
+        if !BUSY.lock().unwrap().contains(&(ring as *const Ring as usize)) {
+            return false;
+        }
+        let _g = ring.cq.lock();
+        // SAFETY: the `cq` lock makes this the only user of the completion
+        // queue while the guard lives; only its length is read.
+        unsafe { ring.ring.completion_shared() }.is_full()
     }
 
     /// A test's hold on one ring's poller: the poller tells `reached` it is
@@ -1324,5 +1439,126 @@ mod tests {
             vec![(7, -libc::EMSGSIZE), (8, 0)],
             "the refused entry's error, then the one after it"
         );
+    }
+
+    /// The one packet a port gives within a generous bound.
+    fn one_packet(port: &Port) -> Packet {
+        let mut out = Vec::new();
+        port.get_many(&mut out, 4, Some(Duration::from_secs(20)), None).expect("a completion comes");
+        assert_eq!(out.len(), 1, "one completion");
+        out.pop().unwrap()
+    }
+
+    /// S8: a file read that fails after part of its buffer was read (by
+    /// the cached read, or an earlier entry) completes as a short read
+    /// with the bytes read, in its buffer, as `pread` gives them and as the
+    /// epoll driver does. Before, it completed with the error and 0 bytes,
+    /// and the buffer's length was never set.
+    #[test]
+    fn s8_a_file_read_failing_after_part_completes_with_the_bytes_read() {
+        let Ok(port) = Port::new(1, Some(DriverKind::IoUring)) else {
+            return; // no io_uring here: nothing to test
+        };
+        // A directory served as a file: its cached read is refused
+        // (`EOPNOTSUPP`), so the ring reads it, and that read fails (`EISDIR`).
+        let dir = std::fs::File::open(std::env::temp_dir()).unwrap();
+        let h = Handle::new(dir.into(), HandleKind::File);
+        h.associate(&port).unwrap();
+        let mut req = Request::alloc(Op::ReadAt(0), Buffer::from(vec![7u8; 16]), 0).unwrap();
+        // What a cached read leaves: 5 bytes read, the rest for the ring.
+        req.header_mut().os.progress = 5;
+        h.submit(req, &port).map_err(|(e, _)| e).unwrap();
+        let p = one_packet(&port);
+        assert_eq!((p.status, p.bytes), (Status::SUCCESS, 5), "a short read of the bytes read");
+        assert_eq!(p.request.unwrap().into_buffer().into_vec(), vec![7u8; 5], "the buffer holds them");
+    }
+
+    /// S24: a file read cut by a cancel or a close after part of its
+    /// buffer was read completes aborted with the bytes read, in its
+    /// buffer. Before, it reported 0 bytes and the buffer's length was
+    /// never set.
+    #[test]
+    fn s24_a_file_read_cut_off_after_part_reports_the_bytes_read() {
+        for cut in ["cancel", "close"] {
+            let Ok(port) = Port::new(1, Some(DriverKind::IoUring)) else {
+                return; // no io_uring here: nothing to test
+            };
+            // A pipe served as a file, its reads sent to the ring: a read
+            // of it waits in the kernel until it is cut.
+            let mut fds = [0; 2];
+            // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+            assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+            // SAFETY: pipe2 returned two new descriptors, owned by nobody else.
+            let (r, _w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+            UNCACHED.lock().unwrap().push(fds[0]);
+            let h = Handle::new(r, HandleKind::File);
+            h.associate(&port).unwrap();
+            let mut req = Request::alloc(Op::ReadAt(0), Buffer::from(vec![7u8; 16]), 0).unwrap();
+            req.header_mut().os.progress = 5;
+            let id = req.id();
+            let started = h.submit(req, &port).map_err(|(e, _)| e);
+            UNCACHED.lock().unwrap().retain(|&fd| fd != fds[0]);
+            started.unwrap();
+            match cut {
+                "cancel" => h.cancel(id).unwrap(),
+                _ => assert!(h.close()),
+            }
+            let p = one_packet(&port);
+            assert_eq!((p.status, p.bytes), (Status::ABORTED, 5), "{cut}: aborted, with the bytes read");
+            let buf = p.request.unwrap().into_buffer().into_vec();
+            assert_eq!(buf, vec![7u8; 5], "{cut}: the buffer holds them");
+        }
+    }
+
+    /// S2, S14: a push into a full submission queue while the kernel takes
+    /// nothing (`EBUSY`: its completion queue is full) takes the
+    /// completion entries itself and goes on; before, it spun holding
+    /// `sq` until a poller took them, and a collect waiting for `sq` while
+    /// holding the poller's role froze the port.
+    #[test]
+    fn s14_a_push_into_a_full_queue_takes_completions_when_the_kernel_is_busy() {
+        let ring = match Ring::open() {
+            Ok(r) => Arc::new(r),
+            Err(why) => return eprintln!("skipped: {why}"),
+        };
+        let cq_size = ENTRIES as usize * 4;
+        // Each full submission queue is handed over by the push after it:
+        // the completion queue fills, and one more queue waits behind it.
+        for i in 0..cq_size + ENTRIES as usize {
+            ring.push(&opcode::Nop::new().build().user_data(100 + i as u64)).unwrap();
+        }
+        assert!(ring.cq.lock().is_empty());
+        let key = Arc::as_ptr(&ring) as usize;
+        BUSY.lock().unwrap().push(key);
+        let (r2, (tx, rx)) = (ring.clone(), channel());
+        let pusher = std::thread::spawn(move || {
+            let _ = tx.send(r2.push(&opcode::Nop::new().build().user_data(99)).is_ok());
+        });
+        let pushed = rx.recv_timeout(Duration::from_secs(20));
+        BUSY.lock().unwrap().retain(|&r| r != key);
+        assert_eq!(pushed, Ok(true), "the push did not return");
+        pusher.join().unwrap();
+        let taken = ring.cq.lock().len();
+        assert_eq!(taken, cq_size, "the push took the full completion queue for the next dispatch");
+    }
+
+    /// S14: a collect never waits for `sq` (a thread may hold it pushing
+    /// into a full queue); before, it blocked there while holding the
+    /// poller's role.
+    #[test]
+    fn s14_a_collect_does_not_wait_for_the_submission_lock() {
+        let ring = match Ring::open() {
+            Ok(r) => Arc::new(r),
+            Err(why) => return eprintln!("skipped: {why}"),
+        };
+        let held = ring.sq.lock();
+        let (r2, (tx, rx)) = (ring.clone(), channel());
+        let collector = std::thread::spawn(move || {
+            let _ = tx.send(r2.poll_now().is_ok());
+        });
+        let r = rx.recv_timeout(Duration::from_secs(20));
+        drop(held);
+        assert_eq!(r, Ok(true), "poll_now waited for the submission lock");
+        collector.join().unwrap();
     }
 }

@@ -101,8 +101,9 @@ pub(super) const CELLS: usize = 8;
 /// of an `OVERLAPPED` pointer is that pointer rounded down (S18: no lookup).
 pub(super) const REQUEST_ALIGN: usize = 64;
 
-/// Words of room for the `OVERLAPPED` at any of its [`CELLS`] places.
-const CELL_WORDS: usize = std::mem::size_of::<OVERLAPPED>() / 8 + CELLS - 1;
+/// Words of room for the `OVERLAPPED` at any of its [`CELLS`] places (its
+/// size rounded up to whole words: 20 bytes on 32-bit targets).
+const CELL_WORDS: usize = std::mem::size_of::<OVERLAPPED>().div_ceil(8) + CELLS - 1;
 
 /// Per-request OS state. It starts with the room for the `OVERLAPPED`, and
 /// the request header starts with it, so an `OVERLAPPED` pointer rounded
@@ -137,6 +138,8 @@ const _: () = {
     assert!(std::mem::align_of::<RequestOs>() == REQUEST_ALIGN);
     assert!(std::mem::align_of::<OVERLAPPED>() <= 8);
     assert!((CELLS - 1) * 8 < REQUEST_ALIGN);
+    // The last place's `OVERLAPPED` ends within the room.
+    assert!(CELL_WORDS * 8 >= (CELLS - 1) * 8 + std::mem::size_of::<OVERLAPPED>());
 };
 
 impl RequestOs {

@@ -97,6 +97,9 @@ pub(crate) struct Inner {
     /// Packets that will reach the port and have not been taken yet: user
     /// posts, and started requests (pending or already completed).
     outstanding: AtomicUsize,
+    /// Set by the first `take_left`: what it left behind is not waited for
+    /// a second time.
+    took_left: AtomicBool,
     /// Threads inside `get_many` (see `Port::waiting_threads`).
     waiting: AtomicUsize,
     /// Interrupts so far (see `PortDriver::interrupt`).
@@ -119,6 +122,7 @@ pub(crate) struct Inner {
 }
 
 /// The port. Cheap to share; the core holds it in an `Arc`.
+#[derive(Clone)]
 pub(crate) struct Port {
     pub(super) inner: Arc<Inner>,
 }
@@ -162,6 +166,7 @@ impl PortDriver for Port {
                 closing: AtomicBool::new(false),
                 finished: AtomicBool::new(false),
                 outstanding: AtomicUsize::new(0),
+                took_left: AtomicBool::new(false),
                 waiting: AtomicUsize::new(0),
                 interrupts: AtomicUsize::new(0),
                 table: Table::new(),
@@ -631,7 +636,13 @@ impl Inner {
     /// nothing can take them from the port any more (that takes a
     /// reference to it). Packets that do not arrive in time are leaked with
     /// their requests, never freed while the kernel may still write to them.
+    ///
+    /// Done once: the drop of a port whose `close_dropped` took what was
+    /// left does not wait again for what that left behind.
     fn take_left(&self, out: &mut Vec<Packet>) {
+        if self.took_left.swap(true, Ordering::SeqCst) {
+            return;
+        }
         self.closing.store(true, Ordering::SeqCst);
         self.cancel_handles();
         while let Some(d) = self.ready.pop() {
@@ -669,7 +680,7 @@ impl Inner {
 }
 
 impl Drop for Inner {
-    /// Takes what is left (a no-op after `PortDriver::close_dropped`) and
+    /// Takes what is left (nothing after `PortDriver::close_dropped`) and
     /// frees those requests and buffers, then closes the kernel port.
     fn drop(&mut self) {
         let mut left = Vec::new();

@@ -1,0 +1,96 @@
+//! An HTTP/1.1 server (hyper 1.x, keep-alive) on the crate alone: the
+//! crate's tasks run the connections, its completions do the I/O, its
+//! timers serve hyper's timeouts. No tokio runtime is in the process.
+//!
+//! ```text
+//! cargo run --release --features hyper --example http_server -- [ADDR] [THREADS]
+//! ```
+//!
+//! Default address `127.0.0.1:8080` and 2 pool threads; every request gets
+//! the same small body. Try it with `curl http://127.0.0.1:8080/` or
+//! `wrk -t2 -c64 -d5s --latency http://127.0.0.1:8080/`. Its comparator on
+//! hyper + tokio is `examples/hyper_tokio_server.rs`.
+
+use std::convert::Infallible;
+use std::error::Error;
+use std::net::TcpListener;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use iocompletion::hyper_rt::HyperTimer;
+use iocompletion::io::Stream;
+use iocompletion::{Handle, Runtime};
+
+const BODY: &[u8] = b"Hello, World!";
+
+async fn hello(_req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    Ok(Response::new(Full::new(Bytes::from_static(BODY))))
+}
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let mut args = std::env::args().skip(1);
+    let addr = args.next().unwrap_or_else(|| "127.0.0.1:8080".into());
+    let threads: usize = args.next().map(|t| t.parse()).transpose()?.unwrap_or(2);
+    let rt = Runtime::builder().min_threads(threads).max_threads(threads).build()?;
+    let listener = Handle::from(listen(&addr)?);
+    rt.bind_async(&listener)?;
+    println!("http server on {addr}, {threads} threads, driver {}; Ctrl-C to stop", rt.driver()?);
+
+    // The accept loop is a task too: an accept's completion runs it at
+    // once on the pool thread that takes it, which starts the next accept.
+    let server = rt.clone();
+    let accept_loop = rt.spawn(async move {
+        let rt = server;
+        loop {
+            let conn = match listener.accept_async().await {
+                Ok((conn, _peer)) => conn,
+                // Out of descriptors, a connection reset before the
+                // accept: this connection is lost, the server goes on.
+                Err(e) => {
+                    eprintln!("accept: {e}");
+                    continue;
+                }
+            };
+            let stream = match rt.bind_async(&conn).and_then(|()| {
+                let _ = conn.set_nodelay(true);
+                Stream::new(conn)
+            }) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("bind: {e}");
+                    continue;
+                }
+            };
+            drop(rt.spawn(async move {
+                let served = http1::Builder::new()
+                    .timer(HyperTimer)
+                    .keep_alive(true)
+                    .serve_connection(stream, service_fn(hello))
+                    .await;
+                if let Err(e) = served {
+                    if !e.is_incomplete_message() {
+                        eprintln!("connection: {e}");
+                    }
+                }
+            }));
+        }
+    });
+    rt.block_on(accept_loop)?;
+    Ok(())
+}
+
+/// A listener with a backlog of 1024 (tokio's; std's `TcpListener::bind`
+/// asks for 128, too few for 512 connections made at once).
+fn listen(addr: &str) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let addr: std::net::SocketAddr =
+        addr.parse().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}

@@ -1,6 +1,5 @@
 //! Unix handles: an owned fd, its kind, and its queues of pending requests.
 
-use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::mem::ManuallyDrop;
@@ -12,109 +11,24 @@ use std::sync::OnceLock;
 use mio::unix::SourceFd;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
-use super::op::{self, is_write_side, perform, Event};
-use super::port::{aborted, Inner as PortInner, Item, Port, PortQueue};
+use super::epoll::Streams;
+use super::filepool::Work;
+use super::io::{Driver, Io};
+use super::op::aborted;
+use super::port::{Inner as PortInner, Item, Port};
 use crate::error::{Error, Result};
 use crate::handle::HandleKind;
-use crate::port::Packet;
 use crate::request::{Request, RequestId};
-use crate::status::Status;
-use crate::sync::{Arc, AtomicBool, Mutex, Ordering, RwLock, Weak};
+use crate::sync::{Arc, Ordering, Weak};
 use crate::sys::HandleDriver;
-
-struct Queues {
-    /// Stream reads, accepts and receives, in order.
-    reads: VecDeque<Request>,
-    /// Stream writes, connects and sends, in order.
-    writes: VecDeque<Request>,
-    /// File requests waiting for a pool thread (one work item each in the
-    /// port's queue).
-    work: VecDeque<Request>,
-    /// io_uring: requests in the kernel, by id (for cancel and close).
-    #[cfg(target_os = "linux")]
-    in_flight: std::collections::HashMap<u64, InKernel>,
-    /// io_uring: a stream request of each direction (read, write) is in
-    /// the kernel; later ones wait in `reads`/`writes`, so a socket's reads
-    /// take the stream in start order and its writes never interleave.
-    #[cfg(target_os = "linux")]
-    ring_busy: [bool; 2],
-    closed: bool,
-    port_closed: bool,
-}
-
-/// A request in the ring (io_uring).
-#[cfg(target_os = "linux")]
-#[derive(Clone, Copy)]
-struct InKernel {
-    /// The request's address: its entry's `user_data`.
-    addr: usize,
-    /// A cancel, a close or a deadline asked for its end: an `ECANCELED`
-    /// completion is then its abort, where otherwise it is the kernel
-    /// cancelling the requests of a thread that exited, and the request
-    /// starts again (S24).
-    cancelled: bool,
-}
-
-#[cfg(target_os = "linux")]
-impl InKernel {
-    fn new(addr: usize) -> InKernel {
-        InKernel { addr, cancelled: false }
-    }
-}
-
-impl Queues {
-    /// Every request still pending, in the order they were started per queue.
-    fn take_all(&mut self) -> impl Iterator<Item = Request> + '_ {
-        self.reads.drain(..).chain(self.writes.drain(..)).chain(self.work.drain(..))
-    }
-
-    /// Marks every request in the ring cancelled; their addresses, for
-    /// [`Ring::cancel`](super::uring::Ring::cancel).
-    #[cfg(target_os = "linux")]
-    fn cancel_in_kernel(&mut self) -> Vec<usize> {
-        self.in_flight
-            .values_mut()
-            .map(|k| {
-                k.cancelled = true;
-                k.addr
-            })
-            .collect()
-    }
-}
-
-/// The I/O state of one handle, shared with its port's poller.
-///
-/// Every completion of this handle is pushed to the port while `q` is
-/// locked: a start that completes at once, the poller's transfers, a cancel,
-/// a close. The port's close aborts each handle under the same lock, so a
-/// handle's completions are all queued before its abort or never started
-/// (the close argument of `sys::queue`).
-pub(crate) struct Io {
-    kind: HandleKind,
-    /// Taken by `close`; read-locked by every call on it. Shared with the
-    /// io_uring requests in the kernel, which keep it open until their
-    /// completion entries come (the last one out closes it).
-    fd: RwLock<Option<Arc<OwnedFd>>>,
-    q: Mutex<Queues>,
-    port: OnceLock<Weak<PortInner>>,
-    /// The handle's entry in its port's list.
-    key: OnceLock<usize>,
-    /// Mirror of `Queues::closed`, readable without the lock.
-    closed: AtomicBool,
-    /// epoll: a device epoll cannot watch (`/dev/zero`, `/dev/null`: always
-    /// ready), whose stream requests the pool performs, as a file's. Set
-    /// at bind, before any request can start.
-    pooled: AtomicBool,
-    /// Set (release) just before the fd is registered with the poller; the
-    /// poller reads it (acquire) before it touches the handle for an event.
-    /// The kernel orders the registration before the event, but only this
-    /// pair says so in the language's memory model (and to ThreadSanitizer).
-    pub(super) registered: AtomicBool,
-}
 
 /// The backend's handle.
 pub(crate) struct Handle {
     io: Arc<Io>,
+    /// The port it is bound to.
+    port: OnceLock<Weak<PortInner>>,
+    /// The handle's entry in its port's list.
+    key: OnceLock<usize>,
 }
 
 fn closed_handle() -> Error {
@@ -127,32 +41,11 @@ fn closed_port() -> Error {
 
 impl Handle {
     fn describe_fd(&self, fd: &OwnedFd) -> String {
-        format!("fd {} ({:?})", fd.as_raw_fd(), self.io.kind)
+        format!("fd {} ({:?})", fd.as_raw_fd(), self.io.kind())
     }
 
     pub(crate) fn new(fd: OwnedFd, kind: HandleKind) -> Handle {
-        Handle {
-            io: Arc::new(Io {
-                kind,
-                fd: RwLock::new(Some(Arc::new(fd))),
-                q: Mutex::new(Queues {
-                    reads: VecDeque::new(),
-                    writes: VecDeque::new(),
-                    work: VecDeque::new(),
-                    #[cfg(target_os = "linux")]
-                    in_flight: std::collections::HashMap::new(),
-                    #[cfg(target_os = "linux")]
-                    ring_busy: [false; 2],
-                    closed: false,
-                    port_closed: false,
-                }),
-                port: OnceLock::new(),
-                key: OnceLock::new(),
-                closed: AtomicBool::new(false),
-                pooled: AtomicBool::new(false),
-                registered: AtomicBool::new(false),
-            }),
-        }
+        Handle { io: Arc::new(Io::new(fd, kind)), port: OnceLock::new(), key: OnceLock::new() }
     }
 }
 
@@ -165,28 +58,27 @@ impl HandleDriver for Handle {
     }
 
     fn kind(&self) -> HandleKind {
-        self.io.kind
+        self.io.kind()
     }
 
     fn is_closed(&self) -> bool {
-        self.io.closed.load(Ordering::Acquire)
+        self.io.is_closed()
     }
 
     fn describe(&self) -> String {
         match self.io.fd.read().as_ref() {
             Some(fd) => self.describe_fd(fd),
-            None => format!("closed fd ({:?})", self.io.kind),
+            None => format!("closed fd ({:?})", self.io.kind()),
         }
     }
 
-    /// Runs `f` on the socket behind the handle (closed: `InvalidArgument`).
     /// Runs `f` on the socket behind the handle (closed, or not a socket:
     /// `InvalidArgument`).
     fn with_sock<T>(&self, f: impl FnOnce(SockRef<'_>) -> io::Result<T>) -> Result<T> {
         let fd = self.io.fd.read();
         let fd = fd.as_ref().ok_or_else(closed_handle)?;
-        if matches!(self.io.kind, HandleKind::File | HandleKind::Stream) {
-            return Err(Error::invalid("handle", format!("{:?}", self.io.kind), "is not a socket"));
+        if matches!(self.io.kind(), HandleKind::File | HandleKind::Stream) {
+            return Err(Error::invalid("handle", format!("{:?}", self.io.kind()), "is not a socket"));
         }
         Ok(f(SockRef::from(fd))?)
     }
@@ -200,9 +92,11 @@ impl HandleDriver for Handle {
         Ok(false)
     }
 
-    /// Sets non-blocking mode and registers the fd with the port's poller,
-    /// once, edge-triggered, for both directions (S29). Regular files are
-    /// never ready, so they are not watched: their requests run on the pool.
+    /// Chooses the handle's driver, once (S29, S36): on a ring's port the
+    /// ring, which needs no registration; on a readiness port the pool for
+    /// a regular file (never ready, so never watched), else readiness: the
+    /// fd is set non-blocking and registered with the port's poller, once,
+    /// edge-triggered, for both directions.
     ///
     /// S38, the same on every driver: what cannot be read or written as a
     /// stream (a directory, an `O_PATH` descriptor) is refused here; a
@@ -212,142 +106,122 @@ impl HandleDriver for Handle {
         let inner = &port.inner;
         let fd = self.io.fd.read();
         let fd = fd.as_ref().ok_or_else(closed_handle)?;
-        if self.io.kind == HandleKind::Stream {
+        if self.io.kind() == HandleKind::Stream {
             undrivable(fd).map_err(|why| Error::invalid("handle", self.describe_fd(fd), why))?;
         }
-        let key = if self.io.kind == HandleKind::File {
-            inner.add(&self.io, None)
-        } else if inner.mio().is_none() {
-            // io_uring needs no registration (S36).
-            set_nonblocking(fd)?;
-            inner.add(&self.io, None)
-        } else {
-            let flags = set_nonblocking(fd)?;
-            let raw = fd.as_raw_fd();
-            match inner.add(&self.io, Some(&mut SourceFd(&raw))) {
-                Err(e) if e.raw_os_error() == Some(libc::EPERM) && is_device(fd) => {
-                    set_flags(fd, flags)?;
-                    self.io.pooled.store(true, Ordering::Release);
-                    inner.add(&self.io, None)
+        // Set before the handle joins the port's list, so that a close of
+        // the port that finds it there aborts it as its driver says.
+        let choose = |driver: Driver| self.io.state.lock().driver = driver;
+        let added = match inner.mio() {
+            None => {
+                // io_uring: files too go through the ring.
+                if self.io.kind() != HandleKind::File {
+                    set_nonblocking(fd)?;
                 }
-                r => r,
+                choose(Driver::ring());
+                inner.add(&self.io, None)
+            }
+            Some(_) if self.io.kind() == HandleKind::File => {
+                choose(Driver::Pool(Work::default()));
+                inner.add(&self.io, None)
+            }
+            Some(_) => {
+                let flags = set_nonblocking(fd)?;
+                let raw = fd.as_raw_fd();
+                choose(Driver::Epoll(Streams::default()));
+                match inner.add(&self.io, Some(&mut SourceFd(&raw))) {
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) && is_device(fd) => {
+                        set_flags(fd, flags)?;
+                        choose(Driver::Pool(Work::default()));
+                        inner.add(&self.io, None)
+                    }
+                    r => r,
+                }
             }
         };
-        let key = key.map_err(|e| match e.kind() {
-            io::ErrorKind::InvalidInput => closed_port(),
-            _ => Error::Io(e),
+        let key = added.map_err(|e| {
+            choose(Driver::Unbound);
+            match e.kind() {
+                io::ErrorKind::InvalidInput => closed_port(),
+                _ => Error::Io(e),
+            }
         })?;
-        let _ = self.io.key.set(key);
-        let _ = self.io.port.set(Arc::downgrade(inner));
+        let _ = self.key.set(key);
+        let _ = self.port.set(Arc::downgrade(inner));
         Ok(())
     }
 
-    /// Starts `req` (S23, S29): file requests are queued for the pool;
-    /// others are tried at once when nothing is queued before them (the edge
-    /// may already have passed), and queued when the call would block.
-    fn submit(&self, mut req: Request, port: &Port) -> std::result::Result<(), (Error, Request)> {
-        let queue = &port.inner.queue;
+    /// Starts `req` (S23) on the handle's driver.
+    fn submit(&self, req: Request, port: &Port) -> std::result::Result<(), (Error, Request)> {
+        let queue = &*port.inner.queue;
         let io = &self.io;
         // A cached file read on the ring's port is done at once, with no
-        // lock of the handle: two threads read one file side by side, as
-        // `pread` does. The post guard keeps the port's close from ending
-        // before its completion is queued; holding the fd keeps the
-        // handle's close from closing it under the read.
+        // lock of the handle.
         #[cfg(target_os = "linux")]
-        if io.kind == HandleKind::File && port.inner.ring().is_some() && !io.closed.load(Ordering::Acquire) {
-            let fd_guard = io.fd.read();
-            if let (Some(post), Some(fd)) = (queue.begin_post(), fd_guard.as_ref()) {
-                if let Some(r) = super::uring::read_cached(fd.as_raw_fd(), &mut req) {
-                    post.push(Item::Packet(match r {
-                        Ok(n) => done(req, n),
-                        Err(e) => failed(req, &e),
-                    }));
-                    return Ok(());
-                }
-            }
-        }
-        let mut q = io.q.lock();
-        if q.closed {
+        let req = match read_cached_at_once(io, &port.inner, req) {
+            Ok(()) => return Ok(()),
+            Err(req) => req,
+        };
+        let mut st = io.state.lock();
+        if st.closed {
             return Err((closed_handle(), req));
         }
-        if q.port_closed {
+        if st.port_closed {
             return Err((closed_port(), req));
         }
-        #[cfg(target_os = "linux")]
-        if let Some(ring) = port.inner.ring() {
-            let fd_guard = io.fd.read();
-            let Some(fd) = fd_guard.as_ref() else {
-                return Err((closed_handle(), req));
-            };
-            let dir = usize::from(is_write_side(req.op()));
-            let ordered = io.kind != HandleKind::File;
-            if ordered && q.ring_busy[dir] {
-                let waiting = if dir == 1 { &mut q.writes } else { &mut q.reads };
-                waiting.push_back(req);
-                return Ok(());
-            }
-            let id = req.id().as_u64();
-            let p = ring.start(io, fd, req).map_err(|(e, req)| (Error::Io(e), req))?;
-            q.in_flight.insert(id, InKernel::new(p));
-            q.ring_busy[dir] |= ordered;
-            drop((fd_guard, q));
-            ring.pushed(queue);
-            return Ok(());
-        }
-        if io.kind == HandleKind::File || io.pooled.load(Ordering::Acquire) {
-            q.work.push_back(req);
-            queue.push(Item::Work(io.clone()));
-            return Ok(());
-        }
-        let fd_guard = io.fd.read();
-        let Some(fd) = fd_guard.as_ref() else {
-            return Err((closed_handle(), req));
-        };
-        let pending = if is_write_side(req.op()) { &mut q.writes } else { &mut q.reads };
-        if !pending.is_empty() {
-            pending.push_back(req);
-            return Ok(());
-        }
-        match perform(io.kind, fd, &mut req, Event::None) {
-            Ok(Some(n)) => {
-                queue.push(Item::Packet(done(req, n)));
+        match &mut st.driver {
+            Driver::Unbound => Err((Error::invalid("handle", "unbound", "is not bound to a port"), req)),
+            Driver::Pool(w) => {
+                w.start(req);
+                queue.push(Item::Work(io.clone()));
                 Ok(())
             }
-            Ok(None) => {
-                pending.push_back(req);
+            Driver::Epoll(s) => {
+                let fd_guard = io.fd.read();
+                let Some(fd) = fd_guard.as_ref() else {
+                    return Err((closed_handle(), req));
+                };
+                s.start(io.kind(), fd, req, queue).map_err(|(e, req)| (Error::Io(e), req))
+            }
+            #[cfg(target_os = "linux")]
+            Driver::Ring(s) => {
+                let Some(ring) = port.inner.ring() else {
+                    return Err((closed_port(), req));
+                };
+                let fd_guard = io.fd.read();
+                let Some(fd) = fd_guard.as_ref() else {
+                    return Err((closed_handle(), req));
+                };
+                s.start(ring, io, fd, req).map_err(|(e, req)| (Error::Io(e), req))?;
+                drop((fd_guard, st));
+                ring.pushed(queue);
                 Ok(())
             }
-            // A write that sent part before its error is under way: it
-            // completes, with what it sent.
-            Err(e) if op::sent(&req) > 0 => {
-                queue.push(Item::Packet(failed(req, &e)));
-                Ok(())
-            }
-            Err(e) => Err((Error::Io(e), req)),
         }
     }
 
     fn cancel(&self, id: RequestId) -> Result<()> {
-        let port = self.io.port.get().and_then(Weak::upgrade);
-        let mut q = self.io.q.lock();
-        #[cfg(target_os = "linux")]
-        if let Some(k) = q.in_flight.get_mut(&id.as_u64()) {
-            // Its completion entry comes, aborted or done, as its one
-            // completion (S25).
-            k.cancelled = true;
-            let addr = k.addr;
-            if let Some(ring) = port.as_ref().and_then(|p| p.ring()) {
-                let pushed = ring.cancel([addr]);
-                drop(q);
-                ring.submit_if(pushed);
+        let port = self.port.get().and_then(Weak::upgrade);
+        let mut st = self.io.state.lock();
+        let found = match &mut st.driver {
+            Driver::Unbound => None,
+            Driver::Epoll(s) => s.remove(id),
+            Driver::Pool(w) => w.remove(id),
+            #[cfg(target_os = "linux")]
+            Driver::Ring(s) => {
+                // In the kernel: its completion entry comes, aborted or
+                // done, as its one completion (S25).
+                if let Some(addr) = s.cancel(id) {
+                    if let Some(ring) = port.as_ref().and_then(|p| p.ring()) {
+                        let pushed = ring.cancel([addr]);
+                        drop(st);
+                        ring.submit_if(pushed);
+                    }
+                    return Ok(());
+                }
+                s.remove(id)
             }
-            return Ok(());
-        }
-        let Queues { reads, writes, work, .. } = &mut *q;
-        let found = [reads, writes, work].into_iter().find_map(|queue| {
-            let i = queue.iter().position(|r| r.id() == id)?;
-            queue.remove(i)
-        });
+        };
         match (found, port) {
             (Some(req), Some(port)) => {
                 port.queue.push(Item::Packet(aborted(req)));
@@ -365,27 +239,12 @@ impl HandleDriver for Handle {
 
     /// Aborts every request still pending on the handle (S25); how many.
     fn cancel_all(&self) -> usize {
-        let port = self.io.port.get().and_then(Weak::upgrade);
-        let mut q = self.io.q.lock();
-        let mut n = 0;
-        #[cfg(target_os = "linux")]
-        let mut pushed = false;
-        #[cfg(target_os = "linux")]
-        if let Some(ring) = port.as_ref().and_then(|p| p.ring()) {
-            n += q.in_flight.len();
-            pushed = ring.cancel(q.cancel_in_kernel());
-        }
-        if let Some(port) = &port {
-            for req in q.take_all() {
-                port.queue.push(Item::Packet(aborted(req)));
-                n += 1;
-            }
-        }
-        drop(q);
-        #[cfg(target_os = "linux")]
-        if let Some(ring) = port.as_ref().and_then(|p| p.ring()) {
-            ring.submit_if(pushed);
-        }
+        let Some(port) = self.port.get().and_then(Weak::upgrade) else { return 0 };
+        let mut st = self.io.state.lock();
+        let (mut n, pushed) = port.cancel_in_kernel(&mut st.driver);
+        n += st.driver.abort_waiting(&*port.queue);
+        drop(st);
+        port.submit_cancels(pushed);
         n
     }
 
@@ -393,38 +252,30 @@ impl HandleDriver for Handle {
     /// when it was closed before.
     fn close(&self) -> bool {
         let io = &self.io;
-        let port = io.port.get().and_then(Weak::upgrade);
-        let fd = {
-            let mut q = io.q.lock();
-            if q.closed {
+        let port = self.port.get().and_then(Weak::upgrade);
+        let (fd, watched) = {
+            let mut st = io.state.lock();
+            if st.closed {
                 return false;
             }
-            q.closed = true;
+            st.closed = true;
             io.closed.store(true, Ordering::Release);
             if let Some(port) = &port {
-                for req in q.take_all() {
-                    port.queue.push(Item::Packet(aborted(req)));
-                }
+                st.driver.abort_waiting(&*port.queue);
                 // Each completes once its entry comes back (S24).
-                #[cfg(target_os = "linux")]
-                if let Some(ring) = port.ring() {
-                    ring.cancel(q.cancel_in_kernel());
-                }
+                port.cancel_in_kernel(&mut st.driver);
             }
-            io.fd.write().take()
+            (io.fd.write().take(), matches!(st.driver, Driver::Epoll(_)))
         };
         if let Some(port) = port {
             // The cancels go to the kernel now. The fd itself closes when
             // the last request in the kernel that names it completes (each
             // holds it), so its number is never reused under an entry.
-            #[cfg(target_os = "linux")]
-            if let Some(ring) = port.ring() {
-                ring.submit_if(true);
+            port.submit_cancels(true);
+            if let (Some(fd), true) = (fd.as_ref(), watched) {
+                port.deregister(fd);
             }
-            if let (Some(fd), false, Some(mio)) = (fd.as_ref(), io.kind == HandleKind::File, port.mio()) {
-                let _ = mio.registry.deregister(&mut SourceFd(&fd.as_raw_fd()));
-            }
-            if let Some(&key) = io.key.get() {
+            if let Some(&key) = self.key.get() {
                 port.remove(key);
             }
         }
@@ -433,162 +284,28 @@ impl HandleDriver for Handle {
     }
 }
 
-impl Io {
-    /// The port is closing: abort what is queued and stop watching the fd.
-    pub(super) fn abort_for_port_close(&self, queue: &PortQueue) {
-        let mut q = self.q.lock();
-        q.port_closed = true;
-        for req in q.take_all() {
-            queue.push(Item::Packet(aborted(req)));
-        }
-        let port = self.port.get().and_then(Weak::upgrade);
-        // The port's close submits the cancels as it drains the ring.
-        #[cfg(target_os = "linux")]
-        if let Some(ring) = port.as_ref().and_then(|p| p.ring()) {
-            ring.cancel(q.cancel_in_kernel());
-        }
-        if let (Some(fd), false) = (self.fd.read().as_ref(), self.kind == HandleKind::File) {
-            if let Some(mio) = port.as_ref().and_then(|p| p.mio()) {
-                let _ = mio.registry.deregister(&mut SourceFd(&fd.as_raw_fd()));
-            }
-        }
+/// A cached read of a regular file on a ring's port, done at once (see
+/// [`uring::read_cached`](super::uring::read_cached)) with no lock of the
+/// handle: two threads read one file side by side, as `pread` does. The
+/// post guard keeps the port's close from ending before its completion is
+/// queued; holding the fd keeps the handle's close from closing it under
+/// the read. `Err` gives the request back for the ring.
+#[cfg(target_os = "linux")]
+fn read_cached_at_once(io: &Io, port: &PortInner, mut req: Request) -> std::result::Result<(), Request> {
+    if io.kind() != HandleKind::File || port.ring().is_none() || io.is_closed() {
+        return Err(req);
     }
-
-    pub(super) fn kind(&self) -> HandleKind {
-        self.kind
-    }
-
-    /// Runs `f` on the fd while it is open.
-    #[cfg(target_os = "linux")]
-    pub(super) fn with_raw<T>(&self, f: impl FnOnce(&OwnedFd) -> T) -> Option<T> {
-        self.fd.read().as_deref().map(f)
-    }
-
-    /// A ring request of this handle completed: forget it and queue its
-    /// packet, under the handle's lock (so a close sees it done or pending).
-    #[cfg(target_os = "linux")]
-    pub(super) fn ring_done(
-        self: &Arc<Self>,
-        ring: &super::uring::Ring,
-        id: crate::RequestId,
-        write: bool,
-        queue: &PortQueue,
-        packet: Packet,
-    ) {
-        let mut q = self.q.lock();
-        q.in_flight.remove(&id.as_u64());
-        queue.push(Item::Packet(packet));
-        if self.kind == HandleKind::File {
-            return;
-        }
-        // The next waiting request of this direction goes to the kernel;
-        // one that cannot start completes with its error.
-        let dir = usize::from(write);
-        q.ring_busy[dir] = false;
-        let fd = self.fd.read();
-        let Some(fd) = fd.as_ref() else { return };
-        loop {
-            let waiting = if write { &mut q.writes } else { &mut q.reads };
-            let Some(req) = waiting.pop_front() else { return };
-            let id = req.id().as_u64();
-            match ring.start(self, fd, req) {
-                Ok(p) => {
-                    q.in_flight.insert(id, InKernel::new(p));
-                    q.ring_busy[dir] = true;
-                    break;
-                }
-                Err((e, req)) => queue.push(Item::Packet(failed(req, &e))),
-            }
-        }
-        drop((fd, q));
-        ring.pushed(queue);
-    }
-
-    /// Starts the rest of a partly done ring write, unless the handle or
-    /// its port closed meanwhile (`ECANCELED`).
-    #[cfg(target_os = "linux")]
-    pub(super) fn ring_again(
-        self: &Arc<Self>,
-        ring: &super::uring::Ring,
-        queue: &PortQueue,
-        req: Request,
-    ) -> std::result::Result<(), (io::Error, Request)> {
-        let mut q = self.q.lock();
-        let fd = self.fd.read();
-        let cancelled = q.in_flight.get(&req.id().as_u64()).is_some_and(|k| k.cancelled);
-        let Some(fd) = fd.as_ref().filter(|_| !q.closed && !q.port_closed && !cancelled) else {
-            q.in_flight.remove(&req.id().as_u64());
-            drop(q);
-            return Err((io::Error::from_raw_os_error(libc::ECANCELED), req));
-        };
-        let id = req.id().as_u64();
-        let p = ring.start(self, fd, req)?;
-        q.in_flight.insert(id, InKernel::new(p));
-        drop((fd, q));
-        ring.pushed(queue);
-        Ok(())
-    }
-
-    /// The handle became ready (`error`: with an error pending on it):
-    /// perform queued requests until one would block, pushing their
-    /// completions under the handle's lock.
-    pub(super) fn on_ready(&self, queue: &PortQueue, readable: bool, writable: bool, error: bool) {
-        let mut q = self.q.lock();
-        let fd = self.fd.read();
-        let Some(fd) = fd.as_ref() else { return };
-        let Queues { reads, writes, .. } = &mut *q;
-        let event = if error { Event::Error } else { Event::Ready };
-        if readable {
-            drain(self.kind, fd, reads, queue, event);
-        }
-        if writable {
-            drain(self.kind, fd, writes, queue, event);
+    let fd_guard = io.fd.read();
+    if let (Some(post), Some(fd)) = (port.queue.begin_post(), fd_guard.as_ref()) {
+        if let Some(r) = super::uring::read_cached(fd.as_raw_fd(), &mut req) {
+            post.push(Item::Packet(match r {
+                Ok(n) => super::op::done(req, n),
+                Err(e) => super::op::failed(req, &e),
+            }));
+            return Ok(());
         }
     }
-
-    /// Performs the oldest file request of this handle on the calling pool
-    /// thread (S29); `None` when it was cancelled meanwhile. After the port
-    /// began closing, it completes aborted instead (S11).
-    pub(super) fn perform_work(&self, port_closing: bool) -> Option<Packet> {
-        let mut req = self.q.lock().work.pop_front()?;
-        if port_closing {
-            return Some(aborted(req));
-        }
-        let guard = self.fd.read();
-        let Some(fd) = guard.as_ref() else { return Some(aborted(req)) };
-        let r = op::perform_file(fd, &mut req);
-        drop(guard);
-        Some(match r {
-            Ok(n) => done(req, n),
-            Err(e) => failed(req, &e),
-        })
-    }
-}
-
-fn done(req: Request, n: usize) -> Packet {
-    Packet { status: Status::SUCCESS, bytes: n, key: 0, request: Some(req) }
-}
-
-/// A request that failed with `e`; a write reports the bytes it sent
-/// before the error with it, as IOCP does.
-fn failed(req: Request, e: &io::Error) -> Packet {
-    let bytes = op::sent(&req);
-    Packet { status: Status::from_io_error(e), bytes, key: 0, request: Some(req) }
-}
-
-/// Performs the queued requests of one direction until one would block.
-/// The `event` that called it vouches for the first request's readiness.
-fn drain(kind: HandleKind, fd: &OwnedFd, pending: &mut VecDeque<Request>, queue: &PortQueue, event: Event) {
-    let mut event = event;
-    while let Some(req) = pending.front_mut() {
-        let r = perform(kind, fd, req, std::mem::replace(&mut event, Event::None));
-        let p = match r {
-            Ok(None) => break,
-            Ok(Some(n)) => done(pending.pop_front().expect("front exists"), n),
-            Err(e) => failed(pending.pop_front().expect("front exists"), &e),
-        };
-        queue.push(Item::Packet(p));
-    }
+    Err(req)
 }
 
 /// Sets `O_NONBLOCK`; the status flags it had before.

@@ -1,6 +1,15 @@
-//! The mio backend: readiness (epoll/kqueue) turned into completions (S29).
+//! The Unix backend: a portable completion queue per port (`port.rs`),
+//! with three drivers, each owning its part of a handle and chosen once
+//! when the handle is bound (`handle.rs`, `io.rs`): readiness through mio,
+//! epoll or kqueue, turned into completions (`epoll.rs`, S29); io_uring on
+//! Linux (`uring.rs`, S36); and the pool for regular files (`filepool.rs`).
+//! What the socket drivers share is in `op.rs`, which imports none of
+//! them; the drivers import only it.
 
+mod epoll;
+mod filepool;
 mod handle;
+mod io;
 mod op;
 mod port;
 #[cfg(target_os = "linux")]

@@ -1,8 +1,11 @@
-//! What each request kind does on Unix: one non-blocking attempt at a
-//! stream, socket or datagram request when its handle is ready, and the
-//! positional file requests the pool performs. The queues, readiness and
-//! completions around them live in `handle.rs`; adding a request kind
-//! touches this file (and the portable `crate::op`).
+//! What each request kind does on Unix, shared by the drivers: one
+//! non-blocking attempt at a stream, socket or datagram request when its
+//! handle is ready (epoll), the positional file requests the pool performs,
+//! the iovecs of vectored requests and how far a write got (epoll and
+//! io_uring), and the packets a request completes with. The queues,
+//! readiness and completions around them live in each driver (`epoll.rs`,
+//! `uring.rs`, `filepool.rs`); adding a request kind touches this file,
+//! `uring.rs` (and the portable `crate::op`).
 
 use std::fs::File;
 use std::io::{self, IoSlice, Write};
@@ -17,7 +20,9 @@ use socket2::SockRef;
 use crate::buf::Buffer;
 use crate::handle::HandleKind;
 use crate::op::Op;
+use crate::port::Packet;
 use crate::request::Request;
+use crate::status::Status;
 
 /// The most parts one system call (or io_uring entry) takes: Linux's
 /// `UIO_MAXIOV`, and `IOV_MAX` on macOS and the BSDs. A request of more
@@ -68,6 +73,45 @@ pub(super) fn sent(req: &Request) -> usize {
         Op::Write | Op::WriteAt(_) => req.header().os.progress,
         _ => 0,
     }
+}
+
+/// Where the drivers put the completions they make: the port's queue
+/// (implemented in `port.rs`, so no driver names the port).
+pub(super) trait Completions {
+    /// Queues a request's packet.
+    fn complete(&self, p: Packet);
+
+    /// True on a thread that hands what it pushed to the kernel when it
+    /// returns to the port (a pool worker of this port).
+    fn returns_here(&self) -> bool;
+}
+
+/// The connection an accept on a listener of `kind` produced (its fd), on
+/// either socket driver.
+pub(super) fn accepted(kind: HandleKind, fd: OwnedFd) -> crate::Handle {
+    match kind {
+        HandleKind::TcpListener => crate::Handle::from(TcpStream::from(fd)),
+        _ => crate::Handle::from(UnixStream::from(fd)),
+    }
+}
+
+/// The completion of `req`, done with `n` bytes.
+pub(super) fn done(req: Request, n: usize) -> Packet {
+    Packet { status: Status::SUCCESS, bytes: n, key: 0, request: Some(req) }
+}
+
+/// The completion of `req`, failed with `e`; a write reports the bytes it
+/// sent before the error with it, as IOCP does.
+pub(super) fn failed(req: Request, e: &io::Error) -> Packet {
+    let bytes = sent(&req);
+    Packet { status: Status::from_io_error(e), bytes, key: 0, request: Some(req) }
+}
+
+/// The aborted completion of `req` (S24), with the bytes a write cut off
+/// had already sent (as IOCP reports them), so a retry sends only the rest.
+pub(super) fn aborted(req: Request) -> Packet {
+    let bytes = sent(&req);
+    Packet { status: Status::ABORTED, bytes, key: 0, request: Some(req) }
 }
 
 /// A positional file request, performed (blocking) on a pool thread (S29);
@@ -156,12 +200,12 @@ pub(super) fn perform(
         Op::Read => pending(retry(|| read_into(fd, &mut h.buffer))),
         Op::Write => write_stream(kind, fd, &h.buffer, &mut h.os.progress),
         Op::Accept => {
-            let accepted = match kind {
+            let conn = match kind {
                 HandleKind::TcpListener => pending(retry(|| borrow::<TcpListener>(fd).accept()))?
-                    .map(|(s, a)| (crate::Handle::from(s), Some(a))),
-                _ => pending(retry(|| borrow::<UnixListener>(fd).accept()))?
-                    .map(|(s, _)| (crate::Handle::from(s), None)),
+                    .map(|(s, a)| (OwnedFd::from(s), Some(a))),
+                _ => pending(retry(|| borrow::<UnixListener>(fd).accept()))?.map(|(s, _)| (s.into(), None)),
             };
+            let accepted = conn.map(|(conn, addr)| (accepted(kind, conn), addr));
             Ok(accepted.map(|(h2, addr)| {
                 h.accepted = Some(h2);
                 h.addr = addr;

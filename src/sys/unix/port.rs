@@ -11,13 +11,14 @@ use std::cell::RefCell;
 use std::io;
 use std::time::{Duration, Instant};
 
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use slab::Slab;
 
-use super::handle::Io;
+use super::io::{Driver, Io};
+use super::op::Completions;
 use crate::error::{Error, Result};
 use crate::port::{DriverInfo, DriverKind, Packet};
-use crate::status::Status;
 use crate::sync::{Arc, Mutex, Ordering};
 use crate::sys::queue::{Ended, Poller, Queue, Slot};
 use crate::sys::{PortDriver, SlotOps};
@@ -33,6 +34,16 @@ pub(super) enum Item {
 }
 
 pub(super) type PortQueue = Queue<Item, UnixPoller>;
+
+impl Completions for PortQueue {
+    fn complete(&self, p: Packet) {
+        self.push(Item::Packet(p));
+    }
+
+    fn returns_here(&self) -> bool {
+        Queue::returns_here(self)
+    }
+}
 
 /// mio's poller, shared by the port's threads one at a time.
 pub(crate) struct MioPoller {
@@ -373,14 +384,14 @@ impl PortDriver for Port {
         }
         let ios: Vec<Arc<Io>> = self.inner.sources.lock().drain().collect();
         for io in ios {
-            io.abort_for_port_close(q);
+            self.inner.abort_for_close(&io);
             self.inner.retire(io);
         }
         // The ring's requests complete once the kernel hands them back
         // (aborted, or done if they won the race): wait for every one.
         #[cfg(target_os = "linux")]
         if let Some(ring) = self.inner.ring() {
-            ring.drain(q);
+            ring.drain(&**q);
         }
         q.finish_close();
         true
@@ -407,6 +418,50 @@ impl Inner {
         let key = entry.key();
         entry.insert(io.clone());
         Ok(key)
+    }
+
+    /// The port is closing: abort what `io` has queued, cancel what it has
+    /// in the kernel and stop watching its fd.
+    fn abort_for_close(&self, io: &Io) {
+        let mut st = io.state.lock();
+        st.port_closed = true;
+        st.driver.abort_waiting(&*self.queue);
+        // The port's close submits the cancels as it drains the ring.
+        self.cancel_in_kernel(&mut st.driver);
+        if let (Driver::Epoll(_), Some(fd)) = (&st.driver, io.fd.read().as_ref()) {
+            self.deregister(fd);
+        }
+    }
+
+    /// Marks the requests of a handle (`driver`, under its lock) in the
+    /// kernel cancelled and pushes their cancels (S24, S25): how many, and
+    /// whether a cancel was pushed, for [`Inner::submit_cancels`] once the
+    /// handle's lock is let go. Only the ring has requests in the kernel.
+    pub(super) fn cancel_in_kernel(&self, driver: &mut Driver) -> (usize, bool) {
+        #[cfg(target_os = "linux")]
+        if let (Driver::Ring(s), Some(ring)) = (driver, self.ring()) {
+            return (s.in_kernel(), ring.cancel(s.cancel_in_kernel()));
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = driver;
+        (0, false)
+    }
+
+    /// Hands the cancels a handle pushed (`pushed`) to the ring's kernel
+    /// now; nothing on a readiness port.
+    pub(super) fn submit_cancels(&self, pushed: bool) {
+        #[cfg(target_os = "linux")]
+        if let Some(ring) = self.ring() {
+            ring.submit_if(pushed);
+        }
+        let _ = pushed;
+    }
+
+    /// Stops watching `fd` (a handle on the readiness driver).
+    pub(super) fn deregister(&self, fd: &std::os::fd::OwnedFd) {
+        if let Some(mio) = self.mio() {
+            let _ = mio.registry.deregister(&mut SourceFd(&std::os::fd::AsRawFd::as_raw_fd(fd)));
+        }
     }
 
     /// Removes a closed handle from the port.
@@ -442,13 +497,6 @@ impl Inner {
     }
 }
 
-/// The aborted completion of `req` (S24), with the bytes a write cut off
-/// had already sent (as IOCP reports them), so a retry sends only the rest.
-pub(super) fn aborted(req: crate::request::Request) -> Packet {
-    let bytes = super::op::sent(&req);
-    Packet { status: Status::ABORTED, bytes, key: 0, request: Some(req) }
-}
-
 /// Test seam: holds the pool thread about to perform a file request of a
 /// handle a test names, as a read the file system never answers would
 /// (no FUSE needed), until the test lets it go.
@@ -475,7 +523,7 @@ pub(crate) mod stuck {
 
     pub(super) fn before_work(io: &Io) {
         let mut hold = HOLD.lock().unwrap();
-        let fd = io.with_raw(std::os::fd::AsRawFd::as_raw_fd);
+        let fd = io.fd.read().as_deref().map(std::os::fd::AsRawFd::as_raw_fd);
         if hold.as_ref().is_some_and(|h| Some(h.fd) == fd) {
             let h = hold.take().unwrap();
             drop(hold);

@@ -15,6 +15,7 @@
 //! Who reaps: the thread that polls (one at a time, by the port's queue)
 //! takes every completion entry there is and turns each into a packet.
 
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
@@ -23,15 +24,13 @@ use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use io_uring::{opcode, squeue::Entry, types, IoUring, Probe};
-use socket2::{SockAddr, SockRef};
+use socket2::SockAddr;
 
-use super::handle::Io;
-use super::op::{is_write_side, read_iov, sent, write_iov};
-use super::port::PortQueue;
+use super::op::{accepted, failed, is_write_side, read_iov, sent, write_iov, Completions};
 use crate::handle::HandleKind;
 use crate::op::Op;
 use crate::port::Packet;
-use crate::request::{Header, Request};
+use crate::request::{Header, Request, RequestId};
 use crate::status::Status;
 use crate::sync::{Arc, Mutex};
 
@@ -239,7 +238,7 @@ impl Ring {
     /// the port (one call for all its callbacks' entries); any other thread
     /// hands it over at once when a thread is blocked in the ring, which
     /// would not see it otherwise.
-    pub(crate) fn pushed(&self, queue: &PortQueue) {
+    pub(crate) fn pushed(&self, queue: &impl Completions) {
         if queue.returns_here() {
             return;
         }
@@ -346,7 +345,7 @@ impl Ring {
     }
 
     /// Turns the entries the last poll took into packets.
-    pub(crate) fn dispatch(&self, queue: &PortQueue) {
+    pub(crate) fn dispatch(&self, queue: &impl Completions) {
         let taken = std::mem::take(&mut *self.cq.lock());
         for (user_data, res) in taken {
             self.complete(queue, user_data, res);
@@ -384,7 +383,7 @@ impl Ring {
     /// requests: they are counted in [`Ring::leaked`] and leaked with their
     /// buffers, never freed, since the kernel may still write to them
     /// (IOCP's backend gives up the same way).
-    pub(crate) fn drain(&self, queue: &PortQueue) {
+    pub(crate) fn drain(&self, queue: &impl Completions) {
         let ts = types::Timespec::from(std::time::Duration::from_millis(10));
         let give_up = Instant::now() + GIVE_UP;
         let mut took_wake = false;
@@ -423,7 +422,7 @@ impl Ring {
     /// cannot be reused by another object while an entry names it (S24).
     pub(crate) fn start(
         &self,
-        io: &Arc<Io>,
+        io: Arc<dyn Owner>,
         fd: &Arc<OwnedFd>,
         mut req: Request,
     ) -> Result<usize, (io::Error, Request)> {
@@ -431,7 +430,7 @@ impl Ring {
             Ok(e) => e,
             Err(e) => return Err((e, req)),
         };
-        req.header_mut().os.uring.io = Some(io.clone());
+        req.header_mut().os.uring.io = Some(io);
         req.header_mut().os.uring.fd = Some(fd.clone());
         let p = req.into_raw();
         let entry = entry.user_data(p as u64);
@@ -477,7 +476,7 @@ impl Ring {
     }
 
     /// One completion entry: the request's result, or a write that goes on.
-    fn complete(&self, queue: &PortQueue, user_data: u64, res: i32) {
+    fn complete(&self, queue: &impl Completions, user_data: u64, res: i32) {
         if user_data == WAKE || user_data == CANCEL {
             return;
         }
@@ -503,10 +502,10 @@ impl Ring {
             }
             return self.again(queue, io, req);
         }
-        match finish(&io, &mut req, res) {
+        match finish(&*io, &mut req, res) {
             Finished::Done(status, bytes) => {
                 let (id, write) = (req.id(), is_write_side(req.op()));
-                io.ring_done(self, id, write, queue, Packet { status, bytes, key: 0, request: Some(req) });
+                done(self, &io, id, write, queue, Packet { status, bytes, key: 0, request: Some(req) });
                 self.in_flight.fetch_sub(1, Ordering::SeqCst);
             }
             // A write that wrote part, or a file read short before the
@@ -519,9 +518,9 @@ impl Ring {
     /// Starts `req` again (the rest of a write, or a request its thread's
     /// exit cancelled), unless a cancel, a close or the port's close came
     /// meanwhile: then it completes aborted.
-    fn again(&self, queue: &PortQueue, io: Arc<Io>, req: Request) {
+    fn again(&self, queue: &impl Completions, io: Arc<dyn Owner>, req: Request) {
         let (id, write) = (req.id(), is_write_side(req.op()));
-        if let Err((e, mut req)) = io.ring_again(self, queue, req) {
+        if let Err((e, mut req)) = again(self, &io, queue, req) {
             // Aborted, or failed to start again: either way a write says
             // how much of it was sent, and a file read what it read (S24,
             // as IOCP does).
@@ -530,11 +529,212 @@ impl Ring {
                 _ => Status::from_io_error(&e),
             };
             let (status, bytes) = cut_short(&mut req, status);
-            io.ring_done(self, id, write, queue, Packet { status, bytes, key: 0, request: Some(req) });
+            done(self, &io, id, write, queue, Packet { status, bytes, key: 0, request: Some(req) });
         }
         // Counted down once its packet is queued or it is in the kernel
         // again, so a port's close never sees it gone before either.
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The ring's part of a handle: its requests in the kernel and, for a
+/// stream, those waiting for the one of their direction in the kernel.
+#[derive(Default)]
+pub(super) struct Streams {
+    /// A stream's reads, accepts and receives (0), and its writes,
+    /// connects and sends (1), waiting: a stream request of each direction
+    /// is in the kernel at a time, so a socket's reads take the stream in
+    /// start order and its writes never interleave.
+    waiting: [VecDeque<Request>; 2],
+    /// A stream request of that direction is in the kernel.
+    busy: [bool; 2],
+    /// Requests in the kernel, by id (for cancel and close).
+    in_flight: HashMap<u64, InKernel>,
+}
+
+/// A request in the ring.
+#[derive(Clone, Copy)]
+struct InKernel {
+    /// The request's address: its entry's `user_data`.
+    addr: usize,
+    /// A cancel, a close or a deadline asked for its end: an `ECANCELED`
+    /// completion is then its abort, where otherwise it is the kernel
+    /// cancelling the requests of a thread that exited, and the request
+    /// starts again (S24).
+    cancelled: bool,
+}
+
+impl InKernel {
+    fn new(addr: usize) -> InKernel {
+        InKernel { addr, cancelled: false }
+    }
+}
+
+impl Streams {
+    /// Starts `req` on `fd`, or queues it behind the request of its
+    /// direction in the kernel (a stream's). The caller holds the
+    /// handle's lock, and once it let go of it calls [`Ring::pushed`].
+    pub(super) fn start<O: Owner>(
+        &mut self,
+        ring: &Ring,
+        io: &Arc<O>,
+        fd: &Arc<OwnedFd>,
+        req: Request,
+    ) -> Result<(), (io::Error, Request)> {
+        let dir = usize::from(is_write_side(req.op()));
+        let ordered = io.kind() != HandleKind::File;
+        if ordered && self.busy[dir] {
+            self.waiting[dir].push_back(req);
+            return Ok(());
+        }
+        let id = req.id().as_u64();
+        let p = ring.start(io.clone(), fd, req)?;
+        self.in_flight.insert(id, InKernel::new(p));
+        self.busy[dir] |= ordered;
+        Ok(())
+    }
+
+    /// Marks the request `id` cancelled if it is in the kernel; its address,
+    /// for [`Ring::cancel`].
+    pub(super) fn cancel(&mut self, id: RequestId) -> Option<usize> {
+        let k = self.in_flight.get_mut(&id.as_u64())?;
+        k.cancelled = true;
+        Some(k.addr)
+    }
+
+    /// Takes the request `id` out, if it is still waiting.
+    pub(super) fn remove(&mut self, id: RequestId) -> Option<Request> {
+        self.waiting.iter_mut().find_map(|queue| {
+            let i = queue.iter().position(|r| r.id() == id)?;
+            queue.remove(i)
+        })
+    }
+
+    /// Every request still waiting, in start order per direction.
+    pub(super) fn take_all(&mut self) -> impl Iterator<Item = Request> + '_ {
+        let [reads, writes] = &mut self.waiting;
+        reads.drain(..).chain(writes.drain(..))
+    }
+
+    /// Requests in the kernel.
+    pub(super) fn in_kernel(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Marks every request in the kernel cancelled; their addresses, for
+    /// [`Ring::cancel`].
+    pub(super) fn cancel_in_kernel(&mut self) -> Vec<usize> {
+        self.in_flight
+            .values_mut()
+            .map(|k| {
+                k.cancelled = true;
+                k.addr
+            })
+            .collect()
+    }
+}
+
+/// What the ring needs of the handle of a request it completes: the
+/// handle implements it (`io.rs`), so that this driver does not name it.
+pub(super) trait Owner: Send + Sync + 'static {
+    fn kind(&self) -> HandleKind;
+
+    /// The socket's pending error (`SO_ERROR`), while the fd is open.
+    fn take_error(&self) -> Option<io::Result<Option<io::Error>>>;
+
+    /// Runs `f` under the handle's lock with the ring's part of it,
+    /// whether the handle and its port are still open, and its fd (`None`
+    /// once closed); `f` does not run when the handle is not on the ring.
+    fn locked(&self, f: &mut Locked<'_>);
+}
+
+/// What [`Owner::locked`] runs: the ring's part of the handle, whether
+/// it is open, its fd.
+pub(super) type Locked<'a> = dyn FnMut(&mut Streams, bool, Option<&Arc<OwnedFd>>) + 'a;
+
+/// A ring request of `io` completed: forget it and queue its packet, under
+/// the handle's lock (so a close sees it done or pending); the next
+/// waiting request of its direction goes to the kernel.
+fn done(
+    ring: &Ring,
+    io: &Arc<dyn Owner>,
+    id: RequestId,
+    write: bool,
+    queue: &impl Completions,
+    packet: Packet,
+) {
+    let file = io.kind() == HandleKind::File;
+    let mut packet = Some(packet);
+    let mut started = false;
+    io.locked(&mut |s, _, fd| {
+        s.in_flight.remove(&id.as_u64());
+        queue.complete(packet.take().expect("completed once"));
+        if file {
+            return;
+        }
+        // The next waiting request of this direction goes to the kernel;
+        // one that cannot start completes with its error.
+        let dir = usize::from(write);
+        s.busy[dir] = false;
+        let Some(fd) = fd else { return };
+        while let Some(req) = s.waiting[dir].pop_front() {
+            let id = req.id().as_u64();
+            match ring.start(io.clone(), fd, req) {
+                Ok(p) => {
+                    s.in_flight.insert(id, InKernel::new(p));
+                    s.busy[dir] = true;
+                    started = true;
+                    break;
+                }
+                Err((e, req)) => queue.complete(failed(req, &e)),
+            }
+        }
+    });
+    // Not on the ring (never): the packet still goes to the port.
+    if let Some(p) = packet {
+        queue.complete(p);
+    }
+    if started {
+        ring.pushed(queue);
+    }
+}
+
+/// Starts the rest of a partly done ring write of `io` (or a request its
+/// thread's exit cancelled), unless the handle or its port closed, or a
+/// cancel came, meanwhile (`ECANCELED`).
+fn again(
+    ring: &Ring,
+    io: &Arc<dyn Owner>,
+    queue: &impl Completions,
+    req: Request,
+) -> Result<(), (io::Error, Request)> {
+    let id = req.id().as_u64();
+    let mut req = Some(req);
+    let mut r = Err(io::Error::from_raw_os_error(libc::ECANCELED));
+    io.locked(&mut |s, open, fd| {
+        let cancelled = s.in_flight.get(&id).is_some_and(|k| k.cancelled);
+        let Some(fd) = fd.filter(|_| open && !cancelled) else {
+            s.in_flight.remove(&id);
+            return;
+        };
+        match ring.start(io.clone(), fd, req.take().expect("started once")) {
+            Ok(p) => {
+                s.in_flight.insert(id, InKernel::new(p));
+                r = Ok(());
+            }
+            Err((e, back)) => {
+                req = Some(back);
+                r = Err(e);
+            }
+        }
+    });
+    match (r, req) {
+        (Ok(()), _) => {
+            ring.pushed(queue);
+            Ok(())
+        }
+        (Err(e), Some(req)) => Err((e, req)),
+        (Err(_), None) => unreachable!("a request not started is kept"),
     }
 }
 
@@ -605,25 +805,155 @@ pub(crate) fn read_cached(_fd: RawFd, _req: &mut Request) -> Option<io::Result<u
 /// writes besides the buffer, in the request itself, which does not move.
 pub(crate) struct OpState {
     /// The handle, while the request is in the kernel.
-    pub(crate) io: Option<Arc<Io>>,
+    io: Option<Arc<dyn Owner>>,
     /// The descriptor its entry names, kept open while it is in the kernel.
     fd: Option<Arc<OwnedFd>>,
     /// A connect started again after its thread exited waits for
     /// writability, then reads the socket's error.
     reconnect: bool,
-    addr: libc::sockaddr_storage,
-    addr_len: libc::socklen_t,
+    /// What the request's kind hands the kernel besides its buffer.
+    scratch: Scratch,
+}
+
+/// The scratch space of one request, only what its kind needs: a plain
+/// read or write (one part), a positional file request and a zero-byte
+/// wait need none. No kind allocates more than it did when every request
+/// carried all of it: vectored requests allocate their iovecs, a datagram
+/// its message (it allocated its one iovec before).
+enum Scratch {
+    None,
+    /// A vectored read or write (`readv`, `writev`): its iovecs.
+    Iov(Vec<libc::iovec>),
+    /// A vectored socket write (`sendmsg`, for `MSG_NOSIGNAL`): its iovecs
+    /// and the message naming them.
+    SendMsg(Vec<libc::iovec>, libc::msghdr),
+    /// An accept's peer, a connect's destination.
+    Addr(RawAddr),
+    /// A datagram's message, its one iovec and its address.
+    Datagram(Box<Datagram>),
+}
+
+/// A TCP or UDP socket address as the kernel reads or writes it: room for
+/// the largest, IPv6's `sockaddr_in6`.
+#[derive(Clone, Copy)]
+struct RawAddr {
+    sa: libc::sockaddr_in6,
+    len: libc::socklen_t,
+}
+
+struct Datagram {
     msg: libc::msghdr,
-    iov: Vec<libc::iovec>,
+    iov: libc::iovec,
+    addr: RawAddr,
+}
+
+impl RawAddr {
+    /// Room for an address the kernel writes.
+    fn room() -> RawAddr {
+        // SAFETY: all-zero bytes are a valid `sockaddr_in6`.
+        let sa = unsafe { MaybeUninit::zeroed().assume_init() };
+        RawAddr { sa, len: std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t }
+    }
+
+    /// `to`, as the kernel reads it.
+    fn of(to: SocketAddr) -> RawAddr {
+        let sa = SockAddr::from(to);
+        let mut raw = RawAddr::room();
+        let len = (sa.len() as usize).min(std::mem::size_of::<libc::sockaddr_in6>());
+        // SAFETY: `SockAddr` holds a `sockaddr_storage` whose first
+        // `sa.len()` bytes are the address (at most a `sockaddr_in6` for a
+        // `SocketAddr`); `len` bytes fit in `raw.sa`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                sa.as_ptr().cast::<u8>(),
+                (&mut raw.sa as *mut libc::sockaddr_in6).cast::<u8>(),
+                len,
+            )
+        };
+        raw.len = len as libc::socklen_t;
+        raw
+    }
+
+    fn as_mut_ptr(&mut self) -> *mut libc::sockaddr {
+        (&mut self.sa as *mut libc::sockaddr_in6).cast()
+    }
+
+    /// The address the kernel wrote, `len` bytes of it.
+    fn load(&self, len: libc::socklen_t) -> Option<SocketAddr> {
+        let len = len.min(std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t);
+        // SAFETY: all-zero bytes are a valid `sockaddr_storage`.
+        let mut storage: libc::sockaddr_storage = unsafe { MaybeUninit::zeroed().assume_init() };
+        // SAFETY: `len` bytes of `self.sa` (at most its size) are copied
+        // into the larger storage.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (&self.sa as *const libc::sockaddr_in6).cast::<u8>(),
+                (&mut storage as *mut libc::sockaddr_storage).cast::<u8>(),
+                len as usize,
+            )
+        };
+        // SAFETY: the kernel wrote a socket address of `len` bytes, now at
+        // the start of a whole `sockaddr_storage`.
+        let sa = unsafe { SockAddr::new(storage, len) };
+        sa.as_socket()
+    }
+}
+
+impl Scratch {
+    /// The iovec array, kept from an earlier turn of the same request (a
+    /// write that goes on), else new.
+    fn iov(&mut self) -> &mut Vec<libc::iovec> {
+        if !matches!(self, Scratch::Iov(_)) {
+            *self = Scratch::Iov(Vec::new());
+        }
+        match self {
+            Scratch::Iov(v) => v,
+            _ => unreachable!("set above"),
+        }
+    }
+
+    /// The iovec array and message of a vectored socket write, kept from
+    /// an earlier turn of the same request, else new.
+    fn send_msg(&mut self) -> (&mut Vec<libc::iovec>, &mut libc::msghdr) {
+        if !matches!(self, Scratch::SendMsg(..)) {
+            // SAFETY: all-zero bytes are a valid (empty) `msghdr`.
+            let msg = unsafe { MaybeUninit::zeroed().assume_init() };
+            *self = Scratch::SendMsg(Vec::new(), msg);
+        }
+        match self {
+            Scratch::SendMsg(v, m) => (v, m),
+            _ => unreachable!("set above"),
+        }
+    }
+
+    /// The datagram's message, kept from an earlier turn, else new.
+    fn datagram(&mut self) -> &mut Datagram {
+        if !matches!(self, Scratch::Datagram(_)) {
+            // SAFETY: all-zero bytes are a valid (empty) `msghdr` and a
+            // valid (empty) `iovec`.
+            let (msg, iov) =
+                unsafe { (MaybeUninit::zeroed().assume_init(), MaybeUninit::zeroed().assume_init()) };
+            *self = Scratch::Datagram(Box::new(Datagram { msg, iov, addr: RawAddr::room() }));
+        }
+        match self {
+            Scratch::Datagram(d) => d,
+            _ => unreachable!("set above"),
+        }
+    }
+
+    /// The address room of an accept or a connect.
+    fn addr(&mut self, raw: RawAddr) -> &mut RawAddr {
+        *self = Scratch::Addr(raw);
+        match self {
+            Scratch::Addr(a) => a,
+            _ => unreachable!("set above"),
+        }
+    }
 }
 
 impl Default for OpState {
     fn default() -> OpState {
-        // SAFETY: all-zero bytes are a valid `sockaddr_storage` and a valid
-        // (empty) `msghdr`.
-        let (addr, msg) =
-            unsafe { (MaybeUninit::zeroed().assume_init(), MaybeUninit::zeroed().assume_init()) };
-        OpState { io: None, fd: None, reconnect: false, addr, addr_len: 0, msg, iov: Vec::new() }
+        OpState { io: None, fd: None, reconnect: false, scratch: Scratch::None }
     }
 }
 
@@ -633,8 +963,8 @@ impl std::fmt::Debug for OpState {
     }
 }
 
-// SAFETY: the raw pointers in `msg` and `iov` point into the request that
-// holds this state and into its buffer; they are only read by the kernel
+// SAFETY: the raw pointers in the scratch space point into the request
+// that holds it and into its buffer; they are only read by the kernel
 // while the request is in flight, and the request moves between threads
 // as a whole.
 unsafe impl Send for OpState {}
@@ -662,30 +992,48 @@ fn prepare(kind: HandleKind, fd: RawFd, req: &mut Request) -> io::Result<Entry> 
         }
         // The first IOV_MAX parts: a read may be short.
         Op::Read => {
-            read_iov(&mut h.os.uring.iov, &mut h.buffer);
-            let iov = &h.os.uring.iov;
+            let iov = h.os.uring.scratch.iov();
+            read_iov(iov, &mut h.buffer);
             opcode::Readv::new(fd, iov.as_ptr(), len32(iov.len())).offset(u64::MAX).build()
         }
         Op::Write | Op::WriteAt(_) => {
-            // The first IOV_MAX parts left; a write goes on to the rest.
-            write_iov(&mut h.os.uring.iov, &mut h.buffer, progress);
-            let iov = &h.os.uring.iov;
-            match (op, iov.as_slice()) {
-                (Op::WriteAt(off), _) => {
+            let at = match op {
+                Op::WriteAt(off) => {
                     let at = off.checked_add(progress as u64).filter(|&o| o <= i64::MAX as u64);
-                    let at = at.ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
-                    opcode::Writev::new(fd, iov.as_ptr(), len32(iov.len())).offset(at).build()
+                    at.ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?
                 }
-                (_, [one]) if socket => opcode::Send::new(fd, one.iov_base.cast(), len32(one.iov_len))
-                    .flags(libc::MSG_NOSIGNAL)
-                    .build(),
-                (_, _) if socket => {
-                    let msg = &mut h.os.uring.msg;
-                    msg.msg_iov = h.os.uring.iov.as_mut_ptr();
-                    msg.msg_iovlen = h.os.uring.iov.len() as _;
-                    opcode::SendMsg::new(fd, msg).flags(libc::MSG_NOSIGNAL as u32).build()
+                _ => u64::MAX,
+            };
+            if h.buffer.part_count() == 1 {
+                // One part: what is left of it, with no scratch space.
+                let p = h.buffer.part(0);
+                let left = p.len.saturating_sub(progress);
+                // SAFETY: `progress < p.len` while the write goes on: it
+                // counts the part's bytes written so far.
+                let rest = unsafe { p.ptr.add(progress.min(p.len)) };
+                if socket && op == Op::Write {
+                    opcode::Send::new(fd, rest, len32(left)).flags(libc::MSG_NOSIGNAL).build()
+                } else {
+                    opcode::Write::new(fd, rest, len32(left)).offset(at).build()
                 }
-                (_, _) => opcode::Writev::new(fd, iov.as_ptr(), len32(iov.len())).offset(u64::MAX).build(),
+            } else if socket && op == Op::Write {
+                // The first IOV_MAX parts left; a write goes on to the rest.
+                let (iov, msg) = h.os.uring.scratch.send_msg();
+                write_iov(iov, &mut h.buffer, progress);
+                match iov.as_slice() {
+                    [one] => opcode::Send::new(fd, one.iov_base.cast(), len32(one.iov_len))
+                        .flags(libc::MSG_NOSIGNAL)
+                        .build(),
+                    _ => {
+                        msg.msg_iov = iov.as_mut_ptr();
+                        msg.msg_iovlen = iov.len() as _;
+                        opcode::SendMsg::new(fd, msg).flags(libc::MSG_NOSIGNAL as u32).build()
+                    }
+                }
+            } else {
+                let iov = h.os.uring.scratch.iov();
+                write_iov(iov, &mut h.buffer, progress);
+                opcode::Writev::new(fd, iov.as_ptr(), len32(iov.len())).offset(at).build()
             }
         }
         // The rest of the room after what was read (the cached part, or a
@@ -698,38 +1046,41 @@ fn prepare(kind: HandleKind, fd: RawFd, req: &mut Request) -> io::Result<Entry> 
             let rest = unsafe { p.ptr.add(progress) };
             opcode::Read::new(fd, rest, len32(p.cap - progress)).offset(at).build()
         }
+        // A Unix-domain listener's peer has no address worth keeping.
+        Op::Accept if kind != HandleKind::TcpListener => {
+            opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
+                .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
+                .build()
+        }
         Op::Accept => {
-            let st = &mut h.os.uring;
-            st.addr_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            let addr = (&mut st.addr as *mut libc::sockaddr_storage).cast::<libc::sockaddr>();
-            opcode::Accept::new(fd, addr, &mut st.addr_len)
+            let a = h.os.uring.scratch.addr(RawAddr::room());
+            opcode::Accept::new(fd, a.as_mut_ptr(), &mut a.len)
                 .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
                 .build()
         }
         // Its first connect goes on in the background: wait for its end.
         Op::Connect(_) if h.os.uring.reconnect => opcode::PollAdd::new(fd, libc::POLLOUT as u32).build(),
         Op::Connect(to) => {
-            let st = &mut h.os.uring;
-            st.addr_len = store_addr(&mut st.addr, to);
-            opcode::Connect::new(fd, (&st.addr as *const libc::sockaddr_storage).cast(), st.addr_len).build()
+            let a = h.os.uring.scratch.addr(RawAddr::of(to));
+            opcode::Connect::new(fd, a.as_mut_ptr(), a.len).build()
         }
         Op::SendTo(_) | Op::RecvFrom => {
-            let st = &mut h.os.uring;
             let p = h.buffer.part(0);
             let len = if op == Op::RecvFrom { p.cap } else { p.len };
-            st.iov = vec![libc::iovec { iov_base: p.ptr.cast(), iov_len: len }];
-            st.addr_len = match op {
-                Op::SendTo(to) => store_addr(&mut st.addr, to),
-                _ => std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+            let d = h.os.uring.scratch.datagram();
+            d.iov = libc::iovec { iov_base: p.ptr.cast(), iov_len: len };
+            d.addr = match op {
+                Op::SendTo(to) => RawAddr::of(to),
+                _ => RawAddr::room(),
             };
-            st.msg.msg_name = (&mut st.addr as *mut libc::sockaddr_storage).cast();
-            st.msg.msg_namelen = st.addr_len;
-            st.msg.msg_iov = st.iov.as_mut_ptr();
-            st.msg.msg_iovlen = 1;
+            d.msg.msg_name = d.addr.as_mut_ptr().cast();
+            d.msg.msg_namelen = d.addr.len;
+            d.msg.msg_iov = &mut d.iov;
+            d.msg.msg_iovlen = 1;
             if op == Op::RecvFrom {
-                opcode::RecvMsg::new(fd, &mut st.msg).build()
+                opcode::RecvMsg::new(fd, &mut d.msg).build()
             } else {
-                opcode::SendMsg::new(fd, &st.msg).flags(libc::MSG_NOSIGNAL as u32).build()
+                opcode::SendMsg::new(fd, &d.msg).flags(libc::MSG_NOSIGNAL as u32).build()
             }
         }
         Op::Post => return Err(io::Error::from(io::ErrorKind::InvalidInput)),
@@ -737,28 +1088,13 @@ fn prepare(kind: HandleKind, fd: RawFd, req: &mut Request) -> io::Result<Entry> 
     Ok(entry)
 }
 
-/// Writes `to` into `addr`; its length.
-fn store_addr(addr: &mut libc::sockaddr_storage, to: SocketAddr) -> libc::socklen_t {
-    let sa = SockAddr::from(to);
-    let len = sa.len();
-    // SAFETY: `SockAddr` holds a `sockaddr_storage`; `len` bytes of it are
-    // the address, and `addr` is a whole `sockaddr_storage`.
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            sa.as_ptr().cast::<u8>(),
-            (addr as *mut libc::sockaddr_storage).cast(),
-            len as usize,
-        )
-    };
-    len
-}
-
-/// The address the kernel wrote into `st.addr`.
-fn load_addr(st: &OpState, len: libc::socklen_t) -> Option<SocketAddr> {
-    // SAFETY: the kernel wrote a socket address of `len` bytes into the
-    // storage, which is a whole `sockaddr_storage`.
-    let sa = unsafe { SockAddr::new(std::ptr::read(&st.addr), len) };
-    sa.as_socket()
+/// The address the kernel wrote for a datagram (`RecvFrom`) or an accept.
+fn peer_addr(st: &OpState) -> Option<SocketAddr> {
+    match &st.scratch {
+        Scratch::Datagram(d) => d.addr.load(d.msg.msg_namelen),
+        Scratch::Addr(a) => a.load(a.len),
+        _ => None,
+    }
 }
 
 enum Finished {
@@ -792,7 +1128,7 @@ fn cut_short(req: &mut Request, status: Status) -> (Status, usize) {
 }
 
 /// The request's result from its completion entry's `res`.
-fn finish(io: &Io, req: &mut Request, res: i32) -> Finished {
+fn finish(io: &dyn Owner, req: &mut Request, res: i32) -> Finished {
     let kind = io.kind();
     let op = req.op();
     if res < 0 {
@@ -809,8 +1145,7 @@ fn finish(io: &Io, req: &mut Request, res: i32) -> Finished {
             // costs no call of its own.
             let error = res & i32::from(libc::POLLERR) != 0;
             if error && matches!(kind, HandleKind::TcpStream | HandleKind::LocalStream) {
-                let err = io.with_raw(|fd| SockRef::from(fd).take_error());
-                if let Some(Ok(Some(e))) = err {
+                if let Some(Ok(Some(e))) = io.take_error() {
                     return Finished::Done(Status::from_io_error(&e), 0);
                 }
             }
@@ -837,7 +1172,7 @@ fn finish(io: &Io, req: &mut Request, res: i32) -> Finished {
             // was given, part by part in order.
             unsafe { h.buffer.set_filled(n) };
             if op == Op::RecvFrom {
-                h.addr = load_addr(&h.os.uring, h.os.uring.msg.msg_namelen);
+                h.addr = peer_addr(&h.os.uring);
             }
             Finished::Done(Status::SUCCESS, n)
         }
@@ -856,23 +1191,17 @@ fn finish(io: &Io, req: &mut Request, res: i32) -> Finished {
             // SAFETY: a successful accept returns a new descriptor, owned by
             // nobody else.
             let fd = unsafe { OwnedFd::from_raw_fd(res) };
-            let (conn_kind, addr) = match kind {
-                HandleKind::TcpListener => {
-                    (HandleKind::TcpStream, load_addr(&h.os.uring, h.os.uring.addr_len))
-                }
-                _ => (HandleKind::LocalStream, None),
+            h.addr = match kind {
+                HandleKind::TcpListener => peer_addr(&h.os.uring),
+                _ => None,
             };
-            h.accepted = Some(crate::Handle::from_sys(super::Handle::new(fd, conn_kind)));
-            h.addr = addr;
+            h.accepted = Some(accepted(kind, fd));
             Finished::Done(Status::SUCCESS, 0)
         }
-        Op::Connect(_) if h.os.uring.reconnect => {
-            let err = io.with_raw(|fd| SockRef::from(fd).take_error());
-            match err {
-                Some(Ok(Some(e))) | Some(Err(e)) => Finished::Done(Status::from_io_error(&e), 0),
-                _ => Finished::Done(Status::SUCCESS, 0),
-            }
-        }
+        Op::Connect(_) if h.os.uring.reconnect => match io.take_error() {
+            Some(Ok(Some(e))) | Some(Err(e)) => Finished::Done(Status::from_io_error(&e), 0),
+            _ => Finished::Done(Status::SUCCESS, 0),
+        },
         Op::Connect(_) => Finished::Done(Status::SUCCESS, 0),
         Op::SendTo(_) => Finished::Done(Status::SUCCESS, n),
         Op::Post => Finished::Done(Status::SUCCESS, n),

@@ -1,35 +1,51 @@
 #!/usr/bin/env bash
-# The crate's echo server against a tokio echo server, under load clients
-# the crate did not write, interleaved round by round:
+# The crate's echo server on each Linux driver against a tokio echo server,
+# under load clients in their own processes, interleaved round by round (the
+# order of the servers turns every round), so every ratio is from one round:
 #
-#   throughput  tcp-echo-benchmark (crates.io) for {1, 64, 512} connections
-#               x {64, 4096} bytes: responses/s, ratio ours / tokio
-#   latency     examples/echo_latency (built on tokio, not on this crate):
-#               10,000 connections held, one 64-byte message per connection
-#               per second; p50 / p99 / p99.9, ratio tokio / ours
+#   throughput  a load client for {1, 64, 512} connections x {64, 4096}
+#               bytes: round trips/s per server, and the per-round ratios
+#               io_uring/tokio, epoll/tokio, io_uring/epoll (median, min-max)
+#   many        10,000 connections, 64 B, each sending as fast as its echo
+#               comes back (examples/echo_latency with a 1 ms period):
+#               round trips/s and p99 per server, ratios as above
+#   latency     examples/echo_latency: 10,000 connections held, one 64-byte
+#               message per connection per second; p50 / p99 / p99.9
 #
-# Usage: scripts/echo_compare.sh [ROUNDS] [SECONDS] [PARTS]
-# Defaults: 5 rounds, 3 s per throughput run, PARTS "throughput latency".
-# Server threads: ours `echo_server ADDR 2 64 --hold-buffers` (a buffer kept
-# in each connection's pending read, as the tokio server keeps one per
-# connection), tokio 2 workers.
-# Needs an open-file limit above 20,000 for the latency part (ulimit -n).
+# Usage: scripts/echo_compare.sh [ROUNDS] [SECONDS] [PARTS] [SERVERS]
+# Defaults: 5 rounds, 3 s per throughput run, PARTS "throughput many latency",
+# SERVERS "uring epoll tokio". Server names:
+#   uring, epoll   `echo_server ADDR 2 64 --hold-buffers` with
+#                  IOCOMPLETION_DRIVER=io_uring / epoll (a buffer kept in each
+#                  connection's pending read, as the tokio server keeps one)
+#   uring0, epoll0 the same without --hold-buffers (zero-byte waits, S31)
+#   tokio          examples/tokio_echo_server, 2 workers
+# CLIENT picks the throughput client: `tcp-echo-benchmark` (crates.io, the
+# default) or `crate` (examples/echo_client, which checks every byte).
+# Needs an open-file limit above 20,000 for "many" and "latency" (ulimit -n).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-rounds=${1:-5} secs=${2:-3} parts=${3:-throughput latency}
+rounds=${1:-5} secs=${2:-3} parts=${3:-throughput many latency} servers=${4:-uring epoll tokio}
+client=${CLIENT:-tcp-echo-benchmark}
 tools=target/tools
-if ! [ -x "$tools/bin/tcp-echo-benchmark" ]; then
+if [ "$client" = tcp-echo-benchmark ] && ! [ -x "$tools/bin/tcp-echo-benchmark" ]; then
   cargo install -q --locked --root "$tools" tcp-echo-benchmark --version 0.1.1
 fi
-cargo build -q --release --example echo_server --example tokio_echo_server --example echo_latency
+cargo build -q --release --example echo_server --example tokio_echo_server --example echo_latency \
+  --example echo_client
 bin=target/release/examples
 out=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$out"' EXIT
 
-start_server() { # name -> prints its address; leaves it running in $pid
+start_server() { # name -> leaves it running in $pid, its address in $addr
+  addr=127.0.0.1:7878
   case $1 in
-    ours) "$bin/echo_server" 127.0.0.1:7878 2 64 --hold-buffers >/dev/null & pid=$!; addr=127.0.0.1:7878 ;;
-    tokio) "$bin/tokio_echo_server" 127.0.0.1:7879 2 >/dev/null & pid=$!; addr=127.0.0.1:7879 ;;
+    uring) IOCOMPLETION_DRIVER=io_uring "$bin/echo_server" $addr 2 64 --hold-buffers >/dev/null & pid=$! ;;
+    epoll) IOCOMPLETION_DRIVER=epoll "$bin/echo_server" $addr 2 64 --hold-buffers >/dev/null & pid=$! ;;
+    uring0) IOCOMPLETION_DRIVER=io_uring "$bin/echo_server" $addr 2 64 >/dev/null & pid=$! ;;
+    epoll0) IOCOMPLETION_DRIVER=epoll "$bin/echo_server" $addr 2 64 >/dev/null & pid=$! ;;
+    tokio) "$bin/tokio_echo_server" $addr 2 >/dev/null & pid=$! ;;
+    *) echo "unknown server $1" >&2; exit 1 ;;
   esac
   for _ in $(seq 100); do
     (exec 3<>"/dev/tcp/${addr%:*}/${addr#*:}") 2>/dev/null && return
@@ -39,65 +55,120 @@ start_server() { # name -> prints its address; leaves it running in $pid
   exit 1
 }
 
-stop_server() { kill "$pid"; wait "$pid" 2>/dev/null || true; }
+stop_server() { kill "$pid"; wait "$pid" 2>/dev/null || true; sleep 0.2; }
 
 # median of the numbers on stdin
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
-throughput() {
-echo "## Throughput: tcp-echo-benchmark, $rounds rounds of $secs s, median (ratio ours/tokio, min-max)"
-echo
-echo "| connections x bytes | iocompletion responses/s | tokio responses/s | ratio | ratio min-max |"
-echo "| --- | ---: | ---: | ---: | ---: |"
-for conns in 1 64 512; do
-  for size in 64 4096; do
-    : >"$out/ratios"; : >"$out/ours"; : >"$out/tokio"
-    for r in $(seq "$rounds"); do
-      order="ours tokio"; [ $((r % 2)) -eq 0 ] && order="tokio ours"
-      for s in $order; do
-        start_server "$s"
-        "$tools/bin/tcp-echo-benchmark" -a "$addr" -c "$conns" -l "$size" -t "$secs" \
-          | awk '/^Throughput/ {print $4}' >"$out/$s.last"
-        stop_server
-        cat "$out/$s.last" >>"$out/$s"
-      done
-      paste "$out/ours.last" "$out/tokio.last" | awk '{printf "%.3f\n", $1/$2}' >>"$out/ratios"
+# the servers in the order of round $1 (turned by one each round)
+order() {
+  local -a s=($servers)
+  local n=${#s[@]} k=$(($1 % ${#s[@]})) i
+  for ((i = 0; i < n; i++)); do printf '%s ' "${s[$(((i + k) % n))]}"; done
+}
+
+# "a/b" ratios of the last round into $out/ratio.a.b, for every pair asked
+ratios_of_round() { # suffix
+  local a b
+  for a in $servers; do
+    for b in $servers; do
+      [ "$a" = "$b" ] && continue
+      case "$b" in tokio) ;; epoll|epoll0) [ "${a#uring}" != "$a" ] || continue ;; uring) [ "$a" = uring0 ] || continue ;; *) continue ;; esac
+      paste "$out/$a.$1.last" "$out/$b.$1.last" | awk '{printf "%.3f\n", ($2 > 0) ? $1/$2 : 0}' >>"$out/ratio.$a.$b.$1"
     done
-    printf "| %d x %d | %.0f | %.0f | %.2fx | %s-%s |\n" "$conns" "$size" \
-      "$(median <"$out/ours")" "$(median <"$out/tokio")" "$(median <"$out/ratios")" \
-      "$(sort -g "$out/ratios" | head -1)" "$(sort -g "$out/ratios" | tail -1)"
   done
-done
+}
+
+print_ratios() { # suffix
+  local f pair
+  for f in "$out"/ratio.*."$1"; do
+    [ -e "$f" ] || continue
+    pair=${f#"$out"/ratio.}; pair=${pair%."$1"}
+    printf '%s/%s %.2fx (%s-%s); ' "${pair%.*}" "${pair#*.}" "$(median <"$f")" "$(sort -g "$f" | head -1)" "$(sort -g "$f" | tail -1)"
+  done
+}
+
+run_client() { # conns size -> round trips/s on stdout
+  if [ "$client" = crate ]; then
+    "$bin/echo_client" "$addr" "$1" "$2" "$secs" | sed -n 's|.* \([0-9][0-9]*\) round trips/s.*|\1|p' | head -1
+  else
+    "$tools/bin/tcp-echo-benchmark" -a "$addr" -c "$1" -l "$2" -t "$secs" | awk '/^Throughput/ {print $4}'
+  fi
+}
+
+throughput() {
+  echo "## Throughput: $client, $rounds rounds of $secs s, medians; ratios are per round (median, min-max)"
+  echo
+  printf '| connections x bytes |'; for s in $servers; do printf ' %s /s |' "$s"; done; echo " ratios |"
+  printf '| --- |'; for _ in $servers; do printf ' ---: |'; done; echo " --- |"
+  for conns in 1 64 512; do
+    for size in 64 4096; do
+      rm -f "$out"/ratio.*; for s in $servers; do : >"$out/$s.t"; done
+      for r in $(seq "$rounds"); do
+        for s in $(order "$r"); do
+          start_server "$s"
+          run_client "$conns" "$size" >"$out/$s.t.last"
+          stop_server
+          cat "$out/$s.t.last" >>"$out/$s.t"
+        done
+        ratios_of_round t
+      done
+      printf '| %d x %d |' "$conns" "$size"
+      for s in $servers; do printf ' %.0f |' "$(median <"$out/$s.t")"; done
+      echo " $(print_ratios t)|"
+    done
+  done
+}
+
+many() {
+  echo
+  echo "## 10,000 connections x 64 B, each sending as soon as its echo is back, $rounds rounds of 15 s"
+  echo
+  echo "| server | round trips/s (median) | p99 us (median) | p99.9 us (median) |"
+  echo "| --- | ---: | ---: | ---: |"
+  rm -f "$out"/ratio.*
+  for s in $servers; do : >"$out/$s.m"; : >"$out/$s.m99"; : >"$out/$s.m999"; done
+  for r in $(seq "$rounds"); do
+    for s in $(order "$r"); do
+      start_server "$s"
+      line=$("$bin/echo_latency" "$addr" 10000 64 15 1)
+      stop_server
+      # "N round trips over C connections: p50 A us, p99 B us, p99.9 C us, max D us"
+      echo "$line" | awk '{printf "%.0f\n", $1 / 15}' >"$out/$s.m.last"
+      cat "$out/$s.m.last" >>"$out/$s.m"
+      echo "$line" | awk '{print $11}' >>"$out/$s.m99"
+      echo "$line" | awk '{print $14}' >>"$out/$s.m999"
+    done
+    ratios_of_round m
+  done
+  for s in $servers; do
+    printf '| %s | %.0f | %s | %s |\n' "$s" "$(median <"$out/$s.m")" "$(median <"$out/$s.m99")" "$(median <"$out/$s.m999")"
+  done
+  echo
+  echo "round trips, per round: $(print_ratios m)"
 }
 
 latency() {
-echo
-echo "## Latency: echo_latency, 10000 connections x 64 B, 1 message/s each, $rounds rounds of 10 s"
-echo
-echo "| server | p50 us (median) | p99 us (median) | p99 min-max | p99.9 us (median) |"
-echo "| --- | ---: | ---: | ---: | ---: |"
-for s in ours tokio; do : >"$out/$s.p50"; : >"$out/$s.p99"; : >"$out/$s.p999"; done
-: >"$out/lat.ratios"
-for r in $(seq "$rounds"); do
-  order="ours tokio"; [ $((r % 2)) -eq 0 ] && order="tokio ours"
-  for s in $order; do
-    start_server "$s"
-    line=$("$bin/echo_latency" "$addr" 10000 64 10 1000)
-    stop_server
-    # "N round trips over C connections: p50 A us, p99 B us, p99.9 C us, max D us"
-    echo "$line" | awk '{print $8}' >>"$out/$s.p50"
-    echo "$line" | awk '{print $11}' >"$out/$s.p99.last"
-    cat "$out/$s.p99.last" >>"$out/$s.p99"
-    echo "$line" | awk '{print $14}' >>"$out/$s.p999"
+  echo
+  echo "## Latency: echo_latency, 10000 connections x 64 B, 1 message/s each, $rounds rounds of 10 s"
+  echo
+  echo "| server | p50 us (median) | p99 us (median) | p99 min-max | p99.9 us (median) |"
+  echo "| --- | ---: | ---: | ---: | ---: |"
+  for s in $servers; do : >"$out/$s.p50"; : >"$out/$s.p99"; : >"$out/$s.p999"; done
+  for r in $(seq "$rounds"); do
+    for s in $(order "$r"); do
+      start_server "$s"
+      line=$("$bin/echo_latency" "$addr" 10000 64 10 1000)
+      stop_server
+      echo "$line" | awk '{print $8}' >>"$out/$s.p50"
+      echo "$line" | awk '{print $11}' >>"$out/$s.p99"
+      echo "$line" | awk '{print $14}' >>"$out/$s.p999"
+    done
   done
-  paste "$out/tokio.p99.last" "$out/ours.p99.last" | awk '{printf "%.3f\n", $1/$2}' >>"$out/lat.ratios"
-done
-for s in ours tokio; do
-  printf "| %s | %s | %s | %s-%s | %s |\n" "$s" "$(median <"$out/$s.p50")" "$(median <"$out/$s.p99")" \
-    "$(sort -g "$out/$s.p99" | head -1)" "$(sort -g "$out/$s.p99" | tail -1)" "$(median <"$out/$s.p999")"
-done
-echo
-echo "p99 ratio tokio/ours (above 1: ours is lower): median $(median <"$out/lat.ratios"), min-max $(sort -g "$out/lat.ratios" | head -1)-$(sort -g "$out/lat.ratios" | tail -1)"
+  for s in $servers; do
+    printf '| %s | %s | %s | %s-%s | %s |\n' "$s" "$(median <"$out/$s.p50")" "$(median <"$out/$s.p99")" \
+      "$(sort -g "$out/$s.p99" | head -1)" "$(sort -g "$out/$s.p99" | tail -1)" "$(median <"$out/$s.p999")"
+  done
 }
 
 for part in $parts; do

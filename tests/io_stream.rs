@@ -192,6 +192,46 @@ fn a_write_to_a_peer_that_is_gone_reports_its_error_to_a_later_write_or_flush() 
     rt.shutdown();
 }
 
+/// A flush is ready once the bytes are in a write request the OS holds: it
+/// does not wait for a peer that reads nothing (as a tokio `TcpStream`'s
+/// flush does not), and the shutdown after it still delivers every byte.
+#[test]
+fn s34_a_flush_does_not_wait_for_the_write_in_flight_and_the_shutdown_delivers_it() {
+    let rt = runtime();
+    let (mut peer, mine) = {
+        let (peer, mine) = tcp_pair();
+        peer.set_read_timeout(Some(DEADLINE)).unwrap();
+        let h = Handle::from(mine);
+        rt.bind_async(&h).unwrap();
+        // One write request for all of it: far more than the socket
+        // buffers hold, so it stays in flight until the peer reads.
+        (peer, Stream::with_capacity(h, 4096, 64 << 20).unwrap())
+    };
+    let mut s = mine;
+    let data = pattern(64 << 20, 5);
+    let expected = data.clone();
+    let (flushed_tx, flushed_rx) = mpsc::channel();
+    let task = rt.spawn(async move {
+        s.write_all(&data).await.unwrap();
+        s.flush().await.unwrap();
+        flushed_tx.send(()).unwrap();
+        s.shutdown().await.unwrap();
+    });
+    // The peer reads nothing until the flush returned: a flush that waited
+    // for the write would never return.
+    flushed_rx.recv_timeout(DEADLINE).expect("the flush waited for a write the peer does not read");
+    let mut back = Vec::new();
+    peer.read_to_end(&mut back).unwrap();
+    assert!(back == expected, "the peer got {} of {} bytes, or not in order", back.len(), expected.len());
+    let (tx, rx) = mpsc::channel();
+    let rt2 = rt.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(rt2.block_on(task));
+    });
+    rx.recv_timeout(DEADLINE).expect("the task ended").expect("the task ran");
+    rt.shutdown();
+}
+
 #[test]
 fn split_halves_echo_on_two_tasks() {
     let rt = runtime();

@@ -23,13 +23,17 @@
 //! write request is started with them); one write is in flight at a time,
 //! so the next `poll_write` waits for the previous one. A write that fails
 //! reports its error to the next `poll_write`, `poll_flush` or
-//! `poll_shutdown`/`poll_close`, whichever comes first; `poll_flush` is
-//! ready only when every byte taken has been written. `poll_shutdown`
+//! `poll_shutdown`/`poll_close`, whichever comes first. `poll_flush` is
+//! ready once every byte taken is in a write request the OS holds (as a
+//! tokio `TcpStream`'s flush is ready once the bytes are in the socket's
+//! buffer); it does not wait for that write to complete, so a flush after
+//! each response costs no wake-up. `poll_shutdown` and `poll_close` wait for
+//! it. `poll_shutdown`
 //! (`poll_close`) flushes, then half-closes the socket
 //! (`shutdown(Write)`): the peer reads the end of the stream while this
 //! side can still read. (A named pipe has no half-close: there it only
 //! flushes.) Dropping a stream with a write in flight lets that write run
-//! on; flush first to know its result.
+//! on; shut it down first to know its result.
 //!
 //! ```
 //! # #[cfg(feature = "futures-io")]
@@ -71,7 +75,7 @@ use std::task::{Context, Poll};
 
 use crate::buf::Buffer;
 use crate::error::{Error, Result};
-use crate::future::IoFuture;
+use crate::future::{Completed, IoFuture};
 use crate::handle::{Handle, HandleKind};
 use crate::request::Op;
 
@@ -284,31 +288,38 @@ impl WriteHalf {
                 Poll::Pending => return Poll::Pending,
             };
             self.pending = None;
-            let r = done.result();
-            let mut buf = done.into_buffer().into_buf::<Vec<u8>>().unwrap_or_default();
-            match r {
-                Err(e) => {
-                    buf.clear();
-                    self.spare = buf;
-                    return Poll::Ready(Err(e));
-                }
-                Ok(n) if n >= buf.len() => {
-                    buf.clear();
-                    self.spare = buf;
-                }
-                Ok(0) => {
-                    buf.clear();
-                    self.spare = buf;
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                }
-                // A short write: the rest goes out before anything else.
-                Ok(n) => {
-                    buf.drain(..n);
-                    self.start(buf)?;
-                }
-            }
+            self.finished(done)?;
         }
         Poll::Ready(Ok(()))
+    }
+
+    /// Takes the completion of the write that was in flight: its buffer
+    /// becomes the spare, a short write's rest is started again (it goes
+    /// out before anything else), a failure is returned.
+    fn finished(&mut self, done: Completed) -> io::Result<()> {
+        let r = done.result();
+        let mut buf = done.into_buffer().into_buf::<Vec<u8>>().unwrap_or_default();
+        match r {
+            Err(e) => {
+                buf.clear();
+                self.spare = buf;
+                Err(e)
+            }
+            Ok(n) if n >= buf.len() => {
+                buf.clear();
+                self.spare = buf;
+                Ok(())
+            }
+            Ok(0) => {
+                buf.clear();
+                self.spare = buf;
+                Err(io::ErrorKind::WriteZero.into())
+            }
+            Ok(n) => {
+                buf.drain(..n);
+                self.start(buf)
+            }
+        }
     }
 
     fn start(&mut self, buf: Vec<u8>) -> io::Result<()> {
@@ -353,8 +364,23 @@ impl WriteHalf {
         Poll::Ready(self.start(b).map(|()| n))
     }
 
-    fn poll_flush_inner(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.poll_idle(cx)
+    /// Ready once every byte taken is in a write request the OS holds, or
+    /// with the error of a write that failed. It does not wait for the
+    /// write in flight to complete (the next write or the shutdown does),
+    /// and it leaves no waker with it: a flush after each response, as
+    /// hyper makes, costs no wake-up of the task when the write completes.
+    fn poll_flush_inner(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let quiet_waker = noop_waker();
+        let mut quiet = Context::from_waker(&quiet_waker);
+        while let Some(f) = &mut self.pending {
+            let done = match Pin::new(f).poll(&mut quiet) {
+                Poll::Ready(c) => c,
+                Poll::Pending => break,
+            };
+            self.pending = None;
+            self.finished(done)?;
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown_inner(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -403,7 +429,7 @@ macro_rules! inherent_write {
                 std::future::poll_fn(|cx| self.wr().poll_write_slices(cx, &[io::IoSlice::new(buf)])).await
             }
 
-            /// Writes all of `buf` (taken by the crate; flush to know it
+            /// Writes all of `buf` (taken by the crate; shut down to know it
             /// was written).
             pub async fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
                 while !buf.is_empty() {
@@ -413,8 +439,9 @@ macro_rules! inherent_write {
                 Ok(())
             }
 
-            /// Waits until every byte taken was written; the error of a
-            /// write that failed.
+            /// Ready once every byte taken is in a write request the OS
+            /// holds; the error of a write that failed. It does not wait
+            /// for the write in flight ([`shutdown`](Self::shutdown) does).
             pub async fn flush(&mut self) -> io::Result<()> {
                 std::future::poll_fn(|cx| self.wr().poll_flush_inner(cx)).await
             }
@@ -457,4 +484,20 @@ impl WriteHalf {
     fn wr(&mut self) -> &mut WriteHalf {
         self
     }
+}
+
+/// A waker that does nothing (`Waker::noop` is newer than the crate's
+/// minimum Rust version).
+fn noop_waker() -> std::task::Waker {
+    use std::task::{RawWaker, RawWakerVTable, Waker};
+    fn clone(_: *const ()) -> RawWaker {
+        RawWaker::new(std::ptr::null(), &VTABLE)
+    }
+    fn nothing(_: *const ()) {}
+    static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, nothing, nothing, nothing);
+    // SAFETY: every function of the vtable ignores the data pointer (null)
+    // and does nothing, which meets `RawWaker`'s contract: `clone` gives a
+    // waker with the same vtable, and none of them is unsafe to call from
+    // any thread, any number of times.
+    unsafe { Waker::from_raw(RawWaker::new(std::ptr::null(), &VTABLE)) }
 }

@@ -286,7 +286,7 @@ impl Runtime {
     }
 
     /// Binds `handle` to the default port for awaited requests only (S34):
-    /// requests started on it with [`Handle::start_async`] or the `*_async`
+    /// requests started on it with `.await` or [`Start::then`](crate::Start::then)
     /// methods resolve their futures; no sink or callback is needed, and a
     /// request started any other way is refused at start (nothing would
     /// take its completion).
@@ -310,12 +310,12 @@ impl Runtime {
     /// ```
     /// # fn f(rt: &iocompletion::Runtime, conn: iocompletion::Handle) -> iocompletion::Result<()> {
     /// use std::sync::Arc;
-    /// let weak = conn.downgrade();
+    /// let weak = iocompletion::WeakHandle::from(&conn);
     /// rt.bind_io_completion_callback(
     ///     &conn,
     ///     Arc::new(move |_status, _bytes, _req| {
     ///         if let Some(conn) = weak.upgrade() {
-    ///             let _ = conn.read(vec![0; 4096]); // the next read
+    ///             let _ = conn.read(vec![0; 4096]).start(); // the next read
     ///         }
     ///     }),
     ///     0,

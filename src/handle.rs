@@ -130,7 +130,7 @@ pub struct Handle {
     pub(crate) inner: Arc<HandleInner>,
 }
 
-/// A handle held weakly ([`Handle::downgrade`]): it does not keep the
+/// A handle held weakly (`WeakHandle::from(&handle)`): it does not keep the
 /// handle open. What a callback bound to a handle should hold when it needs
 /// the handle: a callback holding a [`Handle`] of its own handle keeps that
 /// handle open for ever, since the handle owns its binding and the binding

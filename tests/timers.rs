@@ -247,6 +247,21 @@ fn s33_a_cancelled_timer_completes_once_aborted() {
     rt.shutdown();
 }
 
+/// `Duration::MAX` is no deadline for a timer either, as for a request's
+/// `.timeout`: the timer is set, and only a cancel (or a shutdown) ends it.
+#[test]
+fn s33_a_timer_of_duration_max_never_fires_on_its_own() {
+    let rt = Runtime::builder().min_threads(1).build().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let id = rt.timer_after(Duration::MAX, move |s| tx.send(s).unwrap()).expect("no deadline is no error");
+    let (at_end, ended) = mpsc::channel();
+    rt.timer_after(Duration::MAX, move |s| at_end.send(s).unwrap()).unwrap();
+    rt.cancel_timer(id).unwrap();
+    assert!(rx.recv_timeout(DEADLINE).unwrap().is_aborted(), "cancelled, never due");
+    rt.shutdown();
+    assert!(ended.recv_timeout(DEADLINE).unwrap().is_aborted(), "ended by the shutdown, never due");
+}
+
 #[test]
 fn s33_shutdown_completes_pending_timers_aborted() {
     let rt = Runtime::builder().min_threads(1).build().unwrap();

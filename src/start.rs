@@ -82,7 +82,7 @@ pub trait WriteBuf: Sized + Send + Sync + 'static + sealed::Sealed {
 ///
 /// ```compile_fail
 /// # fn f(conn: &iocompletion::Handle) {
-/// conn.read(b"read-only".as_slice()).start(); // error: `&[u8]: IoBufMut` is not satisfied
+/// conn.read(b"read-only".as_slice()).start(); // error: `&[u8]: ReadBuf` is not satisfied
 /// # }
 /// ```
 pub trait ReadBuf: WriteBuf {
@@ -304,6 +304,15 @@ impl Kind for Connected {
 /// Each start either returns the request's id, and the request then
 /// completes exactly once, or fails with a [`StartError`] holding the
 /// caller's buffer as the type it was given, and nothing is posted (S23).
+///
+/// There is no per-request target port: a request completes to the port
+/// its handle is bound to (IOCP's rule; see [`Handle::port`]).
+///
+/// # Panics
+/// A custom host that replaces the buffer of a typed request (against
+/// S26) makes its typed result panic where it is made (the closure's pool
+/// thread, the polling task, or the failed start): the caller's type
+/// cannot be made up. [`Handle::request`] hands back any [`Buffer`].
 #[must_use = "a request does nothing until it is started: .start(), .then(f) or .await"]
 pub struct Start<'h, K: Kind> {
     handle: &'h Handle,

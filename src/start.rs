@@ -144,6 +144,10 @@ pub trait Kind: Send + 'static + sealed::Sealed {
     type Output: Send + 'static;
     /// What awaiting the request gives.
     type Awaited: Send + 'static;
+    /// True when the result needs the handle (an accept on a named pipe's
+    /// server end gives the pipe itself): only then is it held, weakly.
+    #[doc(hidden)]
+    const NEEDS_HANDLE: bool = false;
     #[doc(hidden)]
     fn back(buffer: Buffer) -> Self::Buf;
     #[doc(hidden)]
@@ -260,6 +264,7 @@ impl Kind for Accepted {
     type Buf = ();
     type Output = io::Result<(Handle, Option<SocketAddr>)>;
     type Awaited = Self::Output;
+    const NEEDS_HANDLE: bool = true;
     fn back(_: Buffer) {}
     fn done(c: Completed, handle: &WeakHandle) -> Self::Output {
         crate::future::accepted(c, || handle.upgrade())
@@ -389,7 +394,7 @@ impl<'h, K: Kind> Start<'h, K> {
     where
         F: FnOnce(K::Output) + Send + 'static,
     {
-        let weak = self.handle.weak();
+        let weak = if K::NEEDS_HANDLE { self.handle.weak() } else { WeakHandle::none() };
         let target: Arc<dyn CompletionSink> = Arc::new(Once(Mutex::new(Some(move |c| f(K::done(c, &weak))))));
         self.handle
             .start_targeted(self.op, self.buffer, self.user_data, Some(target), self.deadline)
@@ -419,7 +424,10 @@ impl<K: Kind> IntoFuture for Start<'_, K> {
     /// dispatches a request's own callback, see [`Request::take_callback`]).
     fn into_future(self) -> IoFuture<K> {
         let state = match self.handle.start_waiter(self.op, self.buffer, self.user_data, self.deadline) {
-            Ok(w) => Pending::Started(w, self.handle.weak()),
+            Ok(w) => {
+                let weak = if K::NEEDS_HANDLE { self.handle.weak() } else { WeakHandle::none() };
+                Pending::Started(w, weak)
+            }
             Err(e) => Pending::Refused(Some(e.map_buffer(K::back))),
         };
         IoFuture { state }

@@ -84,7 +84,7 @@ mod imp {
     impl Ours {
         fn new(path: &PathBuf, offs: Arc<Vec<u64>>, builder: Builder) -> Ours {
             let rt = builder.min_threads(cpus()).max_threads(64).build().expect("runtime");
-            let h = Handle::try_from(File::open(path).expect("open")).expect("a handle");
+            let h = Handle::from(File::open(path).expect("open"));
             let slot: Arc<OnceLock<Handle>> = Arc::new(OnceLock::new());
             let done = Arc::new(AtomicU64::new(0));
             let next = Arc::new(AtomicU64::new(0));
@@ -99,7 +99,7 @@ mod imp {
                     if i < t.load(Ordering::Acquire) {
                         let off = offs[i as usize % OFFSETS];
                         let buf = req.take_buffer().into_vec();
-                        me.get().expect("handle").read_at(off, buf).expect("read_at");
+                        me.get().expect("handle").read(buf).at(off).start().expect("read_at");
                     }
                 }),
                 0,
@@ -115,7 +115,7 @@ mod imp {
             self.next.store(depth as u64, Ordering::Release);
             let start = Instant::now();
             for &off in &offs[..depth] {
-                self.h.read_at(off, vec![0; BLOCK]).expect("read_at");
+                self.h.read(vec![0; BLOCK]).at(off).start().expect("read_at");
             }
             while self.done.load(Ordering::Acquire) < n {
                 thread::sleep(Duration::from_micros(200));

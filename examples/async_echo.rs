@@ -24,17 +24,17 @@ fn main() -> Result<(), Box<dyn Error>> {
     let tasks = tokio::runtime::Builder::new_multi_thread().build()?;
     tasks.block_on(async move {
         loop {
-            let (conn, _peer) = listener.accept_async().await?;
+            let (conn, _peer) = listener.accept().await?;
             io.bind_async(&conn)?;
             tokio::spawn(async move {
                 let mut buf = Vec::with_capacity(16 * 1024);
                 loop {
                     // The read fills the capacity and sets the length (S32).
-                    let (n, data) = conn.read_async(buf).await;
+                    let (n, data) = conn.read(buf).await;
                     if !matches!(n, Ok(n) if n > 0) {
                         return; // the peer closed, or an error
                     }
-                    let (w, data) = conn.write_async(data).await;
+                    let (w, data) = conn.write(data).await;
                     if w.is_err() {
                         return;
                     }

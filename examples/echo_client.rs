@@ -87,7 +87,7 @@ impl Conn {
                 }
                 round.received += bytes;
                 if round.received < self.size {
-                    if let Err(e) = self.handle.read(buf) {
+                    if let Err(e) = self.handle.read(buf).start() {
                         return self.fail(&mut round, &format!("read: {e}"));
                     }
                 }
@@ -112,7 +112,8 @@ impl Conn {
         let started = self
             .handle
             .write(round.message.clone())
-            .and_then(|_| self.handle.read(vec![0; self.size.min(READ_SIZE)]));
+            .start()
+            .and_then(|_| self.handle.read(vec![0; self.size.min(READ_SIZE)]).start());
         if let Err(e) = started {
             self.fail(round, &format!("start: {e}"));
         }
@@ -154,7 +155,11 @@ fn main() -> Result<(), Box<dyn Error>> {
     for id in 0..conns {
         let conn = Arc::new(Conn {
             id,
-            handle: Handle::tcp_socket_for(&addr)?,
+            handle: Handle::from(socket2::Socket::new(
+                socket2::Domain::for_address(addr),
+                socket2::Type::STREAM,
+                None,
+            )?),
             size,
             round: Mutex::new(Round {
                 number: 0,
@@ -176,7 +181,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             }),
             0,
         )?;
-        conn.handle.connect(addr)?;
+        conn.handle.connect(addr).start()?;
         all.push(conn);
     }
 

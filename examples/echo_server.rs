@@ -65,7 +65,7 @@ impl Server {
     /// the next when it completes.
     fn accept(self: &Arc<Self>) {
         let server = self.clone();
-        if let Err(e) = self.listener.accept_then(move |r| server.accepted(r)) {
+        if let Err(e) = self.listener.accept().then(move |r| server.accepted(r)) {
             self.accept_failed(&e.error.into(), false);
         }
     }
@@ -108,7 +108,8 @@ impl Server {
             buf.reserve(BUF_SIZE); // not zeroed: a read fills the capacity (S32)
         }
         let (server, c, idle) = (self.clone(), conn.clone(), Instant::now() + IDLE); // no table, no lock
-        let read = conn.start_then_before(Op::Read, buf.into(), idle, move |done| server.on_read(c, done));
+        let read =
+            conn.request(Op::Read, buf.into()).deadline(idle).then(move |done| server.on_read(c, done));
         if read.is_err() {
             self.close(&conn, &self.counters.errors);
         }
@@ -121,7 +122,7 @@ impl Server {
             Err(_) => return self.close(&conn, &self.counters.errors),
             Ok(_) if room == 0 => return self.read(conn, Vec::with_capacity(BUF_SIZE)), // data, or the end
             Ok(0) => return self.close(&conn, &self.counters.closed),                   // the peer closed
-            Ok(_) => conn.write_then(done.into_buffer().into_vec(), move |r, buf: Vec<u8>| match r {
+            Ok(_) => conn.write(done.into_buffer().into_vec()).then(move |(r, buf)| match r {
                 Ok(n) => server.echoed(c, n, buf),
                 Err(_) => server.close(&c, &server.counters.errors),
             }),

@@ -49,8 +49,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         let _ = tx.lock().unwrap().send((status, bytes, req));
     }))?;
 
-    let input = Handle::try_from(File::open(&src)?)?;
-    let output = Handle::try_from(OpenOptions::new().write(true).create(true).truncate(true).open(&dst)?)?;
+    let input = file_handle(File::open(&src)?)?;
+    let output = file_handle(OpenOptions::new().write(true).create(true).truncate(true).open(&dst)?)?;
     rt.bind(None, &input)?;
     rt.bind(None, &output)?;
     let len = fs::metadata(&src)?.len();
@@ -60,7 +60,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let mut pending = 0; // reads and writes in flight
     let mut copied = 0u64;
     while next < len && pending < in_flight {
-        input.read_at(next, vec![0; chunk])?;
+        input.read(vec![0; chunk]).at(next).start()?;
         next += chunk as u64;
         pending += 1;
     }
@@ -74,11 +74,11 @@ fn main() -> Result<(), Box<dyn Error>> {
                 let mut buf = req.into_buffer().into_vec();
                 buf.truncate(bytes);
                 if bytes > 0 {
-                    output.write_at(offset, buf)?;
+                    output.write(buf).at(offset).start()?;
                     pending += 1;
                 }
                 if next < len {
-                    input.read_at(next, vec![0; chunk])?;
+                    input.read(vec![0; chunk]).at(next).start()?;
                     next += chunk as u64;
                     pending += 1;
                 }
@@ -141,4 +141,17 @@ fn pseudo_random(len: usize) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+/// A handle over a std `File`: `From` on Unix, where it cannot fail.
+#[cfg(unix)]
+fn file_handle(f: std::fs::File) -> iocompletion::Result<Handle> {
+    Ok(Handle::from(f))
+}
+
+/// A handle over a std `File`: `TryFrom` on Windows, which reopens the
+/// file for overlapped I/O (and can fail).
+#[cfg(windows)]
+fn file_handle(f: std::fs::File) -> iocompletion::Result<Handle> {
+    Handle::try_from(f)
 }

@@ -45,7 +45,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let accept_loop = rt.spawn(async move {
         let rt = server;
         loop {
-            let conn = match listener.accept_async().await {
+            let conn = match listener.accept().await {
                 Ok((conn, _peer)) => conn,
                 // Out of descriptors, a connection reset before the
                 // accept: this connection is lost, the server goes on.
@@ -55,7 +55,7 @@ fn main() -> Result<(), Box<dyn Error>> {
                 }
             };
             let stream = match rt.bind_async(&conn).and_then(|()| {
-                let _ = conn.set_nodelay(true);
+                let _ = conn.with_socket(|s| s.set_nodelay(true));
                 Stream::new(conn)
             }) {
                 Ok(s) => s,

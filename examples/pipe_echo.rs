@@ -12,28 +12,29 @@
 #[cfg(windows)]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     use futures::executor::block_on; // any executor would do
-    use iocompletion::{Handle, Runtime};
+    use iocompletion::Runtime;
+    use std::future::IntoFuture;
 
     let clients: usize = std::env::args().nth(1).map_or(Ok(3), |s| s.parse())?;
     let name = format!("iocompletion-pipe-echo-{}", std::process::id());
     let rt = Runtime::builder().build()?;
-    let server = Handle::named_pipe_server(&name, true)?;
+    let server = iocompletion::windows::named_pipe_server(&name, true)?;
     rt.bind_async(&server)?;
 
     let serve = async {
         for _ in 0..clients {
-            server.accept_async().await?; // the instance is the connection
-            let (n, buf) = server.read_async(Vec::with_capacity(4096)).await;
+            server.accept().await?; // the instance is the connection
+            let (n, buf) = server.read(Vec::with_capacity(4096)).await;
             n?;
-            let (w, _) = server.write_async(buf).await;
+            let (w, _) = server.write(buf).await;
             w?;
             // Wait for the client to leave (its end of stream), then free
             // the instance for the next client.
-            let (n, _) = server.read_async(Vec::with_capacity(1)).await;
+            let (n, _) = server.read(Vec::with_capacity(1)).await;
             if !matches!(n, Ok(0) | Err(_)) {
                 return Err("the client sent more than one message".into());
             }
-            server.disconnect_named_pipe()?;
+            iocompletion::windows::disconnect_named_pipe(&server)?;
         }
         Ok::<(), Box<dyn std::error::Error>>(())
     };
@@ -42,12 +43,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let name = name.clone();
         move || -> Result<(), String> {
             for i in 0..clients {
-                let client = Handle::named_pipe_client(&name).map_err(|e| e.to_string())?;
+                let client = iocompletion::windows::named_pipe_client(&name).map_err(|e| e.to_string())?;
                 rt.bind_async(&client).map_err(|e| e.to_string())?;
                 let msg = format!("hello from client {i}").into_bytes();
-                let (w, _) = block_on(client.write_async(msg.clone()));
+                let (w, _) = block_on(client.write(msg.clone()).into_future());
                 w.map_err(|e| e.to_string())?;
-                let (n, echo) = block_on(client.read_async(Vec::with_capacity(4096)));
+                let (n, echo) = block_on(client.read(Vec::with_capacity(4096)).into_future());
                 n.map_err(|e| e.to_string())?;
                 if echo != msg {
                     return Err(format!("client {i} got {echo:?}"));

@@ -114,7 +114,7 @@ fn echo_server(rt: &Runtime, accepts: usize) -> Result<Handle, Box<dyn Error>> {
         0,
     )?;
     for _ in 0..accepts {
-        listener.accept()?;
+        listener.accept().start()?;
     }
     Ok(listener)
 }
@@ -144,13 +144,13 @@ fn echo(rt: &Runtime, conn: Handle) -> Result<(), Box<dyn Error>> {
                     return;
                 }
             };
-            if next.is_err() {
+            if next.start().is_err() {
                 slot.take();
             }
         }),
         0,
     )?;
-    conn.read(Vec::with_capacity(64 * 1024))?;
+    conn.read(Vec::with_capacity(64 * 1024)).start()?;
     Ok(())
 }
 
@@ -160,9 +160,13 @@ fn run_clients(rt: &Runtime, addr: SocketAddr) -> Result<usize, Box<dyn Error>> 
     let (tx, rx) = mpsc::channel();
     let mut clients = Vec::new();
     for i in 0..CLIENTS {
-        let h = Handle::tcp_socket_for(&addr)?;
+        let h = Handle::from(socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )?);
         rt.bind_io_completion_callback(&h, to_channel(&tx, i), 0)?;
-        h.connect(addr)?;
+        h.connect(addr).start()?;
         let message: Vec<u8> = (0..MESSAGE).map(|j| (i * 7 + j % 251) as u8).collect();
         clients.push((h, message, 0usize));
     }
@@ -175,8 +179,8 @@ fn run_clients(rt: &Runtime, addr: SocketAddr) -> Result<usize, Box<dyn Error>> 
         match done.request.op() {
             Op::Connect(_) => {
                 // The write owns its copy of the message until it completes.
-                h.write(message.clone())?;
-                h.read(vec![0; 64 * 1024])?;
+                h.write(message.clone()).start()?;
+                h.read(vec![0; 64 * 1024]).start()?;
             }
             Op::Write => {}
             Op::Read => {
@@ -188,7 +192,7 @@ fn run_clients(rt: &Runtime, addr: SocketAddr) -> Result<usize, Box<dyn Error>> 
                 *received += n;
                 checked += n;
                 if *received < MESSAGE {
-                    h.read(buf)?;
+                    h.read(buf).start()?;
                 } else {
                     h.close(); // the server reads 0 bytes and closes its side
                     finished += 1;
@@ -212,8 +216,8 @@ fn copy_a_file(rt: &Runtime) -> Result<(u64, f64), Box<dyn Error>> {
     let data: Vec<u8> = (0..4 << 20).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
     std::fs::write(&src, &data)?;
 
-    let input = Handle::try_from(std::fs::File::open(&src)?)?;
-    let output = Handle::try_from(std::fs::File::create(&dst)?)?;
+    let input = file_handle(std::fs::File::open(&src)?)?;
+    let output = file_handle(std::fs::File::create(&dst)?)?;
     let (tx, rx) = mpsc::channel();
     rt.bind_io_completion_callback(&input, to_channel(&tx, 0), 0)?;
     rt.bind_io_completion_callback(&output, to_channel(&tx, 1), 0)?;
@@ -222,7 +226,7 @@ fn copy_a_file(rt: &Runtime) -> Result<(u64, f64), Box<dyn Error>> {
     let len = data.len() as u64;
     let (mut next, mut pending, mut copied) = (0u64, 0, 0u64);
     while next < len && pending < 8 {
-        input.read_at(next, vec![0; CHUNK])?;
+        input.read(vec![0; CHUNK]).at(next).start()?;
         next += CHUNK as u64;
         pending += 1;
     }
@@ -234,10 +238,10 @@ fn copy_a_file(rt: &Runtime) -> Result<(u64, f64), Box<dyn Error>> {
             Op::ReadAt(offset) => {
                 let mut buf = done.request.into_buffer().into_vec();
                 buf.truncate(done.bytes);
-                output.write_at(offset, buf)?; // same offset in the copy
+                output.write(buf).at(offset).start()?; // same offset in the copy
                 pending += 1;
                 if next < len {
-                    input.read_at(next, vec![0; CHUNK])?;
+                    input.read(vec![0; CHUNK]).at(next).start()?;
                     next += CHUNK as u64;
                     pending += 1;
                 }
@@ -255,4 +259,17 @@ fn copy_a_file(rt: &Runtime) -> Result<(u64, f64), Box<dyn Error>> {
         return Err("the copy differs from the source".into());
     }
     Ok((copied, secs))
+}
+
+/// A handle over a std `File`: `From` on Unix, where it cannot fail.
+#[cfg(unix)]
+fn file_handle(f: std::fs::File) -> iocompletion::Result<Handle> {
+    Ok(Handle::from(f))
+}
+
+/// A handle over a std `File`: `TryFrom` on Windows, which reopens the
+/// file for overlapped I/O (and can fail).
+#[cfg(windows)]
+fn file_handle(f: std::fs::File) -> iocompletion::Result<Handle> {
+    Handle::try_from(f)
 }

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use iocompletion::WeakHandle;
 use iocompletion::{Handle, Op, Request, RequestId, Runtime, Status};
 
 /// Every request started and not yet completed, and the faults seen.
@@ -34,7 +35,7 @@ struct Ledger {
 }
 
 impl Ledger {
-    fn started(&self, r: Result<RequestId, iocompletion::StartError>) -> Option<RequestId> {
+    fn started<B>(&self, r: Result<RequestId, iocompletion::StartError<B>>) -> Option<RequestId> {
         let id = r.ok()?;
         // A completion may arrive before this insert: it then finds the id
         // missing and records it, and the insert below removes it again.
@@ -74,7 +75,7 @@ type Conns = Arc<Mutex<HashMap<u64, Handle>>>;
 
 /// The server side of one echo connection: read, then write back what came.
 fn serve(rt: &Runtime, ledger: &Arc<Ledger>, conns: &Conns, number: u64, conn: Handle) {
-    let (l, weak, table) = (ledger.clone(), conn.downgrade(), conns.clone());
+    let (l, weak, table) = (ledger.clone(), WeakHandle::from(&conn), conns.clone());
     let bound = rt.bind_io_completion_callback(
         &conn,
         Arc::new(move |status: Status, bytes: usize, mut req: Request| {
@@ -96,7 +97,7 @@ fn serve(rt: &Runtime, ledger: &Arc<Ledger>, conns: &Conns, number: u64, conn: H
                 buf.clear();
                 conn.read(buf)
             };
-            if l.started(next).is_none() {
+            if l.started(next.start()).is_none() {
                 close(conn);
             }
         }),
@@ -104,7 +105,7 @@ fn serve(rt: &Runtime, ledger: &Arc<Ledger>, conns: &Conns, number: u64, conn: H
     );
     if bound.is_ok() {
         conns.lock().unwrap().insert(number, conn.clone());
-        if ledger.started(conn.read(vec![0; 4096])).is_none() {
+        if ledger.started(conn.read(vec![0; 4096]).start()).is_none() {
             conns.lock().unwrap().remove(&number);
         }
     }
@@ -150,7 +151,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let lh = Handle::from(listener);
     let conns: Conns = Arc::default();
     let next = AtomicU64::new(0);
-    let (l, r2, weak, table) = (ledger.clone(), rt.clone(), lh.downgrade(), conns.clone());
+    let (l, r2, weak, table) = (ledger.clone(), rt.clone(), WeakHandle::from(&lh), conns.clone());
     rt.bind_io_completion_callback(
         &lh,
         Arc::new(move |status: Status, _: usize, mut req: Request| {
@@ -159,7 +160,7 @@ fn main() -> Result<(), Box<dyn Error>> {
                 return;
             }
             if let Some(lh) = weak.upgrade() {
-                l.started(lh.accept());
+                l.started(lh.accept().start());
             }
             if let Some(conn) = req.take_accepted() {
                 serve(&r2, &l, &table, next.fetch_add(1, Ordering::Relaxed), conn);
@@ -168,7 +169,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         0,
     )?;
     for _ in 0..8 {
-        ledger.started(lh.accept());
+        ledger.started(lh.accept().start());
     }
     let mut threads = Vec::new();
     for seed in 0..6 {
@@ -188,7 +189,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             if r2.bind_io_completion_callback(&h, cb, 0).is_err() {
                 continue;
             }
-            let ids: Vec<_> = (0..4).filter_map(|_| l.started(h.read(vec![0; 256]))).collect();
+            let ids: Vec<_> = (0..4).filter_map(|_| l.started(h.read(vec![0; 256]).start())).collect();
             for id in ids.iter().take(2) {
                 let _ = h.cancel(*id);
             }
@@ -207,7 +208,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             .truncate(true)
             .open(&path)
             .unwrap();
-        let h = Handle::try_from(f).expect("a file handle");
+        let h = file_handle(f).expect("a file handle");
         let (tx, rx) = std::sync::mpsc::channel::<Request>();
         let (lc, tx) = (l.clone(), Mutex::new(tx));
         let cb = Arc::new(move |_: Status, _: usize, req: Request| {
@@ -220,11 +221,11 @@ fn main() -> Result<(), Box<dyn Error>> {
             round += 1;
             let block: Vec<u8> = (0..4096u64).map(|i| (i * 31 + round) as u8).collect();
             let at = (round % 64) * 4096;
-            if l.started(h.write_at(at, block.clone())).is_none() {
+            if l.started(h.write(block.clone()).at(at).start()).is_none() {
                 break;
             }
             let _ = rx.recv_timeout(Duration::from_secs(20));
-            if l.started(h.read_at(at, vec![0; 4096])).is_none() {
+            if l.started(h.read(vec![0; 4096]).at(at).start()).is_none() {
                 break;
             }
             if let Ok(mut req) = rx.recv_timeout(Duration::from_secs(20)) {
@@ -276,4 +277,17 @@ fn main() -> Result<(), Box<dyn Error>> {
         return Err("the soak lost or repeated a completion, saw wrong data, or leaked descriptors".into());
     }
     Ok(())
+}
+
+/// A handle over a std `File`: `From` on Unix, where it cannot fail.
+#[cfg(unix)]
+fn file_handle(f: std::fs::File) -> iocompletion::Result<Handle> {
+    Ok(Handle::from(f))
+}
+
+/// A handle over a std `File`: `TryFrom` on Windows, which reopens the
+/// file for overlapped I/O (and can fail).
+#[cfg(windows)]
+fn file_handle(f: std::fs::File) -> iocompletion::Result<Handle> {
+    Handle::try_from(f)
 }

@@ -9,9 +9,9 @@ use std::hash::{Hash, Hasher};
 ///
 /// Implemented for `Vec<u8>`, `Box<[u8]>`, `&'static [u8]`, `&'static str`
 /// and, with the `bytes` feature, `bytes::Bytes` and `bytes::BytesMut`.
-/// The typed requests ([`Handle::write_async`](crate::Handle::write_async),
-/// [`Handle::write_then`](crate::Handle::write_then)) hand back the type
-/// they were given.
+/// The typed requests ([`Handle::write`](crate::Handle::write) and the
+/// others) hand back the type they were given: to a failed start, to a
+/// closure, and to an awaiting task.
 ///
 /// # Safety
 /// [`as_buf_ptr`](IoBuf::as_buf_ptr) must point to
@@ -286,8 +286,15 @@ impl OtherBuf {
         }
     }
 
-    fn chunks(&self) -> impl Iterator<Item = &[u8]> + '_ {
+    /// The initialized bytes of each part, in order (one part unless the
+    /// buffer is vectored).
+    pub fn chunks(&self) -> impl Iterator<Item = &[u8]> + '_ {
         (0..self.0.parts()).map(|i| self.0.chunk(i))
+    }
+
+    /// The name of the type the buffer was given as.
+    pub fn type_name(&self) -> &'static str {
+        self.0.type_name()
     }
 }
 
@@ -446,6 +453,19 @@ impl Buffer {
             Buffer::Vectored(v) => v.iter().map(Vec::len).sum(),
             Buffer::Other(o) => o.chunks().map(<[u8]>::len).sum(),
         }
+    }
+
+    /// The initialized bytes of each part, in order, whatever the buffer
+    /// holds (none for [`Buffer::None`]): how to read a
+    /// [`Buffer::Other`] without knowing its type.
+    ///
+    /// ```
+    /// use iocompletion::Buffer;
+    /// let b = Buffer::from_buf(vec![1u8, 2, 3].into_boxed_slice()); // a `Buffer::Other`
+    /// assert_eq!(b.chunks().collect::<Vec<_>>(), [&[1u8, 2, 3][..]]);
+    /// ```
+    pub fn chunks(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        (0..self.part_count()).map(|i| self.chunk(i))
     }
 
     /// True when [`Buffer::len`] is 0.

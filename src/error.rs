@@ -148,24 +148,29 @@ impl From<Error> for io::Error {
             Error::OutOfMemory => K::OutOfMemory,
             Error::InvalidArgument(_) => K::InvalidInput,
             Error::NotImplemented(_) => K::Unsupported,
-            // A full bounded queue: try again once something was taken.
-            Error::Full { .. } => K::WouldBlock,
+            // A full bounded port is no `EAGAIN`: nothing wakes the caller
+            // when room frees, and code that retries on `WouldBlock` would
+            // spin. `Other`, with the `Error::Full` inside (`get_ref`).
+            Error::Full { .. } => K::Other,
         };
         io::Error::new(kind, e)
     }
 }
 
 /// The error of a request that could not be started: the reason, and the
-/// buffer handed back to the caller (S23, S26).
+/// buffer handed back to the caller (S23, S26), as the type it was given:
+/// a typed start ([`Handle::read`](crate::Handle::read), ...) hands back
+/// the caller's own buffer type, [`Handle::request`](crate::Handle::request)
+/// the [`Buffer`](crate::Buffer) it was given, an accept or a connect `()`.
 ///
 /// A request either starts (and later completes exactly once) or fails with
 /// this error and produces no completion; never both, never neither.
 #[non_exhaustive]
-pub struct StartError {
+pub struct StartError<B = crate::Buffer> {
     /// Why the request was not started.
     pub error: Error,
     /// The buffer the caller gave, returned untouched.
-    pub buffer: crate::Buffer,
+    pub buffer: B,
     /// The request that was refused, when it had been made (a refusal by
     /// the host's initializer or the backend); `None` when the start was
     /// refused before (unbound handle, wrong op, a full port).
@@ -181,6 +186,7 @@ const _: () = {
     const fn send_sync<T: std::error::Error + Send + Sync + 'static>() {}
     send_sync::<Error>();
     send_sync::<StartError>();
+    send_sync::<StartError<Vec<u8>>>();
 };
 
 impl StartError {
@@ -196,37 +202,44 @@ impl StartError {
     }
 }
 
-impl fmt::Debug for StartError {
+impl<B> StartError<B> {
+    /// The same error with the buffer turned into another type.
+    pub fn map_buffer<C>(self, f: impl FnOnce(B) -> C) -> StartError<C> {
+        StartError { error: self.error, buffer: f(self.buffer), request: self.request, user_data: self.user_data }
+    }
+}
+
+impl<B> fmt::Debug for StartError<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StartError")
             .field("error", &self.error)
-            .field("buffer_len", &self.buffer.len())
+            .field("buffer", &std::any::type_name::<B>())
             .field("request", &self.request)
             .field("user_data", &self.user_data)
             .finish()
     }
 }
 
-impl fmt::Display for StartError {
+impl<B> fmt::Display for StartError<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "request not started: {}", self.error)
     }
 }
 
-impl std::error::Error for StartError {
+impl<B> std::error::Error for StartError<B> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&self.error)
     }
 }
 
-impl From<StartError> for Error {
-    fn from(e: StartError) -> Error {
+impl<B> From<StartError<B>> for Error {
+    fn from(e: StartError<B>) -> Error {
         e.error
     }
 }
 
-impl From<StartError> for io::Error {
-    fn from(e: StartError) -> io::Error {
+impl<B> From<StartError<B>> for io::Error {
+    fn from(e: StartError<B>) -> io::Error {
         e.error.into()
     }
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use crate::handle::{Handle, WeakHandle};
-use crate::buf::{Buffer, IoBuf, IoBufMut};
+use crate::buf::Buffer;
 use crate::request::{Request, RequestId};
 use crate::status::Status;
 use crate::sink::CompletionSink;
@@ -88,14 +88,14 @@ impl CompletionSink for Slot {
     }
 }
 
-/// A started request that resolves to its [`Completed`] (S34).
+/// A started request that resolves to its [`Completed`] (S34): what the
+/// public [`Waiter`](crate::Waiter) and the streams wait on.
 ///
-/// Made by [`Handle::start_async`]. It needs no particular executor: the
-/// pool thread that takes the completion wakes the task. Dropping it before
-/// it resolves cancels the request ([`Handle::cancel`]); the request still
-/// completes once, and its buffer is freed when it does.
-#[must_use = "a dropped IoFuture cancels its request"]
-pub struct IoFuture {
+/// It needs no particular executor: the pool thread that takes the
+/// completion wakes the task. Dropping it before it resolves cancels the
+/// request ([`Handle::cancel`]); the request still completes once, and its
+/// buffer is freed when it does.
+pub(crate) struct Waiter {
     slot: Arc<Slot>,
     id: RequestId,
     handle: WeakHandle,
@@ -103,9 +103,9 @@ pub struct IoFuture {
     cancel_on_drop: bool,
 }
 
-impl IoFuture {
+impl Waiter {
     /// The id of the request, as [`Handle::cancel`] takes it.
-    pub fn id(&self) -> RequestId {
+    pub(crate) fn id(&self) -> RequestId {
         self.id
     }
 
@@ -117,13 +117,30 @@ impl IoFuture {
     }
 }
 
-impl fmt::Debug for IoFuture {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IoFuture").field("id", &self.id).finish()
+impl Waiter {
+    /// A waiter and the completion target that resolves it; the request's
+    /// id is set once it started ([`Waiter::started`]).
+    pub(crate) fn new(id: RequestId) -> (Waiter, Arc<dyn CompletionSink>) {
+        let slot = Arc::new(Slot(Mutex::new(State::Waiting(None))));
+        let target: Arc<dyn CompletionSink> = slot.clone();
+        (Waiter { slot, id, handle: WeakHandle::none(), cancel_on_drop: true }, target)
+    }
+
+    /// Records the request that started, and the handle to cancel it on.
+    pub(crate) fn started(mut self, id: RequestId, handle: WeakHandle) -> Waiter {
+        self.id = id;
+        self.handle = handle;
+        self
     }
 }
 
-impl Future for IoFuture {
+impl fmt::Debug for Waiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Waiter").field("id", &self.id).finish()
+    }
+}
+
+impl Future for Waiter {
     type Output = Completed;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Completed> {
@@ -138,12 +155,12 @@ impl Future for IoFuture {
                 *st = State::Waiting(Some(w));
                 Poll::Pending
             }
-            State::Gone => panic!("IoFuture polled after it resolved"),
+            State::Gone => panic!("Waiter polled after it resolved"),
         }
     }
 }
 
-impl Drop for IoFuture {
+impl Drop for Waiter {
     fn drop(&mut self) {
         let pending = {
             let mut st = self.slot.0.lock();
@@ -164,201 +181,6 @@ impl Drop for IoFuture {
     }
 }
 
-impl Handle {
-    /// Starts a request whose completion resolves the returned future
-    /// instead of going to the handle's callback or the sink (S34).
-    ///
-    /// The handle must be bound to a runtime's port (or to a host that
-    /// dispatches a request's own callback, see [`Request::take_callback`]).
-    /// A request that cannot start returns its error and buffer at once
-    /// (S23).
-    ///
-    /// ```
-    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// use std::io::Write;
-    /// use iocompletion::{Handle, Runtime};
-    ///
-    /// let rt = Runtime::builder().build()?;
-    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    /// let mut peer = std::net::TcpStream::connect(listener.local_addr()?)?;
-    /// let conn = Handle::from(listener.accept()?.0);
-    /// rt.bind_async(&conn)?;
-    ///
-    /// let read = conn.read_async(Vec::with_capacity(64));
-    /// peer.write_all(b"hello")?;
-    /// let (n, buf) = futures_lite_block_on(read);
-    /// assert_eq!((n?, &buf[..]), (5, &b"hello"[..]));
-    /// # rt.shutdown();
-    /// # Ok(()) }
-    /// # fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
-    /// #     struct W(std::thread::Thread);
-    /// #     impl std::task::Wake for W { fn wake(self: std::sync::Arc<Self>) { self.0.unpark() } }
-    /// #     let waker = std::sync::Arc::new(W(std::thread::current())).into();
-    /// #     let mut cx = std::task::Context::from_waker(&waker);
-    /// #     let mut f = std::pin::pin!(f);
-    /// #     loop {
-    /// #         if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; }
-    /// #         std::thread::park();
-    /// #     }
-    /// # }
-    /// ```
-    pub fn start_async(&self, op: crate::Op, buffer: Buffer) -> Result<IoFuture, crate::StartError> {
-        self.start_future(op, buffer, None)
-    }
-
-    fn start_future(
-        &self,
-        op: crate::Op,
-        buffer: Buffer,
-        deadline: Option<std::time::Instant>,
-    ) -> Result<IoFuture, crate::StartError> {
-        let slot = Arc::new(Slot(Mutex::new(State::Waiting(None))));
-        let target: Arc<dyn CompletionSink> = slot.clone();
-        let id = self.start_targeted(op, buffer, 0, Some(target), deadline)?;
-        Ok(IoFuture { slot, id, handle: self.downgrade(), cancel_on_drop: true })
-    }
-
-    /// [`Handle::start_async`] with a deadline (S33, see
-    /// [`Handle::start_before`]): past it the future resolves with the
-    /// timed-out status and the buffer.
-    pub fn start_async_before(
-        &self,
-        op: crate::Op,
-        buffer: Buffer,
-        deadline: std::time::Instant,
-    ) -> Result<IoFuture, crate::StartError> {
-        self.start_future(op, buffer, Some(deadline))
-    }
-
-    /// [`Handle::read_async`] that gives up after `timeout` (S33): the
-    /// result is then an error of kind `TimedOut`, with the buffer.
-    pub fn read_async_timeout<B: IoBufMut + Default>(
-        &self,
-        buf: B,
-        timeout: std::time::Duration,
-    ) -> impl Future<Output = (io::Result<usize>, B)> + Send + 'static {
-        let buffer = Buffer::from_buf_mut(buf);
-        let started = match std::time::Instant::now().checked_add(timeout) {
-            Some(d) => self.start_async_before(crate::Op::Read, buffer, d),
-            None => self.start_async(crate::Op::Read, buffer),
-        };
-        buf_future(started, Buffer::into_buf)
-    }
-
-    /// Reads from a stream into `buf` up to its capacity (S32) and resolves
-    /// to the result and the buffer, its length set to the bytes read. The
-    /// read starts now; awaiting only waits for it. Any [`IoBufMut`] will
-    /// do (`Vec<u8>`, `Box<[u8]>`, `BytesMut` with the `bytes` feature);
-    /// the same type comes back.
-    pub fn read_async<B: IoBufMut + Default>(
-        &self,
-        buf: B,
-    ) -> impl Future<Output = (io::Result<usize>, B)> + Send + 'static {
-        buf_future(self.start_async(crate::Op::Read, Buffer::from_buf_mut(buf)), Buffer::into_buf)
-    }
-
-    /// Reads from a stream into several buffers in order, each up to its
-    /// capacity; resolves to the result and the buffers.
-    pub fn read_vectored_async<B: IoBufMut + Default>(
-        &self,
-        bufs: Vec<B>,
-    ) -> impl Future<Output = (io::Result<usize>, Vec<B>)> + Send + 'static {
-        buf_future(self.start_async(crate::Op::Read, Buffer::from_bufs_mut(bufs)), Buffer::into_bufs)
-    }
-
-    /// Writes the whole buffer to a stream and resolves to the result and
-    /// the buffer. The write starts now.
-    pub fn write_async<B: IoBuf + Default>(
-        &self,
-        buf: B,
-    ) -> impl Future<Output = (io::Result<usize>, B)> + Send + 'static {
-        buf_future(self.start_async(crate::Op::Write, Buffer::from_buf(buf)), Buffer::into_buf)
-    }
-
-    /// Writes several buffers to a stream in order; resolves to the result
-    /// and the buffers.
-    pub fn write_vectored_async<B: IoBuf + Default>(
-        &self,
-        bufs: Vec<B>,
-    ) -> impl Future<Output = (io::Result<usize>, Vec<B>)> + Send + 'static {
-        buf_future(self.start_async(crate::Op::Write, Buffer::from_bufs(bufs)), Buffer::into_bufs)
-    }
-
-    /// Reads a regular file at `offset` into `buf` up to its capacity; see
-    /// [`Handle::read_async`].
-    pub fn read_at_async<B: IoBufMut + Default>(
-        &self,
-        offset: u64,
-        buf: B,
-    ) -> impl Future<Output = (io::Result<usize>, B)> + Send + 'static {
-        buf_future(self.start_async(crate::Op::ReadAt(offset), Buffer::from_buf_mut(buf)), Buffer::into_buf)
-    }
-
-    /// Writes `buf` to a regular file at `offset`; see [`Handle::write_async`].
-    pub fn write_at_async<B: IoBuf + Default>(
-        &self,
-        offset: u64,
-        buf: B,
-    ) -> impl Future<Output = (io::Result<usize>, B)> + Send + 'static {
-        buf_future(self.start_async(crate::Op::WriteAt(offset), Buffer::from_buf(buf)), Buffer::into_buf)
-    }
-
-    /// Sends `buf` as one datagram to `addr`; resolves to the result and
-    /// the buffer.
-    pub fn send_to_async<B: IoBuf + Default>(
-        &self,
-        buf: B,
-        addr: std::net::SocketAddr,
-    ) -> impl Future<Output = (io::Result<usize>, B)> + Send + 'static {
-        buf_future(self.start_async(crate::Op::SendTo(addr), Buffer::from_buf(buf)), Buffer::into_buf)
-    }
-
-    /// Receives one datagram into `buf` up to its capacity; resolves to the
-    /// bytes and the source address, and the buffer.
-    pub fn recv_from_async<B: IoBufMut + Default>(
-        &self,
-        buf: B,
-    ) -> impl Future<Output = (io::Result<(usize, std::net::SocketAddr)>, B)> + Send + 'static {
-        let started = self.start_async(crate::Op::RecvFrom, Buffer::from_buf_mut(buf));
-        async move {
-            match started {
-                Ok(f) => {
-                    let c = f.await;
-                    let addr = c.request.addr();
-                    let r = c.result().and_then(|n| match addr {
-                        Some(a) => Ok((n, a)),
-                        None => Err(io::Error::other("the datagram carried no source address")),
-                    });
-                    give_back(r, c.into_buffer(), Buffer::into_buf)
-                }
-                Err(e) => give_back(Err(e.error.into()), e.buffer, Buffer::into_buf),
-            }
-        }
-    }
-
-    /// Accepts a connection on a listener and resolves to it, with the
-    /// peer's address where the OS tells it. The accept starts now. On the
-    /// server end of a Windows named pipe the connection is the pipe
-    /// handle itself (see [`Handle::accept`]).
-    pub fn accept_async(
-        &self,
-    ) -> impl Future<Output = io::Result<(Handle, Option<std::net::SocketAddr>)>> + Send + 'static {
-        let started = self.start_async(crate::Op::Accept, Buffer::None);
-        let this = self.clone();
-        async move {
-            let c = started.map_err(|e| io::Error::from(e.error))?.await;
-            accepted(c, || Some(this))
-        }
-    }
-
-    /// Connects a TCP socket (see [`Handle::tcp_socket_for`]) to `addr`.
-    /// The connect starts now.
-    pub fn connect_async(&self, addr: std::net::SocketAddr) -> impl Future<Output = io::Result<()>> + Send + 'static {
-        let started = self.start_async(crate::Op::Connect(addr), Buffer::None);
-        async move { started.map_err(|e| io::Error::from(e.error))?.await.result().map(drop) }
-    }
-}
-
 /// The connection an accept produced: the accepted handle, or on the server
 /// end of a named pipe the pipe itself (`this`, asked for only then).
 pub(crate) fn accepted(
@@ -373,36 +195,6 @@ pub(crate) fn accepted(
             Some(pipe) if pipe.kind() == crate::HandleKind::LocalStream => Ok((pipe, None)),
             _ => Err(io::Error::other("the accept carried no connection")),
         },
-    }
-}
-
-/// The `(result, buffer)` future of a request with a buffer (`Send` and
-/// `'static`: it owns everything it needs); `back` turns the buffer into
-/// the caller's type.
-async fn buf_future<T: Default>(
-    started: Result<IoFuture, crate::StartError>,
-    back: fn(Buffer) -> Result<T, Buffer>,
-) -> (io::Result<usize>, T) {
-    match started {
-        Ok(f) => {
-            let c = f.await;
-            give_back(c.result(), c.into_buffer(), back)
-        }
-        Err(e) => give_back(Err(e.error.into()), e.buffer, back),
-    }
-}
-
-/// The result with the buffer as the caller's type. They differ only when
-/// a custom host replaced the request's buffer (against S26); the result
-/// then says so and an empty buffer comes back.
-pub(crate) fn give_back<R, T: Default>(
-    r: io::Result<R>,
-    buffer: Buffer,
-    back: fn(Buffer) -> Result<T, Buffer>,
-) -> (io::Result<R>, T) {
-    match back(buffer) {
-        Ok(b) => (r, b),
-        Err(_) => (Err(io::Error::other("the host replaced the request's buffer")), T::default()),
     }
 }
 
@@ -422,10 +214,8 @@ mod tests {
         }
     }
 
-    fn future() -> (IoFuture, Arc<dyn CompletionSink>) {
-        let slot = Arc::new(Slot(Mutex::new(State::Waiting(None))));
-        let target: Arc<dyn CompletionSink> = slot.clone();
-        (IoFuture { slot, id: RequestId(0), handle: WeakHandle::none(), cancel_on_drop: true }, target)
+    fn future() -> (Waiter, Arc<dyn CompletionSink>) {
+        Waiter::new(RequestId(0))
     }
 
     fn request(data: &[u8]) -> Request {

@@ -9,6 +9,8 @@ use crate::error::{Error, Result, StartError};
 use crate::manager::IoCompletionManager;
 use crate::port::Port;
 use crate::buf::{Buffer, IoBuf, IoBufMut};
+use crate::future::Waiter;
+use crate::start::{Accepted, Any, Bytes, Connected, ReadBuf, Received, Sent, Start, WriteBuf};
 use crate::request::{Op, Request, RequestId};
 use crate::sink::CompletionSink;
 use crate::sync::{Arc, Mutex, Weak};
@@ -119,7 +121,7 @@ impl Drop for HandleInner {
 /// let udp = Handle::from(socket);               // the handle owns the socket now
 /// assert_eq!(udp.kind(), HandleKind::Udp);
 /// rt.bind_io_completion_callback(&udp, std::sync::Arc::new(|_, _, _| {}), 0)?;
-/// assert!(udp.is_bound());
+/// assert!(udp.port().is_some());
 /// udp.close();                                   // pending requests would complete aborted
 /// # rt.shutdown();
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -128,7 +130,7 @@ pub struct Handle {
     pub(crate) inner: Arc<HandleInner>,
 }
 
-/// A handle held weakly ([`Handle::downgrade`]): it does not keep the
+/// A handle held weakly (`WeakHandle::from(&handle)`): it does not keep the
 /// handle open. What a callback bound to a handle should hold when it needs
 /// the handle: a callback holding a [`Handle`] of its own handle keeps that
 /// handle open for ever, since the handle owns its binding and the binding
@@ -140,8 +142,7 @@ pub struct WeakHandle {
 }
 
 impl WeakHandle {
-    /// A weak handle of no handle, for the unit tests of the future.
-    #[cfg(test)]
+    /// A weak handle of no handle.
     pub(crate) fn none() -> WeakHandle {
         WeakHandle { inner: Weak::new() }
     }
@@ -158,9 +159,15 @@ impl fmt::Debug for WeakHandle {
     }
 }
 
+/// A [`WeakHandle`] of the handle, which does not keep it open.
+impl From<&Handle> for WeakHandle {
+    fn from(h: &Handle) -> WeakHandle {
+        h.weak()
+    }
+}
+
 impl Handle {
-    /// A [`WeakHandle`] of this handle, which does not keep it open.
-    pub fn downgrade(&self) -> WeakHandle {
+    pub(crate) fn weak(&self) -> WeakHandle {
         WeakHandle { inner: Arc::downgrade(&self.inner) }
     }
 
@@ -171,12 +178,6 @@ impl Handle {
 
     pub(crate) fn from_sys(sys: sys::Handle) -> Handle {
         Handle { inner: Arc::new(HandleInner { sys, binding: OnceLock::new(), bind_lock: Mutex::new(()) }) }
-    }
-
-    /// A new, unconnected TCP socket of the address family of `addr`, ready
-    /// for [`Handle::connect`] once bound.
-    pub fn tcp_socket_for(addr: &SocketAddr) -> Result<Handle> {
-        Ok(Handle::from_sys(sys::Handle::tcp_socket_for(addr)?))
     }
 
     /// Binds the handle to `port` for `host` (the primitive behind
@@ -267,19 +268,9 @@ impl Handle {
         self.inner.sys.kind()
     }
 
-    /// True once the handle is bound to a port.
-    pub fn is_bound(&self) -> bool {
-        self.inner.binding.get().is_some()
-    }
-
     /// The port the handle is bound to.
     pub fn port(&self) -> Option<Port> {
         self.inner.binding.get().map(|b| b.port.clone())
-    }
-
-    /// True when both values are the same handle.
-    pub fn same(&self, other: &Handle) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// The socket's local address.
@@ -289,15 +280,6 @@ impl Handle {
             .with_sock(|s| s.local_addr())?
             .as_socket()
             .ok_or_else(|| Error::invalid("handle", self.describe(), "has no IP address"))
-    }
-
-    /// The connected socket's peer address.
-    pub fn peer_addr(&self) -> Result<SocketAddr> {
-        self.inner
-            .sys
-            .with_sock(|s| s.peer_addr())?
-            .as_socket()
-            .ok_or_else(|| Error::invalid("handle", self.describe(), "has no IP peer"))
     }
 
     /// Lends the socket behind the handle to `f` as a [`socket2::SockRef`],
@@ -319,57 +301,109 @@ impl Handle {
         self.inner.sys.with_sock(f)
     }
 
-    /// `TCP_NODELAY`: sends small writes at once instead of waiting to
-    /// coalesce them (Nagle's algorithm off).
-    pub fn set_nodelay(&self, nodelay: bool) -> Result<()> {
-        self.with_socket(|s| s.set_nodelay(nodelay))
-    }
-
-    /// Whether `TCP_NODELAY` is set.
-    pub fn nodelay(&self) -> Result<bool> {
-        self.with_socket(|s| s.nodelay())
-    }
-
-    /// Shuts down the read side, the write side or both of a connected
-    /// socket (`shutdown`): after `Shutdown::Write` the peer reads the end
-    /// of the stream while this side can still read. The handle stays open
-    /// and bound; pending requests complete as the OS decides (a pending
-    /// read after `Shutdown::Read` ends with 0 bytes or an error).
-    pub fn shutdown(&self, how: std::net::Shutdown) -> Result<()> {
-        self.with_socket(|s| s.shutdown(how))
-    }
-
     fn describe(&self) -> String {
         self.inner.sys.describe()
     }
 
-    /// Starts a request of any kind. The typed methods below call this.
+    /// A request of any kind, with any buffer: the CLR's overlapped call.
+    /// `handle.request(op, buffer).start()` completes to the handle's
+    /// callback or the host's sink; the typed methods below make the same
+    /// value with the caller's own buffer type. A read into a [`Buffer`]
+    /// given read-only ([`Buffer::from_buf`]) is refused at start with
+    /// `InvalidArgument`; the typed [`Handle::read`] refuses it at compile
+    /// time.
     ///
-    /// Order of events: the op is checked against the handle's kind, the
-    /// request is allocated with the host extension zeroed, the host's
-    /// `initialize_host_overlapped` runs (its error stops the request, S19),
-    /// then the backend starts the I/O.
-    pub fn start(&self, op: Op, buffer: Buffer) -> Result<RequestId, StartError> {
-        self.start_with(op, buffer, 0)
+    /// ```
+    /// use std::sync::Arc;
+    /// use iocompletion::{Buffer, Handle, Op, Request, Runtime, Status};
+    ///
+    /// let rt = Runtime::builder().build()?;
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// let udp = Handle::from(std::net::UdpSocket::bind("127.0.0.1:0")?);
+    /// let to = udp.local_addr()?;
+    /// let tx = std::sync::Mutex::new(tx);
+    /// rt.bind_io_completion_callback(&udp, Arc::new(move |status: Status, bytes: usize, req: Request| {
+    ///     tx.lock().unwrap().send((status.is_success(), bytes, req.user_data())).unwrap();
+    /// }), 0)?;
+    /// udp.request(Op::SendTo(to), Buffer::from(b"ping".to_vec())).user_data(7).start()?;
+    /// assert_eq!(rx.recv()?, (true, 4, 7));
+    /// # rt.shutdown();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn request(&self, op: Op, buffer: Buffer) -> Start<'_, Any> {
+        Start::new(self, op, buffer)
     }
 
-    /// Like [`Handle::start`], with `user_data` set on the request before it
-    /// starts (and before the host's initializer runs); the completion's
-    /// [`Request::user_data`] gives it back.
-    pub fn start_with(&self, op: Op, buffer: Buffer, user_data: usize) -> Result<RequestId, StartError> {
-        self.start_targeted(op, buffer, user_data, None, None)
+    /// Reads from a stream into `buf`, from its start up to its capacity;
+    /// the completion hands it back with its length set to the bytes read
+    /// (S32), so `Vec::with_capacity(n)` needs no zeroing. Any
+    /// [`IoBufMut`](crate::IoBufMut) will do, or a [`Vectored`](crate::Vectored) list of
+    /// them, filled in order; the same type comes back. [`Start::at`] makes
+    /// it a positional read of a regular file.
+    ///
+    /// A read with no room (`buf` of capacity 0) is the zero-byte read of IOCP
+    /// (S31): it completes, with 0 bytes and taking no data, once the
+    /// stream is readable (data waiting, its end, or an error, which it
+    /// completes with). A server holds idle connections this way without a
+    /// buffer each, and starts the real read when it completes:
+    ///
+    /// ```no_run
+    /// # fn f(conn: &iocompletion::Handle) -> Result<(), iocompletion::StartError<Vec<u8>>> {
+    /// conn.read(Vec::new()).start()?; // completes when data arrives; then:
+    /// conn.read(Vec::with_capacity(16 * 1024)).start()?; // finds the data at once
+    /// # Ok(()) }
+    /// ```
+    pub fn read<B: ReadBuf>(&self, buf: B) -> Start<'_, Bytes<B>> {
+        Start::new(self, Op::Read, buf.into_buffer_mut())
     }
 
-    /// Starts a request that must complete before `deadline` (S33). When
-    /// the deadline passes first, the request is cancelled and completes
-    /// once, with the OS's timed-out status (`ETIMEDOUT` on Unix;
-    /// `WSAETIMEDOUT` for a socket, `ERROR_TIMEOUT` otherwise, on Windows)
-    /// and its buffer; a completion that wins the race is reported as it
-    /// is. A deadline that has already passed refuses the start with
-    /// `Error::Timeout`. One thread serves every deadline and timer of the
-    /// process.
-    pub fn start_before(&self, op: Op, buffer: Buffer, deadline: std::time::Instant) -> Result<RequestId, StartError> {
-        self.start_targeted(op, buffer, 0, None, Some(deadline))
+    /// Writes `buf` to a stream (the completion tells how much was
+    /// written): any [`IoBuf`](crate::IoBuf), or a [`Vectored`](crate::Vectored) list of
+    /// them, sent in order. [`Start::at`] makes it a positional write of a
+    /// regular file.
+    pub fn write<B: WriteBuf>(&self, buf: B) -> Start<'_, Bytes<B>> {
+        Start::new(self, Op::Write, buf.into_buffer())
+    }
+
+    /// Accepts one connection on a listener; the completion's request holds
+    /// it ([`Request::take_accepted`]) and its peer address.
+    ///
+    /// On Windows, on the server end of a named pipe, it waits for a client
+    /// to connect (`ConnectNamedPipe`); the connection is the pipe handle
+    /// itself, so the request holds none. After the pipe is disconnected
+    /// the same instance accepts again.
+    pub fn accept(&self) -> Start<'_, Accepted> {
+        Start::new(self, Op::Accept, Buffer::None)
+    }
+
+    /// Connects a TCP socket (made from a `socket2::Socket`, unconnected)
+    /// to `addr`.
+    pub fn connect(&self, addr: SocketAddr) -> Start<'_, Connected> {
+        Start::new(self, Op::Connect(addr), Buffer::None)
+    }
+
+    /// Sends `buf` as one datagram to `addr`.
+    pub fn send_to<B: IoBuf>(&self, buf: B, addr: SocketAddr) -> Start<'_, Sent<B>> {
+        Start::new(self, Op::SendTo(addr), Buffer::from_buf(buf))
+    }
+
+    /// Receives one datagram into `buf`, up to its capacity; the request's
+    /// [`addr`](Request::addr) is its source.
+    pub fn recv_from<B: IoBufMut>(&self, buf: B) -> Start<'_, Received<B>> {
+        Start::new(self, Op::RecvFrom, Buffer::from_buf_mut(buf))
+    }
+
+    /// Starts a request whose completion resolves the returned waiter.
+    pub(crate) fn start_waiter(
+        &self,
+        op: Op,
+        buffer: Buffer,
+        user_data: usize,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Waiter, StartError> {
+        let (waiter, target) = Waiter::new(RequestId(0));
+        let id = self.start_targeted(op, buffer, user_data, Some(target), deadline)?;
+        Ok(waiter.started(id, self.weak()))
     }
 
     /// Starts a request whose completion goes to `target` when given, else
@@ -399,7 +433,7 @@ impl Handle {
                 Error::invalid(
                     "handle",
                     self.describe(),
-                    "is bound with bind_async: start its requests with start_async or the *_async methods",
+                    "is bound with bind_async: start its requests with .await or .then(f)",
                 ),
                 buffer,
             ));
@@ -433,7 +467,7 @@ impl Handle {
         if let Some(d) = deadline {
             // Watched before the request can complete, so its completion
             // always finds the entry (see `timer`).
-            if let Err(e) = crate::timer::watch(d, id, self.downgrade()) {
+            if let Err(e) = crate::timer::watch(d, id, self.weak()) {
                 return refuse_request(Error::Io(e), req);
             }
             req.header_mut().deadline = Some(d);
@@ -458,86 +492,13 @@ impl Handle {
         }
     }
 
-    /// Reads from a stream into `buf`, from its start up to its capacity;
-    /// the completion hands it back with its length set to the bytes read
-    /// (S32), so `Vec::with_capacity(n)` needs no zeroing.
-    ///
-    /// A read with no room (`buf` of capacity 0) is the zero-byte read of IOCP
-    /// (S31): it completes, with 0 bytes and taking no data, once the
-    /// stream is readable (data waiting, its end, or an error, which it
-    /// completes with). A server holds idle connections this way without a
-    /// buffer each, and starts the real read when it completes:
-    ///
-    /// ```no_run
-    /// # fn f(conn: &iocompletion::Handle) -> Result<(), iocompletion::StartError> {
-    /// conn.read(Vec::new())?; // completes when data arrives; then:
-    /// conn.read(Vec::with_capacity(16 * 1024))?; // finds the data at once
-    /// # Ok(()) }
-    /// ```
-    pub fn read(&self, buf: impl IoBufMut) -> Result<RequestId, StartError> {
-        self.start(Op::Read, Buffer::from_buf_mut(buf))
-    }
-
-    /// Reads from a stream into several buffers in order, each up to its
-    /// capacity (S32).
-    pub fn read_vectored<B: IoBufMut>(&self, bufs: Vec<B>) -> Result<RequestId, StartError> {
-        self.start(Op::Read, Buffer::from_bufs_mut(bufs))
-    }
-
-    /// Writes `buf` to a stream (the completion tells how much was written).
-    pub fn write(&self, buf: impl IoBuf) -> Result<RequestId, StartError> {
-        self.start(Op::Write, Buffer::from_buf(buf))
-    }
-
-    /// Writes several buffers to a stream in order.
-    pub fn write_vectored<B: IoBuf>(&self, bufs: Vec<B>) -> Result<RequestId, StartError> {
-        self.start(Op::Write, Buffer::from_bufs(bufs))
-    }
-
-    /// Reads a regular file at `offset` into `buf`, up to its capacity
-    /// (S32); 0 bytes at or past its end.
-    pub fn read_at(&self, offset: u64, buf: impl IoBufMut) -> Result<RequestId, StartError> {
-        self.start(Op::ReadAt(offset), Buffer::from_buf_mut(buf))
-    }
-
-    /// Writes `buf` to a regular file at `offset`.
-    pub fn write_at(&self, offset: u64, buf: impl IoBuf) -> Result<RequestId, StartError> {
-        self.start(Op::WriteAt(offset), Buffer::from_buf(buf))
-    }
-
-    /// Accepts one connection on a listener; the completion's request holds
-    /// it ([`Request::take_accepted`]) and its peer address.
-    ///
-    /// On Windows, on the server end of a named pipe, it waits for a client
-    /// to connect (`ConnectNamedPipe`); the connection is the pipe handle
-    /// itself, so the request holds none. After
-    /// `Handle::disconnect_named_pipe` the same instance accepts again.
-    pub fn accept(&self) -> Result<RequestId, StartError> {
-        self.start(Op::Accept, Buffer::None)
-    }
-
-    /// Connects a socket made with [`Handle::tcp_socket_for`].
-    pub fn connect(&self, addr: SocketAddr) -> Result<RequestId, StartError> {
-        self.start(Op::Connect(addr), Buffer::None)
-    }
-
-    /// Sends `buf` as one datagram to `addr`.
-    pub fn send_to(&self, buf: impl IoBuf, addr: SocketAddr) -> Result<RequestId, StartError> {
-        self.start(Op::SendTo(addr), Buffer::from_buf(buf))
-    }
-
-    /// Receives one datagram into `buf`; the request's
-    /// [`addr`](Request::addr) is its source.
-    pub fn recv_from(&self, buf: impl IoBufMut) -> Result<RequestId, StartError> {
-        self.start(Op::RecvFrom, Buffer::from_buf_mut(buf))
-    }
-
     /// `CancelIoEx` for one request (S25). The request still completes
     /// exactly once: aborted, or normally if it won the race. A request that
     /// already completed, or was never started here, gives a "not found" `Io` error.
     ///
     /// ```
-    /// use iocompletion::{Handle, Op, Runtime};
+    /// use std::future::IntoFuture;
+    /// use iocompletion::{Handle, Runtime};
     ///
     /// let rt = Runtime::builder().build()?;
     /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -545,11 +506,11 @@ impl Handle {
     /// let conn = Handle::from(listener.accept()?.0);
     /// rt.bind_async(&conn)?;
     ///
-    /// let read = conn.start_async(Op::Read, Vec::<u8>::with_capacity(16).into())?;
-    /// conn.cancel(read.id())?; // nothing was sent: the read is pending
-    /// let done = futures::executor::block_on(read);
-    /// assert!(done.status.is_aborted());
-    /// assert_eq!(done.into_buffer().capacity(), 16, "the buffer comes back");
+    /// let read = conn.read(Vec::<u8>::with_capacity(16)).into_future(); // started now
+    /// conn.cancel(read.id().expect("started"))?; // nothing was sent: the read is pending
+    /// let (r, buf) = futures::executor::block_on(read);
+    /// assert!(iocompletion::Status::from_io_error(&r.unwrap_err()).is_aborted());
+    /// assert_eq!(buf.capacity(), 16, "the buffer comes back");
     /// # rt.shutdown();
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -579,7 +540,7 @@ impl fmt::Debug for Handle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Handle")
             .field("handle", &self.describe())
-            .field("bound", &self.is_bound())
+            .field("bound", &self.port().is_some())
             .field("closed", &self.is_closed())
             .finish()
     }
@@ -612,11 +573,44 @@ impl From<UdpSocket> for Handle {
 /// same access rights and the original handle is closed; when that fails
 /// (a pipe or device that cannot be reopened) the conversion fails with
 /// `NotImplemented` and no handle is made. Open such objects overlapped
-/// yourself and use `Handle::from_overlapped_handle`.
+/// yourself and use `windows::from_overlapped_handle`.
+#[cfg(windows)]
 impl TryFrom<std::fs::File> for Handle {
     type Error = Error;
 
     fn try_from(f: std::fs::File) -> Result<Handle> {
         Ok(Handle::from_sys(sys::Handle::try_from(f)?))
+    }
+}
+
+/// A file, pipe or device opened by the standard library (S38): a regular
+/// file is served by the pool with positional requests, anything else is
+/// driven by readiness. (On Windows the conversion can fail: `TryFrom`.)
+#[cfg(unix)]
+impl From<std::fs::File> for Handle {
+    fn from(f: std::fs::File) -> Handle {
+        Handle::from_sys(sys::Handle::from(f))
+    }
+}
+
+/// Two handles are equal when they are the same handle (clones of one).
+impl PartialEq for Handle {
+    fn eq(&self, other: &Handle) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl Eq for Handle {}
+
+/// An unconnected (or any) socket made with `socket2`: its kind is told
+/// from the socket, as for an owned fd or socket. An unconnected TCP
+/// socket takes [`Handle::connect`] once bound.
+impl From<socket2::Socket> for Handle {
+    fn from(s: socket2::Socket) -> Handle {
+        #[cfg(unix)]
+        let h = Handle::from(std::os::fd::OwnedFd::from(s));
+        #[cfg(windows)]
+        let h = Handle::from(std::os::windows::io::OwnedSocket::from(s));
+        h
     }
 }

@@ -52,7 +52,7 @@
 //!     tx.lock().unwrap().send((status, buf[..bytes].to_vec())).unwrap();
 //! }), 0)?;
 //!
-//! server.read(vec![0; 64])?;          // the request owns the buffer now
+//! server.read(vec![0; 64]).start()?;  // the request owns the buffer now
 //! client.write_all(b"ping")?;
 //! let (status, data) = rx.recv()?;    // one completion, buffer handed back
 //! assert!(status.is_success());
@@ -85,7 +85,7 @@ not_loom! {
     mod future;
     mod handle;
     mod manager;
-    mod oneshot;
+    mod start;
     mod op;
     mod pool;
     mod port;
@@ -100,13 +100,28 @@ not_loom! {
     #[cfg(feature = "hyper")]
     pub mod hyper_rt;
 
+    /// The request kinds a [`Start`] is made for: what each hands back.
+    pub mod kinds {
+        pub use crate::start::{Accepted, Any, Bytes, Connected, Received, Sent};
+    }
+
+    /// What only Windows has: named pipes, and handles opened for
+    /// overlapped I/O by other code.
+    #[cfg(windows)]
+    pub mod windows {
+        pub use crate::sys::{disconnect_named_pipe, from_overlapped_handle, named_pipe_client, named_pipe_server};
+        #[doc(hidden)]
+        pub use crate::sys::post_as_kernel;
+    }
+
     pub use buf::{Buffer, IoBuf, IoBufMut, OtherBuf};
     pub use error::{Error, Result, StartError};
     pub use error::{
         E_FAIL, E_INVALIDARG, E_NOTIMPL, E_NOT_ENOUGH_QUOTA, E_OUTOFMEMORY, HOST_E_ABANDONED, HOST_E_CLRNOTAVAILABLE,
         HOST_E_NOT_OWNER, HOST_E_TIMEOUT,
     };
-    pub use future::{Completed, IoFuture};
+    pub use future::Completed;
+    pub use start::{IoFuture, Kind, ReadBuf, Start, Vectored, WriteBuf};
     pub use handle::{Handle, HandleKind, WeakHandle};
     pub use manager::IoCompletionManager;
     pub use pool::PoolStats;

@@ -965,7 +965,7 @@ mod tests {
         // the kernel, where a port's close gives up on them instead).
         let rt = Runtime::builder().min_threads(1).max_threads(2).driver(DriverKind::Epoll).build().unwrap();
         let port = rt.create_port().unwrap();
-        let h = Handle::try_from(file).unwrap();
+        let h = Handle::from(file);
         let (seen_tx, seen_rx) = mpsc::channel();
         let seen_tx = std::sync::Mutex::new(seen_tx);
         h.attach(
@@ -979,7 +979,7 @@ mod tests {
         let (reached_tx, reached_rx) = mpsc::channel();
         let (go_tx, go_rx) = mpsc::channel();
         crate::sys::stuck::hold(fd, reached_tx, go_rx);
-        h.read_at(0, vec![0u8; 4]).unwrap();
+        h.read(vec![0u8; 4]).at(0).start().unwrap();
         reached_rx.recv_timeout(Duration::from_secs(20)).expect("a pool thread performs the read");
         if close {
             let (rt2, port2, (tx, rx)) = (rt.clone(), port.clone(), mpsc::channel());

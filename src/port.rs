@@ -49,7 +49,8 @@ pub struct DriverInfo {
     /// Why the preferred driver was not used: the kernel refused io_uring
     /// (`ENOSYS`, `EPERM` under a seccomp profile, `ENOMEM`), lacks what
     /// the driver needs, or the `IOCOMPLETION_DRIVER` setting asked for
-    /// epoll. `None` when the preferred driver runs.
+    /// epoll. `None` when the preferred driver runs, and when the program
+    /// chose the driver that runs (`Builder::driver`).
     pub fallback: Option<String>,
 }
 

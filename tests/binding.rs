@@ -27,7 +27,7 @@ fn s2_bind_without_a_sink_is_refused_so_no_completion_is_lost() {
     let (_c, h) = pair();
     let e = rt.bind(None, &h).unwrap_err();
     assert!(matches!(e, Error::InvalidArgument(ref m) if m.contains("sink")), "{e}");
-    assert!(!h.is_bound());
+    assert!(h.port().is_none());
     rt.set_completion_sink(Arc::new(|_, _, _| {})).unwrap();
     rt.bind(None, &h).unwrap();
 }
@@ -53,7 +53,7 @@ fn s21_bind_to_a_created_port_delivers_there() {
     let (mut c, h) = pair();
     rt.bind(Some(&port), &h).unwrap();
     assert!(h.port().unwrap().same(&port));
-    h.read(vec![0; 3]).unwrap();
+    h.read(vec![0; 3]).start().unwrap();
     c.write_all(b"abc").unwrap();
     let d = rx.recv_for("read on a created port");
     assert_eq!(d.bytes, 3);
@@ -90,9 +90,9 @@ fn s21_a_closed_handle_or_port_is_refused() {
 #[test]
 fn s21_requests_on_an_unbound_handle_fail_at_start() {
     let (_c, h) = pair();
-    let e = h.read(vec![5; 2]).unwrap_err();
+    let e = h.read(vec![5; 2]).start().unwrap_err();
     assert!(matches!(e.error, Error::InvalidArgument(_)), "{e}");
-    assert_eq!(e.buffer.into_vec(), vec![5; 2]);
+    assert_eq!(e.buffer, vec![5; 2]);
 }
 
 #[test]
@@ -103,7 +103,7 @@ fn s22_flags_must_be_zero() {
         let e = rt.bind_io_completion_callback(&h, Arc::new(|_, _, _| {}), flags).unwrap_err();
         assert!(matches!(e, Error::InvalidArgument(_)));
     }
-    assert!(!h.is_bound(), "a refused bind binds nothing");
+    assert!(h.port().is_none(), "a refused bind binds nothing");
     rt.bind_io_completion_callback(&h, Arc::new(|_, _, _| {}), 0).unwrap();
 }
 
@@ -113,7 +113,7 @@ fn s22_the_callback_runs_on_a_pool_worker_with_status_bytes_and_request() {
     let (cb, rx) = collector();
     let (mut c, h) = pair();
     rt.bind_io_completion_callback(&h, cb, 0).unwrap();
-    let id = h.read(vec![0; 16]).unwrap();
+    let id = h.read(vec![0; 16]).start().unwrap();
     c.write_all(b"hello").unwrap();
     let d = rx.recv_for("read");
     assert!(d.status.is_success());
@@ -131,7 +131,7 @@ fn s22_the_callback_wins_over_the_sink() {
     let (cb, cb_rx) = collector();
     let (mut c, h) = pair();
     rt.bind_io_completion_callback(&h, cb, 0).unwrap();
-    h.read(vec![0; 1]).unwrap();
+    h.read(vec![0; 1]).start().unwrap();
     c.write_all(b"x").unwrap();
     cb_rx.recv_for("callback");
     sink_rx.expect_quiet("the sink, for a handle bound with a callback");
@@ -154,15 +154,15 @@ fn s26_a_completion_names_its_handle_and_carries_user_data_from_the_start() {
     rt.set_completion_sink(sink).unwrap();
     let (mut c, h) = pair();
     rt.bind(None, &h).unwrap();
-    h.start_with(iocompletion::Op::Read, vec![0; 4].into(), 77).unwrap();
+    h.request(iocompletion::Op::Read, vec![0; 4].into()).user_data(77).start().unwrap();
     c.write_all(b"data").unwrap();
     let d = rx.recv_for("read");
     assert_eq!(d.request.user_data(), 77);
-    assert!(d.request.handle().expect("the handle is open").same(&h));
+    assert!(d.request.handle().expect("the handle is open") == h);
 
     // A request never keeps its handle alive: dropping the last clone
     // aborts the read, and the completion no longer reaches the handle.
-    h.read(vec![0; 4]).unwrap();
+    h.read(vec![0; 4]).start().unwrap();
     drop(h);
     let d = rx.recv_for("aborted read");
     assert!(d.status.is_aborted());
@@ -176,7 +176,7 @@ fn s25_cancel_of_an_unknown_request_is_not_found() {
     let rt = runtime();
     let (mut c, h) = pair();
     rt.bind(None, &h).unwrap();
-    let id = h.read(vec![0; 1]).unwrap();
+    let id = h.read(vec![0; 1]).start().unwrap();
     c.write_all(b"x").unwrap();
     util::wait_until("the read completed", || h.cancel(id).is_err());
     let e = h.cancel(id).unwrap_err();

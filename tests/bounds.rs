@@ -51,8 +51,8 @@ fn s35_a_bounded_runtime_refuses_starts_at_its_bound_and_loses_nothing() {
     rt.post_callback(0, move |_, _, _| g.wait()).unwrap();
     util::wait_until("the blocking callback runs", || gate.arrived() == 1);
 
-    let ids: HashSet<_> = (0..4).map(|_| started(h.read(vec![0; 32]))).collect();
-    let e = h.read(vec![0; 32]).unwrap_err();
+    let ids: HashSet<_> = (0..4).map(|_| started(h.read(vec![0; 32]).start())).collect();
+    let e = h.read(vec![0; 32]).start().unwrap_err();
     assert!(matches!(e.error, Error::Full { bound: 4 }), "{e}");
     assert_eq!(e.buffer.len(), 32, "the buffer comes back");
     let e = rt.post_callback(0, |_, _, _| {}).unwrap_err();
@@ -75,7 +75,7 @@ fn s35_a_bounded_runtime_refuses_starts_at_its_bound_and_loses_nothing() {
     let h2 = Handle::from(server2);
     let _c2 = bind(&rt, &h2);
     for _ in 0..4 {
-        started(h2.read(vec![0; 8]));
+        started(h2.read(vec![0; 8]).start());
     }
     rt.shutdown();
 }

@@ -4,10 +4,12 @@
 
 mod util;
 
+use std::future::IntoFuture;
 use std::io::{Read, Write};
 use std::net::UdpSocket;
 
 use futures::executor::block_on;
+use iocompletion::Vectored;
 use iocompletion::{Buffer, Error, Handle, IoBuf, IoBufMut, Op, Runtime};
 use util::{pattern, tcp_pair};
 
@@ -63,7 +65,7 @@ unsafe impl IoBufMut for Frame {
 fn s32_a_boxed_slice_is_filled_from_its_start_and_comes_back_boxed() {
     let rt = runtime();
     let (mut peer, h) = async_pair(&rt);
-    let read = h.read_async(vec![0xAAu8; 16].into_boxed_slice());
+    let read = h.read(vec![0xAAu8; 16].into_boxed_slice()).into_future();
     peer.write_all(b"hello").unwrap();
     let (n, buf): (_, Box<[u8]>) = block_on(read);
     assert_eq!(n.unwrap(), 5);
@@ -72,7 +74,7 @@ fn s32_a_boxed_slice_is_filled_from_its_start_and_comes_back_boxed() {
     assert!(buf[5..].iter().all(|&b| b == 0xAA), "past the bytes read it is untouched");
 
     let data = pattern(50_000, 1).into_boxed_slice();
-    let (n, back) = block_on(h.write_async(data.clone()));
+    let (n, back) = block_on(h.write(data.clone()).into_future());
     assert_eq!(n.unwrap(), data.len());
     assert_eq!(back, data, "the written box comes back");
     let mut got = vec![0; data.len()];
@@ -85,7 +87,7 @@ fn s32_a_boxed_slice_is_filled_from_its_start_and_comes_back_boxed() {
 fn s32_a_buffer_type_of_the_callers_own_reads_and_comes_back() {
     let rt = runtime();
     let (mut peer, h) = async_pair(&rt);
-    let read = h.read_async(Frame::with_room(32));
+    let read = h.read(Frame::with_room(32)).into_future();
     peer.write_all(b"frame").unwrap();
     let (n, frame) = block_on(read);
     assert_eq!(n.unwrap(), 5);
@@ -93,7 +95,7 @@ fn s32_a_buffer_type_of_the_callers_own_reads_and_comes_back() {
     assert_eq!(frame.as_slice(), b"frame");
 
     // The same frame, written back: its filled bytes only.
-    let (n, frame) = block_on(h.write_async(frame));
+    let (n, frame) = block_on(h.write(frame).into_future());
     assert_eq!(n.unwrap(), 5);
     assert_eq!(frame.storage.len(), 32);
     let mut got = [0; 5];
@@ -107,10 +109,10 @@ fn s32_static_bytes_are_written_without_a_copy() {
     let rt = runtime();
     let (mut peer, h) = async_pair(&rt);
     const GREETING: &[u8] = b"static greeting";
-    let (n, back) = block_on(h.write_async(GREETING));
+    let (n, back) = block_on(h.write(GREETING).into_future());
     assert_eq!(n.unwrap(), GREETING.len());
     assert_eq!(back.as_ptr(), GREETING.as_ptr(), "the same slice comes back");
-    let (n, _) = block_on(h.write_async("and a str"));
+    let (n, _) = block_on(h.write("and a str").into_future());
     assert_eq!(n.unwrap(), 9);
     let mut got = vec![0; GREETING.len() + 9];
     peer.read_exact(&mut got).unwrap();
@@ -123,16 +125,16 @@ fn s32_vectored_requests_take_parts_of_any_buffer_type() {
     let rt = runtime();
     let (mut peer, h) = async_pair(&rt);
     let parts: Vec<Box<[u8]>> = vec![vec![0; 3].into_boxed_slice(), vec![0; 4].into_boxed_slice()];
-    let read = h.read_vectored_async(parts);
+    let read = h.read(Vectored(parts)).into_future();
     peer.write_all(b"abcdefg").unwrap();
     let (n, parts) = block_on(read);
     assert_eq!(n.unwrap(), 7);
-    assert_eq!((&parts[0][..], &parts[1][..]), (&b"abc"[..], &b"defg"[..]), "filled in order");
+    assert_eq!((&parts.0[0][..], &parts.0[1][..]), (&b"abc"[..], &b"defg"[..]), "filled in order");
 
     let out: Vec<&'static [u8]> = vec![b"one ", b"two ", b"three"];
-    let (n, back) = block_on(h.write_vectored_async(out));
+    let (n, back) = block_on(h.write(Vectored(out)).into_future());
     assert_eq!(n.unwrap(), 13);
-    assert_eq!(back.len(), 3);
+    assert_eq!(back.0.len(), 3);
     let mut got = [0; 13];
     peer.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"one two three");
@@ -145,7 +147,7 @@ fn s32_a_read_into_a_read_only_buffer_is_refused_with_the_buffer_back() {
     let (_peer, mine) = tcp_pair();
     let h = Handle::from(mine);
     rt.bind_io_completion_callback(&h, std::sync::Arc::new(|_, _, _| {}), 0).unwrap();
-    let e = h.start(Op::Read, Buffer::from_buf(&b"read-only"[..])).unwrap_err();
+    let e = h.request(Op::Read, Buffer::from_buf(&b"read-only"[..])).start().unwrap_err();
     assert!(matches!(e.error, Error::InvalidArgument(_)), "{:?}", e.error);
     let back: &'static [u8] = e.buffer.into_buf().unwrap();
     assert_eq!(back, b"read-only");
@@ -157,7 +159,7 @@ fn s32_a_one_shot_callback_gets_the_type_it_gave() {
     let rt = runtime();
     let (mut peer, h) = async_pair(&rt);
     let (tx, rx) = std::sync::mpsc::channel();
-    h.read_then(vec![0u8; 8].into_boxed_slice(), move |n, buf| tx.send((n.ok(), buf)).unwrap()).unwrap();
+    h.read(vec![0u8; 8].into_boxed_slice()).then(move |(n, buf)| tx.send((n.ok(), buf)).unwrap()).unwrap();
     peer.write_all(b"box").unwrap();
     let (n, buf) = rx.recv().unwrap();
     assert_eq!(n, Some(3));
@@ -173,14 +175,14 @@ fn s32_a_datagram_comes_with_its_source_and_the_buffer() {
     let h = Handle::from(sock);
     rt.bind_async(&h).unwrap();
     let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let recv = h.recv_from_async(vec![0u8; 64].into_boxed_slice());
+    let recv = h.recv_from(vec![0u8; 64].into_boxed_slice()).into_future();
     sender.send_to(b"dgram", to).unwrap();
     let (r, buf) = block_on(recv);
     let (n, from) = r.unwrap();
     assert_eq!((n, from), (5, sender.local_addr().unwrap()));
     assert_eq!(&buf[..5], b"dgram");
 
-    let (n, _) = block_on(h.send_to_async(&b"back"[..], sender.local_addr().unwrap()));
+    let (n, _) = block_on(h.send_to(&b"back"[..], sender.local_addr().unwrap()).into_future());
     assert_eq!(n.unwrap(), 4);
     let mut got = [0; 16];
     assert_eq!(sender.recv(&mut got).unwrap(), 4);
@@ -219,13 +221,13 @@ fn s32_bytes_mut_is_filled_up_to_its_capacity_and_bytes_are_written() {
     use bytes::{Bytes, BytesMut};
     let rt = runtime();
     let (mut peer, h) = async_pair(&rt);
-    let read = h.read_async(BytesMut::with_capacity(64));
+    let read = h.read(BytesMut::with_capacity(64)).into_future();
     peer.write_all(b"bytes!").unwrap();
     let (n, buf) = block_on(read);
     assert_eq!(n.unwrap(), 6);
     assert_eq!(&buf[..], b"bytes!", "the length is the bytes read");
     let frozen: Bytes = buf.freeze();
-    let (n, back) = block_on(h.write_async(frozen.clone()));
+    let (n, back) = block_on(h.write(frozen.clone()).into_future());
     assert_eq!(n.unwrap(), 6);
     assert_eq!(back, frozen);
     let mut got = [0; 6];
@@ -288,4 +290,17 @@ fn s32_a_request_shared_between_threads_shares_only_sync_buffers() {
     });
     let counted = req.into_buffer().into_buf::<Counting>().expect("the same type back");
     assert_eq!(counted.reads.into_inner(), 2 * CALLS, "every call counted once");
+}
+
+/// S32: a `Buffer::Other` lends its bytes, part by part, without its type.
+#[test]
+fn s32_an_other_buffer_lends_its_bytes() {
+    let one = Buffer::from_buf(vec![1u8, 2, 3].into_boxed_slice());
+    let Buffer::Other(o) = &one else { panic!("a boxed slice is held as Other: {one:?}") };
+    assert_eq!(o.chunks().collect::<Vec<_>>(), [&[1u8, 2, 3][..]]);
+    assert!(o.type_name().contains("Box"), "{}", o.type_name());
+    assert_eq!(one.chunks().collect::<Vec<_>>(), [&[1u8, 2, 3][..]]);
+    let parts = Buffer::from_bufs(vec!["ab", "c"]);
+    assert_eq!(parts.chunks().collect::<Vec<_>>(), [&b"ab"[..], &b"c"[..]]);
+    assert_eq!(Buffer::None.chunks().count(), 0);
 }

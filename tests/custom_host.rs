@@ -3,6 +3,7 @@
 
 mod util;
 
+use std::future::IntoFuture;
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -137,7 +138,7 @@ fn s3_a_custom_host_is_driven_through_dyn_io_completion_manager() {
     manager.bind(Some(&port), &server).unwrap();
 
     for _ in 0..3 {
-        server.read(vec![0; 2]).unwrap();
+        server.read(vec![0; 2]).start().unwrap();
     }
     client.write_all(b"aabbcc").unwrap();
     let mut seqs = Vec::new();
@@ -155,7 +156,7 @@ fn s3_a_custom_host_is_driven_through_dyn_io_completion_manager() {
     assert_eq!(manager.max_threads().unwrap(), 1);
 
     // Closing the host's port aborts what is pending there, through its thread.
-    server.read(vec![0; 2]).unwrap();
+    server.read(vec![0; 2]).start().unwrap();
     manager.close_port(&port).unwrap();
     let d = rx.recv_for("aborted read");
     assert!(d.status.is_aborted());
@@ -200,7 +201,7 @@ fn s1_the_default_host_answers_all_eleven_methods_through_dyn() {
     let mut req = rt.new_request(iocompletion::Buffer::None).unwrap();
     m.initialize_host_overlapped(&mut req).unwrap(); // InitializeHostOverlapped
     assert_eq!(req.extension().len(), 32);
-    server.read(vec![0; 2]).unwrap();
+    server.read(vec![0; 2]).start().unwrap();
     client.write_all(b"ok").unwrap();
     assert_eq!(rx.recv_for("read").bytes, 2);
     m.close_port(&port).unwrap(); // CloseIoCompletionPort
@@ -226,12 +227,13 @@ fn s2_a_host_delivering_twice_is_counted_and_ignored() {
     let (mut p2, for_closure) = attach(None);
     let (mut p3, for_future) = attach(None);
 
-    with_callback.read(Vec::with_capacity(8)).unwrap();
+    with_callback.read(Vec::with_capacity(8)).start().unwrap();
     let (tx, closure) = std::sync::mpsc::channel();
     for_closure
-        .read_then(Vec::with_capacity(8), move |n, buf: Vec<u8>| tx.send((n.ok(), buf)).unwrap())
+        .read(Vec::with_capacity(8))
+        .then(move |(n, buf): (_, Vec<u8>)| tx.send((n.ok(), buf)).unwrap())
         .unwrap();
-    let future = for_future.read_async(Vec::with_capacity(8));
+    let future = for_future.read(Vec::with_capacity(8)).into_future();
     p1.write_all(b"sink").unwrap();
     p2.write_all(b"closure").unwrap();
     p3.write_all(b"future").unwrap();

@@ -7,6 +7,7 @@
 
 mod util;
 
+use std::future::IntoFuture;
 use std::io::{Read, Write};
 use std::process::Command;
 
@@ -46,11 +47,11 @@ fn round_trip(rt: &Runtime) {
     let (mut peer, mine) = tcp_pair();
     let h = Handle::from(mine);
     rt.bind_async(&h).unwrap();
-    let read = h.read_async(Vec::with_capacity(16));
+    let read = h.read(Vec::with_capacity(16)).into_future();
     peer.write_all(b"driver").unwrap();
     let (n, buf) = futures::executor::block_on(read);
     assert_eq!((n.unwrap(), &buf[..]), (6, &b"driver"[..]));
-    let (n, _) = futures::executor::block_on(h.write_async(buf));
+    let (n, _) = futures::executor::block_on(h.write(buf).into_future());
     assert_eq!(n.unwrap(), 6);
     let mut got = [0; 6];
     peer.read_exact(&mut got).unwrap();
@@ -114,7 +115,9 @@ fn s36_epoll_is_used_when_asked_for() {
     port.close().unwrap();
     // By the builder, whatever the setting.
     let rt = Runtime::builder().min_threads(1).driver(DriverKind::Epoll).build().unwrap();
-    assert_eq!(rt.driver().unwrap().kind, DriverKind::Epoll);
+    let d = rt.driver().unwrap();
+    assert_eq!(d.kind, DriverKind::Epoll);
+    assert_eq!(d.fallback, None, "the program's own choice is no fallback: {d}");
     round_trip(&rt);
     rt.shutdown();
 }
@@ -147,11 +150,11 @@ fn s36_a_driver_the_os_does_not_have_is_a_clear_error() {
         assert!(matches!(e, iocompletion::Error::InvalidArgument(_)), "{e:?}");
         assert!(e.to_string().contains("IOCOMPLETION_DRIVER"), "{e}");
     }
+    // Refused when the runtime is built, not at its first port.
     let other = if cfg!(windows) { DriverKind::IoUring } else { DriverKind::Iocp };
-    let rt = Runtime::builder().min_threads(1).driver(other).build().unwrap();
-    let e = rt.driver().unwrap_err();
+    let e = Runtime::builder().min_threads(1).driver(other).build().unwrap_err();
     assert!(matches!(e, iocompletion::Error::InvalidArgument(_)), "{e:?}");
-    rt.shutdown();
+    assert!(e.to_string().contains("driver"), "{e}");
 }
 
 #[cfg(windows)]

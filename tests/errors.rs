@@ -50,6 +50,17 @@ fn s4_converts_into_io_error_with_fitting_kind() {
     assert_eq!(raw.raw_os_error(), Some(2), "an OS error passes through unchanged");
 }
 
+/// S35: a full port is no `EAGAIN` (nothing wakes a caller that retries on
+/// `WouldBlock`): `Other`, with the `Error::Full` inside.
+#[test]
+fn s35_a_full_port_is_not_would_block_as_an_io_error() {
+    let io: io::Error = Error::Full { bound: 3 }.into();
+    assert_ne!(io.kind(), io::ErrorKind::WouldBlock);
+    assert_eq!(io.kind(), io::ErrorKind::Other);
+    let inner = io.get_ref().and_then(|e| e.downcast_ref::<Error>());
+    assert!(matches!(inner, Some(Error::Full { bound: 3 })), "{io:?}");
+}
+
 #[test]
 fn s4_error_fits_question_mark_in_io_code() {
     fn f() -> io::Result<()> {
@@ -91,12 +102,12 @@ fn s5_fatal_poisons_every_later_call_and_aborts_pending() {
     rt.bind(None, &server).unwrap();
 
     // Two reads pend (nobody writes).
-    server.read(vec![0; 16]).unwrap();
-    server.read(vec![0; 16]).unwrap();
+    server.read(vec![0; 16]).start().unwrap();
+    server.read(vec![0; 16]).start().unwrap();
     // The third start gets Fatal, with its buffer back.
-    let err = server.read(vec![7; 16]).unwrap_err();
+    let err = server.read(vec![7; 16]).start().unwrap_err();
     assert!(err.error.is_fatal(), "{err}");
-    assert_eq!(err.buffer.into_vec(), vec![7; 16]);
+    assert_eq!(err.buffer, vec![7; 16]);
 
     // Every later call: Unavailable (S5).
     assert!(matches!(rt.max_threads(), Err(Error::Unavailable)));
@@ -107,7 +118,7 @@ fn s5_fatal_poisons_every_later_call_and_aborts_pending() {
     assert!(matches!(rt.host_overlapped_size(), Err(Error::Unavailable)));
     let other = Handle::from(TcpListener::bind("127.0.0.1:0").unwrap());
     assert!(matches!(rt.bind(None, &other), Err(Error::Unavailable)));
-    let e = server.read(vec![0; 16]).unwrap_err();
+    let e = server.read(vec![0; 16]).start().unwrap_err();
     assert!(matches!(e.error, Error::Unavailable), "{e}");
 
     // The two pending reads complete aborted, buffers back; nothing hangs.
@@ -336,7 +347,7 @@ fn s21_attach_asks_the_host_before_it_locks_the_handle() {
     // The host bound the handle first; the outer attach finds it bound.
     let msg = r.unwrap_err().to_string();
     assert!(msg.contains("already bound"), "{msg}");
-    assert!(handle.is_bound());
+    assert!(handle.port().is_some());
     rt.shutdown();
 }
 
@@ -352,10 +363,10 @@ fn s19_a_start_refused_by_the_initializer_names_its_request_and_user_data() {
         .unwrap();
     let (_peer, mine) = util::tcp_pair();
     let h = Handle::from(mine);
-    let e = h.start_with(Op::Read, vec![0; 4].into(), 77).unwrap_err();
+    let e = h.request(Op::Read, vec![0; 4].into()).user_data(77).start().unwrap_err();
     assert!(e.request.is_none(), "not bound: refused before a request was made");
     rt.bind_io_completion_callback(&h, std::sync::Arc::new(|_, _, _| {}), 0).unwrap();
-    let e = h.start_with(Op::Read, vec![0; 4].into(), 77).unwrap_err();
+    let e = h.request(Op::Read, vec![0; 4].into()).user_data(77).start().unwrap_err();
     assert!(matches!(e.error, iocompletion::Error::NotOwner(_)), "{e}");
     assert!(e.request.is_some(), "the refused request is named");
     assert_eq!(e.user_data, 77);
@@ -397,7 +408,7 @@ fn s4_start_error_is_send_and_sync() {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let (_c, s) = (TcpStream::connect(l.local_addr().unwrap()).unwrap(), l.accept().unwrap().0);
     let h = Handle::from(s);
-    let e = h.write(vec![7u8; 3].into_boxed_slice()).unwrap_err();
+    let e = h.write(vec![7u8; 3].into_boxed_slice()).start().unwrap_err();
     send_sync_static(&e);
     send_sync_static(&e.error);
     // Shared with another thread by reference, as `anyhow` and error
@@ -406,12 +417,12 @@ fn s4_start_error_is_send_and_sync() {
     assert_eq!(len, 3);
     // Into the boxed error of `?` in a `main` or a task, with its source.
     fn start(h: &Handle) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
-        h.write(vec![1u8; 2].into_boxed_slice())?;
+        h.write(vec![1u8; 2].into_boxed_slice()).start()?;
         Ok(())
     }
     let boxed = start(&h).unwrap_err();
     assert!(boxed.to_string().starts_with("request not started"), "{boxed}");
     assert!(boxed.source().is_some_and(|s| s.is::<Error>()));
-    let back = boxed.downcast::<iocompletion::StartError>().unwrap();
-    assert_eq!(back.buffer.into_buf::<Box<[u8]>>().unwrap().len(), 2, "the buffer comes back as given");
+    let back = boxed.downcast::<iocompletion::StartError<Box<[u8]>>>().unwrap();
+    assert_eq!(back.buffer.len(), 2, "the buffer comes back as given");
 }

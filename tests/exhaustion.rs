@@ -84,7 +84,7 @@ fn s37_accepts_fail_once_with_emfile_and_recover_when_descriptors_free_up() {
     // The accepts start under the lowered limit: io_uring takes the limit
     // in force when an accept is submitted.
     set_fd_limit(256);
-    let pending: Vec<_> = (0..4).map(|_| started(lh.accept())).collect();
+    let pending: Vec<_> = (0..4).map(|_| started(lh.accept().start())).collect();
     let mut spare = fill();
     assert!(spare.len() > 2, "the limit left room for the test: {}", spare.len());
     for c in &clients {
@@ -107,7 +107,7 @@ fn s37_accepts_fail_once_with_emfile_and_recover_when_descriptors_free_up() {
     // A new accept fails with its error: at start on a readiness driver
     // (it tries at once, and posts nothing), or on io_uring by its one
     // completion.
-    match lh.accept() {
+    match lh.accept().start() {
         Err(e) => match &e.error {
             iocompletion::Error::Io(io) => assert_eq!(io.raw_os_error(), Some(libc::EMFILE), "{e}"),
             other => panic!("expected EMFILE at start, got {other}"),
@@ -127,18 +127,18 @@ fn s37_accepts_fail_once_with_emfile_and_recover_when_descriptors_free_up() {
 
     // Descriptors free up: a new accept takes a waiting connection.
     spare.truncate(spare.len() - 2);
-    let id = started(lh.accept());
+    let id = started(lh.accept().start());
     let mut d = accepts.recv_for("an accept after descriptors freed up");
     assert_eq!(d.id(), id);
     assert!(d.status.is_success(), "{:?}", d.status);
     let conn = d.request.take_accepted().expect("the accepted connection");
     let (csink, reads) = collector();
     rt.bind_io_completion_callback(&conn, csink, 0).unwrap();
-    started(conn.read(vec![0; 8]));
+    started(conn.read(vec![0; 8]).start());
     let mut client: TcpStream = clients.into_iter().next().unwrap().into();
     client.write_all(b"alive").unwrap();
     assert_eq!(&reads.recv_for("a read on the recovered connection").data()[..5], b"alive");
-    started(conn.write(b"yes".to_vec()));
+    started(conn.write(b"yes".to_vec()).start());
     let mut back = [0u8; 3];
     client.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     client.read_exact(&mut back).unwrap();
@@ -169,11 +169,11 @@ fn s8_a_file_write_failing_after_part_reports_the_bytes_written() {
     let rt = Runtime::builder().min_threads(1).max_threads(4).build().unwrap();
     let file = util::TempFile::new("fsize");
     let f = File::options().write(true).open(file.path()).unwrap();
-    let h = Handle::try_from(f).unwrap();
+    let h = Handle::from(f);
     let (sink, done) = collector();
     rt.bind_io_completion_callback(&h, sink, 0).unwrap();
     let data = util::pattern(4 * LIMIT, 27);
-    let id = started(h.write_at(0, data.clone()));
+    let id = started(h.write(data.clone()).at(0).start());
     let d = done.recv_for("the write stopped by the file size limit");
     assert_eq!(d.id(), id);
     assert_eq!(d.status, Status::from_raw(libc::EFBIG as u32), "{:?}", d.status);

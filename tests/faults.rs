@@ -50,8 +50,8 @@ fn reset_mid_transfer(rt: &Runtime) {
     // A write far larger than the socket buffers stays pending while the
     // peer does not read; a read waits for data that never comes.
     let big = 8 << 20;
-    let w = started(h.write(vec![5; big]));
-    let r = started(h.read(vec![0; 64]));
+    let w = started(h.write(vec![5; big]).start());
+    let r = started(h.read(vec![0; 64]).start());
     reset(client);
     for d in exactly(&c, &[w, r]) {
         match d.request.op() {
@@ -75,12 +75,12 @@ fn half_close(rt: &Runtime) {
     let (mut client, server) = tcp_pair();
     let h = Handle::from(server);
     let c = bind(rt, &h);
-    let r = started(h.read(vec![0; 64]));
+    let r = started(h.read(vec![0; 64]).start());
     client.shutdown(Shutdown::Write).unwrap();
     let d = exactly(&c, &[r]).pop().unwrap();
     assert_eq!(d.ok(), 0, "the peer's end of stream");
     // The other direction still works.
-    let w = started(h.write(b"still here".to_vec()));
+    let w = started(h.write(b"still here".to_vec()).start());
     assert_eq!(exactly(&c, &[w]).pop().unwrap().ok(), 10);
     let mut got = [0u8; 10];
     client.set_read_timeout(Some(util::DEADLINE)).unwrap();
@@ -93,14 +93,14 @@ fn connect_and_vanish(rt: &Runtime) {
     let addr = l.local_addr().unwrap();
     let lh = Handle::from(l);
     let c = bind(rt, &lh);
-    let a = started(lh.accept());
+    let a = started(lh.accept().start());
     reset(TcpStream::connect(addr).unwrap());
     let mut d = exactly(&c, &[a]).pop().unwrap();
     if d.status.is_success() {
         // Accepted before the reset was seen: the connection reports it.
         let conn = d.request.take_accepted().expect("the accepted connection");
         let cc = bind(rt, &conn);
-        match conn.read(vec![0; 8]) {
+        match conn.read(vec![0; 8]).start() {
             // Either the reset is known at start (S23: an error, the
             // buffer back, nothing posted) ...
             Err(e) => {
@@ -122,7 +122,7 @@ fn burst_of_connects(rt: &Runtime) {
     let addr = l.local_addr().unwrap();
     let lh = Handle::from(l);
     let c = bind(rt, &lh);
-    let mut pending: HashSet<_> = (0..16).map(|_| started(lh.accept())).collect();
+    let mut pending: HashSet<_> = (0..16).map(|_| started(lh.accept().start())).collect();
     // The clients connect from a thread of their own, all at once, while
     // this thread takes the accepts and starts new ones (more clients than
     // the listener's backlog holds).
@@ -136,7 +136,7 @@ fn burst_of_connects(rt: &Runtime) {
         d.ok();
         conns.push(d.request.take_accepted().expect("the connection"));
         if conns.len() + pending.len() < CLIENTS {
-            pending.insert(started(lh.accept()));
+            pending.insert(started(lh.accept().start()));
         }
     }
     assert!(pending.is_empty());
@@ -149,7 +149,7 @@ fn slow_reader(rt: &Runtime) {
     let h = Handle::from(server);
     let c = bind(rt, &h);
     let len = 4 << 20;
-    let w = started(h.write(vec![9; len]));
+    let w = started(h.write(vec![9; len]).start());
     // The reader takes 1 KiB at a time; the write completes once, whole.
     let reader = std::thread::spawn(move || {
         let mut client = client;

@@ -3,6 +3,7 @@
 
 mod util;
 
+use std::future::IntoFuture;
 use std::io::Write;
 use std::net::TcpListener;
 use std::time::Duration;
@@ -21,14 +22,14 @@ fn s34_requests_resolve_under_a_minimal_executor() {
     let h = Handle::from(mine);
     bound(&rt, &h);
 
-    let read = h.read_async(Vec::with_capacity(64));
+    let read = h.read(Vec::with_capacity(64)).into_future();
     peer.write_all(b"ping").unwrap();
     let (n, buf) = futures::executor::block_on(read);
     assert_eq!(n.unwrap(), 4);
     assert_eq!(buf, b"ping");
 
     let data = pattern(100_000, 4);
-    let (n, back) = futures::executor::block_on(h.write_async(data.clone()));
+    let (n, back) = futures::executor::block_on(h.write(data.clone()).into_future());
     assert_eq!(n.unwrap(), data.len());
     assert_eq!(back, data, "the written buffer comes back");
     let mut got = vec![0; data.len()];
@@ -37,12 +38,11 @@ fn s34_requests_resolve_under_a_minimal_executor() {
 
     // A file at an offset, both ways.
     let f = TempFile::new("s34-file");
-    let file =
-        Handle::try_from(std::fs::OpenOptions::new().read(true).write(true).open(f.path()).unwrap()).unwrap();
+    let file = util::file_handle(std::fs::OpenOptions::new().read(true).write(true).open(f.path()).unwrap());
     bound(&rt, &file);
-    let (n, _) = futures::executor::block_on(file.write_at_async(10, b"offset".to_vec()));
+    let (n, _) = futures::executor::block_on(file.write(b"offset".to_vec()).at(10).into_future());
     assert_eq!(n.unwrap(), 6);
-    let (n, buf) = futures::executor::block_on(file.read_at_async(10, Vec::with_capacity(16)));
+    let (n, buf) = futures::executor::block_on(file.read(Vec::with_capacity(16)).at(10).into_future());
     assert_eq!(n.unwrap(), 6);
     assert_eq!(buf, b"offset");
     rt.shutdown();
@@ -54,18 +54,20 @@ fn s34_requests_resolve_under_tokio() {
     let listener = Handle::from(TcpListener::bind("127.0.0.1:0").unwrap());
     bound(&rt, &listener);
     let addr = listener.local_addr().unwrap();
-    let client = Handle::tcp_socket_for(&addr).unwrap();
+    let client = Handle::from(
+        socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None).unwrap(),
+    );
     bound(&rt, &client);
 
     let tokio_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().unwrap();
     let echoed = tokio_rt.block_on(async {
-        let accept = listener.accept_async();
-        client.connect_async(addr).await.unwrap();
+        let accept = listener.accept().into_future();
+        client.connect(addr).await.unwrap();
         let (conn, _peer) = accept.await.unwrap();
         bound(&rt, &conn);
-        let (n, _) = client.write_async(b"over tokio".to_vec()).await;
+        let (n, _) = client.write(b"over tokio".to_vec()).await;
         assert_eq!(n.unwrap(), 10);
-        let (n, buf) = conn.read_async(Vec::with_capacity(32)).await;
+        let (n, buf) = conn.read(Vec::with_capacity(32)).await;
         assert_eq!(n.unwrap(), buf.len());
         buf
     });
@@ -77,18 +79,20 @@ fn s34_requests_resolve_under_tokio() {
 fn s34_a_request_that_cannot_start_resolves_with_its_error_and_buffer() {
     let (_peer, mine) = tcp_pair();
     let h = Handle::from(mine); // not bound
-    let (r, buf) = futures::executor::block_on(h.read_async(vec![7; 8]));
+    let (r, buf) = futures::executor::block_on(h.read(vec![7; 8]).into_future());
     assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
     assert_eq!(buf, vec![7; 8], "the buffer comes back");
-    match h.start_async(Op::Read, vec![1u8].into()) {
+    let f = h.request(Op::Read, vec![1u8].into()).into_future();
+    assert_eq!(f.id(), None, "refused at start");
+    match futures::executor::block_on(f) {
         Err(e) => assert!(matches!(e.error, Error::InvalidArgument(_)), "{e}"),
-        Ok(f) => panic!("started unbound: {f:?}"),
+        Ok(c) => panic!("started unbound: {c:?}"),
     }
     // Bound for futures only: a request with no target of its own is
     // refused at start, with its buffer, rather than completed to no one.
     let rt = Runtime::builder().min_threads(1).build().unwrap();
     rt.bind_async(&h).unwrap();
-    let e = h.read(vec![3; 4]).unwrap_err();
+    let e = h.read(vec![3; 4]).start().unwrap_err();
     assert!(e.to_string().contains("bind_async"), "{e}");
     assert_eq!(e.buffer.len(), 4);
     rt.shutdown();
@@ -103,8 +107,8 @@ fn s34_dropping_a_future_cancels_its_request_which_completes_once_with_its_buffe
     let h = Handle::from(mine);
     let (port, _rt) = util::on_own_port(&h);
 
-    let fut = h.start_async(Op::Read, Vec::<u8>::with_capacity(64).into()).unwrap();
-    let id = fut.id();
+    let fut = h.request(Op::Read, Vec::<u8>::with_capacity(64).into()).into_future();
+    let id = fut.id().expect("started");
     match port.get(Some(Duration::ZERO)) {
         Err(Error::Timeout) => {}
         other => panic!("the read completed before any data: {other:?}"),
@@ -133,9 +137,10 @@ fn s34_a_completion_before_the_first_poll_is_kept() {
     let h = Handle::from(mine);
     bound(&rt, &h);
     peer.write_all(b"early").unwrap();
-    let fut = h.start_async(Op::Read, Vec::<u8>::with_capacity(8).into()).unwrap();
+    let fut = h.request(Op::Read, Vec::<u8>::with_capacity(8).into()).into_future();
+    assert!(fut.id().is_some(), "started");
     util::wait_until("the read completes", || rt.stats().completions >= 1);
-    let done = futures::executor::block_on(fut);
+    let done = futures::executor::block_on(fut).unwrap();
     assert_eq!(done.result().unwrap(), 5);
     assert_eq!(done.into_buffer().into_vec(), b"early");
 

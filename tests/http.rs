@@ -35,7 +35,7 @@ fn serve(rt: &Runtime) -> SocketAddr {
     let rt2 = rt.clone();
     drop(rt.spawn(async move {
         loop {
-            let Ok((conn, _)) = listener.accept_async().await else { return };
+            let Ok((conn, _)) = listener.accept().await else { return };
             rt2.bind_async(&conn).unwrap();
             let stream = Stream::new(conn).unwrap();
             drop(rt2.spawn(async move {
@@ -94,9 +94,11 @@ fn a_hyper_client_on_the_crate_round_trips_with_the_server() {
     let addr = serve(&rt);
     let rt2 = rt.clone();
     let task = rt.spawn(async move {
-        let sock = Handle::tcp_socket_for(&addr).unwrap();
+        let sock = Handle::from(
+            socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None).unwrap(),
+        );
         rt2.bind_async(&sock).unwrap();
-        sock.connect_async(addr).await.unwrap();
+        sock.connect(addr).await.unwrap();
         let (mut send, conn) = hyper::client::conn::http1::Builder::new()
             .handshake::<_, Full<Bytes>>(Stream::new(sock).unwrap())
             .await

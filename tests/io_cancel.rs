@@ -8,6 +8,7 @@ use std::io::{ErrorKind, Write};
 use std::net::UdpSocket;
 use std::time::Duration;
 
+use iocompletion::WeakHandle;
 use iocompletion::{Error, Handle, IoCompletionManager, Status};
 use util::{bind, runtime, started, tcp_pair, Collector};
 
@@ -34,7 +35,7 @@ fn s24_close_with_100_reads_pending_aborts_each() {
     let h = Handle::from(server);
     let c = bind(&rt, &h);
 
-    let ids: Vec<_> = (0..100).map(|i| started(h.read(vec![i as u8; 1000 + i]))).collect();
+    let ids: Vec<_> = (0..100).map(|i| started(h.read(vec![i as u8; 1000 + i]).start())).collect();
     h.close();
     assert!(h.is_closed());
     let done = c.recv_n(100);
@@ -62,7 +63,7 @@ fn s24_closing_the_port_with_100_reads_pending_aborts_each() {
     rt.set_completion_sink(c.sink()).unwrap();
     rt.bind(Some(&port), &h).unwrap();
 
-    let ids: Vec<_> = (0..100).map(|_| started(h.read(vec![0; 512]))).collect();
+    let ids: Vec<_> = (0..100).map(|_| started(h.read(vec![0; 512]).start())).collect();
     rt.close_port(&port).unwrap();
     assert_all_aborted(c.recv_n(100), &ids, 512);
     c.expect_none(Duration::from_millis(100));
@@ -75,7 +76,7 @@ fn s24_dropping_the_last_clone_of_a_handle_aborts_its_reads() {
     let h = Handle::from(server);
     let c = bind(&rt, &h);
 
-    let ids: Vec<_> = (0..10).map(|_| started(h.read(vec![0; 64]))).collect();
+    let ids: Vec<_> = (0..10).map(|_| started(h.read(vec![0; 64]).start())).collect();
     let clone = h.clone();
     drop(h);
     assert!(!clone.is_closed(), "a clone keeps the handle open");
@@ -90,7 +91,7 @@ fn s24_runtime_shutdown_aborts_pending_reads() {
     let h = Handle::from(server);
     let c = bind(&rt, &h);
 
-    let ids: Vec<_> = (0..10).map(|_| started(h.read(vec![0; 64]))).collect();
+    let ids: Vec<_> = (0..10).map(|_| started(h.read(vec![0; 64]).start())).collect();
     rt.shutdown();
     assert_all_aborted(c.recv_n(10), &ids, 64);
 }
@@ -100,7 +101,7 @@ fn s24_close_aborts_a_pending_accept() {
     let rt = runtime();
     let l = Handle::from(util::listener());
     let c = bind(&rt, &l);
-    let ids = [started(l.accept()), started(l.accept())];
+    let ids = [started(l.accept().start()), started(l.accept().start())];
     l.close();
     let done = c.recv_n(2);
     for d in &done {
@@ -123,7 +124,7 @@ fn s24_close_aborts_a_write_blocked_on_a_full_socket() {
     // Far more than loopback socket buffers hold: whatever the timing, the
     // later writes are still pending when the handle closes.
     const WRITES: usize = 64;
-    let ids: Vec<_> = (0..WRITES).map(|_| started(h.write(vec![1; 1 << 20]))).collect();
+    let ids: Vec<_> = (0..WRITES).map(|_| started(h.write(vec![1; 1 << 20]).start())).collect();
     h.close();
     // Each write completes once: whole if it finished before the close,
     // else aborted; a blocked write may have sent part of its buffer and
@@ -164,7 +165,7 @@ fn assert_cut_off_write_reports_what_was_sent(cut: impl FnOnce(&Handle, iocomple
     let (mut peer, h) = util::stalled_pair();
     let c = bind(&rt, &h);
     let data = util::pattern(util::BIG_WRITE, 24);
-    let id = started(h.write(data.clone()));
+    let id = started(h.write(data.clone()).start());
     let first = util::first_byte(&mut peer);
     cut(&h, id);
     let d = c.recv_for("the cut-off write");
@@ -206,7 +207,7 @@ fn s8_a_write_failing_after_it_sent_part_reports_the_bytes_sent() {
     let (mut peer, h) = util::stalled_pair();
     let c = bind(&rt, &h);
     let data = util::pattern(util::BIG_WRITE, 25);
-    let id = started(h.write(data.clone()));
+    let id = started(h.write(data.clone()).start());
     let first = util::first_byte(&mut peer);
     // What the socket took so far still goes to the peer, then its end.
     h.with_fd(|fd| socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Write)).unwrap().unwrap();
@@ -234,7 +235,7 @@ fn s8_a_write_reset_by_its_peer_reports_the_bytes_sent() {
     let (mut peer, h) = util::stalled_pair();
     let c = bind(&rt, &h);
     let data = util::pattern(util::BIG_WRITE, 26);
-    let id = started(h.write(data.clone()));
+    let id = started(h.write(data.clone()).start());
     let mut got = vec![0u8; READ];
     peer.read_exact(&mut got).expect("the write sends its start");
     assert!(got[..] == data[..READ], "the peer received the start of the buffer");
@@ -259,9 +260,9 @@ fn s25_cancel_aborts_one_request_and_leaves_the_others_pending() {
     let h = Handle::from(server);
     let c = bind(&rt, &h);
 
-    let a = started(h.read(vec![0; 4]));
-    let b = started(h.read(vec![0; 4]));
-    let d = started(h.read(vec![0; 4]));
+    let a = started(h.read(vec![0; 4]).start());
+    let b = started(h.read(vec![0; 4]).start());
+    let d = started(h.read(vec![0; 4]).start());
     h.cancel(b).unwrap();
     let done = c.recv();
     assert_eq!(done.id(), b);
@@ -284,14 +285,14 @@ fn s25_cancel_all_returns_the_count_and_aborts_each() {
     let h = Handle::from(server);
     let c = bind(&rt, &h);
 
-    let ids: Vec<_> = (0..25).map(|_| started(h.read(vec![0; 8]))).collect();
+    let ids: Vec<_> = (0..25).map(|_| started(h.read(vec![0; 8]).start())).collect();
     assert_eq!(h.cancel_all().unwrap(), 25);
     assert_all_aborted(c.recv_n(25), &ids, 8);
     assert_eq!(h.cancel_all().unwrap(), 0, "nothing left to cancel");
 
     // The handle is still usable.
     assert!(!h.is_closed());
-    started(h.read(vec![0; 8]));
+    started(h.read(vec![0; 8]).start());
     assert_eq!(h.cancel_all().unwrap(), 1);
     assert!(c.recv().status.is_aborted());
 }
@@ -303,7 +304,7 @@ fn s25_cancel_of_a_completed_request_is_not_found() {
     let h = Handle::from(server);
     let c = bind(&rt, &h);
 
-    let id = started(h.read(vec![0; 8]));
+    let id = started(h.read(vec![0; 8]).start());
     client.write_all(b"x").unwrap();
     assert_eq!(c.recv().ok(), 1);
     let e = h.cancel(id).unwrap_err();
@@ -320,7 +321,7 @@ fn s25_cancel_of_a_request_of_another_handle_is_not_found() {
     let c1 = bind(&rt, &h1);
     let _c2 = bind(&rt, &h2);
 
-    let id = started(h1.read(vec![0; 8]));
+    let id = started(h1.read(vec![0; 8]).start());
     assert_not_found(&h2.cancel(id).unwrap_err());
     // It is still pending on its own handle.
     h1.cancel(id).unwrap();
@@ -360,7 +361,7 @@ fn s25_cancel_racing_a_completion_yields_exactly_one_completion() {
     let mut written = Vec::new();
     let mut read = Vec::new();
     for i in 0..ROUNDS {
-        let id = started(h.read(vec![0; 1]));
+        let id = started(h.read(vec![0; 1]).start());
         let byte = i as u8;
         let found = if i % 3 == 0 {
             // Cancel first: the read loses, and its byte is left for the next.
@@ -386,7 +387,7 @@ fn s25_cancel_racing_a_completion_yields_exactly_one_completion() {
         if d.status.is_aborted() {
             // The byte is still in the socket: take it, so that the next
             // round starts with nothing to read.
-            started(h.read(vec![0; 1]));
+            started(h.read(vec![0; 1]).start());
             let d = c.recv();
             assert_eq!(d.ok(), 1);
             read.extend(d.data());
@@ -421,7 +422,7 @@ fn s25_cancel_aborts_a_pending_recv_from() {
     let rt = runtime();
     let u = Handle::from(UdpSocket::bind("127.0.0.1:0").unwrap());
     let c = bind(&rt, &u);
-    let id = started(u.recv_from(vec![0; 1500]));
+    let id = started(u.recv_from(vec![0; 1500]).start());
     u.cancel(id).unwrap();
     let d = c.recv();
     assert!(d.status.is_aborted());
@@ -438,10 +439,10 @@ fn s24_requests_after_close_fail_at_start_and_post_nothing() {
     h.close();
     h.close(); // twice is harmless
 
-    let e = h.read(vec![9; 32]).unwrap_err();
+    let e = h.read(vec![9; 32]).start().unwrap_err();
     assert!(matches!(e.error, Error::InvalidArgument(_)), "{e:?}");
-    assert_eq!(e.buffer.into_vec(), vec![9; 32]);
-    let e = h.write(vec![9; 32]).unwrap_err();
+    assert_eq!(e.buffer, vec![9; 32]);
+    let e = h.write(vec![9; 32]).start().unwrap_err();
     assert_eq!(e.buffer.len(), 32);
     assert_eq!(h.cancel_all().unwrap(), 0);
     c.expect_none(Duration::from_millis(100));
@@ -457,14 +458,14 @@ fn s24_requests_on_a_handle_whose_port_was_closed_fail_at_start() {
     let h = Handle::from(server);
     rt.bind(Some(&port), &h).unwrap();
     let file = util::TempFile::with_contents("port-closed", b"data");
-    let f = Handle::try_from(std::fs::File::open(file.path()).unwrap()).unwrap();
+    let f = util::file_handle(std::fs::File::open(file.path()).unwrap());
     rt.bind(Some(&port), &f).unwrap();
 
     rt.close_port(&port).unwrap();
-    let e = h.read(vec![1; 16]).unwrap_err();
+    let e = h.read(vec![1; 16]).start().unwrap_err();
     assert!(matches!(e.error, Error::InvalidArgument(_)), "{e:?}");
     assert_eq!(e.buffer.len(), 16);
-    let e = f.read_at(0, vec![1; 16]).unwrap_err();
+    let e = f.read(vec![1; 16]).at(0).start().unwrap_err();
     assert!(matches!(e.error, Error::InvalidArgument(_)), "{e:?}");
     assert_eq!(e.buffer.len(), 16);
     c.expect_none(Duration::from_millis(100));
@@ -486,20 +487,20 @@ fn s24_a_callback_holding_a_weak_handle_lets_the_handle_close() {
     for _ in 0..100 {
         let (client, server) = tcp_pair();
         let h = Handle::from(server);
-        let weak = h.downgrade();
+        let weak = WeakHandle::from(&h);
         let tx = Mutex::new(tx.clone());
         rt.bind_io_completion_callback(
             &h,
             Arc::new(move |status: Status, _: usize, req: iocompletion::Request| {
                 // What a real callback would do next: start another read,
                 // which fails once the handle is gone or closed.
-                let again = weak.upgrade().map(|h| h.read(vec![0; 8]).is_ok());
+                let again = weak.upgrade().map(|h| h.read(vec![0; 8]).start().is_ok());
                 tx.lock().unwrap().send((req.id(), status, again)).unwrap();
             }),
             0,
         )
         .unwrap();
-        ids.push(started(h.read(vec![0; 8])));
+        ids.push(started(h.read(vec![0; 8]).start()));
         client.set_read_timeout(Some(util::DEADLINE)).unwrap();
         peers.push(client);
         drop(h);

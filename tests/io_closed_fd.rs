@@ -36,7 +36,7 @@ fn s21_binding_a_closed_raw_fd_is_an_error() {
     // fails, so the number is not closed a second time: by then it may
     // belong to someone else (and std aborts on closing a closed OwnedFd).
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let h = ManuallyDrop::new(Handle::from_fd(fd));
+    let h = ManuallyDrop::new(Handle::from(fd));
     assert_eq!(h.kind(), iocompletion::HandleKind::Stream, "no metadata: treated as a stream");
 
     let e = rt.bind(None, &h).expect_err("binding a closed fd must fail");
@@ -45,10 +45,10 @@ fn s21_binding_a_closed_raw_fd_is_an_error() {
         Error::InvalidArgument(_) => {}
         other => panic!("expected Io(EBADF) or InvalidArgument, got {other:?}"),
     }
-    assert!(!h.is_bound());
+    assert!(h.port().is_none());
 
     // Requests on it fail at start and hand the buffer back.
-    let se = h.read(vec![1; 8]).unwrap_err();
+    let se = h.read(vec![1; 8]).start().unwrap_err();
     assert_eq!(se.buffer.len(), 8);
     drop(file);
 }

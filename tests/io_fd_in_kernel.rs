@@ -31,7 +31,7 @@ fn s24_a_request_in_the_kernel_keeps_its_descriptor_until_it_completes() {
     rt.post_callback(0, move |_, _, _| {
         let Some(y) = scene.lock().unwrap().take() else { return };
         let fd = y.as_raw_fd();
-        let started = y.read(Vec::with_capacity(16)).is_ok();
+        let started = y.read(Vec::with_capacity(16)).start().is_ok();
         y.close();
         // SAFETY: F_GETFD on a number only asks whether it is open.
         let open = unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1;

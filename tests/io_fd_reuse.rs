@@ -14,6 +14,7 @@ use std::os::fd::AsRawFd;
 use std::sync::mpsc;
 use std::sync::Mutex;
 
+use iocompletion::Vectored;
 use iocompletion::{Handle, Runtime};
 use util::{bind, listener, tcp_pair, DEADLINE};
 
@@ -41,8 +42,8 @@ fn s24_a_closed_handles_write_never_reaches_the_connection_that_reuses_its_numbe
     rt.post_callback(0, move |_, _, _| {
         let Some((x, y, l, parts)) = scene.lock().unwrap().take() else { return };
         let y_fd = y.as_raw_fd();
-        let x_started = x.write_vectored(parts).is_ok();
-        let y_started = y.write(b"for Y only".to_vec()).is_ok();
+        let x_started = x.write(Vectored(parts)).start().is_ok();
+        let y_started = y.write(b"for Y only".to_vec()).start().is_ok();
         y.close();
         let z = l.accept().map(|(s, _)| s);
         let _ = tx.lock().unwrap().send((x_started, y_started, y_fd, z));

@@ -5,7 +5,7 @@ mod util;
 
 use std::sync::Arc;
 
-use iocompletion::{Handle, HandleKind, IoCompletionManager, Runtime};
+use iocompletion::{HandleKind, IoCompletionManager, Runtime};
 use util::collector;
 
 fn unique(name: &str) -> String {
@@ -22,14 +22,14 @@ fn s27_a_named_pipe_carries_reads_and_writes_both_ways() {
     let (sink, rx) = collector();
     rt.set_completion_sink(sink).unwrap();
     let name = unique("both-ways");
-    let server = Handle::named_pipe_server(&name, true).unwrap();
-    let client = Handle::named_pipe_client(&name).unwrap();
+    let server = iocompletion::windows::named_pipe_server(&name, true).unwrap();
+    let client = iocompletion::windows::named_pipe_client(&name).unwrap();
     assert_eq!(server.kind(), HandleKind::LocalStream);
     rt.bind(None, &server).unwrap();
     rt.bind(None, &client).unwrap();
 
-    server.read(vec![0; 16]).unwrap();
-    client.write(b"over the pipe".to_vec()).unwrap();
+    server.read(vec![0; 16]).start().unwrap();
+    client.write(b"over the pipe".to_vec()).start().unwrap();
     let mut got = Vec::new();
     for _ in 0..2 {
         let d = rx.recv_for("pipe read or write");
@@ -40,8 +40,8 @@ fn s27_a_named_pipe_carries_reads_and_writes_both_ways() {
     }
     assert_eq!(got, b"over the pipe");
 
-    client.read(vec![0; 4]).unwrap();
-    server.write(b"back".to_vec()).unwrap();
+    client.read(vec![0; 4]).start().unwrap();
+    server.write(b"back".to_vec()).start().unwrap();
     let mut back = Vec::new();
     for _ in 0..2 {
         let d = rx.recv_for("reply");
@@ -59,11 +59,11 @@ fn s24_closing_a_named_pipe_aborts_its_pending_reads() {
     let (sink, rx) = collector();
     rt.set_completion_sink(sink).unwrap();
     let name = unique("abort");
-    let server2 = Handle::named_pipe_server(&name, true).unwrap();
-    let client2 = Handle::named_pipe_client(&name).unwrap();
+    let server2 = iocompletion::windows::named_pipe_server(&name, true).unwrap();
+    let client2 = iocompletion::windows::named_pipe_client(&name).unwrap();
     rt.bind(None, &server2).unwrap();
     for _ in 0..3 {
-        server2.read(vec![7; 8]).unwrap();
+        server2.read(vec![7; 8]).start().unwrap();
     }
     server2.close();
     for _ in 0..3 {
@@ -79,7 +79,7 @@ fn s21_a_second_bind_of_a_pipe_is_invalid() {
     let rt = runtime();
     rt.set_completion_sink(Arc::new(|_, _, _| {})).unwrap();
     let name = unique("rebind");
-    let server = Handle::named_pipe_server(&name, true).unwrap();
+    let server = iocompletion::windows::named_pipe_server(&name, true).unwrap();
     rt.bind(None, &server).unwrap();
     assert!(matches!(rt.bind(None, &server), Err(iocompletion::Error::InvalidArgument(_))));
 }
@@ -94,15 +94,15 @@ fn s27_a_named_pipe_server_accepts_its_clients_one_after_the_other() {
     use util::{next_packet, on_own_port};
 
     let name = unique("accept");
-    let server = Handle::named_pipe_server(&name, true).unwrap();
+    let server = iocompletion::windows::named_pipe_server(&name, true).unwrap();
     let (port, _rt) = on_own_port(&server);
     for round in 0..2u8 {
-        let accept = server.accept().unwrap();
+        let accept = server.accept().start().unwrap();
         match port.get(Some(Duration::ZERO)) {
             Err(iocompletion::Error::Timeout) => {}
             other => panic!("round {round}: the accept completed with no client: {other:?}"),
         }
-        let client = Handle::named_pipe_client(&name).unwrap();
+        let client = iocompletion::windows::named_pipe_client(&name).unwrap();
         let p = next_packet(&port);
         assert!(p.status.is_success(), "round {round}: {:?}", p.status);
         let mut req = p.request.expect("the accept");
@@ -114,15 +114,15 @@ fn s27_a_named_pipe_server_accepts_its_clients_one_after_the_other() {
         let (sink, rx) = collector();
         rt.set_completion_sink(sink).unwrap();
         rt.bind(None, &client).unwrap();
-        client.write(vec![round; 3]).unwrap();
+        client.write(vec![round; 3]).start().unwrap();
         assert!(rx.recv_for("the client's write").status.is_success());
-        server.read(Vec::with_capacity(8)).unwrap();
+        server.read(Vec::with_capacity(8)).start().unwrap();
         let p = next_packet(&port);
         assert_eq!(p.request.unwrap().into_buffer().into_vec(), vec![round; 3]);
 
         drop(client);
         rt.shutdown();
-        server.disconnect_named_pipe().unwrap();
+        iocompletion::windows::disconnect_named_pipe(&server).unwrap();
     }
 }
 
@@ -133,19 +133,19 @@ fn s27_a_pipe_client_waits_for_a_busy_instance() {
     use util::{next_packet, on_own_port};
 
     let name = unique("busy");
-    let server = Handle::named_pipe_server(&name, true).unwrap();
+    let server = iocompletion::windows::named_pipe_server(&name, true).unwrap();
     let (port, _rt) = on_own_port(&server);
-    server.accept().unwrap();
-    let first = Handle::named_pipe_client(&name).unwrap();
+    server.accept().start().unwrap();
+    let first = iocompletion::windows::named_pipe_client(&name).unwrap();
     assert!(next_packet(&port).status.is_success());
 
     // The only instance is taken: a second client waits in another thread
     // until the instance is free again.
     let n = name.clone();
-    let second = std::thread::spawn(move || Handle::named_pipe_client(&n));
+    let second = std::thread::spawn(move || iocompletion::windows::named_pipe_client(&n));
     drop(first);
-    server.disconnect_named_pipe().unwrap();
-    server.accept().unwrap();
+    iocompletion::windows::disconnect_named_pipe(&server).unwrap();
+    server.accept().start().unwrap();
     let second = second.join().unwrap().expect("the second client connects once the instance is free");
     assert!(next_packet(&port).status.is_success());
     drop(second);
@@ -180,9 +180,9 @@ fn s27_a_named_pipe_server_grants_nothing_to_everyone_or_anonymous() {
     let anonymous = well_known(WinAnonymousSid);
 
     let name = unique("dacl");
-    let server = Handle::named_pipe_server(&name, true).unwrap();
+    let server = iocompletion::windows::named_pipe_server(&name, true).unwrap();
     // The restrictive descriptor does not keep the process's own client out.
-    let _client = Handle::named_pipe_client(&name).unwrap();
+    let _client = iocompletion::windows::named_pipe_client(&name).unwrap();
     let allowed: Vec<(bool, bool)> = server
         .with_handle(|h| {
             let mut dacl: *mut ACL = std::ptr::null_mut();

@@ -45,7 +45,7 @@ fn s14_a_blocking_callback_strands_no_io() {
         let h2 = h.clone();
         rt.post_callback(0, move |_, _, _| {
             let r = h2.read(vec![0; 16]);
-            let _ = started_tx.lock().unwrap().send(r.is_ok());
+            let _ = started_tx.lock().unwrap().send(r.start().is_ok());
             // Blocks until another thread ran the read's completion.
             let seen = seen_rx.lock().unwrap().recv_timeout(DEADLINE);
             let _ = result_tx.lock().unwrap().send(seen);
@@ -116,7 +116,7 @@ fn s8_posts_do_not_starve_io() {
             link(rt.clone(), posts.clone(), stop.clone(), since);
         }
         util::wait_until("the chains run", || posts.load(Ordering::SeqCst) > 1_000);
-        started(h.read(vec![0; 16]));
+        started(h.read(vec![0; 16]).start());
         // The data arrives during the write: the posts run between its
         // arrival and the read's completion are at most `at - before` and
         // at least `at - after`. The chains run on while this thread is
@@ -167,7 +167,7 @@ fn s17_shutdown_never_waits_for_the_keep_alive() {
         // One read goes to the OS, the next two wait behind it: the close
         // cancels the first and queues the aborts of the others.
         for _ in 0..3 {
-            started(h.read(vec![0; 16]));
+            started(h.read(vec![0; 16]).start());
         }
         for _ in 0..4 {
             rt.post_callback(0, |_, _, _| {}).unwrap();

@@ -7,6 +7,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use iocompletion::Vectored;
 use iocompletion::{Error, Handle, Op};
 use util::{bind, pattern, runtime, started, tcp_pair};
 
@@ -17,7 +18,7 @@ fn s27_tcp_read_completes_with_the_bytes_the_peer_wrote() {
     let h = Handle::from(server);
     let c = bind(&rt, &h);
 
-    let id = started(h.read(vec![0; 64]));
+    let id = started(h.read(vec![0; 64]).start());
     client.write_all(b"hello, completion").unwrap();
 
     let done = c.recv();
@@ -36,7 +37,7 @@ fn s32_a_read_sets_the_length_to_the_bytes_read_and_keeps_the_allocation() {
     let h = Handle::from(server);
     let c = bind(&rt, &h);
 
-    started(h.read(vec![0xAA; 100]));
+    started(h.read(vec![0xAA; 100]).start());
     client.write_all(b"abc").unwrap();
     let done = c.recv();
     assert_eq!(done.ok(), 3);
@@ -55,14 +56,14 @@ fn s32_a_read_into_an_empty_vector_with_capacity_reads_data() {
     let c = bind(&rt, &h);
 
     let data = pattern(4096, 9);
-    started(h.read(Vec::with_capacity(4096)));
+    started(h.read(Vec::with_capacity(4096)).start());
     client.write_all(&data).unwrap();
     let mut got = Vec::new();
     let done = c.recv();
     assert!(done.ok() > 0, "data, not the end of the stream");
     got.extend_from_slice(&done.request.into_buffer().into_vec());
     while got.len() < data.len() {
-        started(h.read(Vec::with_capacity(4096)));
+        started(h.read(Vec::with_capacity(4096)).start());
         let done = c.recv();
         assert!(done.ok() > 0);
         got.extend_from_slice(&done.request.into_buffer().into_vec());
@@ -85,7 +86,7 @@ fn s27_tcp_write_sends_the_whole_buffer() {
         client.read_exact(&mut got).unwrap();
         got
     });
-    started(h.write(data.clone()));
+    started(h.write(data.clone()).start());
     let done = c.recv();
     assert_eq!(done.ok(), data.len());
     assert_eq!(done.request.into_buffer().into_vec(), data, "the written buffer comes back");
@@ -103,7 +104,7 @@ fn s27_tcp_read_vectored_fills_the_parts_in_order() {
     let h = Handle::from(server);
     let c = bind(&rt, &h);
 
-    started(h.read_vectored(vec![vec![0; 3], vec![0; 4], vec![0; 8]]));
+    started(h.read(Vectored(vec![vec![0; 3], vec![0; 4], vec![0; 8]])).start());
     let done = c.recv();
     let n = done.ok();
     let bytes = &b"0123456789"[..n];
@@ -141,7 +142,7 @@ fn s27_tcp_write_vectored_sends_the_parts_in_order() {
         client.read_exact(&mut got).unwrap();
         got
     });
-    started(h.write_vectored(parts));
+    started(h.write(Vectored(parts)).start());
     let done = c.recv();
     assert_eq!(done.ok(), n);
     assert!(reader.join().unwrap() == expect);
@@ -154,7 +155,7 @@ fn s27_reads_queued_on_one_socket_take_the_stream_in_start_order() {
     let h = Handle::from(server);
     let c = bind(&rt, &h);
 
-    let ids: Vec<_> = (0..10).map(|_| started(h.read(vec![0; 4]))).collect();
+    let ids: Vec<_> = (0..10).map(|_| started(h.read(vec![0; 4]).start())).collect();
     let data = pattern(40, 9);
     client.write_all(&data).unwrap();
 
@@ -179,7 +180,7 @@ fn s27_tcp_accept_hands_back_the_connection_and_its_peer() {
     let lh = Handle::from(l);
     let c = bind(&rt, &lh);
 
-    let id = started(lh.accept());
+    let id = started(lh.accept().start());
     let mut client = TcpStream::connect(addr).unwrap();
     let mut done = c.recv();
     assert_eq!(done.id(), id);
@@ -187,12 +188,15 @@ fn s27_tcp_accept_hands_back_the_connection_and_its_peer() {
     done.ok();
     assert_eq!(done.request.addr(), Some(client.local_addr().unwrap()), "accept gives the peer's address");
     let conn = done.request.take_accepted().expect("accept hands back the connection");
-    assert!(!conn.is_bound(), "an accepted connection starts unbound");
-    assert_eq!(conn.peer_addr().unwrap(), client.local_addr().unwrap());
+    assert!(conn.port().is_none(), "an accepted connection starts unbound");
+    assert_eq!(
+        conn.with_socket(|s| s.peer_addr()).unwrap().as_socket().unwrap(),
+        client.local_addr().unwrap()
+    );
 
     // The accepted connection works like any other.
     let cc = bind(&rt, &conn);
-    started(conn.write(b"welcome".to_vec()));
+    started(conn.write(b"welcome".to_vec()).start());
     assert_eq!(cc.recv().ok(), 7);
     let mut got = [0; 7];
     client.read_exact(&mut got).unwrap();
@@ -204,18 +208,20 @@ fn s27_tcp_connect_reaches_a_listener() {
     let rt = runtime();
     let l = util::listener();
     let addr = l.local_addr().unwrap();
-    let h = Handle::tcp_socket_for(&addr).unwrap();
+    let h = Handle::from(
+        socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None).unwrap(),
+    );
     let c = bind(&rt, &h);
 
-    let id = started(h.connect(addr));
+    let id = started(h.connect(addr).start());
     let (mut peer, _) = l.accept().unwrap();
     let done = c.recv();
     assert_eq!(done.id(), id);
     assert!(matches!(done.request.op(), Op::Connect(a) if a == addr));
     done.ok();
-    assert_eq!(h.peer_addr().unwrap(), addr);
+    assert_eq!(h.with_socket(|s| s.peer_addr()).unwrap().as_socket().unwrap(), addr);
 
-    started(h.write(b"after connect".to_vec()));
+    started(h.write(b"after connect".to_vec()).start());
     c.recv().ok();
     let mut got = [0; 13];
     peer.read_exact(&mut got).unwrap();
@@ -231,10 +237,12 @@ fn s27_tcp_connect_reaches_a_listener() {
 fn s23_connect_to_a_port_nobody_listens_on_is_refused_exactly_once() {
     let rt = runtime();
     let addr = util::unused_addr();
-    let h = Handle::tcp_socket_for(&addr).unwrap();
+    let h = Handle::from(
+        socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None).unwrap(),
+    );
     let c = bind(&rt, &h);
 
-    let err = match h.connect(addr) {
+    let err = match h.connect(addr).start() {
         Ok(id) => {
             let done = c.recv();
             assert_eq!(done.id(), id);
@@ -260,13 +268,13 @@ fn s27_peer_close_completes_a_pending_read_with_zero_bytes() {
     let h = Handle::from(server);
     let c = bind(&rt, &h);
 
-    started(h.read(vec![0; 64]));
+    started(h.read(vec![0; 64]).start());
     drop(client);
     let done = c.recv();
     assert_eq!(done.ok(), 0, "end of stream is a successful 0-byte read");
 
     // And a read started after the end is the same.
-    started(h.read(vec![0; 64]));
+    started(h.read(vec![0; 64]).start());
     assert_eq!(c.recv().ok(), 0);
 }
 
@@ -277,7 +285,7 @@ fn s27_peer_reset_fails_a_pending_read() {
     let h = Handle::from(server);
     let c = bind(&rt, &h);
 
-    started(h.read(vec![0; 64]));
+    started(h.read(vec![0; 64]).start());
     // Linger 0: closing sends a reset instead of a FIN.
     socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO)).unwrap();
     drop(client);
@@ -305,7 +313,7 @@ fn s23_write_to_a_reset_peer_fails_exactly_once() {
     // until a write fails. Each write fails at once or completes once.
     let mut failed = false;
     for _ in 0..100 {
-        match h.write(vec![7; 1024]) {
+        match h.write(vec![7; 1024]).start() {
             Ok(id) => {
                 let done = c.recv();
                 assert_eq!(done.id(), id);
@@ -334,7 +342,7 @@ fn s26_zero_length_write_completes_with_zero_bytes() {
     let h = Handle::from(server);
     let c = bind(&rt, &h);
 
-    started(h.write(Vec::new()));
+    started(h.write(Vec::new()).start());
     let done = c.recv();
     assert_eq!(done.ok(), 0);
     assert!(done.request.into_buffer().is_empty());
@@ -349,10 +357,10 @@ fn s26_zero_length_read_with_data_waiting_completes_with_zero_bytes() {
     let h = Handle::from(server);
     let c = bind(&rt, &h);
 
-    started(h.read(Vec::new()));
+    started(h.read(Vec::new()).start());
     assert_eq!(c.recv().ok(), 0);
     // The zero-length read consumed nothing.
-    started(h.read(vec![0; 32]));
+    started(h.read(vec![0; 32]).start());
     assert_eq!(c.recv().data(), b"still here");
 }
 
@@ -365,17 +373,31 @@ fn s23_requests_that_do_not_suit_a_tcp_stream_fail_at_start() {
 
     // (what, the start, the buffer length it must hand back)
     for (what, r, len) in [
-        ("read_at", h.read_at(0, vec![1; 8]), 8),
-        ("write_at", h.write_at(0, vec![2; 8]), 8),
-        ("accept", h.accept(), 0),
-        ("recv_from", h.recv_from(vec![3; 8]), 8),
-        ("send_to", h.send_to(vec![4; 8], "127.0.0.1:9".parse().unwrap()), 8),
-        ("read without a buffer", h.start(Op::Read, iocompletion::Buffer::None), 0),
-        ("user post", h.start(Op::Post, iocompletion::Buffer::None), 0),
+        ("read_at", h.read(vec![1; 8]).at(0).start().map_err(|e| e.map_buffer(|b| b.len())), 8),
+        ("write_at", h.write(vec![2; 8]).at(0).start().map_err(|e| e.map_buffer(|b| b.len())), 8),
+        ("accept", h.accept().start().map_err(|e| e.map_buffer(|()| 0)), 0),
+        ("recv_from", h.recv_from(vec![3; 8]).start().map_err(|e| e.map_buffer(|b| b.len())), 8),
+        (
+            "send_to",
+            h.send_to(vec![4; 8], "127.0.0.1:9".parse().unwrap())
+                .start()
+                .map_err(|e| e.map_buffer(|b| b.len())),
+            8,
+        ),
+        (
+            "read without a buffer",
+            h.request(Op::Read, iocompletion::Buffer::None).start().map_err(|e| e.map_buffer(|b| b.len())),
+            0,
+        ),
+        (
+            "user post",
+            h.request(Op::Post, iocompletion::Buffer::None).start().map_err(|e| e.map_buffer(|b| b.len())),
+            0,
+        ),
     ] {
         let e = r.expect_err(what);
         assert!(matches!(e.error, Error::InvalidArgument(_)), "{what}: {e:?}");
-        assert_eq!(e.buffer.len(), len, "{what} hands its buffer back");
+        assert_eq!(e.buffer, len, "{what} hands its buffer back");
     }
     c.expect_none(Duration::from_millis(100));
 }
@@ -384,9 +406,9 @@ fn s23_requests_that_do_not_suit_a_tcp_stream_fail_at_start() {
 fn s23_request_on_an_unbound_handle_fails_at_start_and_returns_the_buffer() {
     let (_client, server) = tcp_pair();
     let h = Handle::from(server);
-    let e = h.read(vec![5; 16]).unwrap_err();
+    let e = h.read(vec![5; 16]).start().unwrap_err();
     assert!(matches!(e.error, Error::InvalidArgument(_)), "{e:?}");
-    assert_eq!(e.buffer.into_vec(), vec![5; 16]);
+    assert_eq!(e.buffer, vec![5; 16]);
 }
 
 /// Echo on the runtime itself: each server completion starts the
@@ -435,12 +457,12 @@ mod echo {
                 let conn = req.take_accepted().expect("an accept hands back its connection");
                 serve(&rt2, conn, next.fetch_add(1, Ordering::Relaxed), table.clone(), closed2.clone());
                 if let Some(l) = slot2.upgrade().and_then(|s| s.lock().unwrap().clone()) {
-                    let _ = l.accept();
+                    let _ = l.accept().start();
                 }
             };
             rt.bind_io_completion_callback(&listener, Arc::new(on_accept), 0).unwrap();
             for _ in 0..accepts {
-                started(listener.accept());
+                started(listener.accept().start());
             }
             Server { addr, listener: slot, conns, closed }
         }
@@ -480,14 +502,14 @@ mod echo {
                     return;
                 }
             };
-            if next.is_err() {
+            if next.start().is_err() {
                 t.lock().unwrap().remove(&key);
                 conn.close();
                 closed.fetch_add(1, Ordering::Relaxed);
             }
         };
         rt.bind_io_completion_callback(&conn, Arc::new(on_complete), 0).unwrap();
-        started(conn.read(vec![0; BUF]));
+        started(conn.read(vec![0; BUF]).start());
     }
 
     /// Client state for one connection.
@@ -527,9 +549,12 @@ fn s27_echo_1000_connections_64k_each_every_byte_checked() {
     let (tx, rx) = mpsc::channel();
     let mut clients: Vec<echo::Client> = (0..CONNS)
         .map(|i| {
-            let handle = Handle::tcp_socket_for(&server.addr).unwrap();
+            let handle = Handle::from(
+                socket2::Socket::new(socket2::Domain::for_address(server.addr), socket2::Type::STREAM, None)
+                    .unwrap(),
+            );
             rt.bind_io_completion_callback(&handle, echo::tagged(&tx, i), 0).unwrap();
-            started(handle.connect(server.addr));
+            started(handle.connect(server.addr).start());
             echo::Client { handle, sent: pattern(SIZE, i as u64), received: 0, write_done: false }
         })
         .collect();
@@ -543,8 +568,8 @@ fn s27_echo_1000_connections_64k_each_every_byte_checked() {
         assert!(done.status.is_success(), "connection {i}: {done:?}");
         match done.request.op() {
             Op::Connect(_) => {
-                started(cl.handle.write(cl.sent.clone()));
-                started(cl.handle.read(vec![0; 16 * 1024]));
+                started(cl.handle.write(cl.sent.clone()).start());
+                started(cl.handle.read(vec![0; 16 * 1024]).start());
             }
             Op::Write => {
                 assert_eq!(done.bytes, SIZE);
@@ -561,7 +586,7 @@ fn s27_echo_1000_connections_64k_each_every_byte_checked() {
                 }
                 cl.received += n;
                 if cl.received < SIZE {
-                    started(cl.handle.read(vec![0; 16 * 1024]));
+                    started(cl.handle.read(vec![0; 16 * 1024]).start());
                 }
             }
             op => panic!("unexpected {op:?}"),
@@ -614,7 +639,7 @@ fn s27_concurrent_writes_on_one_socket_do_not_interleave() {
             let (h, all_done) = (&h, &all_done);
             s.spawn(move || {
                 for n in 0..PER_THREAD {
-                    started(h.write(vec![((t * PER_THREAD + n) % 251) as u8; RECORD]));
+                    started(h.write(vec![((t * PER_THREAD + n) % 251) as u8; RECORD]).start());
                 }
                 all_done.wait();
             });
@@ -655,9 +680,9 @@ fn s24_requests_of_threads_that_exited_complete_once() {
         for t in 0..THREADS {
             let (h, lh) = (&h, &lh);
             s.spawn(move || {
-                started(h.write(vec![t as u8; RECORD]));
-                started(h.read(vec![0; 16]));
-                started(lh.accept());
+                started(h.write(vec![t as u8; RECORD]).start());
+                started(h.read(vec![0; 16]).start());
+                started(lh.accept().start());
             });
         }
     });
@@ -720,7 +745,7 @@ fn s24_last_handle_dropped_in_its_own_callback() {
         0,
     )
     .unwrap();
-    started(h.read(vec![0; 8]));
+    started(h.read(vec![0; 8]).start());
     drop(h);
     drop(rt);
     drop(slot);
@@ -738,9 +763,9 @@ fn s27_half_close_reads_zero_bytes_and_the_other_way_still_works() {
     let c = bind(&rt, &h);
 
     client.shutdown(std::net::Shutdown::Write).unwrap();
-    started(h.read(vec![0; 16]));
+    started(h.read(vec![0; 16]).start());
     assert_eq!(c.recv().ok(), 0, "the peer's half close is the end of its stream");
-    started(h.write(b"still open".to_vec()));
+    started(h.write(b"still open".to_vec()).start());
     assert_eq!(c.recv().ok(), 10);
     let mut got = [0; 10];
     client.read_exact(&mut got).unwrap();
@@ -753,9 +778,11 @@ fn s27_half_close_reads_zero_bytes_and_the_other_way_still_works() {
 fn s23_read_on_a_socket_that_never_connected_fails_exactly_once() {
     let rt = runtime();
     let addr = util::unused_addr();
-    let h = Handle::tcp_socket_for(&addr).unwrap();
+    let h = Handle::from(
+        socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None).unwrap(),
+    );
     let c = bind(&rt, &h);
-    match h.read(vec![0; 8]) {
+    match h.read(vec![0; 8]).start() {
         Ok(id) => {
             let d = c.recv();
             assert_eq!(d.id(), id);
@@ -785,7 +812,7 @@ fn s23_skip_completion_port_on_success_is_chosen_before_binding() {
     assert_eq!(h.skip_completion_port_on_success().unwrap(), cfg!(windows));
     let c = bind(&rt, &h);
     assert!(matches!(h.skip_completion_port_on_success(), Err(Error::InvalidArgument(_))));
-    let id = started(h.read(Vec::with_capacity(16)));
+    let id = started(h.read(Vec::with_capacity(16)).start());
     let d = c.recv();
     assert_eq!(d.id(), id);
     assert_eq!(d.data(), b"waiting");

@@ -9,6 +9,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::Duration;
 
+use iocompletion::Vectored;
 use iocompletion::{Handle, HandleKind, Op};
 use util::{bind, pattern, runtime, started};
 
@@ -29,7 +30,7 @@ fn s27_unix_stream_read_and_write() {
     assert_eq!(h.kind(), HandleKind::LocalStream);
     let c = bind(&rt, &h);
 
-    started(h.read(vec![0; 64]));
+    started(h.read(vec![0; 64]).start());
     peer.write_all(b"over a unix socket").unwrap();
     assert_eq!(c.recv().data(), b"over a unix socket");
 
@@ -40,7 +41,7 @@ fn s27_unix_stream_read_and_write() {
         peer.read_exact(&mut got).unwrap();
         got == expect
     });
-    started(h.write(data));
+    started(h.write(data).start());
     assert_eq!(c.recv().ok(), 1 << 20);
     assert!(reader.join().unwrap(), "the peer read other bytes than were written");
 }
@@ -52,7 +53,7 @@ fn s27_unix_stream_vectored_requests() {
     let h = Handle::from(mine);
     let c = bind(&rt, &h);
 
-    started(h.write_vectored(vec![b"ab".to_vec(), b"cde".to_vec()]));
+    started(h.write(Vectored(vec![b"ab".to_vec(), b"cde".to_vec()])).start());
     assert_eq!(c.recv().ok(), 5);
     let mut got = [0; 5];
     peer.read_exact(&mut got).unwrap();
@@ -60,7 +61,7 @@ fn s27_unix_stream_vectored_requests() {
 
     // The read takes what has arrived when it runs: all of it or a prefix.
     peer.write_all(b"12345").unwrap();
-    started(h.read_vectored(vec![vec![0; 2], vec![0; 3]]));
+    started(h.read(Vectored(vec![vec![0; 2], vec![0; 3]])).start());
     let done = c.recv();
     let n = done.ok();
     assert_eq!(&done.request.into_buffer().into_vec()[..n], &b"12345"[..n]);
@@ -77,7 +78,7 @@ fn s27_unix_listener_accept_hands_back_a_local_stream() {
     assert_eq!(l.kind(), HandleKind::LocalListener);
     let c = bind(&rt, &l);
 
-    started(l.accept());
+    started(l.accept().start());
     let mut client = UnixStream::connect(&path).unwrap();
     let mut done = c.recv();
     assert_eq!(done.request.op(), Op::Accept);
@@ -87,11 +88,11 @@ fn s27_unix_listener_accept_hands_back_a_local_stream() {
     assert_eq!(conn.kind(), HandleKind::LocalStream);
 
     let cc = bind(&rt, &conn);
-    started(conn.read(vec![0; 8]));
+    started(conn.read(vec![0; 8]).start());
     client.write_all(b"hi").unwrap();
     assert_eq!(cc.recv().data(), b"hi");
     drop(client);
-    started(conn.read(vec![0; 8]));
+    started(conn.read(vec![0; 8]).start());
     assert_eq!(cc.recv().ok(), 0, "peer close reads 0 bytes");
 
     l.close();
@@ -106,7 +107,7 @@ fn s24_unix_stream_close_aborts_pending_reads() {
     let h = Handle::from(mine);
     let c = bind(&rt, &h);
     for _ in 0..10 {
-        started(h.read(vec![0; 32]));
+        started(h.read(vec![0; 32]).start());
     }
     h.close();
     for d in c.recv_n(10) {
@@ -120,7 +121,7 @@ fn s24_unix_stream_close_aborts_pending_reads() {
 fn s27_a_pipe_from_fd_is_a_stream() {
     let rt = runtime();
     let (r, w) = pipe();
-    let (r, w) = (Handle::from_fd(r), Handle::from_fd(w));
+    let (r, w) = (Handle::from(r), Handle::from(w));
     assert_eq!((r.kind(), w.kind()), (HandleKind::Stream, HandleKind::Stream));
     let cr = bind(&rt, &r);
     let cw = bind(&rt, &w);
@@ -128,10 +129,10 @@ fn s27_a_pipe_from_fd_is_a_stream() {
     // More than a pipe holds (64 KiB on Linux): the write stays pending
     // until the reads make room.
     let data = pattern(300_000, 4);
-    started(w.write(data.clone()));
+    started(w.write(data.clone()).start());
     let mut got = Vec::new();
     while got.len() < data.len() {
-        started(r.read(vec![0; 50_000]));
+        started(r.read(vec![0; 50_000]).start());
         let d = cr.recv();
         assert!(d.ok() > 0);
         got.extend(d.data());
@@ -141,7 +142,7 @@ fn s27_a_pipe_from_fd_is_a_stream() {
 
     // The write end closes: the reader sees the end.
     w.close();
-    started(r.read(vec![0; 16]));
+    started(r.read(vec![0; 16]).start());
     assert_eq!(cr.recv().ok(), 0);
 }
 
@@ -150,10 +151,10 @@ fn s23_write_to_a_pipe_with_no_reader_fails_exactly_once() {
     let rt = runtime();
     let (r, w) = pipe();
     drop(r);
-    let w = Handle::from_fd(w);
+    let w = Handle::from(w);
     let c = bind(&rt, &w);
     // Rust programs ignore SIGPIPE, so the write fails with EPIPE.
-    let err = match w.write(b"nobody reads".to_vec()) {
+    let err = match w.write(b"nobody reads".to_vec()).start() {
         Ok(_) => {
             let d = c.recv();
             assert!(!d.status.is_success());
@@ -173,10 +174,10 @@ fn s27_from_fd_of_a_regular_file_takes_positional_requests() {
     let rt = runtime();
     let f = util::TempFile::with_contents("from-fd", b"positional");
     let fd: OwnedFd = std::fs::File::open(f.path()).unwrap().into();
-    let h = Handle::from_fd(fd);
+    let h = Handle::from(fd);
     assert_eq!(h.kind(), HandleKind::File);
     let c = bind(&rt, &h);
-    started(h.read_at(4, vec![0; 6]));
+    started(h.read(vec![0; 6]).at(4).start());
     assert_eq!(c.recv().data(), b"tional");
 }
 
@@ -188,14 +189,14 @@ fn s31_zero_byte_reads_wait_for_data_on_local_sockets_and_pipes() {
     let (mine, peer) = UnixStream::pair().unwrap();
     let (r, w) = pipe();
     let ends: [(Handle, Box<dyn Write>); 2] =
-        [(Handle::from(mine), Box::new(peer)), (Handle::from_fd(r), Box::new(std::fs::File::from(w)))];
+        [(Handle::from(mine), Box::new(peer)), (Handle::from(r), Box::new(std::fs::File::from(w)))];
     for (h, mut writer) in ends {
         let c = bind(&rt, &h);
-        started(h.read(Vec::new()));
+        started(h.read(Vec::new()).start());
         c.expect_quiet("a zero-byte read with nothing to read");
         writer.write_all(b"xyz").unwrap();
         assert_eq!(c.recv().ok(), 0);
-        started(h.read(vec![0; 8]));
+        started(h.read(vec![0; 8]).start());
         assert_eq!(&c.recv().data()[..3], b"xyz");
     }
 }

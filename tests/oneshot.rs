@@ -19,14 +19,14 @@ fn s2_read_then_runs_its_closure_once_with_the_result_and_the_buffer() {
 
     // A one-shot sender moves into the closure: no Mutex, no Arc.
     let (tx, rx) = mpsc::channel();
-    h.read_then(Vec::with_capacity(16), move |n, buf| tx.send((n.unwrap(), buf)).unwrap()).unwrap();
+    h.read(Vec::with_capacity(16)).then(move |(n, buf)| tx.send((n.unwrap(), buf)).unwrap()).unwrap();
     peer.write_all(b"one shot").unwrap();
     let (n, buf) = rx.recv_timeout(DEADLINE).unwrap();
     assert_eq!((n, &buf[..]), (8, &b"one shot"[..]));
     assert!(rx.recv_timeout(std::time::Duration::from_millis(50)).is_err(), "ran once");
 
     let (tx, rx) = mpsc::channel();
-    h.write_then(b"back".to_vec(), move |n, buf| tx.send((n.unwrap(), buf)).unwrap()).unwrap();
+    h.write(b"back".to_vec()).then(move |(n, buf)| tx.send((n.unwrap(), buf)).unwrap()).unwrap();
     assert_eq!(rx.recv_timeout(DEADLINE).unwrap(), (4, b"back".to_vec()));
     rt.shutdown();
 }
@@ -38,7 +38,7 @@ fn s24_a_one_shot_read_aborted_by_a_close_gets_the_aborted_error_and_its_buffer(
     let h = Handle::from(mine);
     rt.bind_async(&h).unwrap();
     let (tx, rx) = mpsc::channel();
-    h.read_then(vec![9; 32], move |n, buf| tx.send((n, buf)).unwrap()).unwrap();
+    h.read(vec![9; 32]).then(move |(n, buf)| tx.send((n, buf)).unwrap()).unwrap();
     h.close();
     let (n, buf) = rx.recv_timeout(DEADLINE).unwrap();
     let e = n.unwrap_err();
@@ -52,17 +52,22 @@ fn s2_accept_then_and_connect_then_hand_over_the_connection() {
     let listener = Handle::from(TcpListener::bind("127.0.0.1:0").unwrap());
     rt.bind_async(&listener).unwrap();
     let addr = listener.local_addr().unwrap();
-    let client = Handle::tcp_socket_for(&addr).unwrap();
+    let client = Handle::from(
+        socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None).unwrap(),
+    );
     rt.bind_async(&client).unwrap();
 
     let (atx, arx) = mpsc::channel();
-    listener.accept_then(move |r| atx.send(r).unwrap()).unwrap();
+    listener.accept().then(move |r| atx.send(r).unwrap()).unwrap();
     let (ctx, crx) = mpsc::channel();
-    client.connect_then(addr, move |r| ctx.send(r).unwrap()).unwrap();
+    client.connect(addr).then(move |r| ctx.send(r).unwrap()).unwrap();
     crx.recv_timeout(DEADLINE).unwrap().unwrap();
     let (conn, peer) = arx.recv_timeout(DEADLINE).unwrap().unwrap();
     assert_eq!(peer, Some(client.local_addr().unwrap()));
-    assert_eq!(conn.peer_addr().unwrap(), client.local_addr().unwrap());
+    assert_eq!(
+        conn.with_socket(|s| s.peer_addr()).unwrap().as_socket().unwrap(),
+        client.local_addr().unwrap()
+    );
     rt.shutdown();
 }
 
@@ -71,7 +76,7 @@ fn s23_a_one_shot_request_that_cannot_start_drops_its_closure_unrun() {
     let (_peer, mine) = tcp_pair();
     let h = Handle::from(mine); // not bound
     let (tx, rx) = mpsc::channel::<()>();
-    let e = h.read_then(vec![1; 4], move |_, _| tx.send(()).unwrap()).unwrap_err();
+    let e = h.read(vec![1; 4]).then(move |(_, _)| tx.send(()).unwrap()).unwrap_err();
     assert_eq!(e.buffer.len(), 4);
     assert!(rx.recv().is_err(), "the closure was dropped without running");
 }

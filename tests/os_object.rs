@@ -17,17 +17,17 @@ fn s38_nodelay_on_an_accepted_connection() {
     let listener = Handle::from(TcpListener::bind("127.0.0.1:0").unwrap());
     let c = bind(&rt, &listener);
     let addr = listener.local_addr().unwrap();
-    started(listener.accept());
+    started(listener.accept().start());
     let _peer = TcpStream::connect(addr).unwrap();
     let mut done = c.recv();
     assert_eq!(done.ok(), 0);
     let conn = done.request.take_accepted().expect("the accepted connection");
 
-    conn.set_nodelay(true).unwrap();
-    assert!(conn.nodelay().unwrap());
+    conn.with_socket(|s| s.set_nodelay(true)).unwrap();
+    assert!(conn.with_socket(|s| s.nodelay()).unwrap());
     assert!(conn.with_socket(|s| s.nodelay()).unwrap(), "the same socket option through socket2");
-    conn.set_nodelay(false).unwrap();
-    assert!(!conn.nodelay().unwrap());
+    conn.with_socket(|s| s.set_nodelay(false)).unwrap();
+    assert!(!conn.with_socket(|s| s.nodelay()).unwrap());
 }
 
 #[test]
@@ -37,14 +37,14 @@ fn s38_shutdown_of_the_write_side_ends_the_peers_stream_and_keeps_the_binding() 
     let h = Handle::from(mine);
     let c = bind(&rt, &h);
 
-    h.shutdown(Shutdown::Write).unwrap();
+    h.with_socket(|s| s.shutdown(Shutdown::Write)).unwrap();
     let mut rest = Vec::new();
     peer.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty(), "the peer read the end of the stream");
 
     // Still bound, still reading.
     let data = pattern(64, 1);
-    started(h.read(vec![0; 64]));
+    started(h.read(vec![0; 64]).start());
     peer.write_all(&data).unwrap();
     let got = c.recv();
     assert_eq!(got.ok(), 64);
@@ -57,7 +57,7 @@ fn s38_a_closed_handle_lends_nothing() {
     let h = Handle::from(mine);
     h.close();
     assert!(matches!(h.with_socket(|s| s.nodelay()), Err(Error::InvalidArgument { .. })));
-    assert!(matches!(h.set_nodelay(true), Err(Error::InvalidArgument { .. })));
+    assert!(matches!(h.with_socket(|s| s.set_nodelay(true)), Err(Error::InvalidArgument { .. })));
     #[cfg(unix)]
     {
         use std::os::fd::AsRawFd;
@@ -75,7 +75,7 @@ fn s38_a_closed_handle_lends_nothing() {
 #[test]
 fn s38_a_file_lends_no_socket() {
     let f = util::TempFile::with_contents("s38-file", b"data");
-    let h = Handle::try_from(std::fs::File::open(f.path()).unwrap()).unwrap();
+    let h = util::file_handle(std::fs::File::open(f.path()).unwrap());
     assert_eq!(h.kind(), HandleKind::File);
     assert!(matches!(h.with_socket(|s| s.nodelay()), Err(Error::InvalidArgument { .. })));
     #[cfg(unix)]
@@ -113,7 +113,7 @@ fn s38_handles_from_owned_os_objects_keep_their_kind() {
     assert_eq!(udp.kind(), HandleKind::Udp);
 
     let c = bind(&rt, &listener);
-    started(listener.accept());
+    started(listener.accept().start());
     let mut peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let mut done = c.recv();
     assert_eq!(done.ok(), 0);
@@ -123,7 +123,7 @@ fn s38_handles_from_owned_os_objects_keep_their_kind() {
     let stream = owned(mine);
     assert_eq!(stream.kind(), HandleKind::TcpStream);
     let c = bind(&rt, &stream);
-    started(stream.read(vec![0; 3]));
+    started(stream.read(vec![0; 3]).start());
     peer2.write_all(b"abc").unwrap();
     assert_eq!(c.recv().ok(), 3);
     peer.flush().unwrap();

@@ -61,7 +61,7 @@ fn s19_initializer_runs_once_per_request_on_zeroed_bytes() {
     let server = Handle::from(server);
     rt.bind(None, &server).unwrap();
     for _ in 0..5 {
-        server.read(vec![0; 1]).unwrap();
+        server.read(vec![0; 1]).start().unwrap();
     }
     for _ in 0..5 {
         rt.post(None, 0, rt.new_request(Buffer::None).unwrap()).unwrap();
@@ -92,9 +92,9 @@ fn s19_initializer_error_stops_the_request_and_reaches_the_caller() {
     let (mut client, server) = pair();
     let server = Handle::from(server);
     rt.bind(None, &server).unwrap();
-    let e = server.read(vec![1, 2, 3]).unwrap_err();
+    let e = server.read(vec![1, 2, 3]).start().unwrap_err();
     assert!(matches!(e.error, Error::NotOwner(_)), "{e}");
-    assert_eq!(e.buffer.into_vec(), vec![1, 2, 3], "the buffer comes back");
+    assert_eq!(e.buffer, vec![1, 2, 3], "the buffer comes back");
     // The request never started: data written now is not consumed by it.
     client.write_all(b"z").unwrap();
     rx.expect_quiet("a request whose initializer failed");
@@ -126,7 +126,7 @@ fn s20_the_callback_reads_and_writes_the_extension() {
         tx.lock().unwrap().send((status, bytes, req)).unwrap();
     };
     rt.bind_io_completion_callback(&server, Arc::new(cb), 0).unwrap();
-    server.read(vec![0; 4]).unwrap();
+    server.read(vec![0; 4]).start().unwrap();
     client.write_all(b"ping").unwrap();
     let (status, bytes, req) = rx.recv_timeout(util::DEADLINE).unwrap();
     assert!(status.is_success());

@@ -2,6 +2,7 @@
 
 mod util;
 
+use std::future::IntoFuture;
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
@@ -270,9 +271,9 @@ fn s11_dropping_the_last_reference_of_a_port_closes_it() {
         let h = iocompletion::Handle::from(mine);
         let (port, _rt) = util::on_own_port(&h);
 
-        let mut read =
-            h.start_async(iocompletion::Op::Read, Buffer::from_buf_mut(counted())).expect("the read starts");
-        util::started(h.read(counted()));
+        let mut read = h.request(iocompletion::Op::Read, Buffer::from_buf_mut(counted())).into_future();
+        assert!(read.id().is_some(), "the read starts");
+        util::started(h.read(counted()).start());
         assert!(resolved(&mut read).is_none(), "nothing to read yet");
         if port_first {
             drop(port);
@@ -286,7 +287,7 @@ fn s11_dropping_the_last_reference_of_a_port_closes_it() {
             done = resolved(&mut read);
             done.is_some()
         });
-        let done = done.unwrap();
+        let done = done.unwrap().expect("started");
         assert!(done.status.is_aborted(), "expected an aborted read, got {:?}", done.status);
         assert_eq!(done.bytes, 0);
         assert_eq!(drops.load(Ordering::SeqCst), 1, "the read nobody waits for is dropped with its buffer");
@@ -304,8 +305,8 @@ fn s11_the_last_reference_of_a_port_may_go_in_a_pool_callback() {
     let (_peer, mine) = util::tcp_pair();
     let h = iocompletion::Handle::from(mine);
     let (port, _host) = util::on_own_port(&h);
-    let mut read =
-        h.start_async(iocompletion::Op::Read, Buffer::from(vec![7u8; 16])).expect("the read starts");
+    let mut read = h.request(iocompletion::Op::Read, Buffer::from(vec![7u8; 16])).into_future();
+    assert!(read.id().is_some(), "the read starts");
     let owned = std::sync::Mutex::new(Some((port, h)));
     let (tx, rx) = mpsc::channel();
     let tx = std::sync::Mutex::new(tx);
@@ -322,7 +323,7 @@ fn s11_the_last_reference_of_a_port_may_go_in_a_pool_callback() {
         done = resolved(&mut read);
         done.is_some()
     });
-    let done = done.unwrap();
+    let done = done.unwrap().expect("started");
     assert!(done.status.is_aborted(), "expected an aborted read, got {:?}", done.status);
     assert_eq!(done.into_buffer().into_vec(), vec![7u8; 16], "the buffer comes back as it was");
     rt.shutdown();

@@ -143,9 +143,9 @@ fn pairs(n: usize) -> (Vec<TcpStream>, Vec<Handle>) {
 /// Records the id of a request whose start returned `Ok` and gives it back;
 /// `None` when the start failed (the port is closed or the runtime shut
 /// down), which ends the racer's work.
-fn record(
+fn record<B>(
     started: &Mutex<Vec<RequestId>>,
-    r: std::result::Result<RequestId, StartError>,
+    r: std::result::Result<RequestId, StartError<B>>,
 ) -> Option<RequestId> {
     let id = r.ok()?;
     started.lock().unwrap().push(id);
@@ -157,7 +157,7 @@ fn race_requests(racer: Racer, handles: &[Handle], started: &Mutex<Vec<RequestId
     match racer {
         Racer::Immediate => {
             for _ in 0..MAX_OPS {
-                if record(started, handles[0].write(vec![7])).is_none() {
+                if record(started, handles[0].write(vec![7]).start()).is_none() {
                     break;
                 }
                 progress();
@@ -165,7 +165,7 @@ fn race_requests(racer: Racer, handles: &[Handle], started: &Mutex<Vec<RequestId
         }
         Racer::Cancel => {
             for _ in 0..MAX_OPS {
-                let Some(id) = record(started, handles[0].read(vec![0; 8])) else { break };
+                let Some(id) = record(started, handles[0].read(vec![0; 8]).start()) else { break };
                 let _ = handles[0].cancel(id);
                 progress();
             }
@@ -173,7 +173,7 @@ fn race_requests(racer: Racer, handles: &[Handle], started: &Mutex<Vec<RequestId
         Racer::CancelAll => {
             'rounds: for _ in 0..MAX_OPS {
                 for _ in 0..3 {
-                    if record(started, handles[0].read(vec![0; 8])).is_none() {
+                    if record(started, handles[0].read(vec![0; 8]).start()).is_none() {
                         break 'rounds;
                     }
                 }
@@ -189,7 +189,7 @@ fn race_requests(racer: Racer, handles: &[Handle], started: &Mutex<Vec<RequestId
         }
         Racer::FileRead => {
             for i in 0..MAX_OPS {
-                if record(started, handles[0].read_at((i % 4) as u64 * 8, vec![0; 8])).is_none() {
+                if record(started, handles[0].read(vec![0; 8]).at((i % 4) as u64 * 8).start()).is_none() {
                     break;
                 }
                 progress();
@@ -235,11 +235,8 @@ fn one_round(racer: Racer, stop: Stop, round: usize) -> Outcome {
     // The file outlives the round's handles (dropped at the end of it).
     let file = util::TempFile::with_contents("races", &[7; 32]);
     if let Racer::FileRead = racer {
-        handles = (0..n)
-            .map(|_| {
-                Handle::try_from(std::fs::File::open(file.path()).expect("open")).expect("a file handle")
-            })
-            .collect();
+        handles =
+            (0..n).map(|_| util::file_handle(std::fs::File::open(file.path()).expect("open"))).collect();
     }
     let done = Arc::new(Mutex::new(Vec::new()));
     let started_ids = Arc::new(Mutex::new(Vec::new()));
@@ -274,7 +271,7 @@ fn one_round(racer: Racer, stop: Stop, round: usize) -> Outcome {
     if let Racer::Close = racer {
         for h in &handles {
             for _ in 0..READS_PER_HANDLE {
-                started_ids.lock().unwrap().push(started(h.read(vec![0; 8])));
+                started_ids.lock().unwrap().push(started(h.read(vec![0; 8]).start()));
             }
         }
     }
@@ -462,7 +459,7 @@ fn s11_close_port_from_a_callback_of_another_port_delivers_the_aborts_before_ret
     let h = Handle::from(server);
     rt.bind(Some(&p2), &h).unwrap();
     for _ in 0..READS {
-        started(h.read(vec![0; 16]));
+        started(h.read(vec![0; 16]).start());
     }
 
     let (tx, rx) = mpsc::channel();

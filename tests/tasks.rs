@@ -4,7 +4,7 @@
 
 mod util;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -246,7 +246,7 @@ fn a_task_waiting_on_io_or_a_timer_holds_no_thread() {
     let h = Handle::from(mine);
     rt.bind_async(&h).unwrap();
     let reader = h.clone();
-    let io_task = rt.spawn(async move { reader.read_async(Vec::with_capacity(16)).await.0 });
+    let io_task = rt.spawn(async move { reader.read(Vec::with_capacity(16)).await.0 });
     let sleeper = rt.spawn(sleep(Duration::from_secs(3600)));
     let (tx, rx) = mpsc::channel();
     let tx = Mutex::new(tx);
@@ -313,9 +313,10 @@ fn s17_shutdown_drops_tasks_waiting_on_io_whose_requests_complete_aborted_with_t
             let (h, drops, started) = (h.clone(), drops.clone(), started.clone());
             rt.spawn(async move {
                 let buf = Counted { storage: vec![0; 64], filled: 0, drops };
-                let read = h.start_async(Op::Read, Buffer::from_buf_mut(buf)).expect("the read starts");
+                let read = h.request(Op::Read, Buffer::from_buf_mut(buf)).into_future();
+                assert!(read.id().is_some(), "the read starts");
                 started.fetch_add(1, Ordering::AcqRel);
-                read.await.result()
+                read.await.expect("the read starts").result()
             })
         })
         .collect();
@@ -412,7 +413,7 @@ fn a_task_woken_by_its_io_completion_runs_in_that_completion_not_in_a_second_pac
     let task = rt.spawn(async move {
         for _ in 0..READS {
             // One byte per read: twenty reads, twenty completions.
-            let (n, _) = h.read_async(Vec::with_capacity(1)).await;
+            let (n, _) = h.read(Vec::with_capacity(1)).await;
             assert_eq!(n.unwrap(), 1);
         }
     });

@@ -248,7 +248,7 @@ fn s15_a_worker_with_accepts_pending_still_retires() {
         let (g, n, l) = (gate.clone(), starts.clone(), listening.clone());
         rt.post_callback(0, move |_, _, _| {
             if n.fetch_add(1, Ordering::SeqCst) < 2 {
-                l.accept().unwrap();
+                l.accept().start().unwrap();
             }
             g.wait();
         })
@@ -289,8 +289,8 @@ fn s15_a_worker_with_transfers_pending_still_retires() {
         let (g, n, r, w) = (gate.clone(), starts.clone(), reading.clone(), writing.clone());
         rt.post_callback(0, move |_, _, _| {
             match n.fetch_add(1, Ordering::SeqCst) {
-                0 => drop(r.read(vec![0; 8]).unwrap()),
-                1 => drop(w.write(vec![7; BIG]).unwrap()),
+                0 => drop(r.read(vec![0; 8]).start().unwrap()),
+                1 => drop(w.write(vec![7; BIG]).start().unwrap()),
                 _ => {}
             }
             g.wait();
@@ -351,7 +351,7 @@ fn s15_after_an_echo_load_the_pool_shrinks_back_to_min() {
     for _ in 0..ACCEPTS {
         let (g, l) = (gate.clone(), listening.clone());
         rt.post_callback(0, move |_, _, _| {
-            l.accept().unwrap();
+            l.accept().start().unwrap();
             g.wait();
         })
         .unwrap();
@@ -401,7 +401,7 @@ fn s17_shutdown_runs_queued_completions_aborts_pending_and_joins() {
     let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let server = Handle::from(listener.accept().unwrap().0);
     rt.bind(None, &server).unwrap();
-    server.read(vec![0; 8]).unwrap();
+    server.read(vec![0; 8]).start().unwrap();
 
     let ran = Arc::new(AtomicUsize::new(0));
     for _ in 0..100 {

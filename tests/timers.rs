@@ -5,6 +5,7 @@
 mod util;
 
 use std::collections::HashSet;
+use std::future::IntoFuture;
 use std::io::{ErrorKind, Write};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -22,8 +23,9 @@ fn s33_a_deadline_that_passes_cancels_the_request_with_the_timed_out_status() {
     let (_peer, mine) = tcp_pair();
     let h = Handle::from(mine);
     let c = bind(&rt, &h);
-    let id =
-        started(h.start_before(Op::Read, vec![5; 16].into(), Instant::now() + Duration::from_millis(20)));
+    let id = started(
+        h.request(Op::Read, vec![5; 16].into()).deadline(Instant::now() + Duration::from_millis(20)).start(),
+    );
     let done = c.recv();
     assert_eq!(done.id(), id);
     assert!(timed_out(done.status), "{:?}", done.status);
@@ -45,7 +47,7 @@ fn s33_a_write_cut_off_by_its_deadline_reports_the_bytes_sent() {
     // that comes too late is refused and tried again with a later one.
     let mut ahead = Duration::from_millis(100);
     let id = loop {
-        match h.start_before(Op::Write, data.clone().into(), Instant::now() + ahead) {
+        match h.request(Op::Write, data.clone().into()).deadline(Instant::now() + ahead).start() {
             Ok(id) => break id,
             Err(e) if matches!(e.error, Error::Timeout) && ahead < DEADLINE => ahead *= 2,
             Err(e) => panic!("the write did not start: {e}"),
@@ -70,10 +72,10 @@ fn s33_a_one_shot_request_past_its_deadline_runs_its_closure_timed_out() {
     rt.bind_async(&h).unwrap();
     let (tx, rx) = mpsc::channel();
     let deadline = Instant::now() + Duration::from_millis(20);
-    h.start_then_before(Op::Read, vec![7; 8].into(), deadline, move |c| {
-        tx.send((c.status, c.into_buffer().into_vec())).unwrap()
-    })
-    .unwrap();
+    h.request(Op::Read, vec![7; 8].into())
+        .deadline(deadline)
+        .then(move |c| tx.send((c.status, c.into_buffer().into_vec())).unwrap())
+        .unwrap();
     let (status, buf) = rx.recv_timeout(DEADLINE).expect("the deadline ends the read");
     assert!(timed_out(status), "{status:?}");
     assert_eq!(buf, vec![7; 8], "the buffer comes back as it was");
@@ -86,11 +88,11 @@ fn s33_a_request_that_completes_before_its_deadline_is_reported_as_it_is() {
     let (mut peer, mine) = tcp_pair();
     let h = Handle::from(mine);
     let c = bind(&rt, &h);
-    started(h.start_before(
-        Op::Read,
-        Vec::<u8>::with_capacity(8).into(),
-        Instant::now() + Duration::from_secs(3600),
-    ));
+    started(
+        h.request(Op::Read, Vec::<u8>::with_capacity(8).into())
+            .deadline(Instant::now() + Duration::from_secs(3600))
+            .start(),
+    );
     peer.write_all(b"in time").unwrap();
     let done = c.recv();
     assert!(done.status.is_success(), "{:?}", done.status);
@@ -103,7 +105,7 @@ fn s33_a_deadline_already_passed_refuses_the_start() {
     let (_peer, mine) = tcp_pair();
     let h = Handle::from(mine);
     let _c = bind(&rt, &h);
-    let e = h.start_before(Op::Read, vec![1; 4].into(), Instant::now()).unwrap_err();
+    let e = h.request(Op::Read, vec![1; 4].into()).deadline(Instant::now()).start().unwrap_err();
     assert!(matches!(e.error, Error::Timeout), "{e}");
     assert_eq!(e.buffer.len(), 4);
 }
@@ -114,11 +116,60 @@ fn s33_an_awaited_read_with_a_timeout_resolves_timed_out_with_its_buffer() {
     let (_peer, mine) = tcp_pair();
     let h = Handle::from(mine);
     rt.bind_async(&h).unwrap();
-    let (r, buf) =
-        futures::executor::block_on(h.read_async_timeout(Vec::with_capacity(32), Duration::from_millis(20)));
+    let (r, buf) = futures::executor::block_on(
+        h.read(Vec::with_capacity(32)).timeout(Duration::from_millis(20)).into_future(),
+    );
     assert_eq!(r.unwrap_err().kind(), ErrorKind::TimedOut);
     assert_eq!(buf.capacity(), 32);
     rt.shutdown();
+}
+
+/// A deadline takes user data like any start, whichever way the request
+/// completes: the sink, a closure, a future.
+#[test]
+fn s33_a_deadline_start_carries_its_user_data_in_every_form() {
+    let rt = runtime();
+    let (_peer, mine) = tcp_pair();
+    let h = Handle::from(mine);
+    let c = bind(&rt, &h);
+    let soon = || Instant::now() + Duration::from_millis(20);
+    started(h.read(vec![0; 4]).deadline(soon()).user_data(41).start());
+    let done = c.recv();
+    assert!(timed_out(done.status), "{:?}", done.status);
+    assert_eq!(done.request.user_data(), 41);
+
+    let (tx, rx) = mpsc::channel();
+    h.request(Op::Read, vec![0; 4].into())
+        .user_data(42)
+        .deadline(soon())
+        .then(move |c| tx.send((c.status, c.request.user_data())).unwrap())
+        .unwrap();
+    let (status, data) = rx.recv_timeout(DEADLINE).expect("the deadline ends the read");
+    assert!(timed_out(status), "{status:?}");
+    assert_eq!(data, 42);
+
+    let done = futures::executor::block_on(
+        h.request(Op::Read, vec![0; 4].into()).user_data(43).timeout(Duration::from_millis(20)).into_future(),
+    )
+    .expect("started");
+    assert!(timed_out(done.status), "{:?}", done.status);
+    assert_eq!(done.request.user_data(), 43);
+    c.expect_none(Duration::from_millis(50));
+}
+
+/// `Duration::MAX` is no deadline, as for the timers: the request starts
+/// and completes with its data, never timed out.
+#[test]
+fn s33_a_timeout_of_duration_max_is_no_deadline() {
+    let rt = runtime();
+    let (mut peer, mine) = tcp_pair();
+    let h = Handle::from(mine);
+    let c = bind(&rt, &h);
+    started(h.read(Vec::with_capacity(8)).timeout(Duration::MAX).start());
+    peer.write_all(b"no rush").unwrap();
+    let done = c.recv();
+    assert!(done.status.is_success(), "{:?}", done.status);
+    assert_eq!(done.request.into_buffer().into_vec(), b"no rush");
 }
 
 /// Deadlines racing completions: every request completes exactly once,
@@ -138,7 +189,7 @@ fn s33_a_deadline_racing_a_completion_yields_exactly_one_completion() {
         // 1 to 451 us (a deadline already past when the start checks it
         // refuses the start: no request, no completion).
         let deadline = Instant::now() + Duration::from_micros(1 + (written % 10) as u64 * 50);
-        let id = match h.start_before(Op::Read, Vec::<u8>::with_capacity(1).into(), deadline) {
+        let id = match h.request(Op::Read, Vec::<u8>::with_capacity(1).into()).deadline(deadline).start() {
             Ok(id) => id,
             Err(e) if matches!(e.error, Error::Timeout) => continue,
             Err(e) => panic!("{e}"),
@@ -161,7 +212,7 @@ fn s33_a_deadline_racing_a_completion_yields_exactly_one_completion() {
             timeouts += 1;
             // Its byte is still there: take it, so the next read starts
             // with nothing waiting.
-            started(h.read(Vec::with_capacity(1)));
+            started(h.read(Vec::with_capacity(1)).start());
             got.extend(c.recv().request.into_buffer().into_vec());
         }
     }
@@ -196,6 +247,21 @@ fn s33_a_cancelled_timer_completes_once_aborted() {
     rt.shutdown();
 }
 
+/// `Duration::MAX` is no deadline for a timer either, as for a request's
+/// `.timeout`: the timer is set, and only a cancel (or a shutdown) ends it.
+#[test]
+fn s33_a_timer_of_duration_max_never_fires_on_its_own() {
+    let rt = Runtime::builder().min_threads(1).build().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let id = rt.timer_after(Duration::MAX, move |s| tx.send(s).unwrap()).expect("no deadline is no error");
+    let (at_end, ended) = mpsc::channel();
+    rt.timer_after(Duration::MAX, move |s| at_end.send(s).unwrap()).unwrap();
+    rt.cancel_timer(id).unwrap();
+    assert!(rx.recv_timeout(DEADLINE).unwrap().is_aborted(), "cancelled, never due");
+    rt.shutdown();
+    assert!(ended.recv_timeout(DEADLINE).unwrap().is_aborted(), "ended by the shutdown, never due");
+}
+
 #[test]
 fn s33_shutdown_completes_pending_timers_aborted() {
     let rt = Runtime::builder().min_threads(1).build().unwrap();
@@ -220,8 +286,8 @@ fn full_runtime(name: &str) -> (Runtime, Handle, std::net::TcpStream) {
     let (peer, mine) = tcp_pair();
     let h = Handle::from(mine);
     rt.bind_io_completion_callback(&h, std::sync::Arc::new(|_, _, _| {}), 0).unwrap();
-    started(h.read(Vec::with_capacity(1)));
-    started(h.read(Vec::with_capacity(1)));
+    started(h.read(Vec::with_capacity(1)).start());
+    started(h.read(Vec::with_capacity(1)).start());
     let e = rt.post_callback(0, |_, _, _| {}).unwrap_err();
     assert!(matches!(e.error, Error::Full { bound: 2 }), "{e}");
     (rt, h, peer)

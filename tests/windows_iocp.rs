@@ -72,7 +72,7 @@ fn nothing_queued(port: &Port) {
 fn s39_a_foreign_packet_on_a_bound_handle_is_dropped_unread() {
     let (server, mut client) = pipe("foreign");
     let duplicate = server.try_clone().unwrap();
-    let h = Handle::from_overlapped_handle(server);
+    let h = iocompletion::windows::from_overlapped_handle(server);
     let (port, _rt) = on_own_port(&h);
 
     // The foreign read, with an OVERLAPPED and a buffer of its own.
@@ -92,7 +92,7 @@ fn s39_a_foreign_packet_on_a_bound_handle_is_dropped_unread() {
     assert!(ok != 0 && n == 4 && &*buf == b"abcd", "the foreign read got its data");
 
     // The crate's read comes after the foreign packet in the queue.
-    let id = started(h.read(vec![0; 4]));
+    let id = started(h.read(vec![0; 4]).start());
     client.write_all(b"efgh").unwrap();
     let p = next_packet(&port);
     let req = p.request.expect("the crate's read");
@@ -108,11 +108,11 @@ fn s39_a_foreign_packet_on_a_bound_handle_is_dropped_unread() {
 #[test]
 fn s25_cancel_all_does_not_count_a_request_that_already_completed() {
     let (server, mut client) = pipe("cancel-all");
-    let h = Handle::from_overlapped_handle(server);
+    let h = iocompletion::windows::from_overlapped_handle(server);
     let (port, _rt) = on_own_port(&h);
 
-    let first = started(h.read(vec![0; 4]));
-    let second = started(h.read(vec![0; 4]));
+    let first = started(h.read(vec![0; 4]).start());
+    let second = started(h.read(vec![0; 4]).start());
     // A blocking write to a pipe returns once the pending read it satisfies
     // has its data: the first read has completed, its packet untaken.
     client.write_all(b"data").unwrap();
@@ -146,7 +146,7 @@ fn s38_a_synchronous_file_that_cannot_be_reopened_is_refused() {
 #[test]
 fn s38_a_synchronous_handle_is_refused_at_bind() {
     let (_server, client) = pipe("sync-bind");
-    let h = Handle::from_overlapped_handle(OwnedHandle::from(client));
+    let h = iocompletion::windows::from_overlapped_handle(OwnedHandle::from(client));
     let port = Port::new(1).unwrap();
     let rt = Runtime::builder().min_threads(1).build().unwrap();
     let host: Arc<dyn IoCompletionManager> = Arc::new(rt.clone());
@@ -174,7 +174,7 @@ fn s23_a_truncated_datagram_waiting_at_start_completes_once() {
     let h = Handle::from(receiver);
     let (port, _rt) = on_own_port(&h);
 
-    let id = started(h.recv_from(Vec::with_capacity(4)));
+    let id = started(h.recv_from(Vec::with_capacity(4)).start());
     let p = next_packet(&port);
     assert!(p.status.is_success(), "{:?}", p.status);
     assert_eq!(p.bytes, 4);
@@ -193,18 +193,18 @@ fn s23_a_truncated_datagram_waiting_at_start_completes_once() {
 #[test]
 fn s23_a_message_longer_than_the_read_waiting_at_start_completes_once() {
     let (server, mut client) = pipe_of("message", PIPE_TYPE_MESSAGE | PIPE_READMODE_MESSAGE);
-    let h = Handle::from_overlapped_handle(server);
+    let h = iocompletion::windows::from_overlapped_handle(server);
     let (port, _rt) = on_own_port(&h);
     // A blocking write to a pipe returns once the message is in the pipe.
     client.write_all(b"abcdefgh").unwrap();
 
-    let first = started(h.read(Vec::with_capacity(4)));
+    let first = started(h.read(Vec::with_capacity(4)).start());
     let p = next_packet(&port);
     assert!(p.status.is_success(), "{:?}", p.status);
     let req = p.request.expect("the first read");
     assert_eq!(req.id(), first);
     assert_eq!(req.into_buffer().into_vec(), b"abcd");
-    let second = started(h.read(Vec::with_capacity(4)));
+    let second = started(h.read(Vec::with_capacity(4)).start());
     let p = next_packet(&port);
     let req = p.request.expect("the second read");
     assert_eq!(req.id(), second);
@@ -222,7 +222,7 @@ fn s23_a_message_longer_than_the_read_waiting_at_start_completes_once() {
 fn s25_cancel_all_racing_starts_counts_exactly_the_requests_it_aborted() {
     const PER_THREAD: usize = 6;
     let (server, mut client) = pipe("cancel-all-race");
-    let h = Handle::from_overlapped_handle(server);
+    let h = iocompletion::windows::from_overlapped_handle(server);
     let (port, _rt) = on_own_port(&h);
     let go = Arc::new(std::sync::Barrier::new(3));
     let starters: Vec<_> = (0..2)
@@ -230,7 +230,7 @@ fn s25_cancel_all_racing_starts_counts_exactly_the_requests_it_aborted() {
             let (h, go) = (h.clone(), go.clone());
             std::thread::spawn(move || {
                 go.wait();
-                (0..PER_THREAD).map(|_| started(h.read(vec![0; 4]))).collect::<Vec<_>>()
+                (0..PER_THREAD).map(|_| started(h.read(vec![0; 4]).start())).collect::<Vec<_>>()
             })
         })
         .collect();
@@ -284,7 +284,7 @@ fn s23_skip_on_success_a_read_of_waiting_data_completes_once_with_its_bytes() {
     assert!(h.skip_completion_port_on_success().unwrap(), "a TCP stream skips the port on success");
     let (port, _rt) = on_own_port(&h);
 
-    let id = started(h.read(Vec::with_capacity(16)));
+    let id = started(h.read(Vec::with_capacity(16)).start());
     assert_eq!(port.direct_completions(), 1, "completed at once, with no packet");
     let p = next_packet(&port);
     assert!(p.status.is_success(), "{:?}", p.status);
@@ -319,7 +319,7 @@ fn s23_skip_on_success_many_requests_complete_once_each() {
         .map(|t| {
             let h = h.clone();
             std::thread::spawn(move || {
-                (0..WRITES).map(|_| started(h.write(vec![t as u8; SIZE]))).collect::<Vec<_>>()
+                (0..WRITES).map(|_| started(h.write(vec![t as u8; SIZE]).start())).collect::<Vec<_>>()
             })
         })
         .collect();
@@ -348,7 +348,7 @@ fn s23_skip_on_success_many_requests_complete_once_each() {
     peer.write_all(&sent).unwrap();
     let mut got = Vec::new();
     while got.len() < sent.len() {
-        let id = started(h.read(Vec::with_capacity(SIZE)));
+        let id = started(h.read(Vec::with_capacity(SIZE)).start());
         let c = rx.recv_for("a read");
         assert_eq!(c.id(), id);
         assert!(c.ok() > 0);
@@ -373,7 +373,7 @@ fn s10_a_thread_blocked_on_the_port_gets_a_completion_delivered_without_a_packet
     let getter = std::thread::spawn(move || p2.get(Some(DEADLINE)));
     wait_until("the getter waits on the port", || port.waiting_threads() == 1);
 
-    let id = started(h.read(Vec::with_capacity(8)));
+    let id = started(h.read(Vec::with_capacity(8)).start());
     let p = getter.join().unwrap().expect("the read's completion");
     assert_eq!(p.request.expect("the read").id(), id);
     assert_eq!(p.bytes, 4);
@@ -389,7 +389,7 @@ fn s11_a_closed_port_hands_out_its_direct_completions_first() {
     let h = Handle::from(server);
     assert!(h.skip_completion_port_on_success().unwrap());
     let (port, _rt) = on_own_port(&h);
-    let id = started(h.read(Vec::with_capacity(64)));
+    let id = started(h.read(Vec::with_capacity(64)).start());
     assert_eq!(port.direct_completions(), 1);
     port.close().unwrap();
     let p = next_packet(&port);
@@ -404,10 +404,10 @@ fn s11_a_closed_port_hands_out_its_direct_completions_first() {
 #[test]
 fn s27_a_pipe_read_after_the_writer_closed_completes_once_with_0_bytes() {
     let (server, client) = pipe("broken");
-    let h = Handle::from_overlapped_handle(server);
+    let h = iocompletion::windows::from_overlapped_handle(server);
     let (port, _rt) = on_own_port(&h);
     drop(client);
-    let id = started(h.read(Vec::with_capacity(8)));
+    let id = started(h.read(Vec::with_capacity(8)).start());
     let p = next_packet(&port);
     assert!(p.status.is_success(), "{:?}", p.status);
     assert_eq!(p.bytes, 0);
@@ -425,16 +425,16 @@ fn s23_skip_on_success_is_refused_where_an_immediate_result_would_be_ambiguous()
     let udp = Handle::from(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
     assert!(!udp.skip_completion_port_on_success().unwrap());
     let (message, _client) = pipe_of("skip-message", PIPE_TYPE_MESSAGE | PIPE_READMODE_MESSAGE);
-    let message = Handle::from_overlapped_handle(message);
+    let message = iocompletion::windows::from_overlapped_handle(message);
     assert!(!message.skip_completion_port_on_success().unwrap());
     let (bytes, mut client) = pipe("skip-bytes");
-    let bytes = Handle::from_overlapped_handle(bytes);
+    let bytes = iocompletion::windows::from_overlapped_handle(bytes);
     assert!(bytes.skip_completion_port_on_success().unwrap());
 
     // The byte pipe: a read of waiting data is delivered by the crate.
     client.write_all(b"pipe").unwrap();
     let (port, _rt) = on_own_port(&bytes);
-    let id = started(bytes.read(Vec::with_capacity(8)));
+    let id = started(bytes.read(Vec::with_capacity(8)).start());
     assert_eq!(port.direct_completions(), 1);
     let p = next_packet(&port);
     assert_eq!(p.request.expect("the read").id(), id);
@@ -457,13 +457,13 @@ fn s23_skip_on_success_is_refused_where_an_immediate_result_would_be_ambiguous()
 #[test]
 fn s39_a_late_packet_for_a_reused_request_block_is_not_delivered() {
     let (server, mut client) = pipe("late-packet");
-    let h = Handle::from_overlapped_handle(server);
+    let h = iocompletion::windows::from_overlapped_handle(server);
     assert!(h.skip_completion_port_on_success().unwrap(), "a byte pipe skips the port on success");
     let (port, _rt) = on_own_port(&h);
 
     // A read of waiting data completes at once: the crate delivers it.
     client.write_all(b"old").unwrap();
-    let first = started(h.read(Vec::with_capacity(8)));
+    let first = started(h.read(Vec::with_capacity(8)).start());
     assert_eq!(port.direct_completions(), 1, "the first read was taken as done at once");
     let p = next_packet(&port);
     let old = p.request.expect("the first read");
@@ -473,11 +473,11 @@ fn s39_a_late_packet_for_a_reused_request_block_is_not_delivered() {
     drop(old);
 
     // The next read, in that block, waits for data.
-    let second = started(h.read(Vec::with_capacity(8)));
+    let second = started(h.read(Vec::with_capacity(8)).start());
     // The packet of the first read comes late (forged here, as the kernel
     // would queue it: the handle's key and the first read's OVERLAPPED).
     // SAFETY: the address is the first read's, whose completion was taken.
-    unsafe { h.post_as_kernel(old_overlapped, 3) }.unwrap();
+    unsafe { iocompletion::windows::post_as_kernel(&h, old_overlapped, 3) }.unwrap();
     // The port takes it and drops it: the second read is still pending.
     nothing_queued(&port);
     assert_eq!(port.foreign_packets(), 1, "the late packet was counted and dropped");

@@ -11,6 +11,7 @@ mod util;
 use std::io::Write;
 use std::time::Duration;
 
+use iocompletion::Vectored;
 use iocompletion::{Error, Handle, Op, Port};
 use util::{next_packet, on_own_port, started, tcp_pair};
 
@@ -28,7 +29,7 @@ fn s31_a_zero_byte_read_completes_when_data_arrives_and_takes_none() {
     let h = Handle::from(server);
     let (port, _rt) = on_own_port(&h);
 
-    let id = started(h.read(Vec::new()));
+    let id = started(h.read(Vec::new()).start());
     nothing_yet(&port, "a zero-byte read on an idle connection");
     client.write_all(b"ping").unwrap();
     let p = next_packet(&port);
@@ -39,7 +40,7 @@ fn s31_a_zero_byte_read_completes_when_data_arrives_and_takes_none() {
     assert_eq!(p.bytes, 0);
 
     // The data is still there for the real read, which completes at once.
-    started(h.read(vec![0; 16]));
+    started(h.read(vec![0; 16]).start());
     let p = next_packet(&port);
     assert_eq!(p.bytes, 4);
     assert_eq!(&p.request.unwrap().into_buffer().into_vec()[..4], b"ping");
@@ -56,7 +57,7 @@ fn s31_a_zero_byte_read_with_data_already_waiting_completes_at_once() {
     let h = Handle::from(server);
     let (port, _rt) = on_own_port(&h);
 
-    started(h.read(Vec::new()));
+    started(h.read(Vec::new()).start());
     let p = next_packet(&port);
     assert!(p.status.is_success(), "{:?}", p.status);
     assert_eq!(p.bytes, 0);
@@ -68,7 +69,7 @@ fn s31_a_zero_byte_read_completes_at_the_end_of_the_stream() {
     let h = Handle::from(server);
     let (port, _rt) = on_own_port(&h);
 
-    started(h.read(Vec::new()));
+    started(h.read(Vec::new()).start());
     nothing_yet(&port, "a zero-byte read before the peer closed");
     drop(client);
     let p = next_packet(&port);
@@ -82,7 +83,7 @@ fn s31_a_zero_byte_read_completes_with_the_error_of_a_reset() {
     let h = Handle::from(server);
     let (port, _rt) = on_own_port(&h);
 
-    started(h.read_vectored(vec![Vec::new(), Vec::new()]));
+    started(h.read(Vectored(vec![Vec::new(), Vec::new()])).start());
     nothing_yet(&port, "a vectored zero-byte read before the reset");
     socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO)).unwrap();
     drop(client);
@@ -114,7 +115,7 @@ fn s31_a_zero_byte_read_started_after_a_reset_completes_with_its_error() {
     let h = Handle::from(server);
     let (port, _rt) = on_own_port(&h);
 
-    let e: std::io::Error = match h.read(Vec::new()) {
+    let e: std::io::Error = match h.read(Vec::new()).start() {
         Err(e) => {
             nothing_yet(&port, "a zero-byte read that failed at start");
             e.error.into()

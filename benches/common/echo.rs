@@ -57,7 +57,7 @@ pub fn ours_serve(rt: &Runtime, s: TcpStream) -> Handle {
     )
     .expect("bind");
     let _ = slot.set(h.clone());
-    h.read(Vec::with_capacity(READ_BUF)).expect("first read");
+    h.read(Vec::with_capacity(READ_BUF)).start().expect("first read");
     h
 }
 

@@ -75,7 +75,7 @@ use std::task::{Context, Poll};
 
 use crate::buf::Buffer;
 use crate::error::{Error, Result};
-use crate::future::{Completed, IoFuture};
+use crate::future::{Completed, Waiter};
 use crate::handle::{Handle, HandleKind};
 use crate::request::Op;
 
@@ -109,7 +109,7 @@ pub struct ReadHalf {
     buf: Vec<u8>,
     pos: usize,
     capacity: usize,
-    pending: Option<IoFuture>,
+    pending: Option<Waiter>,
 }
 
 /// The writing half of a [`Stream`] ([`Stream::into_split`]).
@@ -118,7 +118,7 @@ pub struct WriteHalf {
     /// The buffer between writes (the one in flight has it otherwise).
     spare: Vec<u8>,
     capacity: usize,
-    pending: Option<IoFuture>,
+    pending: Option<Waiter>,
     shut: bool,
 }
 
@@ -137,7 +137,7 @@ impl Stream {
         if !matches!(handle.kind(), HandleKind::TcpStream | HandleKind::LocalStream | HandleKind::Stream) {
             return Err(Error::invalid("handle", format!("{:?}", handle.kind()), "is not a stream"));
         }
-        if !handle.is_bound() {
+        if handle.port().is_none() {
             return Err(Error::invalid("handle", format!("{handle:?}"), "is not bound to a port"));
         }
         if read_capacity == 0 || write_capacity == 0 {
@@ -169,7 +169,7 @@ impl Stream {
     // The halves come back by value, as tokio's `reunite` gives them.
     #[allow(clippy::result_large_err)]
     pub fn reunite(read: ReadHalf, write: WriteHalf) -> std::result::Result<Stream, (ReadHalf, WriteHalf)> {
-        if read.handle.same(&write.handle) {
+        if read.handle == write.handle {
             Ok(Stream { read, write })
         } else {
             Err((read, write))
@@ -235,7 +235,7 @@ impl ReadHalf {
                         b.reserve_exact(self.capacity);
                     }
                     self.pos = 0;
-                    match self.handle.start_async(Op::Read, Buffer::from_buf_mut(b)) {
+                    match self.handle.start_waiter(Op::Read, Buffer::from_buf_mut(b), 0, None) {
                         Ok(f) => self.pending = Some(f),
                         Err(e) => {
                             self.buf = e.buffer.into_buf::<Vec<u8>>().unwrap_or_default();
@@ -323,7 +323,7 @@ impl WriteHalf {
     }
 
     fn start(&mut self, buf: Vec<u8>) -> io::Result<()> {
-        match self.handle.start_async(Op::Write, Buffer::from_buf(buf)) {
+        match self.handle.start_waiter(Op::Write, Buffer::from_buf(buf), 0, None) {
             Ok(f) => {
                 self.pending = Some(f);
                 Ok(())
@@ -391,7 +391,7 @@ impl WriteHalf {
         if !self.shut {
             self.shut = true;
             if self.handle.kind().is_socket() {
-                self.handle.shutdown(std::net::Shutdown::Write).map_err(io::Error::from)?;
+                self.handle.with_socket(|s| s.shutdown(std::net::Shutdown::Write)).map_err(io::Error::from)?;
             }
         }
         Poll::Ready(Ok(()))

@@ -295,7 +295,7 @@ impl Request {
 
     /// Takes the request's own completion target: a callback set with
     /// [`Request::set_callback`], a handle's callback, or an awaiting
-    /// future ([`Handle::start_async`](crate::Handle::start_async)). A
+    /// future (a [`Start`](crate::Start) awaited). A
     /// custom host that takes packets itself calls it, when there is one,
     /// instead of its sink, so that every target gets its completion.
     ///

@@ -154,8 +154,9 @@ impl Builder {
     /// choice (on Linux io_uring where the kernel allows it, else epoll;
     /// the `IOCOMPLETION_DRIVER` setting, `io_uring`, `epoll` or `auto`,
     /// changes it). [`DriverKind::IoUring`] falls back to epoll when the
-    /// kernel refuses, and [`Runtime::driver`] says why; a driver the OS
-    /// does not have fails the first port's creation with `InvalidArgument`.
+    /// kernel refuses, and [`Runtime::driver`] says why. A driver the
+    /// target does not have (IOCP on Linux, io_uring on Windows) is refused
+    /// by [`build`](Builder::build) with `InvalidArgument`.
     pub fn driver(mut self, kind: DriverKind) -> Self {
         self.driver = Some(kind);
         self
@@ -189,6 +190,9 @@ impl Builder {
                 format!("{:?}", self.thread_name),
                 "must not contain a NUL byte",
             ));
+        }
+        if let Some(k) = self.driver.filter(|&k| !crate::sys::has_driver(k)) {
+            return Err(Error::invalid("driver", format!("{k:?}"), "does not exist on this target"));
         }
         if self.host_overlapped_size > MAX_HOST_OVERLAPPED_SIZE {
             return Err(Error::invalid(

@@ -286,7 +286,7 @@ impl Runtime {
     }
 
     /// Binds `handle` to the default port for awaited requests only (S34):
-    /// requests started on it with [`Handle::start_async`] or the `*_async`
+    /// requests started on it with `.await` or [`Start::then`](crate::Start::then)
     /// methods resolve their futures; no sink or callback is needed, and a
     /// request started any other way is refused at start (nothing would
     /// take its completion).
@@ -310,12 +310,12 @@ impl Runtime {
     /// ```
     /// # fn f(rt: &iocompletion::Runtime, conn: iocompletion::Handle) -> iocompletion::Result<()> {
     /// use std::sync::Arc;
-    /// let weak = conn.downgrade();
+    /// let weak = iocompletion::WeakHandle::from(&conn);
     /// rt.bind_io_completion_callback(
     ///     &conn,
     ///     Arc::new(move |_status, _bytes, _req| {
     ///         if let Some(conn) = weak.upgrade() {
-    ///             let _ = conn.read(vec![0; 4096]); // the next read
+    ///             let _ = conn.read(vec![0; 4096]).start(); // the next read
     ///         }
     ///     }),
     ///     0,
@@ -472,7 +472,10 @@ impl Runtime {
     /// A timer is the runtime's own work, not a request of the port's
     /// users: the bound of [`Builder::max_pending`] does not hold it back.
     /// It is refused when it is set (a shut-down runtime, a host
-    /// initializer that fails), never when it is due.
+    /// initializer that fails), never when it is due. A `delay` of
+    /// `Duration::MAX` (or too far to be an `Instant`) is no deadline, as
+    /// for a request's [`Start::timeout`](crate::Start::timeout): the timer
+    /// completes only when cancelled or at shutdown.
     ///
     /// ```
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -488,9 +491,17 @@ impl Runtime {
     where
         F: FnOnce(crate::Status) + Send + 'static,
     {
-        let at = std::time::Instant::now()
-            .checked_add(delay)
-            .ok_or_else(|| Error::invalid("delay", format!("{delay:?}"), "is too far in the future"))?;
+        // `Duration::MAX` (or any delay too far to be an `Instant`) is no
+        // deadline, as for a request's `.timeout`: the timer is set as far
+        // ahead as the clock reaches, so only a cancel or a shutdown ends it.
+        let now = std::time::Instant::now();
+        let mut ahead = delay;
+        let at = loop {
+            if let Some(at) = now.checked_add(ahead) {
+                break at;
+            }
+            ahead /= 2;
+        };
         self.timer_at(at, f)
     }
 

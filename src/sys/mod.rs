@@ -15,7 +15,6 @@
 //! user-space queue in [`queue`] is there for any driver that needs one.
 
 use std::io;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 #[cfg(not(loom))]
@@ -46,6 +45,11 @@ pub(crate) use unix::*;
 mod windows;
 #[cfg(all(windows, not(loom)))]
 pub(crate) use windows::*;
+// The Windows-only public functions (`iocompletion::windows`).
+#[cfg(all(windows, not(loom)))]
+pub use windows::{
+    disconnect_named_pipe, from_overlapped_handle, named_pipe_client, named_pipe_server, post_as_kernel,
+};
 
 /// A completion port as a backend provides it.
 ///
@@ -154,9 +158,6 @@ pub(crate) trait SlotOps: Clone + Send + Sync + 'static {
 #[cfg(not(loom))]
 pub(crate) trait HandleDriver: Sized + Send + Sync + 'static {
     type Port: PortDriver;
-
-    /// A TCP socket of the family of `addr`, not yet connected.
-    fn tcp_socket_for(addr: &SocketAddr) -> io::Result<Self>;
 
     fn kind(&self) -> HandleKind;
 

@@ -165,7 +165,7 @@ pub fn bind(rt: &Runtime, handle: &Handle) -> Collector {
 
 /// Unwraps a start, failing with the start error.
 #[track_caller]
-pub fn started(r: Result<RequestId, StartError>) -> RequestId {
+pub fn started<B>(r: Result<RequestId, StartError<B>>) -> RequestId {
     match r {
         Ok(id) => id,
         Err(e) => panic!("request did not start: {e} ({e:?})"),
@@ -373,13 +373,13 @@ impl EchoServer {
                 } else if was_read {
                     let mut buf = req.take_buffer().into_vec();
                     buf.truncate(bytes);
-                    conn.write(buf).is_ok()
+                    conn.write(buf).start().is_ok()
                 } else {
-                    conn.read(vec![0; 256]).is_ok()
+                    conn.read(vec![0; 256]).start().is_ok()
                 };
                 if !again {
                     conn.close();
-                    st.conns.lock().unwrap().retain(|c| !c.same(&conn));
+                    st.conns.lock().unwrap().retain(|c| *c != conn);
                     st.closed.fetch_add(1, Ordering::SeqCst);
                 }
             })
@@ -392,7 +392,7 @@ impl EchoServer {
                     Some(conn) if status.is_success() => {
                         rt2.bind_io_completion_callback(&conn, on_conn.clone(), 0).unwrap();
                         st.conns.lock().unwrap().push(conn.clone());
-                        conn.read(vec![0; 256]).unwrap();
+                        conn.read(vec![0; 256]).start().unwrap();
                     }
                     _ => {
                         if status != Status::ABORTED {
@@ -402,7 +402,7 @@ impl EchoServer {
                     }
                 }
                 if let Some(l) = listener {
-                    let _ = l.accept();
+                    let _ = l.accept().start();
                 }
             }),
             0,
@@ -485,4 +485,19 @@ pub fn drain_peer(peer: &mut TcpStream, writer: &Handle, first: u8) -> Vec<u8> {
     let mut got = vec![first];
     peer.read_to_end(&mut got).expect("the peer reads to the end");
     got
+}
+
+/// A handle over a std `File`: `From` on Unix, where it cannot fail.
+#[cfg(unix)]
+#[allow(dead_code)]
+pub fn file_handle(f: fs::File) -> Handle {
+    Handle::from(f)
+}
+
+/// A handle over a std `File`: `TryFrom` on Windows, which reopens the
+/// file for overlapped I/O.
+#[cfg(windows)]
+#[allow(dead_code)]
+pub fn file_handle(f: fs::File) -> Handle {
+    Handle::try_from(f).expect("a handle over the file")
 }

@@ -3,13 +3,13 @@
 use std::fs::File;
 use std::io;
 use std::mem::ManuallyDrop;
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::OnceLock;
 
 use mio::unix::SourceFd;
-use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use socket2::{SockRef, Type};
 
 use super::epoll::Streams;
 use super::filepool::Work;
@@ -51,11 +51,6 @@ impl Handle {
 
 impl HandleDriver for Handle {
     type Port = Port;
-
-    fn tcp_socket_for(addr: &SocketAddr) -> io::Result<Handle> {
-        let s = Socket::new(Domain::for_address(*addr), Type::STREAM, Some(Protocol::TCP))?;
-        Ok(Handle::new(s.into(), HandleKind::TcpStream))
-    }
 
     fn kind(&self) -> HandleKind {
         self.io.kind()
@@ -380,15 +375,13 @@ impl From<UdpSocket> for Handle {
     }
 }
 
-impl TryFrom<File> for Handle {
-    type Error = Error;
-
-    /// Always succeeds on Unix: a regular file is served by the pool,
-    /// anything else by readiness (see [`kind_of`]).
-    fn try_from(f: File) -> Result<Handle> {
+/// A regular file is served by the pool, anything else by readiness (see
+/// [`kind_of`]).
+impl From<File> for Handle {
+    fn from(f: File) -> Handle {
         let fd = OwnedFd::from(f);
         let kind = kind_of(&fd);
-        Ok(Handle::new(fd, kind))
+        Handle::new(fd, kind)
     }
 }
 
@@ -467,12 +460,6 @@ impl From<UnixListener> for crate::Handle {
 }
 
 impl crate::Handle {
-    /// A handle over any file descriptor (S38): see
-    /// [`From<OwnedFd>`](#impl-From%3COwnedFd%3E-for-Handle).
-    pub fn from_fd(fd: OwnedFd) -> crate::Handle {
-        crate::Handle::from(fd)
-    }
-
     /// Lends the fd to `f` for what the crate does not wrap (S38), without
     /// undoing the binding. The handle cannot be closed while `f` runs (a
     /// close waits for it). Fails with `InvalidArgument` once closed.

@@ -162,7 +162,13 @@ fn choose_driver(want: Option<DriverKind>) -> io::Result<(UnixPoller, DriverInfo
         use super::uring::{Ring, DRIVER_VAR};
         // `Err(why)`: epoll is asked for, and why.
         let ring_wanted: std::result::Result<(), String> = match want {
-            Some(DriverKind::Epoll) => Err("the runtime's builder asked for epoll".into()),
+            // The program's own choice: no fallback to report.
+            Some(DriverKind::Epoll) => {
+                return Ok((
+                    UnixPoller::Mio(MioPoller::new()?),
+                    DriverInfo { kind: DriverKind::Epoll, fallback: None },
+                ))
+            }
             Some(DriverKind::IoUring) => Ok(()),
             Some(k) => return Err(unsupported(k)),
             None => match std::env::var(DRIVER_VAR).unwrap_or_default().as_str() {

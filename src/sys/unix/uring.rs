@@ -1378,7 +1378,7 @@ mod tests {
         let (_client, server) = pair();
         let h = crate::Handle::from(server);
         rt.bind_io_completion_callback(&h, Arc::new(|_: Status, _: usize, _: Request| {}), 0).unwrap();
-        h.read(vec![0u8; 16]).unwrap();
+        h.read(vec![0u8; 16]).start().unwrap();
         let port = rt.default_port().unwrap();
         let key = port.inner.sys.inner.ring().expect("an io_uring port") as *const Ring as usize;
         DEAF.lock().unwrap().push(key);

@@ -4,13 +4,13 @@
 use std::fs::File;
 use std::io;
 use std::mem::ManuallyDrop;
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::windows::io::{
     AsHandle, AsRawHandle, AsRawSocket, FromRawHandle, OwnedHandle, OwnedSocket, RawHandle,
 };
 use std::sync::OnceLock;
 
-use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use socket2::{SockRef, Type};
 use windows_sys::Wdk::Foundation::{NtQueryObject, ObjectBasicInformation};
 use windows_sys::Win32::Foundation::{
     CloseHandle, GetLastError, LocalFree, ERROR_NOT_FOUND, ERROR_PIPE_BUSY, GENERIC_READ, GENERIC_WRITE,
@@ -162,12 +162,6 @@ impl Handle {
 
 impl HandleDriver for Handle {
     type Port = Port;
-
-    fn tcp_socket_for(addr: &SocketAddr) -> io::Result<Handle> {
-        // socket2 initializes Winsock and creates the socket overlapped.
-        let s = Socket::new(Domain::for_address(*addr), Type::STREAM, Some(Protocol::TCP))?;
-        Ok(Handle::new(Raw::Socket(s.into()), HandleKind::TcpStream))
-    }
 
     fn kind(&self) -> HandleKind {
         self.io.kind
@@ -525,7 +519,7 @@ impl TryFrom<File> for Handle {
             Some(h) => Ok(Handle::new(Raw::File(h), kind)),
             None => Err(Error::NotImplemented(format!(
                 "this {kind:?} handle is open for synchronous I/O and could not be reopened for overlapped I/O; \
-                 open it with FILE_FLAG_OVERLAPPED and use Handle::from_overlapped_handle"
+                 open it with FILE_FLAG_OVERLAPPED and use windows::from_overlapped_handle"
             ))),
         }
     }
@@ -760,78 +754,76 @@ fn pipe_name(name: &str) -> Result<Vec<u16>> {
     Ok(wide(&full))
 }
 
-impl crate::Handle {
-    /// Not part of the API: a seam for the crate's tests. Queues on the
-    /// handle's port the packet the kernel would queue for overlapped I/O
-    /// on this handle whose `OVERLAPPED` is at `overlapped`: the handle's
-    /// completion key, that address, `bytes` and success. The port must
-    /// tell it from its requests as it tells any packet (S39).
-    ///
-    /// # Safety
-    /// `overlapped` is not the `OVERLAPPED` of a request of this handle
-    /// that is in flight now: that request would complete while the OS
-    /// still holds its buffer. (An address of an earlier request, one whose
-    /// completion was taken, is what the tests pass.)
-    #[doc(hidden)]
-    pub unsafe fn post_as_kernel(&self, overlapped: usize, bytes: u32) -> Result<()> {
-        let io = &self.sys().io;
-        let key = io.key.load(Ordering::Acquire);
-        let port = io.port.get().and_then(Weak::upgrade);
-        let Some(port) = port.filter(|_| key > 0) else {
-            return Err(Error::invalid("handle", self.sys().describe_kind(), "is not bound to a port"));
-        };
-        // SAFETY: the port handle is open while `port` is held; the kernel
-        // only queues the pointer, and the port compares it before it reads
-        // anything (the caller's promise covers the one request it may name).
-        let ok = unsafe {
-            windows_sys::Win32::System::IO::PostQueuedCompletionStatus(
-                port.handle(),
-                bytes,
-                key,
-                overlapped as *const OVERLAPPED,
-            )
-        };
-        if ok == 0 {
-            return Err(Error::Io(io::Error::last_os_error()));
-        }
-        Ok(())
+/// Not part of the API: a seam for the crate's tests. Queues on the
+/// handle's port the packet the kernel would queue for overlapped I/O
+/// on this handle whose `OVERLAPPED` is at `overlapped`: the handle's
+/// completion key, that address, `bytes` and success. The port must
+/// tell it from its requests as it tells any packet (S39).
+///
+/// # Safety
+/// `overlapped` is not the `OVERLAPPED` of a request of this handle
+/// that is in flight now: that request would complete while the OS
+/// still holds its buffer. (An address of an earlier request, one whose
+/// completion was taken, is what the tests pass.)
+#[doc(hidden)]
+pub unsafe fn post_as_kernel(handle: &crate::Handle, overlapped: usize, bytes: u32) -> Result<()> {
+    let io = &handle.sys().io;
+    let key = io.key.load(Ordering::Acquire);
+    let port = io.port.get().and_then(Weak::upgrade);
+    let Some(port) = port.filter(|_| key > 0) else {
+        return Err(Error::invalid("handle", handle.sys().describe_kind(), "is not bound to a port"));
+    };
+    // SAFETY: the port handle is open while `port` is held; the kernel
+    // only queues the pointer, and the port compares it before it reads
+    // anything (the caller's promise covers the one request it may name).
+    let ok = unsafe {
+        windows_sys::Win32::System::IO::PostQueuedCompletionStatus(
+            port.handle(),
+            bytes,
+            key,
+            overlapped as *const OVERLAPPED,
+        )
+    };
+    if ok == 0 {
+        return Err(Error::Io(io::Error::last_os_error()));
     }
+    Ok(())
+}
+
+/// Disconnects the server end of a named pipe from its client
+/// (`DisconnectNamedPipe`), so that the instance can
+/// [`accept`](crate::Handle::accept) the next client. The client's
+/// pending requests fail; the server's end their own way (a pending
+/// read completes with an error). `InvalidArgument` on a socket or a
+/// closed handle.
+pub fn disconnect_named_pipe(handle: &crate::Handle) -> Result<()> {
+    handle.sys().with_handle(|h| {
+        // SAFETY: the pipe handle is open while it is lent
+        // (with_handle); the call takes only the handle.
+        if unsafe { DisconnectNamedPipe(h.as_raw_handle() as HANDLE) } == 0 {
+            Err(Error::Io(io::Error::last_os_error()))
+        } else {
+            Ok(())
+        }
+    })?
+}
+
+/// A handle over an OS file, pipe or device handle that was opened for
+/// overlapped I/O (`FILE_FLAG_OVERLAPPED`); it is used as it is. A
+/// handle opened without that flag cannot be driven by a completion
+/// port: binding it fails with `ERROR_INVALID_PARAMETER` (87) from
+/// `CreateIoCompletionPort`, and nothing is started on it. Use
+/// `Handle::try_from(File)` for a std `File`, which reopens it.
+///
+/// Overlapped I/O that other code issues on a duplicate of the handle
+/// completes to the same port; the crate tells those packets apart and
+/// drops them (S39, [`Port::foreign_packets`](crate::Port::foreign_packets)).
+pub fn from_overlapped_handle(h: OwnedHandle) -> crate::Handle {
+    let kind = kind_of(h.as_raw_handle());
+    crate::Handle::from_sys(Handle::new(Raw::File(h), kind))
 }
 
 impl crate::Handle {
-    /// Disconnects the server end of a named pipe from its client
-    /// (`DisconnectNamedPipe`), so that the instance can
-    /// [`accept`](crate::Handle::accept) the next client. The client's
-    /// pending requests fail; the server's end their own way (a pending
-    /// read completes with an error). `InvalidArgument` on a socket or a
-    /// closed handle.
-    pub fn disconnect_named_pipe(&self) -> Result<()> {
-        self.sys().with_handle(|h| {
-            // SAFETY: the pipe handle is open while it is lent
-            // (with_handle); the call takes only the handle.
-            if unsafe { DisconnectNamedPipe(h.as_raw_handle() as HANDLE) } == 0 {
-                Err(Error::Io(io::Error::last_os_error()))
-            } else {
-                Ok(())
-            }
-        })?
-    }
-
-    /// A handle over an OS file, pipe or device handle that was opened for
-    /// overlapped I/O (`FILE_FLAG_OVERLAPPED`); it is used as it is. A
-    /// handle opened without that flag cannot be driven by a completion
-    /// port: binding it fails with `ERROR_INVALID_PARAMETER` (87) from
-    /// `CreateIoCompletionPort`, and nothing is started on it. Use
-    /// `Handle::try_from(File)` for a std `File`, which reopens it.
-    ///
-    /// Overlapped I/O that other code issues on a duplicate of the handle
-    /// completes to the same port; the crate tells those packets apart and
-    /// drops them (S39, [`Port::foreign_packets`](crate::Port::foreign_packets)).
-    pub fn from_overlapped_handle(h: OwnedHandle) -> crate::Handle {
-        let kind = kind_of(h.as_raw_handle());
-        crate::Handle::from_sys(Handle::new(Raw::File(h), kind))
-    }
-
     /// Lends the file or pipe handle to `f` for what the crate does not
     /// wrap (S38), without undoing the binding. The handle cannot be closed
     /// while `f` runs (a close waits for it). Fails with `InvalidArgument`
@@ -844,99 +836,99 @@ impl crate::Handle {
     pub fn with_handle<T>(&self, f: impl FnOnce(std::os::windows::io::BorrowedHandle<'_>) -> T) -> Result<T> {
         self.sys().with_handle(f)
     }
+}
 
-    /// Creates the server end of a named pipe (S27): a byte-mode, duplex,
-    /// overlapped instance of `name` (`\\.\pipe\name` unless `name`
-    /// already starts with `\\`), local clients only. A client that
-    /// opens the name with [`Handle::named_pipe_client`](crate::Handle::named_pipe_client) connects to it;
-    /// the two are then [`HandleKind::LocalStream`]s that take reads and
-    /// writes.
-    ///
-    /// Only LocalSystem, the Administrators group and the user the process
-    /// runs as may open the pipe: its security descriptor is a protected
-    /// DACL that grants those three full access and no one else (Windows'
-    /// default descriptor for a pipe lets Everyone and Anonymous read it).
-    /// Remote clients are rejected (`PIPE_REJECT_REMOTE_CLIENTS`).
-    ///
-    /// With `first` set, the call fails (`ERROR_ACCESS_DENIED`) when a pipe
-    /// of that name exists already (`FILE_FLAG_FIRST_PIPE_INSTANCE`). Set it
-    /// for a server's first instance: a pipe of the same name that another
-    /// process made first keeps that process's security descriptor, and
-    /// joining it would serve clients the crate did not choose. Later
-    /// instances of the server's own pipe pass `false`.
-    pub fn named_pipe_server(name: &str, first: bool) -> Result<crate::Handle> {
-        let w = pipe_name(name)?;
-        let mut mode = PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED;
-        if first {
-            mode |= FILE_FLAG_FIRST_PIPE_INSTANCE;
-        }
-        let security = PipeSecurity::new().map_err(Error::Io)?;
-        let attributes = SECURITY_ATTRIBUTES {
-            nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as u32,
-            lpSecurityDescriptor: security.0,
-            bInheritHandle: 0,
-        };
-        // SAFETY: `w` is a NUL-terminated UTF-16 name; the attributes and
-        // the descriptor they point to live until the call returns.
+/// Creates the server end of a named pipe (S27): a byte-mode, duplex,
+/// overlapped instance of `name` (`\\.\pipe\name` unless `name`
+/// already starts with `\\`), local clients only. A client that
+/// opens the name with [`named_pipe_client`] connects to it;
+/// the two are then [`HandleKind::LocalStream`]s that take reads and
+/// writes.
+///
+/// Only LocalSystem, the Administrators group and the user the process
+/// runs as may open the pipe: its security descriptor is a protected
+/// DACL that grants those three full access and no one else (Windows'
+/// default descriptor for a pipe lets Everyone and Anonymous read it).
+/// Remote clients are rejected (`PIPE_REJECT_REMOTE_CLIENTS`).
+///
+/// With `first` set, the call fails (`ERROR_ACCESS_DENIED`) when a pipe
+/// of that name exists already (`FILE_FLAG_FIRST_PIPE_INSTANCE`). Set it
+/// for a server's first instance: a pipe of the same name that another
+/// process made first keeps that process's security descriptor, and
+/// joining it would serve clients the crate did not choose. Later
+/// instances of the server's own pipe pass `false`.
+pub fn named_pipe_server(name: &str, first: bool) -> Result<crate::Handle> {
+    let w = pipe_name(name)?;
+    let mut mode = PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED;
+    if first {
+        mode |= FILE_FLAG_FIRST_PIPE_INSTANCE;
+    }
+    let security = PipeSecurity::new().map_err(Error::Io)?;
+    let attributes = SECURITY_ATTRIBUTES {
+        nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as u32,
+        lpSecurityDescriptor: security.0,
+        bInheritHandle: 0,
+    };
+    // SAFETY: `w` is a NUL-terminated UTF-16 name; the attributes and
+    // the descriptor they point to live until the call returns.
+    let h = unsafe {
+        CreateNamedPipeW(
+            w.as_ptr(),
+            mode,
+            PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS,
+            PIPE_UNLIMITED_INSTANCES,
+            65536,
+            65536,
+            0,
+            &attributes,
+        )
+    };
+    drop(security);
+    if h == INVALID_HANDLE_VALUE {
+        return Err(Error::Io(io::Error::last_os_error()));
+    }
+    // SAFETY: `h` is a fresh handle that nothing else owns.
+    let h = unsafe { OwnedHandle::from_raw_handle(h as RawHandle) };
+    Ok(crate::Handle::from_sys(Handle::new(Raw::File(h), HandleKind::LocalStream)))
+}
+
+/// Opens the client end of the named pipe `name` (see
+/// [`named_pipe_server`]) for overlapped reads and writes.
+///
+/// The client allows the server to identify it but not to act as it
+/// (`SECURITY_SQOS_PRESENT | SECURITY_IDENTIFICATION`: no impersonation).
+/// When every instance of the pipe is busy (`ERROR_PIPE_BUSY`) it waits
+/// for one (`WaitNamedPipeW`, up to 5 s at a time, 3 times) before it
+/// gives up with that error.
+pub fn named_pipe_client(name: &str) -> Result<crate::Handle> {
+    let w = pipe_name(name)?;
+    let mut tries = 0;
+    let h = loop {
+        // SAFETY: `w` is a NUL-terminated UTF-16 name; no template.
         let h = unsafe {
-            CreateNamedPipeW(
+            CreateFileW(
                 w.as_ptr(),
-                mode,
-                PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS,
-                PIPE_UNLIMITED_INSTANCES,
-                65536,
-                65536,
+                GENERIC_READ | GENERIC_WRITE,
                 0,
-                &attributes,
+                std::ptr::null(),
+                OPEN_EXISTING,
+                FILE_FLAG_OVERLAPPED | SECURITY_SQOS_PRESENT | SECURITY_IDENTIFICATION,
+                std::ptr::null_mut(),
             )
         };
-        drop(security);
-        if h == INVALID_HANDLE_VALUE {
-            return Err(Error::Io(io::Error::last_os_error()));
+        if h != INVALID_HANDLE_VALUE {
+            break h;
         }
-        // SAFETY: `h` is a fresh handle that nothing else owns.
-        let h = unsafe { OwnedHandle::from_raw_handle(h as RawHandle) };
-        Ok(crate::Handle::from_sys(Handle::new(Raw::File(h), HandleKind::LocalStream)))
-    }
-
-    /// Opens the client end of the named pipe `name` (see
-    /// [`Handle::named_pipe_server`](crate::Handle::named_pipe_server)) for overlapped reads and writes.
-    ///
-    /// The client allows the server to identify it but not to act as it
-    /// (`SECURITY_SQOS_PRESENT | SECURITY_IDENTIFICATION`: no impersonation).
-    /// When every instance of the pipe is busy (`ERROR_PIPE_BUSY`) it waits
-    /// for one (`WaitNamedPipeW`, up to 5 s at a time, 3 times) before it
-    /// gives up with that error.
-    pub fn named_pipe_client(name: &str) -> Result<crate::Handle> {
-        let w = pipe_name(name)?;
-        let mut tries = 0;
-        let h = loop {
-            // SAFETY: `w` is a NUL-terminated UTF-16 name; no template.
-            let h = unsafe {
-                CreateFileW(
-                    w.as_ptr(),
-                    GENERIC_READ | GENERIC_WRITE,
-                    0,
-                    std::ptr::null(),
-                    OPEN_EXISTING,
-                    FILE_FLAG_OVERLAPPED | SECURITY_SQOS_PRESENT | SECURITY_IDENTIFICATION,
-                    std::ptr::null_mut(),
-                )
-            };
-            if h != INVALID_HANDLE_VALUE {
-                break h;
-            }
-            let e = io::Error::last_os_error();
-            tries += 1;
-            if e.raw_os_error().map(|c| c as u32) != Some(ERROR_PIPE_BUSY) || tries > 3 {
-                return Err(Error::Io(e));
-            }
-            // SAFETY: `w` is a NUL-terminated UTF-16 name. A failed wait
-            // (timeout) is followed by one more try, which reports it.
-            unsafe { WaitNamedPipeW(w.as_ptr(), 5000) };
-        };
-        // SAFETY: `h` is a fresh handle that nothing else owns.
-        let h = unsafe { OwnedHandle::from_raw_handle(h as RawHandle) };
-        Ok(crate::Handle::from_sys(Handle::new(Raw::File(h), HandleKind::LocalStream)))
-    }
+        let e = io::Error::last_os_error();
+        tries += 1;
+        if e.raw_os_error().map(|c| c as u32) != Some(ERROR_PIPE_BUSY) || tries > 3 {
+            return Err(Error::Io(e));
+        }
+        // SAFETY: `w` is a NUL-terminated UTF-16 name. A failed wait
+        // (timeout) is followed by one more try, which reports it.
+        unsafe { WaitNamedPipeW(w.as_ptr(), 5000) };
+    };
+    // SAFETY: `h` is a fresh handle that nothing else owns.
+    let h = unsafe { OwnedHandle::from_raw_handle(h as RawHandle) };
+    Ok(crate::Handle::from_sys(Handle::new(Raw::File(h), HandleKind::LocalStream)))
 }

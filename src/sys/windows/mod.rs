@@ -43,6 +43,9 @@ mod port;
 mod wine;
 
 pub(crate) use handle::Handle;
+pub use handle::{
+    disconnect_named_pipe, from_overlapped_handle, named_pipe_client, named_pipe_server, post_as_kernel,
+};
 pub(crate) use port::{Port, Slot};
 
 use std::sync::Arc;
@@ -222,3 +225,8 @@ pub(crate) const LOCAL_STREAM_IS_SOCKET: bool = false;
 
 /// The server end of a named pipe accepts (`ConnectNamedPipe`).
 pub(crate) const LOCAL_STREAM_ACCEPTS: bool = true;
+
+/// True for the drivers this target has (S36): IOCP only.
+pub(crate) fn has_driver(kind: crate::port::DriverKind) -> bool {
+    kind == crate::port::DriverKind::Iocp
+}

@@ -76,8 +76,19 @@ pub(crate) trait Poller<T>: Send + Sync + Sized {
 
     /// A thread comes (back) to the queue: work its callbacks left for
     /// the poller to start is handed over now if a thread is blocked in
-    /// [`Poller::poll`] (a completion driver's submissions).
-    fn flush(&self) {}
+    /// [`Poller::poll`] (a completion driver's submissions), and what the
+    /// thread's own source of completions holds (a worker's ring) is
+    /// pushed to `queue`.
+    fn flush(&self, queue: &Queue<T, Self>) {
+        let _ = queue;
+    }
+
+    /// A thread found nothing to take and is about to sleep: completions
+    /// of its own source (a worker's ring) from now on reach the poller,
+    /// and those there are now are pushed to `queue`.
+    fn before_sleep(&self, queue: &Queue<T, Self>) {
+        let _ = queue;
+    }
 }
 
 #[cfg(not(loom))]
@@ -519,7 +530,7 @@ impl<T: Send + 'static, P: Poller<T> + 'static> Queue<T, P> {
     ) -> Result<usize, Ended> {
         let epoch = interrupts;
         if let Some(p) = &self.poller {
-            p.flush();
+            p.flush(self);
         }
         // Computed at the first look before sleeping; `None` inside: no limit.
         let mut deadline: Option<Option<Instant>> = None;
@@ -590,6 +601,9 @@ impl<T: Send + 'static, P: Poller<T> + 'static> Queue<T, P> {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 self.hand_off();
                 return Err(Ended::Timeout);
+            }
+            if let Some(p) = &self.poller {
+                p.before_sleep(self);
             }
             match self.sleep(deadline, epoch) {
                 Ok(s) => searching = s,

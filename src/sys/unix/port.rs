@@ -142,11 +142,21 @@ impl Poller<Item> for UnixPoller {
         }
     }
 
-    fn flush(&self) {
+    fn flush(&self, queue: &PortQueue) {
         #[cfg(target_os = "linux")]
         if let UnixPoller::Ring(r) = self {
+            r.returned(queue, queue.has_items());
             r.flush();
         }
+        let _ = queue;
+    }
+
+    fn before_sleep(&self, queue: &PortQueue) {
+        #[cfg(target_os = "linux")]
+        if let UnixPoller::Ring(r) = self {
+            r.before_sleep(queue);
+        }
+        let _ = queue;
     }
 }
 
@@ -286,7 +296,7 @@ impl PortDriver for Port {
     fn maintain(&self) {
         #[cfg(target_os = "linux")]
         if let Some(ring) = self.inner.ring() {
-            ring.maintain();
+            ring.maintain(&*self.inner.queue);
         }
         self.inner.queue.maintain();
     }
@@ -435,25 +445,27 @@ impl Inner {
 
     /// Marks the requests of a handle (`driver`, under its lock) in the
     /// kernel cancelled and pushes their cancels (S24, S25): how many, and
-    /// whether a cancel was pushed, for [`Inner::submit_cancels`] once the
-    /// handle's lock is let go. Only the ring has requests in the kernel.
-    pub(super) fn cancel_in_kernel(&self, driver: &mut Driver) -> (usize, bool) {
+    /// the rings a cancel was pushed into, for [`Inner::submit_cancels`]
+    /// once the handle's lock is let go. Only the ring has requests in the
+    /// kernel.
+    pub(super) fn cancel_in_kernel(&self, driver: &mut Driver) -> (usize, Vec<usize>) {
         #[cfg(target_os = "linux")]
         if let (Driver::Ring(s), Some(ring)) = (driver, self.ring()) {
             return (s.in_kernel(), ring.cancel(s.cancel_in_kernel()));
         }
         #[cfg(not(target_os = "linux"))]
         let _ = driver;
-        (0, false)
+        (0, Vec::new())
     }
 
-    /// Hands the cancels a handle pushed (`pushed`) to the ring's kernel
-    /// now; nothing on a readiness port.
-    pub(super) fn submit_cancels(&self, pushed: bool) {
+    /// Hands the cancels a handle pushed (into the rings `pushed`) to the
+    /// kernel now; nothing on a readiness port.
+    pub(super) fn submit_cancels(&self, pushed: Vec<usize>) {
         #[cfg(target_os = "linux")]
         if let Some(ring) = self.ring() {
             ring.submit_if(pushed);
         }
+        #[cfg(not(target_os = "linux"))]
         let _ = pushed;
     }
 

@@ -186,13 +186,21 @@ fn choose_driver(want: Option<DriverKind>) -> io::Result<(UnixPoller, DriverInfo
                 }
             },
         };
-        let why = match ring_wanted.and_then(|()| Ring::open()) {
+        let per_worker = super::uring::rings_setting()?;
+        let why = match ring_wanted.and_then(|()| Ring::open(per_worker)) {
             Ok(ring) => {
-                return Ok((UnixPoller::Ring(ring), DriverInfo { kind: DriverKind::IoUring, fallback: None }))
+                let setup = Some(ring.describe());
+                return Ok((
+                    UnixPoller::Ring(ring),
+                    DriverInfo { kind: DriverKind::IoUring, fallback: None, setup },
+                ));
             }
             Err(why) => why,
         };
-        Ok((UnixPoller::Mio(MioPoller::new()?), DriverInfo { kind: DriverKind::Epoll, fallback: Some(why) }))
+        Ok((
+            UnixPoller::Mio(MioPoller::new()?),
+            DriverInfo { kind: DriverKind::Epoll, fallback: Some(why), setup: None },
+        ))
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -200,7 +208,7 @@ fn choose_driver(want: Option<DriverKind>) -> io::Result<(UnixPoller, DriverInfo
         if let Some(k) = want.filter(|&k| k != kind) {
             return Err(unsupported(k));
         }
-        Ok((UnixPoller::Mio(MioPoller::new()?), DriverInfo { kind, fallback: None }))
+        Ok((UnixPoller::Mio(MioPoller::new()?), DriverInfo { kind, fallback: None, setup: None }))
     }
 }
 

@@ -70,7 +70,10 @@ pub(crate) const DRIVER_VAR: &str = "IOCOMPLETION_DRIVER";
 pub(crate) const REFUSE_VAR: &str = "IOCOMPLETION_IO_URING_REFUSE";
 /// The environment variable that picks where requests started on a pool
 /// worker go: `worker` (each worker's own ring, the default) or `shared`
-/// (the port's ring, as every other thread's requests).
+/// (the port's ring, as every other thread's requests); `worker-coop`
+/// sets up the workers' rings with `COOP_TASKRUN | TASKRUN_FLAG`, for
+/// measurement only (a worker blocked in a callback then holds up its
+/// ring's completions: S14 does not hold).
 pub(crate) const RINGS_VAR: &str = "IOCOMPLETION_IO_URING_RINGS";
 
 /// The opcodes the driver uses; a kernel missing one is not used.
@@ -89,6 +92,30 @@ const NEEDED: [(u8, &str); 13] = [
     (opcode::PollAdd::CODE, "POLL_ADD"),
     (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
 ];
+
+/// Where a port's pool workers start their requests.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Rings {
+    /// In the port's ring.
+    Shared,
+    /// In rings of their own, set up with no flags.
+    Worker,
+    /// In rings of their own, set up with `COOP_TASKRUN | TASKRUN_FLAG`.
+    WorkerCoop,
+}
+
+/// The `IOCOMPLETION_IO_URING_RINGS` setting (see [`RINGS_VAR`]).
+pub(crate) fn rings_setting() -> io::Result<Rings> {
+    match std::env::var(RINGS_VAR).unwrap_or_default().as_str() {
+        "" | "worker" => Ok(Rings::Worker),
+        "shared" => Ok(Rings::Shared),
+        "worker-coop" => Ok(Rings::WorkerCoop),
+        other => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{RINGS_VAR}={other:?}: expected worker, shared or worker-coop"),
+        )),
+    }
+}
 
 /// A port's ring.
 pub(crate) struct Ring {
@@ -118,6 +145,9 @@ pub(crate) struct Ring {
     free: Arc<Mutex<Vec<Arc<Ring>>>>,
     /// The port's ring: pool workers start requests in rings of their own.
     per_worker: bool,
+    /// The port's ring: its workers' rings are set up with
+    /// `COOP_TASKRUN | TASKRUN_FLAG` (the kernel granted them).
+    coop: bool,
 }
 
 /// What a worker's ring has beside the port's.
@@ -182,20 +212,27 @@ impl Ring {
     /// A ring, or why io_uring cannot serve (the reason the port falls
     /// back to epoll): the kernel refused (`ENOSYS`, `EPERM` as under a
     /// seccomp profile, `ENOMEM` from `RLIMIT_MEMLOCK`) or lacks a feature.
-    pub(crate) fn open() -> Result<Ring, String> {
-        let per_worker = match std::env::var(RINGS_VAR).unwrap_or_default().as_str() {
-            "shared" => false,
-            "" | "worker" => true,
-            other => return Err(format!("{RINGS_VAR}={other:?}: expected worker or shared")),
-        };
-        let mut ring = Ring::setup(ENTRIES, Arc::new(AtomicUsize::new(0)), None)?;
-        ring.per_worker = per_worker;
+    ///
+    /// `rings`: where pool workers start their requests (see
+    /// [`rings_setting`]).
+    pub(crate) fn open(rings: Rings) -> Result<Ring, String> {
+        let mut ring = Ring::setup(ENTRIES, Arc::new(AtomicUsize::new(0)), None, false)?;
+        ring.per_worker = rings != Rings::Shared;
+        // Asked for only if the kernel grants the flags.
+        ring.coop = rings == Rings::WorkerCoop
+            && IoUring::<Entry>::builder().setup_coop_taskrun().setup_taskrun_flag().build(2).is_ok();
         Ok(ring)
     }
 
     /// A ring of `entries`, counting its requests in `in_flight`; with
     /// `efd`, a worker's ring whose completions `efd` counts.
-    fn setup(entries: u32, in_flight: Arc<AtomicUsize>, efd: Option<OwnedFd>) -> Result<Ring, String> {
+    /// With `coop`, the ring is set up with `COOP_TASKRUN | TASKRUN_FLAG`.
+    fn setup(
+        entries: u32,
+        in_flight: Arc<AtomicUsize>,
+        efd: Option<OwnedFd>,
+        coop: bool,
+    ) -> Result<Ring, String> {
         if let Ok(v) = std::env::var(REFUSE_VAR) {
             let errno = match v.as_str() {
                 "EPERM" => libc::EPERM,
@@ -205,7 +242,11 @@ impl Ring {
             };
             return Err(refused(errno, &format!("io_uring_setup refused ({REFUSE_VAR} is set)")));
         }
-        let ring = IoUring::builder()
+        let mut builder = IoUring::builder();
+        if coop {
+            builder.setup_coop_taskrun().setup_taskrun_flag();
+        }
+        let ring = builder
             .setup_cqsize(entries * 4)
             .build(entries)
             .map_err(|e| format!("io_uring_setup refused: {e}"))?;
@@ -244,7 +285,22 @@ impl Ring {
             workers: Mutex::new(Vec::new()),
             free: Arc::new(Mutex::new(Vec::new())),
             per_worker: false,
+            coop: false,
         })
+    }
+
+    /// How the port's rings are set up, for [`DriverInfo`](crate::port::DriverInfo).
+    pub(crate) fn describe(&self) -> String {
+        match (self.per_worker, self.coop) {
+            (false, _) => "one ring for the port; setup flags: none, the kernel's default task work".into(),
+            (true, false) => {
+                "a ring per pool worker and one for the port; setup flags: none, the kernel's default task work"
+                    .into()
+            }
+            (true, true) => "a ring per pool worker and one for the port; setup flags: \
+                             COOP_TASKRUN | TASKRUN_FLAG on the workers' rings"
+                .into(),
+        }
     }
 
     /// The ring a request started by the calling thread goes into: a pool
@@ -285,7 +341,8 @@ impl Ring {
                 }
                 // SAFETY: `fd` is a new descriptor nobody else owns.
                 let efd = unsafe { OwnedFd::from_raw_fd(fd) };
-                let r = Arc::new(Ring::setup(WORKER_ENTRIES, self.in_flight.clone(), Some(efd)).ok()?);
+                let r =
+                    Arc::new(Ring::setup(WORKER_ENTRIES, self.in_flight.clone(), Some(efd), self.coop).ok()?);
                 self.workers.lock().push(r.clone());
                 self.watch(&r);
                 r
@@ -583,7 +640,8 @@ impl Ring {
                 // SAFETY: the `sq` lock makes this the only user of the
                 // submission queue while the guard lives; only its flags are
                 // read.
-                unsafe { self.ring.submission_shared() }.cq_overflow()
+                let sq = unsafe { self.ring.submission_shared() };
+                sq.cq_overflow() || sq.taskrun()
             }
             None => true,
         };
@@ -607,13 +665,18 @@ impl Ring {
     }
 
     /// [`Ring::reap`] with no system call, unless completions overflowed
-    /// (then [`Ring::poll_now`], which flushes them).
+    /// or wait as task work (then [`Ring::poll_now`], which flushes them).
     fn reap_only(&self) {
         let overflow = match self.sq.try_lock() {
-            // SAFETY: the `sq` lock makes this the only user of the
-            // submission queue while the guard lives; only its flags are
-            // read.
-            Some(_g) => unsafe { self.ring.submission_shared() }.cq_overflow(),
+            Some(_g) => {
+                // SAFETY: the `sq` lock makes this the only user of the
+                // submission queue while the guard lives; only its flags
+                // are read.
+                let sq = unsafe { self.ring.submission_shared() };
+                // With COOP_TASKRUN, completions may wait as task work
+                // that only a system call of the owner runs.
+                sq.cq_overflow() || sq.taskrun()
+            }
             None => true,
         };
         if overflow {
@@ -1715,7 +1778,7 @@ mod tests {
     /// refused entry completes through its completion entry with its error.
     #[test]
     fn s2_a_submit_hands_over_the_entries_after_one_the_kernel_refused() {
-        let ring = match Ring::open() {
+        let ring = match Ring::open(Rings::Shared) {
             Ok(r) => r,
             Err(why) => return eprintln!("skipped: {why}"),
         };
@@ -1831,7 +1894,7 @@ mod tests {
     /// holding the poller's role froze the port.
     #[test]
     fn s14_a_push_into_a_full_queue_takes_completions_when_the_kernel_is_busy() {
-        let ring = match Ring::open() {
+        let ring = match Ring::open(Rings::Shared) {
             Ok(r) => Arc::new(r),
             Err(why) => return eprintln!("skipped: {why}"),
         };
@@ -1861,7 +1924,7 @@ mod tests {
     /// poller's role.
     #[test]
     fn s14_a_collect_does_not_wait_for_the_submission_lock() {
-        let ring = match Ring::open() {
+        let ring = match Ring::open(Rings::Shared) {
             Ok(r) => Arc::new(r),
             Err(why) => return eprintln!("skipped: {why}"),
         };

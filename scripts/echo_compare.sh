@@ -10,6 +10,10 @@
 #
 # Usage: scripts/echo_compare.sh [ROUNDS] [SECONDS] [PARTS]
 # Defaults: 5 rounds, 3 s per throughput run, PARTS "throughput latency".
+# CONNS and SIZES (environment) narrow the throughput part, e.g.
+# CONNS=64 SIZES=64 (defaults "1 64 512" and "64 4096"). The crate's server
+# inherits the environment, so IOCOMPLETION_IO_URING_RINGS=shared (or
+# worker) picks its rings.
 # Server threads: ours `echo_server ADDR 2 64 --hold-buffers` (a buffer kept
 # in each connection's pending read, as the tokio server keeps one per
 # connection), tokio 2 workers.
@@ -27,6 +31,14 @@ out=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$out"' EXIT
 
 start_server() { # name -> prints its address; leaves it running in $pid
+  # A server killed a moment ago may still hold its port (seen as
+  # AddrInUse): the kernel tears its io_uring rings down after the process,
+  # and a request still in a ring holds its socket until then.
+  local port=7878; [ "$1" = tokio ] && port=7879
+  for _ in $(seq 100); do
+    ss -Hltn "sport = :$port" | grep -q . || break
+    sleep 0.1
+  done
   case $1 in
     ours) "$bin/echo_server" 127.0.0.1:7878 2 64 --hold-buffers >/dev/null & pid=$!; addr=127.0.0.1:7878 ;;
     tokio) "$bin/tokio_echo_server" 127.0.0.1:7879 2 >/dev/null & pid=$!; addr=127.0.0.1:7879 ;;
@@ -49,8 +61,8 @@ echo "## Throughput: tcp-echo-benchmark, $rounds rounds of $secs s, median (rati
 echo
 echo "| connections x bytes | iocompletion responses/s | tokio responses/s | ratio | ratio min-max |"
 echo "| --- | ---: | ---: | ---: | ---: |"
-for conns in 1 64 512; do
-  for size in 64 4096; do
+for conns in ${CONNS:-1 64 512}; do
+  for size in ${SIZES:-64 4096}; do
     : >"$out/ratios"; : >"$out/ours"; : >"$out/tokio"
     for r in $(seq "$rounds"); do
       order="ours tokio"; [ $((r % 2)) -eq 0 ] && order="tokio ours"

@@ -1,19 +1,28 @@
 //! The io_uring driver (Linux, S36): true completions.
 //!
-//! One ring per port, shared by the port's threads. A request becomes one
-//! submission entry whose `user_data` is the request's address; the kernel
-//! owns the request (and its buffer) until its completion entry comes back,
-//! which is the request's one completion (S2), whoever wins a cancel race.
+//! A ring per port, and one per pool worker of the port (unless
+//! `IOCOMPLETION_IO_URING_RINGS=shared`): a request started by a worker
+//! goes into the worker's ring ([`Ring::for_start`]), any other into the
+//! port's. A request becomes one submission entry whose `user_data` is the
+//! request's address; the kernel owns the request (and its buffer) until
+//! its completion entry comes back, which is the request's one completion
+//! (S2), whoever wins a cancel race.
 //!
-//! Who submits: entries are pushed under the submission lock and handed to
-//! the kernel by the next `io_uring_enter`. The thread that polls makes
-//! that call anyway (submit and wait in one call). A pool worker that
-//! pushes entries from its callbacks leaves them for its return to the
-//! port ([`Ring::flush`]), so a batch of callbacks costs one call; any
-//! other thread submits at once when a thread is blocked in the ring.
+//! Who submits: entries are pushed under their ring's submission lock and
+//! handed to the kernel by the next `io_uring_enter`. The thread that polls
+//! the port's ring makes that call anyway (submit and wait in one call). A
+//! pool worker hands its own ring's entries over when it comes back to the
+//! port and finds nothing to take, every [`HOLD_RETURNS`] returns, or
+//! before it sleeps ([`Ring::returned`], [`Ring::before_sleep`]); with the
+//! shared ring it leaves them for its return ([`Ring::flush`]). Any other
+//! thread submits at once when a thread is blocked in the port's ring.
 //!
-//! Who reaps: the thread that polls (one at a time, by the port's queue)
-//! takes every completion entry there is and turns each into a packet.
+//! Who reaps: a worker its own ring, when it comes back; the thread that
+//! polls the port's ring (one at a time, by the port's queue) that ring,
+//! and a sleeping or exited worker's ring when its eventfd fires; the
+//! pool's gate a ring whose owner is stuck in a callback
+//! ([`Ring::maintain`]). Each completion entry becomes a packet in the
+//! port's queue. docs/backends.md gives the design.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;

@@ -1,7 +1,7 @@
 //! The io_uring driver (Linux, S36): true completions.
 //!
-//! A ring per port, and one per pool worker of the port (unless
-//! `IOCOMPLETION_IO_URING_RINGS=shared`): a request started by a worker
+//! A ring per port, and with `IOCOMPLETION_IO_URING_RINGS=worker` one per
+//! pool worker of the port: a request started by a worker
 //! goes into the worker's ring ([`Ring::for_start`]), any other into the
 //! port's. A request becomes one submission entry whose `user_data` is the
 //! request's address; the kernel owns the request (and its buffer) until
@@ -78,8 +78,8 @@ pub(crate) const DRIVER_VAR: &str = "IOCOMPLETION_DRIVER";
 /// the io_uring probe reports that refusal instead of asking the kernel.
 pub(crate) const REFUSE_VAR: &str = "IOCOMPLETION_IO_URING_REFUSE";
 /// The environment variable that picks where requests started on a pool
-/// worker go: `worker` (each worker's own ring, the default) or `shared`
-/// (the port's ring, as every other thread's requests); `worker-coop`
+/// worker go: `shared` (the port's ring, as every other thread's requests;
+/// the default) or `worker` (each worker's own ring); `worker-coop`
 /// sets up the workers' rings with `COOP_TASKRUN | TASKRUN_FLAG`, for
 /// measurement only (a worker blocked in a callback then holds up its
 /// ring's completions: S14 does not hold).
@@ -116,8 +116,8 @@ pub(crate) enum Rings {
 /// The `IOCOMPLETION_IO_URING_RINGS` setting (see [`RINGS_VAR`]).
 pub(crate) fn rings_setting() -> io::Result<Rings> {
     match std::env::var(RINGS_VAR).unwrap_or_default().as_str() {
-        "" | "worker" => Ok(Rings::Worker),
-        "shared" => Ok(Rings::Shared),
+        "worker" => Ok(Rings::Worker),
+        "" | "shared" => Ok(Rings::Shared),
         "worker-coop" => Ok(Rings::WorkerCoop),
         other => Err(io::Error::new(
             io::ErrorKind::InvalidInput,

@@ -20,6 +20,9 @@
 #                  connection's pending read, as the tokio server keeps one)
 #   uring0, epoll0 the same without --hold-buffers (zero-byte waits, S31)
 #   tokio          examples/tokio_echo_server, 2 workers
+# CONNS and SIZES narrow the throughput part (defaults "1 64 512" and
+# "64 4096"), e.g. CONNS=64 SIZES=64. The servers inherit the environment,
+# so IOCOMPLETION_IO_URING_RINGS=shared or worker picks the rings.
 # CLIENT picks the throughput client: `tcp-echo-benchmark` (crates.io, the
 # default) or `crate` (examples/echo_client, which checks every byte).
 # Needs an open-file limit above 20,000 for "many" and "latency" (ulimit -n).
@@ -39,6 +42,13 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$out"' EXIT
 
 start_server() { # name -> leaves it running in $pid, its address in $addr
   addr=127.0.0.1:7878
+  # A server killed a moment ago may still hold the port (AddrInUse): the
+  # kernel tears its io_uring rings down after the process, and a request
+  # still in a ring holds its socket until then.
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/${addr%:*}/${addr#*:}") 2>/dev/null || break
+    sleep 0.1
+  done
   case $1 in
     uring) IOCOMPLETION_DRIVER=io_uring "$bin/echo_server" $addr 2 64 --hold-buffers >/dev/null & pid=$! ;;
     epoll) IOCOMPLETION_DRIVER=epoll "$bin/echo_server" $addr 2 64 --hold-buffers >/dev/null & pid=$! ;;
@@ -101,8 +111,8 @@ throughput() {
   echo
   printf '| connections x bytes |'; for s in $servers; do printf ' %s /s |' "$s"; done; echo " ratios |"
   printf '| --- |'; for _ in $servers; do printf ' ---: |'; done; echo " --- |"
-  for conns in 1 64 512; do
-    for size in 64 4096; do
+  for conns in ${CONNS:-1 64 512}; do
+    for size in ${SIZES:-64 4096}; do
       rm -f "$out"/ratio.*; for s in $servers; do : >"$out/$s.t"; done
       for r in $(seq "$rounds"); do
         for s in $(order "$r"); do

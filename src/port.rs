@@ -52,6 +52,11 @@ pub struct DriverInfo {
     /// epoll. `None` when the preferred driver runs, and when the program
     /// chose the driver that runs (`Builder::driver`).
     pub fallback: Option<String>,
+    /// How the driver was set up, where it has a choice: on io_uring,
+    /// whether each pool worker has a ring of its own beside the port's
+    /// (the `IOCOMPLETION_IO_URING_RINGS` setting) and the ring setup flags
+    /// the kernel granted. `None` on the other drivers.
+    pub setup: Option<String>,
 }
 
 impl fmt::Display for DriverInfo {
@@ -62,9 +67,10 @@ impl fmt::Display for DriverInfo {
             DriverKind::Epoll => "epoll",
             DriverKind::Kqueue => "kqueue",
         };
-        match &self.fallback {
-            Some(why) => write!(f, "{name} (fallback: {why})"),
-            None => f.write_str(name),
+        match (&self.fallback, &self.setup) {
+            (Some(why), _) => write!(f, "{name} (fallback: {why})"),
+            (None, Some(setup)) => write!(f, "{name} ({setup})"),
+            (None, None) => f.write_str(name),
         }
     }
 }

@@ -17,6 +17,8 @@ use util::tcp_pair;
 const CHILD: &str = "IOCOMPLETION_DRIVERS_CHILD";
 const DRIVER: &str = "IOCOMPLETION_DRIVER";
 const REFUSE: &str = "IOCOMPLETION_IO_URING_REFUSE";
+#[cfg(target_os = "linux")]
+const RINGS: &str = "IOCOMPLETION_IO_URING_RINGS";
 
 /// Runs `name` again in a child with `env` set (and the two settings
 /// cleared otherwise); true in the parent, once the child passed.
@@ -69,10 +71,17 @@ fn s36_io_uring_is_the_default_where_the_kernel_allows_it() {
     // A kernel that refuses io_uring (disabled, or a seccomp profile)
     // gives epoll with the kernel's reason; otherwise io_uring runs.
     match d.kind {
-        DriverKind::IoUring => assert_eq!(d.fallback, None),
+        DriverKind::IoUring => {
+            assert_eq!(d.fallback, None);
+            // The rings and the setup flags granted are reported.
+            let setup = d.setup.as_deref().unwrap_or_default();
+            assert!(setup.contains("ring") && setup.contains("setup flags"), "{d}");
+            assert!(d.to_string().contains(setup), "{d}");
+        }
         DriverKind::Epoll => {
             let why = d.fallback.as_deref().unwrap_or_default();
             assert!(why.contains("io_uring"), "a fallback names its reason: {d}");
+            assert_eq!(d.setup, None);
         }
         other => panic!("unexpected driver {other:?}"),
     }
@@ -134,6 +143,38 @@ fn s36_the_builder_asks_for_io_uring_over_the_setting() {
         d.kind == DriverKind::IoUring || d.fallback.as_deref().unwrap_or_default().contains("io_uring"),
         "io_uring, or a fallback that names the kernel's refusal: {d}"
     );
+    round_trip(&rt);
+    rt.shutdown();
+}
+
+/// `IOCOMPLETION_IO_URING_RINGS` picks a ring per pool worker (`worker`)
+/// or the port's ring alone (`shared`); both serve, and the driver says
+/// which runs. Another value is a clear error.
+#[cfg(target_os = "linux")]
+#[test]
+fn s36_the_rings_setting_picks_a_ring_per_worker_or_the_ports_ring() {
+    const NAME: &str = "s36_the_rings_setting_picks_a_ring_per_worker_or_the_ports_ring";
+    if std::env::var_os(CHILD).is_none() {
+        for v in ["worker", "shared", "bogus"] {
+            in_child(NAME, &[(RINGS, v)]);
+        }
+        return;
+    }
+    let says = match std::env::var(RINGS).unwrap().as_str() {
+        "worker" => "a ring per pool worker",
+        "shared" => "one ring for the port",
+        _ => {
+            let e = iocompletion::Port::new(1).unwrap_err();
+            assert!(matches!(e, iocompletion::Error::InvalidArgument(_)), "{e:?}");
+            assert!(e.to_string().contains(RINGS), "{e}");
+            return;
+        }
+    };
+    let rt = Runtime::builder().min_threads(2).build().unwrap();
+    let d = rt.driver().unwrap();
+    if d.kind == DriverKind::IoUring {
+        assert!(d.setup.as_deref().unwrap_or_default().starts_with(says), "{d}");
+    }
     round_trip(&rt);
     rt.shutdown();
 }

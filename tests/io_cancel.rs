@@ -518,3 +518,60 @@ fn s24_a_callback_holding_a_weak_handle_lets_the_handle_close() {
     }
     assert_eq!(seen, ids.into_iter().collect::<HashSet<_>>());
 }
+
+/// Starts a read of `h` from a pool worker's callback (into that worker's
+/// own ring, on io_uring) and gives its id.
+fn read_started_in_a_callback(rt: &iocompletion::Runtime, h: &Handle) -> iocompletion::RequestId {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let h2 = h.clone();
+    rt.post_callback(0, move |_, _, _| {
+        let _ = tx.lock().unwrap().send(started(h2.read(vec![0; 8]).start()));
+    })
+    .unwrap();
+    rx.recv_timeout(util::DEADLINE).expect("the callback started the read")
+}
+
+/// S25: a request a callback started (in its worker's ring) is cancelled
+/// from another thread; it completes once, aborted, and the handle reads
+/// on.
+#[test]
+fn s25_a_cancel_from_another_thread_ends_a_read_a_callback_started() {
+    let rt = runtime();
+    let (mut client, server) = tcp_pair();
+    let h = Handle::from(server);
+    let c = bind(&rt, &h);
+
+    let id = read_started_in_a_callback(&rt, &h);
+    h.cancel(id).unwrap();
+    let done = c.recv();
+    assert_eq!(done.id(), id);
+    assert!(done.status.is_aborted(), "{done:?}");
+    c.expect_none(Duration::from_millis(100));
+
+    let next = read_started_in_a_callback(&rt, &h);
+    client.write_all(b"abc").unwrap();
+    let done = c.recv();
+    assert_eq!((done.id(), done.ok()), (next, 3));
+}
+
+/// S24, S25: a close and a cancel of all from another thread abort the
+/// requests callbacks started (in their workers' rings), each once.
+#[test]
+fn s24_a_close_from_another_thread_aborts_reads_callbacks_started() {
+    let rt = runtime();
+    let (_c1, s1) = tcp_pair();
+    let (_c2, s2) = tcp_pair();
+    let (h1, h2) = (Handle::from(s1), Handle::from(s2));
+    let c1 = bind(&rt, &h1);
+    let c2 = bind(&rt, &h2);
+
+    let a = read_started_in_a_callback(&rt, &h1);
+    let b = read_started_in_a_callback(&rt, &h2);
+    h1.close();
+    assert_all_aborted(vec![c1.recv()], &[a], 8);
+    assert_eq!(h2.cancel_all().unwrap(), 1);
+    assert_all_aborted(vec![c2.recv()], &[b], 8);
+    c1.expect_none(Duration::from_millis(100));
+    c2.expect_none(Duration::from_millis(100));
+}

@@ -65,6 +65,62 @@ fn s14_a_blocking_callback_strands_no_io() {
     }
 }
 
+/// S14, with a ring per worker: one callback starts a read and returns (its
+/// worker hands the read to the kernel from its own ring before it
+/// sleeps); the next callback, on that same worker, blocks in user code
+/// until the read's completion has run. The data arrives while the
+/// owner of the read's ring is blocked: the kernel still posts the
+/// completion, and another thread runs it.
+#[test]
+fn s14_a_worker_blocked_after_it_submitted_a_read_strands_no_io() {
+    for round in 0..10 {
+        let rt = Runtime::builder().min_threads(1).max_threads(2).build().unwrap();
+        let (mut client, server) = tcp_pair();
+        let h = Handle::from(server);
+        let (seen_tx, seen_rx) = mpsc::channel::<usize>();
+        let seen_tx = Mutex::new(seen_tx);
+        rt.bind_io_completion_callback(
+            &h,
+            Arc::new(move |_: Status, bytes: usize, _: Request| {
+                let _ = seen_tx.lock().unwrap().send(bytes);
+            }),
+            0,
+        )
+        .unwrap();
+        let (started_tx, started_rx) = mpsc::channel();
+        let started_tx = Mutex::new(started_tx);
+        let h2 = h.clone();
+        rt.post_callback(0, move |_, _, _| {
+            let _ = started_tx.lock().unwrap().send(h2.read(vec![0; 16]).start().is_ok());
+        })
+        .unwrap();
+        assert_eq!(started_rx.recv_timeout(DEADLINE), Ok(true), "round {round}: the read started");
+        util::wait_until("the first callback returned", || rt.stats().busy == 0);
+        let (result_tx, result_rx) = mpsc::channel();
+        let (result_tx, seen_rx) = (Mutex::new(result_tx), Mutex::new(seen_rx));
+        let (blocked_tx, blocked_rx) = mpsc::channel();
+        let blocked_tx = Mutex::new(blocked_tx);
+        rt.post_callback(0, move |_, _, _| {
+            let _ = blocked_tx.lock().unwrap().send(());
+            // Blocks until another thread ran the read's completion.
+            let seen = seen_rx.lock().unwrap().recv_timeout(DEADLINE);
+            let _ = result_tx.lock().unwrap().send(seen);
+        })
+        .unwrap();
+        blocked_rx.recv_timeout(DEADLINE).expect("the second callback runs");
+        client.write_all(b"ping").unwrap();
+        let got = result_rx.recv_timeout(DEADLINE + DEADLINE).expect("the callback returned");
+        assert_eq!(
+            got,
+            Ok(4),
+            "round {round}: the read's completion never ran while its worker blocked: {:?}",
+            rt.stats()
+        );
+        h.close();
+        rt.shutdown();
+    }
+}
+
 /// How long a chain of posts may run before it stops by itself (a hang
 /// guard: the test fails long before).
 const CHAIN_GUARD: Duration = Duration::from_secs(30);

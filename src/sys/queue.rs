@@ -76,8 +76,19 @@ pub(crate) trait Poller<T>: Send + Sync + Sized {
 
     /// A thread comes (back) to the queue: work its callbacks left for
     /// the poller to start is handed over now if a thread is blocked in
-    /// [`Poller::poll`] (a completion driver's submissions).
-    fn flush(&self) {}
+    /// [`Poller::poll`] (a completion driver's submissions), and what the
+    /// thread's own source of completions holds (a worker's ring) is
+    /// pushed to `queue`.
+    fn flush(&self, queue: &Queue<T, Self>) {
+        let _ = queue;
+    }
+
+    /// A thread found nothing to take and is about to sleep: completions
+    /// of its own source (a worker's ring) from now on reach the poller,
+    /// and those there are now are pushed to `queue`.
+    fn before_sleep(&self, queue: &Queue<T, Self>) {
+        let _ = queue;
+    }
 }
 
 #[cfg(not(loom))]
@@ -519,7 +530,7 @@ impl<T: Send + 'static, P: Poller<T> + 'static> Queue<T, P> {
     ) -> Result<usize, Ended> {
         let epoch = interrupts;
         if let Some(p) = &self.poller {
-            p.flush();
+            p.flush(self);
         }
         // Computed at the first look before sleeping; `None` inside: no limit.
         let mut deadline: Option<Option<Instant>> = None;
@@ -590,6 +601,9 @@ impl<T: Send + 'static, P: Poller<T> + 'static> Queue<T, P> {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 self.hand_off();
                 return Err(Ended::Timeout);
+            }
+            if let Some(p) = &self.poller {
+                p.before_sleep(self);
             }
             match self.sleep(deadline, epoch) {
                 Ok(s) => searching = s,
@@ -955,5 +969,132 @@ mod models {
     fn get_from(q: &Queue<usize, Ring>, held: &mut Option<Slot>) -> Result<usize, Ended> {
         let mut out = Vec::new();
         q.take(held, &mut out, 1, None, None).map(|_| out[0])
+    }
+
+    /// io_uring with a ring per worker, in outline: the port's ring (as
+    /// `Ring`: wake-ups and the events of its poll of the worker ring's
+    /// eventfd) and one worker's own ring, whose completions the kernel
+    /// counts in the eventfd only while `efd_on` (the owner sleeps, or
+    /// exited). The owner takes its ring's completions into the queue when
+    /// it comes back (`flush`) and before it sleeps (`before_sleep`, after
+    /// turning the eventfd on); the port's poller takes them when the
+    /// eventfd fired (`dispatch`); the gate takes them from a ring whose
+    /// owner is busy (`hand_over`).
+    struct Rings {
+        port: Ring,
+        /// Completions in the worker's ring.
+        own: loom::sync::Mutex<usize>,
+        efd_on: AtomicBool,
+    }
+
+    impl Rings {
+        fn new(own: usize, efd_on: bool) -> Rings {
+            Rings { port: Ring::new(0), own: loom::sync::Mutex::new(own), efd_on: AtomicBool::new(efd_on) }
+        }
+
+        /// The kernel posts a completion into the worker's ring, then
+        /// signals the eventfd if the owner lets it (the poll in the port's
+        /// ring completes).
+        fn complete_own(&self) {
+            *self.own.lock().unwrap() += 1;
+            fence(Ordering::SeqCst);
+            if self.efd_on.load(Ordering::SeqCst) {
+                self.port.cq.lock().unwrap().1 += 1;
+                self.port.cv.notify_all();
+            }
+        }
+
+        /// Takes the worker ring's completions into the queue.
+        fn hand_over(&self, queue: &Queue<usize, Rings>) {
+            let n = std::mem::take(&mut *self.own.lock().unwrap());
+            for v in 0..n {
+                queue.push(200 + v);
+            }
+        }
+    }
+
+    impl Poller<usize> for Rings {
+        fn poll(&self, deadline: Option<Instant>) -> io::Result<()> {
+            self.port.poll(deadline)
+        }
+        fn poll_now(&self) -> io::Result<()> {
+            self.port.poll_now()
+        }
+        fn dispatch(&self, queue: &Queue<usize, Rings>) {
+            // Only eventfd events come from the port's ring here.
+            self.port.taken.swap(0, Ordering::SeqCst);
+            self.hand_over(queue);
+        }
+        fn wake(&self) {
+            self.port.wake();
+        }
+        fn flush(&self, queue: &Queue<usize, Rings>) {
+            self.efd_on.store(false, Ordering::SeqCst);
+            self.hand_over(queue);
+        }
+        fn before_sleep(&self, queue: &Queue<usize, Rings>) {
+            self.efd_on.store(true, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            self.hand_over(queue);
+        }
+    }
+
+    fn get_rings(q: &Queue<usize, Rings>, held: &mut Option<Slot>) -> Result<usize, Ended> {
+        let mut out = Vec::new();
+        q.take(held, &mut out, 1, None, None).map(|_| out[0])
+    }
+
+    /// A completion the kernel posts into the ring of a worker that is
+    /// going to sleep: it either sees the eventfd on (the poller wakes) or
+    /// the owner, turning it on, takes the completion itself. The worker
+    /// never sleeps for ever with it in its ring.
+    #[test]
+    fn a_completion_in_a_sleeping_owners_ring_wakes_it() {
+        loom::model(|| {
+            let q = Queue::new(1, Some(Rings::new(0, false)));
+            let q2 = q.clone();
+            let kernel = loom::thread::spawn(move || q2.poller().unwrap().complete_own());
+            let mut held = None;
+            assert_eq!(get_rings(&q, &mut held).unwrap(), 200);
+            kernel.join().unwrap();
+        });
+    }
+
+    /// The owner is in a long callback (its eventfd off) with a completion
+    /// in its ring; another worker sleeps (it polls the port's ring). The
+    /// gate hands the ring over: the sleeping worker takes the completion.
+    #[test]
+    fn the_gate_hands_a_busy_owners_ring_to_a_sleeping_worker() {
+        loom::model(|| {
+            let q = Queue::new(2, Some(Rings::new(1, false)));
+            let q2 = q.clone();
+            let gate = loom::thread::spawn(move || {
+                q2.poller().unwrap().hand_over(&q2);
+                q2.maintain();
+            });
+            let mut held = None;
+            assert_eq!(get_rings(&q, &mut held).unwrap(), 200);
+            gate.join().unwrap();
+            assert!(!q.has_items());
+        });
+    }
+
+    /// A worker exits: it turns its ring's eventfd on, then the kernel
+    /// cancels its requests (their completions come to the ring after the
+    /// thread's own last step). Another worker, asleep, takes them.
+    #[test]
+    fn an_exited_owners_completions_reach_a_sleeping_worker() {
+        loom::model(|| {
+            let q = Queue::new(2, Some(Rings::new(0, false)));
+            let q2 = q.clone();
+            let exiting = loom::thread::spawn(move || {
+                let r = q2.poller().unwrap();
+                r.efd_on.store(true, Ordering::SeqCst);
+                r.complete_own();
+            });
+            let mut held = None;
+            assert_eq!(get_rings(&q, &mut held).unwrap(), 200);
+            exiting.join().unwrap();
+        });
     }
 }

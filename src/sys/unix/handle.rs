@@ -187,7 +187,8 @@ impl HandleDriver for Handle {
                 let Some(fd) = fd_guard.as_ref() else {
                     return Err((closed_handle(), req));
                 };
-                s.start(ring, io, fd, req).map_err(|(e, req)| (Error::Io(e), req))?;
+                let ring = ring.for_start(queue);
+                s.start(&ring, io, fd, req).map_err(|(e, req)| (Error::Io(e), req))?;
                 drop((fd_guard, st));
                 ring.pushed(queue);
                 Ok(())
@@ -206,9 +207,9 @@ impl HandleDriver for Handle {
             Driver::Ring(s) => {
                 // In the kernel: its completion entry comes, aborted or
                 // done, as its one completion (S25).
-                if let Some(addr) = s.cancel(id) {
+                if let Some(at) = s.cancel(id) {
                     if let Some(ring) = port.as_ref().and_then(|p| p.ring()) {
-                        let pushed = ring.cancel([addr]);
+                        let pushed = ring.cancel([at]);
                         drop(st);
                         ring.submit_if(pushed);
                     }
@@ -248,25 +249,26 @@ impl HandleDriver for Handle {
     fn close(&self) -> bool {
         let io = &self.io;
         let port = self.port.get().and_then(Weak::upgrade);
-        let (fd, watched) = {
+        let (fd, watched, pushed) = {
             let mut st = io.state.lock();
             if st.closed {
                 return false;
             }
             st.closed = true;
             io.closed.store(true, Ordering::Release);
+            let mut pushed = Vec::new();
             if let Some(port) = &port {
                 st.driver.abort_waiting(&*port.queue);
                 // Each completes once its entry comes back (S24).
-                port.cancel_in_kernel(&mut st.driver);
+                pushed = port.cancel_in_kernel(&mut st.driver).1;
             }
-            (io.fd.write().take(), matches!(st.driver, Driver::Epoll(_)))
+            (io.fd.write().take(), matches!(st.driver, Driver::Epoll(_)), pushed)
         };
         if let Some(port) = port {
             // The cancels go to the kernel now. The fd itself closes when
             // the last request in the kernel that names it completes (each
             // holds it), so its number is never reused under an entry.
-            port.submit_cancels(true);
+            port.submit_cancels(pushed);
             if let (Some(fd), true) = (fd.as_ref(), watched) {
                 port.deregister(fd);
             }

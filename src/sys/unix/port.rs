@@ -142,11 +142,21 @@ impl Poller<Item> for UnixPoller {
         }
     }
 
-    fn flush(&self) {
+    fn flush(&self, queue: &PortQueue) {
         #[cfg(target_os = "linux")]
         if let UnixPoller::Ring(r) = self {
+            r.returned(queue, queue.has_items());
             r.flush();
         }
+        let _ = queue;
+    }
+
+    fn before_sleep(&self, queue: &PortQueue) {
+        #[cfg(target_os = "linux")]
+        if let UnixPoller::Ring(r) = self {
+            r.before_sleep(queue);
+        }
+        let _ = queue;
     }
 }
 
@@ -166,7 +176,7 @@ fn choose_driver(want: Option<DriverKind>) -> io::Result<(UnixPoller, DriverInfo
             Some(DriverKind::Epoll) => {
                 return Ok((
                     UnixPoller::Mio(MioPoller::new()?),
-                    DriverInfo { kind: DriverKind::Epoll, fallback: None },
+                    DriverInfo { kind: DriverKind::Epoll, fallback: None, setup: None },
                 ))
             }
             Some(DriverKind::IoUring) => Ok(()),
@@ -182,13 +192,21 @@ fn choose_driver(want: Option<DriverKind>) -> io::Result<(UnixPoller, DriverInfo
                 }
             },
         };
-        let why = match ring_wanted.and_then(|()| Ring::open()) {
+        let per_worker = super::uring::rings_setting()?;
+        let why = match ring_wanted.and_then(|()| Ring::open(per_worker)) {
             Ok(ring) => {
-                return Ok((UnixPoller::Ring(ring), DriverInfo { kind: DriverKind::IoUring, fallback: None }))
+                let setup = Some(ring.describe());
+                return Ok((
+                    UnixPoller::Ring(ring),
+                    DriverInfo { kind: DriverKind::IoUring, fallback: None, setup },
+                ));
             }
             Err(why) => why,
         };
-        Ok((UnixPoller::Mio(MioPoller::new()?), DriverInfo { kind: DriverKind::Epoll, fallback: Some(why) }))
+        Ok((
+            UnixPoller::Mio(MioPoller::new()?),
+            DriverInfo { kind: DriverKind::Epoll, fallback: Some(why), setup: None },
+        ))
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -196,7 +214,7 @@ fn choose_driver(want: Option<DriverKind>) -> io::Result<(UnixPoller, DriverInfo
         if let Some(k) = want.filter(|&k| k != kind) {
             return Err(unsupported(k));
         }
-        Ok((UnixPoller::Mio(MioPoller::new()?), DriverInfo { kind, fallback: None }))
+        Ok((UnixPoller::Mio(MioPoller::new()?), DriverInfo { kind, fallback: None, setup: None }))
     }
 }
 
@@ -292,7 +310,7 @@ impl PortDriver for Port {
     fn maintain(&self) {
         #[cfg(target_os = "linux")]
         if let Some(ring) = self.inner.ring() {
-            ring.maintain();
+            ring.maintain(&*self.inner.queue);
         }
         self.inner.queue.maintain();
     }
@@ -441,25 +459,27 @@ impl Inner {
 
     /// Marks the requests of a handle (`driver`, under its lock) in the
     /// kernel cancelled and pushes their cancels (S24, S25): how many, and
-    /// whether a cancel was pushed, for [`Inner::submit_cancels`] once the
-    /// handle's lock is let go. Only the ring has requests in the kernel.
-    pub(super) fn cancel_in_kernel(&self, driver: &mut Driver) -> (usize, bool) {
+    /// the rings a cancel was pushed into, for [`Inner::submit_cancels`]
+    /// once the handle's lock is let go. Only the ring has requests in the
+    /// kernel.
+    pub(super) fn cancel_in_kernel(&self, driver: &mut Driver) -> (usize, Vec<usize>) {
         #[cfg(target_os = "linux")]
         if let (Driver::Ring(s), Some(ring)) = (driver, self.ring()) {
             return (s.in_kernel(), ring.cancel(s.cancel_in_kernel()));
         }
         #[cfg(not(target_os = "linux"))]
         let _ = driver;
-        (0, false)
+        (0, Vec::new())
     }
 
-    /// Hands the cancels a handle pushed (`pushed`) to the ring's kernel
-    /// now; nothing on a readiness port.
-    pub(super) fn submit_cancels(&self, pushed: bool) {
+    /// Hands the cancels a handle pushed (into the rings `pushed`) to the
+    /// kernel now; nothing on a readiness port.
+    pub(super) fn submit_cancels(&self, pushed: Vec<usize>) {
         #[cfg(target_os = "linux")]
         if let Some(ring) = self.ring() {
             ring.submit_if(pushed);
         }
+        #[cfg(not(target_os = "linux"))]
         let _ = pushed;
     }
 

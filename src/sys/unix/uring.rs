@@ -1,19 +1,28 @@
 //! The io_uring driver (Linux, S36): true completions.
 //!
-//! One ring per port, shared by the port's threads. A request becomes one
-//! submission entry whose `user_data` is the request's address; the kernel
-//! owns the request (and its buffer) until its completion entry comes back,
-//! which is the request's one completion (S2), whoever wins a cancel race.
+//! A ring per port, and with `IOCOMPLETION_IO_URING_RINGS=worker` one per
+//! pool worker of the port: a request started by a worker
+//! goes into the worker's ring ([`Ring::for_start`]), any other into the
+//! port's. A request becomes one submission entry whose `user_data` is the
+//! request's address; the kernel owns the request (and its buffer) until
+//! its completion entry comes back, which is the request's one completion
+//! (S2), whoever wins a cancel race.
 //!
-//! Who submits: entries are pushed under the submission lock and handed to
-//! the kernel by the next `io_uring_enter`. The thread that polls makes
-//! that call anyway (submit and wait in one call). A pool worker that
-//! pushes entries from its callbacks leaves them for its return to the
-//! port ([`Ring::flush`]), so a batch of callbacks costs one call; any
-//! other thread submits at once when a thread is blocked in the ring.
+//! Who submits: entries are pushed under their ring's submission lock and
+//! handed to the kernel by the next `io_uring_enter`. The thread that polls
+//! the port's ring makes that call anyway (submit and wait in one call). A
+//! pool worker hands its own ring's entries over when it comes back to the
+//! port and finds nothing to take, every [`HOLD_RETURNS`] returns, or
+//! before it sleeps ([`Ring::returned`], [`Ring::before_sleep`]); with the
+//! shared ring it leaves them for its return ([`Ring::flush`]). Any other
+//! thread submits at once when a thread is blocked in the port's ring.
 //!
-//! Who reaps: the thread that polls (one at a time, by the port's queue)
-//! takes every completion entry there is and turns each into a packet.
+//! Who reaps: a worker its own ring, when it comes back; the thread that
+//! polls the port's ring (one at a time, by the port's queue) that ring,
+//! and a sleeping or exited worker's ring when its eventfd fires; the
+//! pool's gate a ring whose owner is stuck in a callback
+//! ([`Ring::maintain`]). Each completion entry becomes a packet in the
+//! port's queue. docs/backends.md gives the design.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -38,13 +47,24 @@ use crate::sync::{Arc, Mutex};
 const WAKE: u64 = 0;
 /// `user_data` of cancel entries (their own completions carry nothing).
 const CANCEL: u64 = 1;
+/// Low bits of the `user_data` of a port ring's poll of a worker ring's
+/// eventfd: the worker ring's address with this tag (requests and rings
+/// are aligned to 8, so a request's address never carries it).
+const WORKER_TAG: u64 = 2;
 
 /// How long a port's close waits for the requests it cancelled before it
 /// gives up on those the kernel still holds (as IOCP's backend does).
 pub(crate) const GIVE_UP: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Submission queue entries; completion queue entries are twice as many.
+/// Submission queue entries; completion queue entries are four times as
+/// many.
 const ENTRIES: u32 = 1024;
+/// Submission queue entries of a worker's ring (its completion queue has
+/// four times as many): one thread's batch between two returns.
+const WORKER_ENTRIES: u32 = 256;
+/// A worker that keeps finding items in the port's queue hands its ring's
+/// entries to the kernel at least every this many returns.
+const HOLD_RETURNS: usize = 16;
 
 /// How many times a push into a full submission queue tries a kernel that
 /// takes nothing (`EBUSY`, `EAGAIN`) with no completion entry to take
@@ -57,6 +77,13 @@ pub(crate) const DRIVER_VAR: &str = "IOCOMPLETION_DRIVER";
 /// Test seam: set to an errno (`EPERM`, `ENOSYS`, `ENOMEM` or a number),
 /// the io_uring probe reports that refusal instead of asking the kernel.
 pub(crate) const REFUSE_VAR: &str = "IOCOMPLETION_IO_URING_REFUSE";
+/// The environment variable that picks where requests started on a pool
+/// worker go: `shared` (the port's ring, as every other thread's requests;
+/// the default) or `worker` (each worker's own ring); `worker-coop`
+/// sets up the workers' rings with `COOP_TASKRUN | TASKRUN_FLAG`, for
+/// measurement only (a worker blocked in a callback then holds up its
+/// ring's completions: S14 does not hold).
+pub(crate) const RINGS_VAR: &str = "IOCOMPLETION_IO_URING_RINGS";
 
 /// The opcodes the driver uses; a kernel missing one is not used.
 const NEEDED: [(u8, &str); 13] = [
@@ -75,6 +102,30 @@ const NEEDED: [(u8, &str); 13] = [
     (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
 ];
 
+/// Where a port's pool workers start their requests.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Rings {
+    /// In the port's ring.
+    Shared,
+    /// In rings of their own, set up with no flags.
+    Worker,
+    /// In rings of their own, set up with `COOP_TASKRUN | TASKRUN_FLAG`.
+    WorkerCoop,
+}
+
+/// The `IOCOMPLETION_IO_URING_RINGS` setting (see [`RINGS_VAR`]).
+pub(crate) fn rings_setting() -> io::Result<Rings> {
+    match std::env::var(RINGS_VAR).unwrap_or_default().as_str() {
+        "worker" => Ok(Rings::Worker),
+        "" | "shared" => Ok(Rings::Shared),
+        "worker-coop" => Ok(Rings::WorkerCoop),
+        other => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{RINGS_VAR}={other:?}: expected worker, shared or worker-coop"),
+        )),
+    }
+}
+
 /// A port's ring.
 pub(crate) struct Ring {
     ring: IoUring,
@@ -89,10 +140,77 @@ pub(crate) struct Ring {
     /// entry is visible to the kernel, counted down by what each
     /// `io_uring_enter` says it took, so it is never below the truth.
     unsubmitted: AtomicUsize,
-    /// Requests in the kernel (their completion entry not yet taken).
-    in_flight: AtomicUsize,
+    /// Requests in the kernel (their completion entry not yet taken), in
+    /// every ring of the port: a worker's ring shares its port ring's count.
+    in_flight: Arc<AtomicUsize>,
     /// Requests still in the kernel when a close gave up waiting for them.
     leaked: AtomicUsize,
+    /// A worker's ring: its eventfd and return count. `None`: the port's.
+    worker: Option<WorkerPart>,
+    /// The port's ring: its workers' rings (never dropped before it, so
+    /// the address a request or a poll entry holds stays valid), and those
+    /// free for a worker (their thread exited). Empty in a worker's ring.
+    workers: Mutex<Vec<Arc<Ring>>>,
+    free: Arc<Mutex<Vec<Arc<Ring>>>>,
+    /// The port's ring: pool workers start requests in rings of their own.
+    per_worker: bool,
+    /// The port's ring: its workers' rings are set up with
+    /// `COOP_TASKRUN | TASKRUN_FLAG` (the kernel granted them).
+    coop: bool,
+}
+
+/// What a worker's ring has beside the port's.
+struct WorkerPart {
+    /// Registered with the ring (the kernel counts its completions there
+    /// while its owner lets it), watched by a poll in the port's ring.
+    efd: OwnedFd,
+    /// Bumped each time the owner comes back to the port (and reaps).
+    returns: AtomicUsize,
+    /// `returns` as the pool's gate last saw it.
+    seen: AtomicUsize,
+    /// Returns since the owner last handed its entries to the kernel.
+    held: AtomicUsize,
+    /// The kernel counts completions in `efd` (the owner sleeps, or left).
+    efd_on: AtomicBool,
+}
+
+/// Where a request goes: the port's ring, or the calling worker's own.
+pub(crate) enum Target<'a> {
+    Port(&'a Ring),
+    Mine(Arc<Ring>),
+}
+
+impl std::ops::Deref for Target<'_> {
+    type Target = Ring;
+
+    fn deref(&self) -> &Ring {
+        match self {
+            Target::Port(r) => r,
+            Target::Mine(r) => r,
+        }
+    }
+}
+
+/// A pool worker's own ring, and the free list of its port's ring, where
+/// it goes back when the thread exits.
+struct Mine {
+    ring: Arc<Ring>,
+    free: std::sync::Weak<Mutex<Vec<Arc<Ring>>>>,
+}
+
+impl Drop for Mine {
+    fn drop(&mut self) {
+        // The kernel cancels this thread's requests once it exits: their
+        // entries must reach the port's poller, which restarts them.
+        self.ring.set_eventfd(true);
+        if let Some(free) = self.free.upgrade() {
+            free.lock().push(self.ring.clone());
+        }
+    }
+}
+
+thread_local! {
+    static MINE: std::cell::RefCell<Option<Mine>> = const { std::cell::RefCell::new(None) };
 }
 
 fn refused(errno: i32, why: &str) -> String {
@@ -103,7 +221,27 @@ impl Ring {
     /// A ring, or why io_uring cannot serve (the reason the port falls
     /// back to epoll): the kernel refused (`ENOSYS`, `EPERM` as under a
     /// seccomp profile, `ENOMEM` from `RLIMIT_MEMLOCK`) or lacks a feature.
-    pub(crate) fn open() -> Result<Ring, String> {
+    ///
+    /// `rings`: where pool workers start their requests (see
+    /// [`rings_setting`]).
+    pub(crate) fn open(rings: Rings) -> Result<Ring, String> {
+        let mut ring = Ring::setup(ENTRIES, Arc::new(AtomicUsize::new(0)), None, false)?;
+        ring.per_worker = rings != Rings::Shared;
+        // Asked for only if the kernel grants the flags.
+        ring.coop = rings == Rings::WorkerCoop
+            && IoUring::<Entry>::builder().setup_coop_taskrun().setup_taskrun_flag().build(2).is_ok();
+        Ok(ring)
+    }
+
+    /// A ring of `entries`, counting its requests in `in_flight`; with
+    /// `efd`, a worker's ring whose completions `efd` counts.
+    /// With `coop`, the ring is set up with `COOP_TASKRUN | TASKRUN_FLAG`.
+    fn setup(
+        entries: u32,
+        in_flight: Arc<AtomicUsize>,
+        efd: Option<OwnedFd>,
+        coop: bool,
+    ) -> Result<Ring, String> {
         if let Ok(v) = std::env::var(REFUSE_VAR) {
             let errno = match v.as_str() {
                 "EPERM" => libc::EPERM,
@@ -113,9 +251,13 @@ impl Ring {
             };
             return Err(refused(errno, &format!("io_uring_setup refused ({REFUSE_VAR} is set)")));
         }
-        let ring = IoUring::builder()
-            .setup_cqsize(ENTRIES * 4)
-            .build(ENTRIES)
+        let mut builder = IoUring::builder();
+        if coop {
+            builder.setup_coop_taskrun().setup_taskrun_flag();
+        }
+        let ring = builder
+            .setup_cqsize(entries * 4)
+            .build(entries)
             .map_err(|e| format!("io_uring_setup refused: {e}"))?;
         if !ring.params().is_feature_ext_arg() {
             return Err("the kernel's io_uring has no timed wait (IORING_FEAT_EXT_ARG, Linux 5.11)".into());
@@ -128,15 +270,196 @@ impl Ring {
         if let Some((_, name)) = NEEDED.iter().find(|(code, _)| !probe.is_supported(*code)) {
             return Err(format!("the kernel's io_uring lacks IORING_OP_{name}"));
         }
+        if let Some(efd) = &efd {
+            ring.submitter()
+                .register_eventfd(efd.as_raw_fd())
+                .map_err(|e| format!("eventfd refused: {e}"))?;
+        }
+        let worker = efd.map(|efd| WorkerPart {
+            efd,
+            returns: AtomicUsize::new(0),
+            seen: AtomicUsize::new(0),
+            held: AtomicUsize::new(0),
+            efd_on: AtomicBool::new(true),
+        });
         Ok(Ring {
             ring,
             sq: Mutex::new(()),
             cq: Mutex::new(Vec::new()),
             in_wait: AtomicBool::new(false),
             unsubmitted: AtomicUsize::new(0),
-            in_flight: AtomicUsize::new(0),
+            in_flight,
             leaked: AtomicUsize::new(0),
+            worker,
+            workers: Mutex::new(Vec::new()),
+            free: Arc::new(Mutex::new(Vec::new())),
+            per_worker: false,
+            coop: false,
         })
+    }
+
+    /// How the port's rings are set up, for [`DriverInfo`](crate::port::DriverInfo).
+    pub(crate) fn describe(&self) -> String {
+        match (self.per_worker, self.coop) {
+            (false, _) => "one ring for the port; setup flags: none, the kernel's default task work".into(),
+            (true, false) => {
+                "a ring per pool worker and one for the port; setup flags: none, the kernel's default task work"
+                    .into()
+            }
+            (true, true) => "a ring per pool worker and one for the port; setup flags: \
+                             COOP_TASKRUN | TASKRUN_FLAG on the workers' rings"
+                .into(),
+        }
+    }
+
+    /// The ring a request started by the calling thread goes into: a pool
+    /// worker of this port its own (made at its first start, or a free one
+    /// taken over), any other thread this port's ring. Called on the port's
+    /// ring. A worker's ring that cannot be made leaves the worker on the
+    /// port's ring.
+    pub(crate) fn for_start(&self, queue: &impl Completions) -> Target<'_> {
+        if !self.per_worker || !queue.returns_here() {
+            return Target::Port(self);
+        }
+        match self.mine() {
+            Some(r) => Target::Mine(r),
+            None => self.adopt().map_or(Target::Port(self), Target::Mine),
+        }
+    }
+
+    /// The calling thread's own ring of this port, if it has one.
+    fn mine(&self) -> Option<Arc<Ring>> {
+        // The free list's allocation outlives every `Mine` pointing to it
+        // (they hold it weakly), so its address names this port's ring.
+        let home = Arc::as_ptr(&self.free);
+        MINE.with(|m| {
+            m.borrow().as_ref().filter(|m| std::sync::Weak::as_ptr(&m.free) == home).map(|m| m.ring.clone())
+        })
+    }
+
+    /// Gives the calling worker a ring: a free one, or a new one whose
+    /// eventfd this ring polls.
+    fn adopt(&self) -> Option<Arc<Ring>> {
+        let ring = match self.free.lock().pop() {
+            Some(r) => r,
+            None => {
+                // SAFETY: plain system call; the result is checked.
+                let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+                if fd < 0 {
+                    return None;
+                }
+                // SAFETY: `fd` is a new descriptor nobody else owns.
+                let efd = unsafe { OwnedFd::from_raw_fd(fd) };
+                let r =
+                    Arc::new(Ring::setup(WORKER_ENTRIES, self.in_flight.clone(), Some(efd), self.coop).ok()?);
+                self.workers.lock().push(r.clone());
+                self.watch(&r);
+                r
+            }
+        };
+        // Its owner reaps it when it comes back to the port.
+        ring.set_eventfd(false);
+        let mine = Mine { ring: ring.clone(), free: Arc::downgrade(&self.free) };
+        MINE.with(|m| *m.borrow_mut() = Some(mine));
+        Some(ring)
+    }
+
+    /// Polls the eventfd of the worker ring `w` in this ring (once; the
+    /// dispatch of its completion polls again).
+    fn watch(&self, w: &Ring) {
+        let Some(part) = &w.worker else { return };
+        let tag = (w as *const Ring as u64) | WORKER_TAG;
+        let entry =
+            opcode::PollAdd::new(types::Fd(part.efd.as_raw_fd()), libc::POLLIN as u32).build().user_data(tag);
+        if self.push(&entry).is_ok() {
+            self.flush();
+        }
+    }
+
+    /// Lets (or stops) the kernel count this worker ring's completions in
+    /// its eventfd, which wakes the port's poller.
+    fn set_eventfd(&self, on: bool) {
+        let Some(part) = &self.worker else { return };
+        if part.efd_on.swap(on, Ordering::SeqCst) == on {
+            return;
+        }
+        let _g = self.cq.lock();
+        // SAFETY: the `cq` lock makes this the only user of the completion
+        // queue while the guard lives; only its flags are written.
+        let cq = unsafe { self.ring.completion_shared() };
+        if on {
+            cq.enable_eventfd();
+        } else {
+            cq.disable_eventfd();
+        }
+    }
+
+    /// A worker's own ring's entries, taken by another thread (or by its
+    /// owner), turned into packets; `self` is the port's ring. Its pushed
+    /// entries are handed to the kernel first (`submit`), else only when
+    /// completions overflowed.
+    fn dispatch_worker(&self, w: &Ring, queue: &impl Completions, submit: bool) {
+        if submit {
+            let _ = w.poll_now();
+        } else {
+            w.reap_only();
+        }
+        let taken = std::mem::take(&mut *w.cq.lock());
+        for (user_data, res) in taken {
+            w.complete(self, queue, user_data, res);
+        }
+    }
+
+    /// The port's poller got the poll of worker ring `w`'s eventfd: its
+    /// owner sleeps or exited, so its entries are taken here.
+    fn worker_ready(&self, w: &Ring, queue: &impl Completions) {
+        if let Some(part) = &w.worker {
+            let mut n = 0u64;
+            // SAFETY: reads 8 bytes into `n` from an eventfd (non-blocking).
+            let _ = unsafe { libc::read(part.efd.as_raw_fd(), (&mut n as *mut u64).cast(), 8) };
+        }
+        self.dispatch_worker(w, queue, true);
+        self.watch(w);
+    }
+
+    /// A pool worker comes back to the port (`busy`: items wait in the
+    /// port's queue): it takes its own ring's completions into the port's
+    /// queue (it takes them from there itself, unless a sleeping sibling is
+    /// free) and stops its eventfd while it does not sleep. Its pushed
+    /// entries go to the kernel in one call once it finds the queue empty,
+    /// or every [`HOLD_RETURNS`] returns, or when it sleeps: a run of
+    /// callbacks costs one system call.
+    pub(crate) fn returned(&self, queue: &impl Completions, busy: bool) {
+        let Some(mine) = self.mine() else { return };
+        let Some(part) = &mine.worker else { return };
+        part.returns.fetch_add(1, Ordering::Relaxed);
+        mine.set_eventfd(false);
+        let pending = mine.unsubmitted.load(Ordering::SeqCst) > 0;
+        let submit = pending && (!busy || part.held.fetch_add(1, Ordering::Relaxed) + 1 >= HOLD_RETURNS);
+        if submit {
+            part.held.store(0, Ordering::Relaxed);
+        }
+        self.dispatch_worker(&mine, queue, submit);
+    }
+
+    /// A pool worker is about to sleep: its ring's completions from now on
+    /// wake the port's poller; those there are now go to the port's queue.
+    pub(crate) fn before_sleep(&self, queue: &impl Completions) {
+        let Some(mine) = self.mine() else { return };
+        mine.set_eventfd(true);
+        // Pairs with the kernel's look at the flag after it posts an entry.
+        fence(Ordering::SeqCst);
+        self.dispatch_worker(&mine, queue, true);
+        // What those completions started (the next request of a stream)
+        // would otherwise wait for this thread's return.
+        if mine.unsubmitted.load(Ordering::SeqCst) > 0 {
+            let _ = mine.submit_now();
+        }
+    }
+
+    /// Every worker ring of this port (for the gate and the close).
+    fn worker_rings(&self) -> Vec<Arc<Ring>> {
+        self.workers.lock().clone()
     }
 
     /// Pushes one entry; a full queue is handed to the kernel first. When
@@ -259,9 +582,21 @@ impl Ring {
     /// Hands over whatever is pushed, whoever waits (the pool calls this
     /// every few milliseconds, so an entry left by a worker stuck in a
     /// long callback still starts).
-    pub(crate) fn maintain(&self) {
+    ///
+    /// A worker ring whose owner did not come back to the port since the
+    /// last call (it runs a long callback, sleeps, or exited) is handed
+    /// over here too: its pushed entries to the kernel and its completions
+    /// to the port's queue, where the pool sees them waiting (S14).
+    pub(crate) fn maintain(&self, queue: &impl Completions) {
         if self.unsubmitted.load(Ordering::SeqCst) > 0 {
             let _ = self.submit_now();
+        }
+        for w in self.worker_rings() {
+            let Some(part) = &w.worker else { continue };
+            let returns = part.returns.load(Ordering::Relaxed);
+            if part.seen.swap(returns, Ordering::Relaxed) == returns {
+                self.dispatch_worker(&w, queue, true);
+            }
         }
     }
 
@@ -314,7 +649,8 @@ impl Ring {
                 // SAFETY: the `sq` lock makes this the only user of the
                 // submission queue while the guard lives; only its flags are
                 // read.
-                unsafe { self.ring.submission_shared() }.cq_overflow()
+                let sq = unsafe { self.ring.submission_shared() };
+                sq.cq_overflow() || sq.taskrun()
             }
             None => true,
         };
@@ -337,6 +673,28 @@ impl Ring {
         taken[before..].iter().any(|&(user_data, _)| user_data == WAKE)
     }
 
+    /// [`Ring::reap`] with no system call, unless completions overflowed
+    /// or wait as task work (then [`Ring::poll_now`], which flushes them).
+    fn reap_only(&self) {
+        let overflow = match self.sq.try_lock() {
+            Some(_g) => {
+                // SAFETY: the `sq` lock makes this the only user of the
+                // submission queue while the guard lives; only its flags
+                // are read.
+                let sq = unsafe { self.ring.submission_shared() };
+                // With COOP_TASKRUN, completions may wait as task work
+                // that only a system call of the owner runs.
+                sq.cq_overflow() || sq.taskrun()
+            }
+            None => true,
+        };
+        if overflow {
+            let _ = self.poll_now();
+        } else {
+            self.reap();
+        }
+    }
+
     /// [`Ring::reap`]; true when it took any entry.
     fn reap_any(&self) -> bool {
         let before = self.cq.lock().len();
@@ -344,11 +702,19 @@ impl Ring {
         self.cq.lock().len() > before
     }
 
-    /// Turns the entries the last poll took into packets.
+    /// Turns the entries the last poll took into packets (called on the
+    /// port's ring).
     pub(crate) fn dispatch(&self, queue: &impl Completions) {
         let taken = std::mem::take(&mut *self.cq.lock());
         for (user_data, res) in taken {
-            self.complete(queue, user_data, res);
+            if user_data & 7 == WORKER_TAG {
+                // SAFETY: the address of a worker ring of this port, which
+                // holds it (in `workers`) as long as it lives.
+                let w = unsafe { &*((user_data & !7) as *const Ring) };
+                self.worker_ready(w, queue);
+                continue;
+            }
+            self.complete(self, queue, user_data, res);
         }
     }
 
@@ -393,6 +759,9 @@ impl Ring {
                 break;
             }
             let _ = self.submit_now();
+            for w in self.worker_rings() {
+                self.dispatch_worker(&w, queue, true);
+            }
             if let Ok(n) = self.ring.submitter().submit_with_args(1, &types::SubmitArgs::new().timespec(&ts))
             {
                 self.taken(n);
@@ -409,7 +778,8 @@ impl Ring {
         }
     }
 
-    /// Starts `req` on `fd` (S23): `Err` gives the request back, and no
+    /// Starts `req` on `fd` (S23) in this ring (the one
+    /// [`Ring::for_start`] gave): `Err` gives the request back, and no
     /// completion will come.
     ///
     /// The caller holds the handle's lock, has checked it is open, and
@@ -455,28 +825,40 @@ impl Ring {
     /// The caller holds the lock of the handle whose in-flight table holds
     /// these addresses (each marked cancelled there); only the address is
     /// used, as the key of the request to cancel.
-    pub(crate) fn cancel(&self, requests: impl IntoIterator<Item = usize>) -> bool {
+    ///
+    /// Called on the port's ring; each address comes with the address of
+    /// the ring the request is in (this one or a worker's), where its cancel
+    /// goes. What it gives is the rings a cancel was pushed into.
+    pub(crate) fn cancel(&self, requests: impl IntoIterator<Item = (usize, usize)>) -> Vec<usize> {
         #[cfg(test)]
         if tests::ignores_cancel(self) {
-            return false;
+            return Vec::new();
         }
-        let mut any = false;
-        for p in requests {
+        let mut pushed = Vec::new();
+        for (ring, p) in requests {
+            // SAFETY: the address of this ring or of one of its workers'
+            // rings, which it holds as long as it lives.
+            let r = unsafe { &*(ring as *const Ring) };
             let entry = opcode::AsyncCancel::new(p as u64).build().user_data(CANCEL);
-            any |= self.push(&entry).is_ok();
+            if r.push(&entry).is_ok() && !pushed.contains(&ring) {
+                pushed.push(ring);
+            }
         }
-        any
+        pushed
     }
 
-    /// Hands every pushed entry to the kernel now, when `pushed`.
-    pub(crate) fn submit_if(&self, pushed: bool) {
-        if pushed {
-            let _ = self.submit_now();
+    /// Hands every entry pushed into these rings (of this port, as
+    /// [`Ring::cancel`] gave them) to the kernel now.
+    pub(crate) fn submit_if(&self, pushed: Vec<usize>) {
+        for ring in pushed {
+            // SAFETY: as in `cancel`.
+            let _ = unsafe { &*(ring as *const Ring) }.submit_now();
         }
     }
 
-    /// One completion entry: the request's result, or a write that goes on.
-    fn complete(&self, queue: &impl Completions, user_data: u64, res: i32) {
+    /// One completion entry of this ring: the request's result, or a write
+    /// that goes on (in the ring `home`, the port's, gives the caller).
+    fn complete(&self, home: &Ring, queue: &impl Completions, user_data: u64, res: i32) {
         if user_data == WAKE || user_data == CANCEL {
             return;
         }
@@ -500,27 +882,27 @@ impl Ring {
             if matches!(req.op(), Op::Connect(_)) {
                 req.header_mut().os.uring.reconnect = true;
             }
-            return self.again(queue, io, req);
+            return self.again(home, queue, io, req);
         }
         match finish(&*io, &mut req, res) {
             Finished::Done(status, bytes) => {
                 let (id, write) = (req.id(), is_write_side(req.op()));
-                done(self, &io, id, write, queue, Packet { status, bytes, key: 0, request: Some(req) });
+                done(home, &io, id, write, queue, Packet { status, bytes, key: 0, request: Some(req) });
                 self.in_flight.fetch_sub(1, Ordering::SeqCst);
             }
             // A write that wrote part, or a file read short before the
             // end of the file: the rest goes on, unless the handle or its
             // port closed meanwhile.
-            Finished::More => self.again(queue, io, req),
+            Finished::More => self.again(home, queue, io, req),
         }
     }
 
     /// Starts `req` again (the rest of a write, or a request its thread's
     /// exit cancelled), unless a cancel, a close or the port's close came
     /// meanwhile: then it completes aborted.
-    fn again(&self, queue: &impl Completions, io: Arc<dyn Owner>, req: Request) {
+    fn again(&self, home: &Ring, queue: &impl Completions, io: Arc<dyn Owner>, req: Request) {
         let (id, write) = (req.id(), is_write_side(req.op()));
-        if let Err((e, mut req)) = again(self, &io, queue, req) {
+        if let Err((e, mut req)) = again(home, &io, queue, req) {
             // Aborted, or failed to start again: either way a write says
             // how much of it was sent, and a file read what it read (S24,
             // as IOCP does).
@@ -529,7 +911,7 @@ impl Ring {
                 _ => Status::from_io_error(&e),
             };
             let (status, bytes) = cut_short(&mut req, status);
-            done(self, &io, id, write, queue, Packet { status, bytes, key: 0, request: Some(req) });
+            done(home, &io, id, write, queue, Packet { status, bytes, key: 0, request: Some(req) });
         }
         // Counted down once its packet is queued or it is in the kernel
         // again, so a port's close never sees it gone before either.
@@ -557,6 +939,8 @@ pub(super) struct Streams {
 struct InKernel {
     /// The request's address: its entry's `user_data`.
     addr: usize,
+    /// The address of the ring it is in (its port's, or a worker's).
+    ring: usize,
     /// A cancel, a close or a deadline asked for its end: an `ECANCELED`
     /// completion is then its abort, where otherwise it is the kernel
     /// cancelling the requests of a thread that exited, and the request
@@ -565,8 +949,8 @@ struct InKernel {
 }
 
 impl InKernel {
-    fn new(addr: usize) -> InKernel {
-        InKernel { addr, cancelled: false }
+    fn new(ring: &Ring, addr: usize) -> InKernel {
+        InKernel { addr, ring: ring as *const Ring as usize, cancelled: false }
     }
 }
 
@@ -589,17 +973,17 @@ impl Streams {
         }
         let id = req.id().as_u64();
         let p = ring.start(io.clone(), fd, req)?;
-        self.in_flight.insert(id, InKernel::new(p));
+        self.in_flight.insert(id, InKernel::new(ring, p));
         self.busy[dir] |= ordered;
         Ok(())
     }
 
-    /// Marks the request `id` cancelled if it is in the kernel; its address,
-    /// for [`Ring::cancel`].
-    pub(super) fn cancel(&mut self, id: RequestId) -> Option<usize> {
+    /// Marks the request `id` cancelled if it is in the kernel; its ring
+    /// and address, for [`Ring::cancel`].
+    pub(super) fn cancel(&mut self, id: RequestId) -> Option<(usize, usize)> {
         let k = self.in_flight.get_mut(&id.as_u64())?;
         k.cancelled = true;
-        Some(k.addr)
+        Some((k.ring, k.addr))
     }
 
     /// Takes the request `id` out, if it is still waiting.
@@ -621,14 +1005,14 @@ impl Streams {
         self.in_flight.len()
     }
 
-    /// Marks every request in the kernel cancelled; their addresses, for
-    /// [`Ring::cancel`].
-    pub(super) fn cancel_in_kernel(&mut self) -> Vec<usize> {
+    /// Marks every request in the kernel cancelled; their rings and
+    /// addresses, for [`Ring::cancel`].
+    pub(super) fn cancel_in_kernel(&mut self) -> Vec<(usize, usize)> {
         self.in_flight
             .values_mut()
             .map(|k| {
                 k.cancelled = true;
-                k.addr
+                (k.ring, k.addr)
             })
             .collect()
     }
@@ -656,7 +1040,7 @@ pub(super) type Locked<'a> = dyn FnMut(&mut Streams, bool, Option<&Arc<OwnedFd>>
 /// the handle's lock (so a close sees it done or pending); the next
 /// waiting request of its direction goes to the kernel.
 fn done(
-    ring: &Ring,
+    home: &Ring,
     io: &Arc<dyn Owner>,
     id: RequestId,
     write: bool,
@@ -666,6 +1050,7 @@ fn done(
     let file = io.kind() == HandleKind::File;
     let mut packet = Some(packet);
     let mut started = false;
+    let ring = home.for_start(queue);
     io.locked(&mut |s, _, fd| {
         s.in_flight.remove(&id.as_u64());
         queue.complete(packet.take().expect("completed once"));
@@ -681,7 +1066,7 @@ fn done(
             let id = req.id().as_u64();
             match ring.start(io.clone(), fd, req) {
                 Ok(p) => {
-                    s.in_flight.insert(id, InKernel::new(p));
+                    s.in_flight.insert(id, InKernel::new(&ring, p));
                     s.busy[dir] = true;
                     started = true;
                     break;
@@ -703,12 +1088,13 @@ fn done(
 /// thread's exit cancelled), unless the handle or its port closed, or a
 /// cancel came, meanwhile (`ECANCELED`).
 fn again(
-    ring: &Ring,
+    home: &Ring,
     io: &Arc<dyn Owner>,
     queue: &impl Completions,
     req: Request,
 ) -> Result<(), (io::Error, Request)> {
     let id = req.id().as_u64();
+    let ring = home.for_start(queue);
     let mut req = Some(req);
     let mut r = Err(io::Error::from_raw_os_error(libc::ECANCELED));
     io.locked(&mut |s, open, fd| {
@@ -719,7 +1105,7 @@ fn again(
         };
         match ring.start(io.clone(), fd, req.take().expect("started once")) {
             Ok(p) => {
-                s.in_flight.insert(id, InKernel::new(p));
+                s.in_flight.insert(id, InKernel::new(&ring, p));
                 r = Ok(());
             }
             Err((e, back)) => {
@@ -1401,7 +1787,7 @@ mod tests {
     /// refused entry completes through its completion entry with its error.
     #[test]
     fn s2_a_submit_hands_over_the_entries_after_one_the_kernel_refused() {
-        let ring = match Ring::open() {
+        let ring = match Ring::open(Rings::Shared) {
             Ok(r) => r,
             Err(why) => return eprintln!("skipped: {why}"),
         };
@@ -1517,7 +1903,7 @@ mod tests {
     /// holding the poller's role froze the port.
     #[test]
     fn s14_a_push_into_a_full_queue_takes_completions_when_the_kernel_is_busy() {
-        let ring = match Ring::open() {
+        let ring = match Ring::open(Rings::Shared) {
             Ok(r) => Arc::new(r),
             Err(why) => return eprintln!("skipped: {why}"),
         };
@@ -1547,7 +1933,7 @@ mod tests {
     /// poller's role.
     #[test]
     fn s14_a_collect_does_not_wait_for_the_submission_lock() {
-        let ring = match Ring::open() {
+        let ring = match Ring::open(Rings::Shared) {
             Ok(r) => Arc::new(r),
             Err(why) => return eprintln!("skipped: {why}"),
         };

@@ -143,7 +143,7 @@ impl PortDriver for Port {
     type Slot = Slot;
 
     fn driver(&self) -> crate::port::DriverInfo {
-        crate::port::DriverInfo { kind: crate::port::DriverKind::Iocp, fallback: None }
+        crate::port::DriverInfo { kind: crate::port::DriverKind::Iocp, fallback: None, setup: None }
     }
 
     fn new(concurrency: usize, want: Option<crate::port::DriverKind>) -> io::Result<Port> {

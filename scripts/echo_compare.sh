@@ -19,6 +19,9 @@
 #                  IOCOMPLETION_DRIVER=io_uring / epoll (a buffer kept in each
 #                  connection's pending read, as the tokio server keeps one)
 #   uring0, epoll0 the same without --hold-buffers (zero-byte waits, S31)
+#   uringw         uring with a ring per worker (IOCOMPLETION_IO_URING_RINGS=worker)
+#   base           uring, but the echo_server binary in $BASE_BIN (another
+#                  build of the crate, e.g. an earlier commit, to compare)
 #   tokio          examples/tokio_echo_server, 2 workers
 # CONNS and SIZES narrow the throughput part (defaults "1 64 512" and
 # "64 4096"), e.g. CONNS=64 SIZES=64. The servers inherit the environment,
@@ -52,6 +55,8 @@ start_server() { # name -> leaves it running in $pid, its address in $addr
   case $1 in
     uring) IOCOMPLETION_DRIVER=io_uring "$bin/echo_server" $addr 2 64 --hold-buffers >/dev/null & pid=$! ;;
     epoll) IOCOMPLETION_DRIVER=epoll "$bin/echo_server" $addr 2 64 --hold-buffers >/dev/null & pid=$! ;;
+    uringw) IOCOMPLETION_DRIVER=io_uring IOCOMPLETION_IO_URING_RINGS=worker "$bin/echo_server" $addr 2 64 --hold-buffers >/dev/null & pid=$! ;;
+    base) IOCOMPLETION_DRIVER=io_uring "${BASE_BIN:?set BASE_BIN to a directory holding another echo_server}/echo_server" $addr 2 64 --hold-buffers >/dev/null & pid=$! ;;
     uring0) IOCOMPLETION_DRIVER=io_uring "$bin/echo_server" $addr 2 64 >/dev/null & pid=$! ;;
     epoll0) IOCOMPLETION_DRIVER=epoll "$bin/echo_server" $addr 2 64 >/dev/null & pid=$! ;;
     tokio) "$bin/tokio_echo_server" $addr 2 >/dev/null & pid=$! ;;
@@ -83,7 +88,13 @@ ratios_of_round() { # suffix
   for a in $servers; do
     for b in $servers; do
       [ "$a" = "$b" ] && continue
-      case "$b" in tokio) ;; epoll|epoll0) [ "${a#uring}" != "$a" ] || continue ;; uring) [ "$a" = uring0 ] || continue ;; *) continue ;; esac
+      case "$b" in
+        tokio) ;;
+        epoll) [ "$a" = uring ] || [ "$a" = uringw ] || continue ;;
+        epoll0) [ "$a" = uring0 ] || continue ;;
+        uring) [ "$a" = uring0 ] || [ "$a" = uringw ] || [ "$a" = base ] || continue ;;
+        *) continue ;;
+      esac
       paste "$out/$a.$1.last" "$out/$b.$1.last" | awk '{printf "%.3f\n", ($2 > 0) ? $1/$2 : 0}' >>"$out/ratio.$a.$b.$1"
     done
   done

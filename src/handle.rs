@@ -79,6 +79,7 @@ pub(crate) struct HandleInner {
     pub(crate) sys: sys::Handle,
     binding: OnceLock<Binding>,
     bind_lock: Mutex<()>,
+    pub(crate) metrics: crate::metrics::HandleCounters,
 }
 
 impl HandleInner {
@@ -170,7 +171,12 @@ impl Handle {
     }
 
     pub(crate) fn from_sys(sys: sys::Handle) -> Handle {
-        Handle { inner: Arc::new(HandleInner { sys, binding: OnceLock::new(), bind_lock: Mutex::new(()) }) }
+        Handle { inner: Arc::new(HandleInner {
+            sys,
+            binding: OnceLock::new(),
+            bind_lock: Mutex::new(()),
+            metrics: Default::default(),
+        }) }
     }
 
     /// A new, unconnected TCP socket of the address family of `addr`, ready
@@ -438,6 +444,7 @@ impl Handle {
             }
             req.header_mut().deadline = Some(d);
         }
+        crate::metrics::starting(&b.port, &self.inner, &mut req);
         match self.inner.sys.submit(req, &b.port.inner.sys) {
             Ok(()) => {
                 b.port.pushed();
@@ -450,6 +457,7 @@ impl Handle {
                 Ok(id)
             }
             Err((e, mut req)) => {
+                crate::metrics::start_failed(&b.port, &self.inner, op);
                 if let Some(d) = req.header_mut().deadline.take() {
                     crate::timer::unwatch(d, id);
                 }

@@ -59,6 +59,10 @@ pub(crate) struct Header {
     /// The deadline the request was started with (S33), until its
     /// completion is taken.
     pub(crate) deadline: Option<std::time::Instant>,
+    /// When it started and when the OS completed it (`metrics::now_ns`; 0:
+    /// not stamped), for the port's latency histograms.
+    pub(crate) started_ns: u64,
+    pub(crate) completed_ns: u64,
 }
 
 const EXT_ALIGN: usize = 16;
@@ -156,6 +160,8 @@ impl Request {
             user_data: 0,
             handle: None,
             deadline: None,
+            started_ns: 0,
+            completed_ns: 0,
         };
         // SAFETY: `raw` is a block of layout(ext_cap): big enough and aligned
         // for a Header at offset 0 and `ext_cap >= ext_len` bytes after it.

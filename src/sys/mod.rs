@@ -115,6 +115,16 @@ pub(crate) trait PortDriver: Sized + Send + Sync + 'static {
     /// Called by the pool every few milliseconds.
     fn maintain(&self);
 
+    /// What the port's OS queue did (`metrics::OsMetrics`).
+    fn os_metrics(&self) -> crate::metrics::OsMetrics {
+        crate::metrics::OsMetrics::default()
+    }
+
+    /// Items on the port's queue, where the backend can count them.
+    fn queued(&self) -> Option<usize> {
+        None
+    }
+
     /// Packets dropped because the crate did not make them (S39); only
     /// IOCP can receive such packets.
     fn foreign_packets(&self) -> usize {

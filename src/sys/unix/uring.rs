@@ -93,6 +93,8 @@ pub(crate) struct Ring {
     in_flight: AtomicUsize,
     /// Requests still in the kernel when a close gave up waiting for them.
     leaked: AtomicUsize,
+    /// Its `io_uring_enter` calls and what they returned (`metrics`).
+    pub(crate) os: crate::metrics::OsCounters,
 }
 
 fn refused(errno: i32, why: &str) -> String {
@@ -136,6 +138,7 @@ impl Ring {
             unsubmitted: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             leaked: AtomicUsize::new(0),
+            os: Default::default(),
         })
     }
 
@@ -220,6 +223,7 @@ impl Ring {
             if tests::busy(self) {
                 return Ok(Err(io::Error::from_raw_os_error(libc::EBUSY)));
             }
+            self.os.entered();
             match self.ring.submitter().submit() {
                 Ok(n) => {
                     if n == 0 || self.taken(n) == 0 {
@@ -273,6 +277,7 @@ impl Ring {
         #[cfg(test)]
         tests::before_wait(self);
         let submitter = self.ring.submitter();
+        self.os.entered();
         let r = match deadline {
             None => submitter.submit_and_wait(1),
             Some(d) => {
@@ -333,7 +338,9 @@ impl Ring {
         // queue while the guard lives.
         let cq = unsafe { self.ring.completion_shared() };
         let before = taken.len();
+        self.os.overflowed_total(u64::from(cq.overflow()));
         taken.extend(cq.map(|c| (c.user_data(), c.result())));
+        self.os.returned(taken.len() - before);
         taken[before..].iter().any(|&(user_data, _)| user_data == WAKE)
     }
 

@@ -457,7 +457,7 @@ impl Handle {
                 Ok(id)
             }
             Err((e, mut req)) => {
-                crate::metrics::start_failed(&b.port, &self.inner, op);
+                crate::metrics::start_failed(&b.port, &self.inner, op, &e);
                 if let Some(d) = req.header_mut().deadline.take() {
                     crate::timer::unwatch(d, id);
                 }

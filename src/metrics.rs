@@ -35,6 +35,7 @@ use crate::port::{DriverKind, Packet, Port};
 use crate::sys::PortDriver;
 
 mod histogram;
+pub(crate) mod trace;
 
 pub use histogram::{LatencyHistogram, BUCKETS};
 
@@ -348,7 +349,8 @@ impl PortCounters {
     }
 
     /// A start or a post was refused at the bound.
-    pub(crate) fn refused(&self) {
+    pub(crate) fn refused(&self, bound: usize) {
+        trace::refused(bound);
         self.add(REFUSED);
     }
 
@@ -417,7 +419,13 @@ pub(crate) fn starting(port: &Port, handle: &crate::handle::HandleInner, req: &m
 
 /// The submit of a request counted by [`starting`] failed: no packet will
 /// come for it.
-pub(crate) fn start_failed(port: &Port, handle: &crate::handle::HandleInner, op: Op) {
+pub(crate) fn start_failed(port: &Port, handle: &crate::handle::HandleInner, op: Op, e: &crate::Error) {
+    if let crate::Error::Io(e) = e {
+        let s = crate::Status::from_io_error(e);
+        if s.is_out_of_resources() {
+            trace::out_of_resources(op, s.code());
+        }
+    }
     port.inner.metrics.start_failed(op);
     handle.metrics.ended(op, None);
 }
@@ -469,6 +477,9 @@ pub(crate) fn taken(
             Outcome::Cancelled
         }
     } else {
+        if status.is_out_of_resources() {
+            trace::out_of_resources(op, status.code());
+        }
         Outcome::Error
     };
     if let Some(h) = &handle {
@@ -602,11 +613,13 @@ pub(crate) struct PoolCounters {
 
 impl PoolCounters {
     pub(crate) fn grew(&self, why: Growth) {
+        trace::grew(why);
         let i = GROWTHS.iter().position(|&g| g == why).unwrap_or(0);
         self.grew.store(i as u8 + 1, Ordering::Relaxed);
     }
 
     pub(crate) fn shrank(&self, why: Shrink) {
+        trace::shrank(why);
         let i = SHRINKS.iter().position(|&s| s == why).unwrap_or(0);
         self.shrank.store(i as u8 + 1, Ordering::Relaxed);
     }

@@ -610,6 +610,7 @@ fn try_leave(shared: &Shared, slot: &PortSlot, me: &WorkerInfo, why: Leave) -> b
 
 fn worker(weak: Weak<Shared>, slot: Arc<PortSlot>) {
     let Some(shared) = weak.upgrade() else { return };
+    let _span = crate::metrics::trace::worker();
     SERVING.with(|s| s.set(Arc::as_ptr(&slot)));
     let me = Arc::new(WorkerInfo {
         busy: AtomicBool::new(false),

@@ -190,7 +190,7 @@ impl Port {
             std::io::ErrorKind::InvalidInput => Error::InvalidArgument(e.to_string()),
             _ => Error::Io(e),
         })?;
-        Ok(Port { inner: Arc::new(PortInner {
+        let port = Port { inner: Arc::new(PortInner {
             sys,
             id: NEXT_PORT.fetch_add(1, Ordering::Relaxed),
             owner,
@@ -199,7 +199,9 @@ impl Port {
             held: AtomicUsize::new(0),
             duplicates: AtomicUsize::new(0),
             metrics: crate::metrics::PortCounters::new(),
-        }) })
+        }) };
+        crate::metrics::trace::port_created(&port);
+        Ok(port)
     }
 
     /// The port's concurrency value.
@@ -362,7 +364,7 @@ impl Port {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < bound).then_some(n + 1))
             .map(drop)
             .map_err(|_| {
-                self.inner.metrics.refused();
+                self.inner.metrics.refused(bound);
                 Error::Full { bound }
             })
     }

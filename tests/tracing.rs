@@ -1,0 +1,83 @@
+//! The `tracing` feature: pool thread spans and the events for growth,
+//! retirement, refusals at a bound and driver fallbacks reach a
+//! subscriber. One test: the subscriber is the process's global one.
+
+mod util;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use iocompletion::{Error, Port, Runtime};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Metadata, Subscriber};
+
+/// Records span names and events as "target: message".
+#[derive(Default)]
+struct Recorder {
+    spans: Mutex<Vec<String>>,
+    events: Mutex<Vec<String>>,
+    next: AtomicU64,
+}
+
+struct Message(String);
+
+impl Visit for Message {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}");
+        }
+    }
+}
+
+struct Shared(Arc<Recorder>);
+
+impl Subscriber for Shared {
+    fn enabled(&self, _: &Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, span: &Attributes<'_>) -> Id {
+        self.0.spans.lock().unwrap().push(span.metadata().name().to_string());
+        Id::from_u64(self.0.next.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+    fn record(&self, _: &Id, _: &Record<'_>) {}
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+    fn event(&self, event: &Event<'_>) {
+        let mut m = Message(String::new());
+        event.record(&mut m);
+        self.0.events.lock().unwrap().push(format!("{}: {}", event.metadata().target(), m.0));
+    }
+    fn enter(&self, _: &Id) {}
+    fn exit(&self, _: &Id) {}
+}
+
+#[test]
+fn tracing_reports_pool_threads_growth_refusals_and_fallbacks() {
+    let rec = Arc::new(Recorder::default());
+    tracing::subscriber::set_global_default(Shared(rec.clone())).unwrap();
+    let has_event = |s: &str| rec.events.lock().unwrap().iter().any(|e| e == s);
+
+    let rt = Runtime::builder().min_threads(1).max_threads(2).build().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = Mutex::new(tx);
+    rt.post_callback(0, move |_, _, _| tx.lock().unwrap().send(()).unwrap()).unwrap();
+    rx.recv_timeout(util::DEADLINE).unwrap();
+    assert!(has_event("iocompletion::pool: pool thread starting"), "{:?}", rec.events.lock().unwrap());
+    assert!(rec.spans.lock().unwrap().iter().any(|s| s == "worker"), "{:?}", rec.spans.lock().unwrap());
+    rt.shutdown();
+    assert!(has_event("iocompletion::pool: pool thread leaving"), "{:?}", rec.events.lock().unwrap());
+
+    let port = Port::bounded(1, 1).unwrap();
+    port.post(0, 0, None).unwrap();
+    assert!(matches!(port.post(0, 0, None).map_err(|e| e.error), Err(Error::Full { bound: 1 })));
+    assert!(has_event("iocompletion::port: refused at the port's bound"), "{:?}", rec.events.lock().unwrap());
+    port.close().unwrap();
+
+    #[cfg(target_os = "linux")]
+    {
+        let rt = Runtime::builder().driver(iocompletion::DriverKind::Epoll).build().unwrap();
+        let _ = rt.default_port().unwrap();
+        assert!(has_event("iocompletion::port: driver fallback"), "{:?}", rec.events.lock().unwrap());
+        rt.shutdown();
+    }
+}

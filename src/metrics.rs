@@ -34,9 +34,14 @@ use crate::op::Op;
 use crate::port::{DriverKind, Packet, Port};
 use crate::sys::PortDriver;
 
+#[cfg(feature = "metrics")]
+mod export;
 mod histogram;
+mod prometheus;
 pub(crate) mod trace;
 
+#[cfg(feature = "metrics")]
+pub use export::Exporter;
 pub use histogram::{LatencyHistogram, BUCKETS};
 
 /// Counter shards: a thread writes the one it was given at its first

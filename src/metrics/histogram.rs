@@ -128,6 +128,18 @@ impl LatencyHistogram {
             .map(|(i, &c)| (Duration::from_nanos(upper_bound(i)), c))
     }
 
+    /// The values recorded since `earlier`, an earlier snapshot of the
+    /// same histogram: the latencies of the last interval, for a view
+    /// refreshed every second.
+    pub fn since(&self, earlier: &LatencyHistogram) -> LatencyHistogram {
+        let mut h = self.clone();
+        for (a, b) in h.buckets.iter_mut().zip(&earlier.buckets) {
+            *a = a.saturating_sub(*b);
+        }
+        h.sum_ns = h.sum_ns.wrapping_sub(earlier.sum_ns);
+        h
+    }
+
     /// The values of `other` added to this one (two ports' histograms as
     /// one).
     pub fn merge(&mut self, other: &LatencyHistogram) {
@@ -174,6 +186,7 @@ mod tests {
         let mut m = s.clone();
         m.merge(&s);
         assert_eq!(m.count(), 16);
+        assert_eq!(m.since(&s), s);
         assert_eq!(m.buckets().map(|(_, c)| c).sum::<u64>(), 16);
     }
 }

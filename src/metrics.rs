@@ -4,8 +4,10 @@
 //! The figures are always kept (no feature turns them on): counters are
 //! plain atomic adds, spread over a few shards that threads write
 //! separately and summed when read, and the latency histograms have fixed
-//! log2 buckets ([`LatencyHistogram`]). Each request reads the clock
-//! about four times (start, OS completion, callback start and end).
+//! log2 buckets ([`LatencyHistogram`]). The counters are exact; the
+//! histograms time one operation in [`DEFAULT_SAMPLING`] per thread (a
+//! timed request reads the clock four times: start, OS completion,
+//! callback start and end), which [`set_latency_sampling`] changes.
 //!
 //! A snapshot is not taken at one instant: each figure is read on its
 //! own, so two figures may disagree by the work done while they were read.
@@ -26,8 +28,6 @@
 //! [`Runtime::metrics`]: crate::Runtime::metrics
 
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::OnceLock;
-use std::time::Instant;
 
 use crate::handle::Handle;
 use crate::op::Op;
@@ -54,9 +54,72 @@ pub(crate) const SHARDS: usize = 8;
 mod shard_tls {
     thread_local! {
         pub(super) static SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+        /// Operations since this thread last timed one.
+        pub(super) static TICK: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
     }
 }
-use shard_tls::SHARD;
+use shard_tls::{SHARD, TICK};
+
+/// One in how many operations each thread times ([`set_latency_sampling`]).
+static SAMPLE_EVERY: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(DEFAULT_SAMPLING);
+
+/// The default of [`set_latency_sampling`].
+pub const DEFAULT_SAMPLING: u32 = 64;
+
+/// Sets how many operations each thread lets pass per one it times, for
+/// the latency histograms, process-wide: 1 times every request, post and
+/// callback; the default, [`DEFAULT_SAMPLING`] (64), keeps the clock
+/// reads (tens of nanoseconds each on a virtual machine) off all but one
+/// in 64. Counters are exact whatever this is; only the histograms are
+/// sampled, so their counts are those of the values timed.
+pub fn set_latency_sampling(every: u32) {
+    SAMPLE_EVERY.store(every.max(1), Ordering::Relaxed);
+}
+
+/// True when the calling thread times this operation.
+#[inline]
+fn sampled() -> bool {
+    TICK.with(|t| {
+        let n = t.get() + 1;
+        if n >= SAMPLE_EVERY.load(Ordering::Relaxed) {
+            t.set(0);
+            true
+        } else {
+            t.set(n);
+            false
+        }
+    })
+}
+
+/// A start time: the clock for a timed operation, else 1 ("started,
+/// not timed"; a request's `started_ns` is 0 when not started).
+#[inline]
+pub(crate) fn start_stamp() -> u64 {
+    if sampled() {
+        now_ns()
+    } else {
+        1
+    }
+}
+
+/// A post's completion time: the clock for a timed post, else 0.
+#[inline]
+pub(crate) fn post_stamp() -> u64 {
+    if sampled() {
+        now_ns()
+    } else {
+        0
+    }
+}
+
+/// Stamps the OS completion of a request whose start was timed.
+#[inline]
+pub(crate) fn stamp_completion(req: &mut crate::request::Request) {
+    let h = req.header_mut();
+    if h.started_ns > 1 {
+        h.completed_ns = now_ns();
+    }
+}
 
 
 static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
@@ -74,12 +137,11 @@ fn shard_index() -> usize {
     })
 }
 
-/// Nanoseconds since the process's first reading, never 0 (0 means "not
-/// stamped" in a request).
+/// Nanoseconds of a monotonic clock, never 0 (0 means "not stamped" in a
+/// request).
+#[inline]
 pub(crate) fn now_ns() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    let epoch = *EPOCH.get_or_init(Instant::now);
-    (epoch.elapsed().as_nanos() as u64).saturating_add(1)
+    crate::sys::clock::now_ns()
 }
 
 /// The request kinds counted in flight, in [`InFlight`]'s order.
@@ -350,7 +412,9 @@ impl PortCounters {
         if user {
             self.add(POSTS);
         }
-        self.add(POSTED_ALL);
+        if !crate::sys::QUEUE_LEN_KNOWN {
+            self.add(POSTED_ALL);
+        }
     }
 
     /// A start or a post was refused at the bound.
@@ -362,7 +426,9 @@ impl PortCounters {
     /// A post counted by [`PortCounters::posted`] was refused after all.
     pub(crate) fn post_failed(&self, user: bool) {
         // Counted as taken: the queued figure stays true.
-        self.add(POSTS_TAKEN);
+        if !crate::sys::QUEUE_LEN_KNOWN {
+            self.add(POSTS_TAKEN);
+        }
         if !user {
             return;
         }
@@ -373,9 +439,14 @@ impl PortCounters {
 
     /// A pool worker is about to run `p`'s callback; gives the time to hand
     /// to [`PortCounters::callback_done`].
+    /// 0 when this callback is not timed.
     pub(crate) fn callback_begins(&self, p: &Packet) -> u64 {
+        let done = p.request.as_ref().map_or(0, |r| r.header().completed_ns);
+        if done == 0 && !sampled() {
+            return 0;
+        }
         let now = now_ns();
-        if let Some(done) = p.request.as_ref().map(|r| r.header().completed_ns).filter(|&t| t != 0) {
+        if done != 0 {
             self.completion_to_callback.record(now.saturating_sub(done));
         }
         now
@@ -383,7 +454,9 @@ impl PortCounters {
 
     /// The callback begun at `began` returned.
     pub(crate) fn callback_done(&self, began: u64) {
-        self.callback.record(now_ns().saturating_sub(began));
+        if began != 0 {
+            self.callback.record(now_ns().saturating_sub(began));
+        }
     }
 
     /// Posts queued and not yet taken.
@@ -417,7 +490,7 @@ impl PortCounters {
 /// counted in flight on both, and its start time stamped.
 pub(crate) fn starting(port: &Port, handle: &crate::handle::HandleInner, req: &mut crate::request::Request) {
     let h = req.header_mut();
-    h.started_ns = now_ns();
+    h.started_ns = start_stamp();
     port.inner.metrics.started(h.op);
     handle.metrics.started(h.op);
 }
@@ -446,14 +519,18 @@ pub(crate) fn taken(
 ) {
     let Some(req) = p.request.as_mut() else {
         if let Some(c) = counters {
-            c.add(POSTS_TAKEN);
+            if !crate::sys::QUEUE_LEN_KNOWN {
+                c.add(POSTS_TAKEN);
+            }
         }
         return;
     };
     let op = req.header().op;
     let Some(k) = kind_of(op) else {
         if let Some(c) = counters {
-            c.add(POSTS_TAKEN);
+            if !crate::sys::QUEUE_LEN_KNOWN {
+                c.add(POSTS_TAKEN);
+            }
         }
         return;
     };
@@ -463,7 +540,7 @@ pub(crate) fn taken(
         // Counted already (a host that took it and posted it again).
         return;
     }
-    if completed == 0 {
+    if started > 1 && completed == 0 {
         completed = now_ns();
         h.completed_ns = completed;
     }
@@ -491,7 +568,9 @@ pub(crate) fn taken(
         h.metrics.ended(op, status.is_success().then_some(bytes));
     }
     if let Some(c) = counters {
-        c.start_to_completion.record(completed.saturating_sub(started));
+        if started > 1 {
+            c.start_to_completion.record(completed.saturating_sub(started));
+        }
         c.add(ENDED + k);
         c.add(OUTCOME + outcome as usize);
     }
@@ -693,5 +772,25 @@ impl RuntimeMetrics {
             t.add(p);
         }
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// One operation in `every` per thread is timed; the counters are not
+    /// sampled.
+    #[test]
+    fn metrics_latency_sampling_times_one_in_n_per_thread() {
+        // On a thread of its own: the tick is per thread. The rate is
+        // process-wide, so it is put back before the test ends.
+        let timed = std::thread::spawn(|| {
+            super::set_latency_sampling(4);
+            let n = (0..8).filter(|_| super::sampled()).count();
+            super::set_latency_sampling(super::DEFAULT_SAMPLING);
+            n
+        })
+        .join()
+        .unwrap();
+        assert_eq!(timed, 2);
     }
 }

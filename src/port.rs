@@ -312,7 +312,7 @@ impl Port {
             });
         }
         if let Some(r) = request.as_mut() {
-            r.header_mut().completed_ns = crate::metrics::now_ns();
+            r.header_mut().completed_ns = crate::metrics::post_stamp();
         }
         // Counted first: its packet may be taken before `post` returns.
         self.inner.metrics.posted(true);
@@ -337,7 +337,7 @@ impl Port {
         if self.inner.bound.is_some() {
             self.inner.held.fetch_add(1, Ordering::AcqRel);
         }
-        request.header_mut().completed_ns = crate::metrics::now_ns();
+        request.header_mut().completed_ns = crate::metrics::post_stamp();
         self.inner.metrics.posted(false);
         let packet = Packet { status: Status::SUCCESS, bytes: 0, key: 0, request: Some(request) };
         match self.inner.sys.post(packet) {

@@ -2,7 +2,9 @@
 //! runtime, a port or a handle into a known state (callbacks blocked on a
 //! gate, reads waiting on a socket with no data, a port full to its
 //! bound) and reads each figure back exactly. No figure depends on time;
-//! every wait is bounded by `util::DEADLINE`.
+//! every wait is bounded by `util::DEADLINE`. The histograms' counts are
+//! exact with every operation timed (`set_latency_sampling(1)`, which
+//! each test sets: they share the process).
 
 mod util;
 
@@ -25,6 +27,7 @@ fn block_callbacks(rt: &Runtime, gate: &Gate, n: usize) {
 /// the rest of the pool is idle; the limits read back as set.
 #[test]
 fn metrics_busy_and_idle_threads_are_exact() {
+    iocompletion::metrics::set_latency_sampling(1); // every value timed
     let rt = Runtime::builder().min_threads(3).max_threads(8).port_concurrency(8).build().unwrap();
     let gate = Gate::default();
     block_callbacks(&rt, &gate, 3);
@@ -46,6 +49,7 @@ fn metrics_busy_and_idle_threads_are_exact() {
 /// and on its port; once data comes they complete, counting the bytes.
 #[test]
 fn metrics_reads_waiting_for_data_are_in_flight() {
+    iocompletion::metrics::set_latency_sampling(1); // every value timed
     let rt = Runtime::builder().min_threads(1).max_threads(4).build().unwrap();
     let (mut peer, server) = tcp_pair();
     let h = Handle::from(server);
@@ -84,6 +88,7 @@ fn metrics_reads_waiting_for_data_are_in_flight() {
 /// count under their own outcome, on the port of the handles.
 #[test]
 fn s24_metrics_count_each_outcome() {
+    iocompletion::metrics::set_latency_sampling(1); // every value timed
     let rt = Runtime::builder().min_threads(1).max_threads(4).build().unwrap();
     let (mut peer, server) = tcp_pair();
     let h = Handle::from(server);
@@ -125,6 +130,7 @@ fn s24_metrics_count_each_outcome() {
 /// past it is refused and counted; taking them empties the queue.
 #[test]
 fn s35_metrics_count_posts_queue_depth_and_refusals() {
+    iocompletion::metrics::set_latency_sampling(1); // every value timed
     let port = Port::bounded(1, 3).unwrap();
     for i in 0..3 {
         port.post(i, 0, None).unwrap();
@@ -145,6 +151,7 @@ fn s35_metrics_count_posts_queue_depth_and_refusals() {
 /// timed: one value per completion in each histogram the pool records.
 #[test]
 fn metrics_histograms_count_each_completion() {
+    iocompletion::metrics::set_latency_sampling(1); // every value timed
     let rt = Runtime::builder().min_threads(1).max_threads(2).build().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let tx = std::sync::Mutex::new(tx);
@@ -173,6 +180,7 @@ fn metrics_histograms_count_each_completion() {
 /// returned by at least one call into it; no overflow on a quiet port.
 #[test]
 fn metrics_os_entries_and_their_completions() {
+    iocompletion::metrics::set_latency_sampling(1); // every value timed
     let rt = Runtime::builder().min_threads(1).max_threads(2).build().unwrap();
     let (mut peer, server) = tcp_pair();
     let h = Handle::from(server);
@@ -191,6 +199,7 @@ fn metrics_os_entries_and_their_completions() {
 /// and the pool says so.
 #[test]
 fn s14_metrics_say_why_the_pool_grew() {
+    iocompletion::metrics::set_latency_sampling(1); // every value timed
     let rt = Runtime::builder()
         .min_threads(1)
         .max_threads(4)
@@ -215,6 +224,7 @@ fn s14_metrics_say_why_the_pool_grew() {
 /// the pool says why.
 #[test]
 fn s15_metrics_say_why_the_pool_shrank() {
+    iocompletion::metrics::set_latency_sampling(1); // every value timed
     let rt = Runtime::builder()
         .min_threads(1)
         .max_threads(4)

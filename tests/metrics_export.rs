@@ -71,6 +71,7 @@ impl Recorder for Rec {
 
 #[test]
 fn metrics_exporter_publishes_iocompletion_figures() {
+    iocompletion::metrics::set_latency_sampling(1); // every value timed
     let rt = Runtime::builder().min_threads(1).max_threads(3).build().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let tx = Mutex::new(tx);

@@ -59,8 +59,9 @@ pub(crate) struct Header {
     /// The deadline the request was started with (S33), until its
     /// completion is taken.
     pub(crate) deadline: Option<std::time::Instant>,
-    /// When it started and when the OS completed it (`metrics::now_ns`; 0:
-    /// not stamped), for the port's latency histograms.
+    /// When it started (0: not started on a handle, 1: started, not
+    /// timed) and when the OS completed it (0: not stamped), for the
+    /// port's metrics (`metrics::start_stamp`).
     pub(crate) started_ns: u64,
     pub(crate) completed_ns: u64,
 }

@@ -26,6 +26,13 @@ use crate::{
     request::{Request, RequestId},
 };
 
+#[cfg(not(loom))]
+pub(crate) mod clock;
+
+/// True where the port's queue can be counted (`PortDriver::queued`), so
+/// the metrics need not count posts in and out to know the queue depth.
+#[cfg(not(loom))]
+pub(crate) const QUEUE_LEN_KNOWN: bool = cfg!(unix);
 #[cfg(any(unix, loom))]
 pub(crate) mod queue;
 

@@ -38,7 +38,7 @@ pub(super) type PortQueue = Queue<Item, UnixPoller>;
 impl Completions for PortQueue {
     fn complete(&self, mut p: Packet) {
         if let Some(r) = p.request.as_mut() {
-            r.header_mut().completed_ns = crate::metrics::now_ns();
+            crate::metrics::stamp_completion(r);
         }
         self.push(Item::Packet(p));
     }

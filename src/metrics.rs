@@ -112,7 +112,9 @@ pub(crate) fn post_stamp() -> u64 {
     }
 }
 
-/// Stamps the OS completion of a request whose start was timed.
+/// Stamps the OS completion of a request whose start was timed (where the
+/// backend pushes completions itself; on Windows the take stamps them).
+#[cfg(unix)]
 #[inline]
 pub(crate) fn stamp_completion(req: &mut crate::request::Request) {
     let h = req.header_mut();

@@ -54,8 +54,11 @@ pub(crate) const SHARDS: usize = 8;
 mod shard_tls {
     thread_local! {
         pub(super) static SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
-        /// Operations since this thread last timed one.
-        pub(super) static TICK: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+        /// Operations of each timed kind (start, post, callback) since this
+        /// thread last timed one of that kind.
+        pub(super) static TICK: [std::cell::Cell<u32>; 3] = const {
+            [std::cell::Cell::new(0), std::cell::Cell::new(0), std::cell::Cell::new(0)]
+        };
     }
 }
 use shard_tls::{SHARD, TICK};
@@ -76,10 +79,18 @@ pub fn set_latency_sampling(every: u32) {
     SAMPLE_EVERY.store(every.max(1), Ordering::Relaxed);
 }
 
-/// True when the calling thread times this operation.
+// The kinds of operation timed, each sampled on its own count: with one
+// count for all, a thread whose operations come in a fixed cycle (a
+// callback that starts a request, over and over) would time only one kind.
+const START: usize = 0;
+const POST: usize = 1;
+const CALLBACK: usize = 2;
+
+/// True when the calling thread times this operation of `kind`.
 #[inline]
-fn sampled() -> bool {
-    TICK.with(|t| {
+fn sampled(kind: usize) -> bool {
+    TICK.with(|ticks| {
+        let t = &ticks[kind];
         let n = t.get() + 1;
         if n >= SAMPLE_EVERY.load(Ordering::Relaxed) {
             t.set(0);
@@ -95,7 +106,7 @@ fn sampled() -> bool {
 /// not timed"; a request's `started_ns` is 0 when not started).
 #[inline]
 pub(crate) fn start_stamp() -> u64 {
-    if sampled() {
+    if sampled(START) {
         now_ns()
     } else {
         1
@@ -105,7 +116,7 @@ pub(crate) fn start_stamp() -> u64 {
 /// A post's completion time: the clock for a timed post, else 0.
 #[inline]
 pub(crate) fn post_stamp() -> u64 {
-    if sampled() {
+    if sampled(POST) {
         now_ns()
     } else {
         0
@@ -444,7 +455,7 @@ impl PortCounters {
     /// 0 when this callback is not timed.
     pub(crate) fn callback_begins(&self, p: &Packet) -> u64 {
         let done = p.request.as_ref().map_or(0, |r| r.header().completed_ns);
-        if done == 0 && !sampled() {
+        if done == 0 && !sampled(CALLBACK) {
             return 0;
         }
         let now = now_ns();
@@ -787,7 +798,9 @@ mod tests {
         // process-wide, so it is put back before the test ends.
         let timed = std::thread::spawn(|| {
             super::set_latency_sampling(4);
-            let n = (0..8).filter(|_| super::sampled()).count();
+            let n = (0..8).filter(|_| super::sampled(super::START)).count();
+            // Another kind's count is its own.
+            assert!(!super::sampled(super::POST));
             super::set_latency_sampling(super::DEFAULT_SAMPLING);
             n
         })

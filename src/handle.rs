@@ -81,6 +81,7 @@ pub(crate) struct HandleInner {
     pub(crate) sys: sys::Handle,
     binding: OnceLock<Binding>,
     bind_lock: Mutex<()>,
+    pub(crate) metrics: crate::metrics::HandleCounters,
 }
 
 impl HandleInner {
@@ -177,7 +178,12 @@ impl Handle {
     }
 
     pub(crate) fn from_sys(sys: sys::Handle) -> Handle {
-        Handle { inner: Arc::new(HandleInner { sys, binding: OnceLock::new(), bind_lock: Mutex::new(()) }) }
+        Handle { inner: Arc::new(HandleInner {
+            sys,
+            binding: OnceLock::new(),
+            bind_lock: Mutex::new(()),
+            metrics: Default::default(),
+        }) }
     }
 
     /// Binds the handle to `port` for `host` (the primitive behind
@@ -472,6 +478,7 @@ impl Handle {
             }
             req.header_mut().deadline = Some(d);
         }
+        crate::metrics::starting(&b.port, &self.inner, &mut req);
         match self.inner.sys.submit(req, &b.port.inner.sys) {
             Ok(()) => {
                 b.port.pushed();
@@ -484,6 +491,7 @@ impl Handle {
                 Ok(id)
             }
             Err((e, mut req)) => {
+                crate::metrics::start_failed(&b.port, &self.inner, op, &e);
                 if let Some(d) = req.header_mut().deadline.take() {
                     crate::timer::unwatch(d, id);
                 }

@@ -97,6 +97,7 @@ not_loom! {
     pub mod task;
     pub mod time;
     pub mod io;
+    pub mod metrics;
     #[cfg(feature = "hyper")]
     pub mod hyper_rt;
 

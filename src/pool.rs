@@ -23,9 +23,12 @@ use std::time::{Duration, Instant};
 
 use crate::census::{Census, Leave, Refused};
 use crate::error::{Error, Result};
+use crate::metrics::{Growth, Shrink};
 use crate::port::{Packet, Port};
 use crate::sync::{thread, Arc, AtomicBool, AtomicU64, AtomicUsize, Condvar, Mutex, Ordering, Weak};
 use crate::sys::{self, PortDriver, SlotOps};
+
+mod metrics;
 
 /// Runs one packet; false when nothing could take it (no request and no
 /// sink). The pool catches a panic from it (S6).
@@ -250,6 +253,8 @@ pub(crate) struct Shared {
     unclaimed: AtomicU64,
     replaced: AtomicU64,
     abandoned: AtomicU64,
+    /// Why the pool last grew and shrank (`metrics`).
+    metrics: crate::metrics::PoolCounters,
     state: Mutex<State>,
     gate: Condvar,
     dispatch: Box<Dispatch>,
@@ -286,6 +291,7 @@ impl Pool {
             unclaimed: AtomicU64::new(0),
             replaced: AtomicU64::new(0),
             abandoned: AtomicU64::new(0),
+            metrics: Default::default(),
             state: Mutex::new(State {
                 slots: Vec::new(),
                 joins: Vec::new(),
@@ -336,6 +342,7 @@ impl Pool {
                 }
             }
         }));
+        self.shared.metrics.grew(Growth::NewPort);
         let r = spawn_counted(&self.shared, &mut st, &slot);
         if r.is_err() {
             st.slots.retain(|s| !Arc::ptr_eq(s, &slot));
@@ -382,6 +389,7 @@ impl Pool {
         let slots = st.slots.clone();
         for slot in &slots {
             while slot.port.has_backlog() && self.shared.census.try_grow(true) {
+                self.shared.metrics.grew(Growth::MinimumRaised);
                 if spawn_counted(&self.shared, &mut st, slot).is_err() {
                     break;
                 }
@@ -510,6 +518,7 @@ fn on_starving(shared: &Arc<Shared>, slot: &Arc<PortSlot>) {
     }
     if shared.census.try_grow(true) {
         // A failed spawn is survived while other workers live.
+        shared.metrics.grew(Growth::BelowMinimum);
         let _ = spawn_counted(shared, &mut st, slot);
     }
 }
@@ -555,6 +564,7 @@ fn gate(weak: Weak<Shared>) {
         if shared.census.threads() < shared.census.min() {
             for s in st.slots.clone() {
                 if s.starving() && shared.census.try_grow(true) {
+                    shared.metrics.grew(Growth::BelowMinimum);
                     let _ = spawn_counted(&shared, &mut st, &s);
                 }
             }
@@ -570,6 +580,7 @@ fn gate(weak: Weak<Shared>) {
         let due = st.last_spawn.map_or(true, |t| t.elapsed() >= interval);
         if let Some(slot) = starving.first() {
             if due && shared.census.try_grow(false) {
+                shared.metrics.grew(Growth::Starving);
                 let _ = spawn_counted(&shared, &mut st, slot);
             }
         }
@@ -587,6 +598,7 @@ fn try_leave(shared: &Shared, slot: &PortSlot, me: &WorkerInfo, why: Leave) -> b
     }
     if crate::census::leave_port(&slot.threads) {
         if shared.census.try_leave(why, false) {
+            shared.metrics.shrank(if why == Leave::Idle { Shrink::Idle } else { Shrink::MaximumLowered });
             shared.retired.fetch_add(1, Ordering::Relaxed);
             return true;
         }
@@ -598,6 +610,7 @@ fn try_leave(shared: &Shared, slot: &PortSlot, me: &WorkerInfo, why: Leave) -> b
 
 fn worker(weak: Weak<Shared>, slot: Arc<PortSlot>) {
     let Some(shared) = weak.upgrade() else { return };
+    let _span = crate::metrics::trace::worker();
     SERVING.with(|s| s.set(Arc::as_ptr(&slot)));
     let me = Arc::new(WorkerInfo {
         busy: AtomicBool::new(false),
@@ -623,6 +636,7 @@ fn worker(weak: Weak<Shared>, slot: Arc<PortSlot>) {
         workers.retain(|w| !Arc::ptr_eq(w, &me));
     }
     if !retired && me.counted.swap(false, Ordering::AcqRel) {
+        shared.metrics.shrank(Shrink::Closed);
         shared.census.exit();
         slot.threads.fetch_sub(1, Ordering::AcqRel);
     }
@@ -651,6 +665,7 @@ fn replace(shared: &Arc<Shared>, slot: &Arc<PortSlot>) {
         return;
     }
     if shared.census.try_grow(false) {
+        shared.metrics.grew(Growth::Replacement);
         let _ = spawn_counted(shared, &mut st, slot);
     }
 }
@@ -688,7 +703,9 @@ fn serve(shared: &Arc<Shared>, slot: &Arc<PortSlot>, me: &WorkerInfo) -> bool {
                     }
                     #[cfg(test)]
                     faults::before_run(&shared.config.name);
+                    let began = slot.port.inner.metrics.callback_begins(&packet);
                     run(shared, me, packet);
+                    slot.port.inner.metrics.callback_done(began);
                 }
             }
             // The whole keep-alive passed without a packet.

@@ -80,14 +80,21 @@ static NEXT_PORT: AtomicU64 = AtomicU64::new(1);
 /// What taking a packet settles for its request: a deadline (S33) is
 /// forgotten, and a request cancelled because its deadline passed reports
 /// the OS's timed-out status instead of the aborted one.
-fn settle(packets: &mut [Packet]) {
+///
+/// The port's metrics count each packet here, as it leaves the port.
+fn settle(port: Option<&PortInner>, packets: &mut [Packet]) {
     for p in packets {
-        let Some(req) = p.request.as_mut() else { continue };
-        let Some(deadline) = req.header_mut().deadline.take() else { continue };
-        if crate::timer::completed(deadline, req.id().as_u64()) && p.status.is_aborted() {
-            let socket = req.handle().is_some_and(|h| h.kind().is_socket());
-            p.status = Status::from_raw(sys::timed_out_code(socket));
+        let mut timed_out = false;
+        if let Some(req) = p.request.as_mut() {
+            if let Some(deadline) = req.header_mut().deadline.take() {
+                if crate::timer::completed(deadline, req.id().as_u64()) && p.status.is_aborted() {
+                    let socket = req.handle().is_some_and(|h| h.kind().is_socket());
+                    p.status = Status::from_raw(sys::timed_out_code(socket));
+                    timed_out = true;
+                }
+            }
         }
+        crate::metrics::taken(port.map(|i| &i.metrics), p, timed_out, || port.map_or(true, |i| i.sys.is_closed()));
     }
 }
 
@@ -109,6 +116,8 @@ pub(crate) struct PortInner {
     /// S2, S34: second deliveries of a request's own target by a custom
     /// host, counted and ignored (see [`Port::duplicate_deliveries`]).
     pub(crate) duplicates: AtomicUsize,
+    /// What `Port::metrics` reads.
+    pub(crate) metrics: crate::metrics::PortCounters,
 }
 
 /// An I/O completion port: a queue of completion packets that threads wait
@@ -188,7 +197,7 @@ impl Port {
             std::io::ErrorKind::InvalidInput => Error::InvalidArgument(e.to_string()),
             _ => Error::Io(e),
         })?;
-        Ok(Port { inner: Arc::new(PortInner {
+        let port = Port { inner: Arc::new(PortInner {
             sys,
             id: NEXT_PORT.fetch_add(1, Ordering::Relaxed),
             owner,
@@ -196,7 +205,10 @@ impl Port {
             bound,
             held: AtomicUsize::new(0),
             duplicates: AtomicUsize::new(0),
-        }) })
+            metrics: crate::metrics::PortCounters::new(),
+        }) };
+        crate::metrics::trace::port_created(&port);
+        Ok(port)
     }
 
     /// The port's concurrency value.
@@ -299,14 +311,20 @@ impl Port {
     /// request come back verbatim, with a success status (S9).
     ///
     /// On a closed port it fails and hands the request's buffer back.
-    pub fn post(&self, bytes: usize, key: usize, request: Option<Request>) -> Result<(), StartError> {
+    pub fn post(&self, bytes: usize, key: usize, mut request: Option<Request>) -> Result<(), StartError> {
         if let Err(e) = self.admit() {
             return Err(match request {
                 Some(r) => StartError::of(e, r),
                 None => StartError::new(e, Buffer::None),
             });
         }
+        if let Some(r) = request.as_mut() {
+            r.header_mut().completed_ns = crate::metrics::post_stamp();
+        }
+        // Counted first: its packet may be taken before `post` returns.
+        self.inner.metrics.posted(true);
         if let Err((e, p)) = self.inner.sys.post(Packet { status: Status::SUCCESS, bytes, key, request }) {
+            self.inner.metrics.post_failed(true);
             self.taken(1);
             return Err(match p.request {
                 Some(r) => StartError::of(e, r),
@@ -322,10 +340,12 @@ impl Port {
     /// part of work already accepted, so it is never refused for lack of
     /// room, but it is counted as held, so that taking it keeps the count
     /// true. On a closed port it hands the request back.
-    pub(crate) fn post_unbounded(&self, request: Request) -> std::result::Result<(), Request> {
+    pub(crate) fn post_unbounded(&self, mut request: Request) -> std::result::Result<(), Request> {
         if self.inner.bound.is_some() {
             self.inner.held.fetch_add(1, Ordering::AcqRel);
         }
+        request.header_mut().completed_ns = crate::metrics::post_stamp();
+        self.inner.metrics.posted(false);
         let packet = Packet { status: Status::SUCCESS, bytes: 0, key: 0, request: Some(request) };
         match self.inner.sys.post(packet) {
             Ok(()) => {
@@ -333,6 +353,7 @@ impl Port {
                 Ok(())
             }
             Err((_, p)) => {
+                self.inner.metrics.post_failed(false);
                 self.taken(1);
                 match p.request {
                     Some(r) => Err(r),
@@ -349,7 +370,10 @@ impl Port {
             .held
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < bound).then_some(n + 1))
             .map(drop)
-            .map_err(|_| Error::Full { bound })
+            .map_err(|_| {
+                self.inner.metrics.refused(bound);
+                Error::Full { bound }
+            })
     }
 
     /// `n` admitted requests or packets left the port (taken, or refused
@@ -387,7 +411,7 @@ impl Port {
         let mut v = Vec::with_capacity(1);
         let n = self.inner.sys.get_many(&mut v, 1, timeout, None)?;
         self.taken(n);
-        settle(&mut v);
+        settle(Some(&self.inner), &mut v);
         v.pop().ok_or(Error::Timeout)
     }
 
@@ -400,7 +424,7 @@ impl Port {
         let before = out.len();
         let n = self.inner.sys.get_many(out, max, timeout, None)?;
         self.taken(n);
-        settle(&mut out[before..]);
+        settle(Some(&self.inner), &mut out[before..]);
         Ok(n)
     }
 
@@ -415,7 +439,7 @@ impl Port {
         let before = out.len();
         let n = self.inner.sys.get_many(out, 1, timeout, Some(interrupts))?;
         self.taken(n);
-        settle(&mut out[before..]);
+        settle(Some(&self.inner), &mut out[before..]);
         Ok(n)
     }
 
@@ -475,7 +499,7 @@ impl Drop for PortInner {
             let mut left = Vec::new();
             sys.close_dropped(&mut left);
             drop(sys);
-            settle(&mut left);
+            settle(None, &mut left);
             for p in left {
                 let Some(mut req) = p.request else { continue };
                 if let Some(target) = req.take_callback() {

@@ -59,6 +59,11 @@ pub(crate) struct Header {
     /// The deadline the request was started with (S33), until its
     /// completion is taken.
     pub(crate) deadline: Option<std::time::Instant>,
+    /// When it started (0: not started on a handle, 1: started, not
+    /// timed) and when the OS completed it (0: not stamped), for the
+    /// port's metrics (`metrics::start_stamp`).
+    pub(crate) started_ns: u64,
+    pub(crate) completed_ns: u64,
 }
 
 const EXT_ALIGN: usize = 16;
@@ -156,6 +161,8 @@ impl Request {
             user_data: 0,
             handle: None,
             deadline: None,
+            started_ns: 0,
+            completed_ns: 0,
         };
         // SAFETY: `raw` is a block of layout(ext_cap): big enough and aligned
         // for a Header at offset 0 and `ext_cap >= ext_len` bytes after it.

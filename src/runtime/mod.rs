@@ -22,6 +22,7 @@ use crate::sync::{Arc, AtomicBool, Mutex, Ordering};
 pub type Initializer = dyn Fn(&mut Request) -> Result<()> + Send + Sync;
 
 mod builder;
+mod metrics;
 mod sink;
 
 pub use builder::{Builder, MAX_HOST_OVERLAPPED_SIZE};

@@ -25,6 +25,13 @@ use crate::{
     request::{Request, RequestId},
 };
 
+#[cfg(not(loom))]
+pub(crate) mod clock;
+
+/// True where the port's queue can be counted (`PortDriver::queued`), so
+/// the metrics need not count posts in and out to know the queue depth.
+#[cfg(not(loom))]
+pub(crate) const QUEUE_LEN_KNOWN: bool = cfg!(unix);
 #[cfg(any(unix, loom))]
 pub(crate) mod queue;
 
@@ -118,6 +125,16 @@ pub(crate) trait PortDriver: Sized + Send + Sync + 'static {
 
     /// Called by the pool every few milliseconds.
     fn maintain(&self);
+
+    /// What the port's OS queue did (`metrics::OsMetrics`).
+    fn os_metrics(&self) -> crate::metrics::OsMetrics {
+        crate::metrics::OsMetrics::default()
+    }
+
+    /// Items on the port's queue, where the backend can count them.
+    fn queued(&self) -> Option<usize> {
+        None
+    }
 
     /// Packets dropped because the crate did not make them (S39); only
     /// IOCP can receive such packets.

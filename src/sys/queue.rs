@@ -258,6 +258,12 @@ impl<T: Send + 'static, P: Poller<T> + 'static> Queue<T, P> {
         !self.items.is_empty()
     }
 
+    /// Items queued (`metrics`).
+    #[cfg(not(loom))]
+    pub(crate) fn len(&self) -> usize {
+        self.items.len()
+    }
+
     pub(crate) fn is_closing(&self) -> bool {
         self.state.load(Ordering::SeqCst) & CLOSING != 0
     }

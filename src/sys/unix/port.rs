@@ -36,7 +36,10 @@ pub(super) enum Item {
 pub(super) type PortQueue = Queue<Item, UnixPoller>;
 
 impl Completions for PortQueue {
-    fn complete(&self, p: Packet) {
+    fn complete(&self, mut p: Packet) {
+        if let Some(r) = p.request.as_mut() {
+            crate::metrics::stamp_completion(r);
+        }
         self.push(Item::Packet(p));
     }
 
@@ -53,6 +56,8 @@ pub(crate) struct MioPoller {
     /// Handles closed since the last poll began: an event of the poll in
     /// progress may still carry their address.
     retired: Mutex<Vec<Arc<Io>>>,
+    /// Its `epoll_wait` (`kevent`) calls and the events they returned.
+    os: crate::metrics::OsCounters,
 }
 
 impl MioPoller {
@@ -64,7 +69,10 @@ impl MioPoller {
         drop(std::mem::take(&mut *self.retired.lock()));
         let (poll, events) = &mut *g;
         let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        match poll.poll(events, timeout) {
+        self.os.entered();
+        let r = poll.poll(events, timeout);
+        self.os.returned(events.iter().count());
+        match r {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {
                 events.clear();
                 Ok(())
@@ -228,6 +236,7 @@ impl MioPoller {
             registry,
             waker,
             retired: Mutex::new(Vec::new()),
+            os: Default::default(),
         })
     }
 }
@@ -305,6 +314,19 @@ impl PortDriver for Port {
 
     fn has_backlog(&self) -> bool {
         self.inner.queue.has_items()
+    }
+
+    fn queued(&self) -> Option<usize> {
+        Some(self.inner.queue.len())
+    }
+
+    fn os_metrics(&self) -> crate::metrics::OsMetrics {
+        match self.inner.queue.poller() {
+            Some(UnixPoller::Mio(m)) => m.os.snapshot(),
+            #[cfg(target_os = "linux")]
+            Some(UnixPoller::Ring(r)) => r.os_snapshot(),
+            None => Default::default(),
+        }
     }
 
     fn maintain(&self) {

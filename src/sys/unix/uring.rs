@@ -157,6 +157,8 @@ pub(crate) struct Ring {
     /// The port's ring: its workers' rings are set up with
     /// `COOP_TASKRUN | TASKRUN_FLAG` (the kernel granted them).
     coop: bool,
+    /// Its `io_uring_enter` calls and what they returned (`metrics`).
+    pub(crate) os: crate::metrics::OsCounters,
 }
 
 /// What a worker's ring has beside the port's.
@@ -295,7 +297,21 @@ impl Ring {
             free: Arc::new(Mutex::new(Vec::new())),
             per_worker: false,
             coop: false,
+            os: Default::default(),
         })
+    }
+
+    /// The `io_uring_enter` calls of the port's ring and of every worker's
+    /// ring it made, what they returned and the overflows (`metrics`).
+    pub(crate) fn os_snapshot(&self) -> crate::metrics::OsMetrics {
+        let mut all = self.os.snapshot();
+        for w in self.workers.lock().iter() {
+            let m = w.os.snapshot();
+            all.entries += m.entries;
+            all.completions += m.completions;
+            all.overflows += m.overflows;
+        }
+        all
     }
 
     /// How the port's rings are set up, for [`DriverInfo`](crate::port::DriverInfo).
@@ -543,6 +559,7 @@ impl Ring {
             if tests::busy(self) {
                 return Ok(Err(io::Error::from_raw_os_error(libc::EBUSY)));
             }
+            self.os.entered();
             match self.ring.submitter().submit() {
                 Ok(n) => {
                     if n == 0 || self.taken(n) == 0 {
@@ -608,6 +625,7 @@ impl Ring {
         #[cfg(test)]
         tests::before_wait(self);
         let submitter = self.ring.submitter();
+        self.os.entered();
         let r = match deadline {
             None => submitter.submit_and_wait(1),
             Some(d) => {
@@ -669,7 +687,9 @@ impl Ring {
         // queue while the guard lives.
         let cq = unsafe { self.ring.completion_shared() };
         let before = taken.len();
+        self.os.overflowed_total(u64::from(cq.overflow()));
         taken.extend(cq.map(|c| (c.user_data(), c.result())));
+        self.os.returned(taken.len() - before);
         taken[before..].iter().any(|&(user_data, _)| user_data == WAKE)
     }
 

@@ -119,6 +119,9 @@ pub(crate) struct Inner {
     /// Takes from the own queue since a take last looked at the kernel's
     /// (a hint for fairness: races only move the next look a little).
     own_run: AtomicUsize,
+    /// Its `GetQueuedCompletionStatusEx` calls and the entries they
+    /// returned (`metrics`).
+    os: crate::metrics::OsCounters,
 }
 
 /// The port. Cheap to share; the core holds it in an `Arc`.
@@ -174,6 +177,7 @@ impl PortDriver for Port {
                 ready: Ready::new(),
                 direct: AtomicUsize::new(0),
                 own_run: AtomicUsize::new(0),
+                os: Default::default(),
             }),
         })
     }
@@ -321,6 +325,10 @@ impl PortDriver for Port {
 
     fn direct_completions(&self) -> usize {
         self.inner.direct.load(Ordering::Relaxed)
+    }
+
+    fn os_metrics(&self) -> crate::metrics::OsMetrics {
+        self.inner.os.snapshot()
     }
 }
 
@@ -539,6 +547,7 @@ impl Inner {
                 }
             };
             let mut removed = 0u32;
+            self.os.entered();
             // SAFETY: the port handle is open; `entries` has room for
             // `want` entries; not alertable.
             let ok = unsafe {
@@ -564,6 +573,7 @@ impl Inner {
                     _ => Error::Io(e),
                 });
             }
+            self.os.returned(removed as usize);
             let before = out.len();
             let mut saw_sentinel = false;
             let mut interrupted = false;

@@ -51,17 +51,56 @@ pub(crate) const SHARDS: usize = 8;
 // The initializer is `const` already; clippy 1.96 still reports
 // missing_const_for_thread_local here when checking x86_64-pc-windows-gnu.
 #[allow(clippy::missing_const_for_thread_local)]
-mod shard_tls {
+mod local {
     thread_local! {
-        pub(super) static SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
-        /// Operations of each timed kind (start, post, callback) since this
-        /// thread last timed one of that kind.
-        pub(super) static TICK: [std::cell::Cell<u32>; 3] = const {
-            [std::cell::Cell::new(0), std::cell::Cell::new(0), std::cell::Cell::new(0)]
-        };
+        /// The calling thread's counting state: one thread-local, so a post
+        /// reads it once for its shard and its sampling tick.
+        pub(super) static LOCAL: super::Local = const { super::Local::new() };
     }
 }
-use shard_tls::{SHARD, TICK};
+use local::LOCAL;
+
+/// A thread's counting state ([`LOCAL`]).
+struct Local {
+    /// The thread's counter shard, `usize::MAX` until its first count.
+    shard: std::cell::Cell<usize>,
+    /// Operations of each timed kind (start, post) since this thread last
+    /// timed one of that kind; a pool worker counts its callbacks in a
+    /// local of its own.
+    ticks: [std::cell::Cell<u32>; 2],
+}
+
+impl Local {
+    const fn new() -> Local {
+        Local { shard: std::cell::Cell::new(usize::MAX), ticks: [std::cell::Cell::new(0), std::cell::Cell::new(0)] }
+    }
+
+    /// True when this operation of `kind` is timed.
+    #[inline]
+    fn sampled(&self, kind: usize) -> bool {
+        let t = &self.ticks[kind];
+        let n = t.get() + 1;
+        if n >= SAMPLE_EVERY.load(Ordering::Relaxed) {
+            t.set(0);
+            true
+        } else {
+            t.set(n);
+            false
+        }
+    }
+
+    /// The thread's shard, in `0..SHARDS`.
+    #[inline]
+    fn shard(&self) -> usize {
+        let i = self.shard.get();
+        if i != usize::MAX {
+            return i % SHARDS;
+        }
+        let i = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+        self.shard.set(i);
+        i
+    }
+}
 
 /// One in how many operations each thread times ([`set_latency_sampling`]).
 static SAMPLE_EVERY: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(DEFAULT_SAMPLING);
@@ -84,22 +123,11 @@ pub fn set_latency_sampling(every: u32) {
 // callback that starts a request, over and over) would time only one kind.
 const START: usize = 0;
 const POST: usize = 1;
-const CALLBACK: usize = 2;
 
 /// True when the calling thread times this operation of `kind`.
 #[inline]
 fn sampled(kind: usize) -> bool {
-    TICK.with(|ticks| {
-        let t = &ticks[kind];
-        let n = t.get() + 1;
-        if n >= SAMPLE_EVERY.load(Ordering::Relaxed) {
-            t.set(0);
-            true
-        } else {
-            t.set(n);
-            false
-        }
-    })
+    LOCAL.with(|l| l.sampled(kind))
 }
 
 /// A start time: the clock for a timed operation, else 1 ("started,
@@ -138,16 +166,9 @@ pub(crate) fn stamp_completion(req: &mut crate::request::Request) {
 static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
 
 /// The calling thread's shard.
-fn shard_index() -> usize {
-    SHARD.with(|s| {
-        let i = s.get();
-        if i != usize::MAX {
-            return i;
-        }
-        let i = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
-        s.set(i);
-        i
-    })
+#[inline]
+pub(crate) fn shard_index() -> usize {
+    LOCAL.with(Local::shard)
 }
 
 /// Nanoseconds of a monotonic clock, never 0 (0 means "not stamped" in a
@@ -371,7 +392,7 @@ struct CounterShard([AtomicU64; SLOTS]);
 
 /// A port's counters and histograms, the crate's side.
 pub(crate) struct PortCounters {
-    shards: Box<[CounterShard]>,
+    shards: Box<[CounterShard; SHARDS]>,
     start_to_completion: histogram::Histogram,
     completion_to_callback: histogram::Histogram,
     callback: histogram::Histogram,
@@ -390,13 +411,14 @@ pub(crate) enum Outcome {
 impl PortCounters {
     pub(crate) fn new() -> PortCounters {
         PortCounters {
-            shards: (0..SHARDS).map(|_| CounterShard(std::array::from_fn(|_| AtomicU64::new(0)))).collect(),
+            shards: Box::new(std::array::from_fn(|_| CounterShard(std::array::from_fn(|_| AtomicU64::new(0))))),
             start_to_completion: histogram::Histogram::new(),
             completion_to_callback: histogram::Histogram::new(),
             callback: histogram::Histogram::new(),
         }
     }
 
+    #[inline]
     fn add(&self, slot: usize) {
         self.shards[shard_index()].0[slot].fetch_add(1, Ordering::Relaxed);
     }
@@ -419,8 +441,25 @@ impl PortCounters {
         }
     }
 
+    /// The user posts a packet (with `request`, whose time of completion is
+    /// stamped when the post is timed): one read of the thread's state for
+    /// both.
+    #[inline]
+    pub(crate) fn user_posts(&self, request: Option<&mut crate::request::Request>) {
+        LOCAL.with(|l| {
+            if let Some(r) = request {
+                r.header_mut().completed_ns = if l.sampled(POST) { now_ns() } else { 0 };
+            }
+            self.shards[l.shard()].0[POSTS].fetch_add(1, Ordering::Relaxed);
+        });
+        if !crate::sys::QUEUE_LEN_KNOWN {
+            self.add(POSTED_ALL);
+        }
+    }
+
     /// A packet was posted: by the user when `user`, else by the crate (a
     /// timer's, a task's run).
+    #[inline]
     pub(crate) fn posted(&self, user: bool) {
         if user {
             self.add(POSTS);
@@ -452,12 +491,25 @@ impl PortCounters {
 
     /// A pool worker is about to run `p`'s callback; gives the time to hand
     /// to [`PortCounters::callback_done`].
-    /// 0 when this callback is not timed.
-    pub(crate) fn callback_begins(&self, p: &Packet) -> u64 {
+    /// 0 when this callback is not timed. `tick` is the worker's own count
+    /// of callbacks since it last timed one (a local, not a thread-local:
+    /// this runs once per packet).
+    #[inline]
+    pub(crate) fn callback_begins(&self, p: &Packet, tick: &mut u32) -> u64 {
         let done = p.request.as_ref().map_or(0, |r| r.header().completed_ns);
-        if done == 0 && !sampled(CALLBACK) {
-            return 0;
+        if done == 0 {
+            *tick += 1;
+            if *tick < SAMPLE_EVERY.load(Ordering::Relaxed) {
+                return 0;
+            }
+            *tick = 0;
         }
+        self.callback_timed(done)
+    }
+
+    /// [`PortCounters::callback_begins`] for a callback that is timed.
+    #[inline(never)]
+    fn callback_timed(&self, done: u64) -> u64 {
         let now = now_ns();
         if done != 0 {
             self.completion_to_callback.record(now.saturating_sub(done));
@@ -466,6 +518,7 @@ impl PortCounters {
     }
 
     /// The callback begun at `began` returned.
+    #[inline]
     pub(crate) fn callback_done(&self, began: u64) {
         if began != 0 {
             self.callback.record(now_ns().saturating_sub(began));
@@ -524,20 +577,38 @@ pub(crate) fn start_failed(port: &Port, handle: &crate::handle::HandleInner, op:
 /// A packet leaves its port (`counters`; `None` when the port is being
 /// dropped): a request's completion ends here, for its port's and its
 /// handle's counts. `timed_out`: its deadline cancelled it.
+#[inline]
 pub(crate) fn taken(
     counters: Option<&PortCounters>,
     p: &mut Packet,
     timed_out: bool,
     port_closed: impl FnOnce() -> bool,
 ) {
-    let Some(req) = p.request.as_mut() else {
-        if let Some(c) = counters {
-            if !crate::sys::QUEUE_LEN_KNOWN {
-                c.add(POSTS_TAKEN);
+    match p.request.as_ref().map(|r| r.header()) {
+        // A post, or a request counted already (a host that took it and
+        // posted it again): the common case stays this check.
+        Some(h) if h.started_ns == 0 => {
+            if !crate::sys::QUEUE_LEN_KNOWN && kind_of(h.op).is_none() {
+                if let Some(c) = counters {
+                    c.add(POSTS_TAKEN);
+                }
             }
         }
-        return;
-    };
+        Some(_) => request_taken(counters, p, timed_out, port_closed),
+        None => {
+            if let Some(c) = counters {
+                if !crate::sys::QUEUE_LEN_KNOWN {
+                    c.add(POSTS_TAKEN);
+                }
+            }
+        }
+    }
+}
+
+/// [`taken`] for a started request.
+#[inline(never)]
+fn request_taken(counters: Option<&PortCounters>, p: &mut Packet, timed_out: bool, port_closed: impl FnOnce() -> bool) {
+    let Some(req) = p.request.as_mut() else { return };
     let op = req.header().op;
     let Some(k) = kind_of(op) else {
         if let Some(c) = counters {

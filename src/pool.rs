@@ -681,6 +681,8 @@ fn serve(shared: &Arc<Shared>, slot: &Arc<PortSlot>, me: &WorkerInfo) -> bool {
     // The backend's slot object is the same for all of this worker's waits
     // on its port: looked up once, after the first packet.
     let mut slot_known = false;
+    // Callbacks run since this worker last timed one (`metrics`).
+    let mut callback_tick = 0u32;
     loop {
         #[cfg(test)]
         faults::hit(&shared.config.name);
@@ -703,7 +705,7 @@ fn serve(shared: &Arc<Shared>, slot: &Arc<PortSlot>, me: &WorkerInfo) -> bool {
                     }
                     #[cfg(test)]
                     faults::before_run(&shared.config.name);
-                    let began = slot.port.inner.metrics.callback_begins(&packet);
+                    let began = slot.port.inner.metrics.callback_begins(&packet, &mut callback_tick);
                     run(shared, me, packet);
                     slot.port.inner.metrics.callback_done(began);
                 }

@@ -82,20 +82,30 @@ static NEXT_PORT: AtomicU64 = AtomicU64::new(1);
 /// the OS's timed-out status instead of the aborted one.
 ///
 /// The port's metrics count each packet here, as it leaves the port.
+#[inline]
 fn settle(port: Option<&PortInner>, packets: &mut [Packet]) {
     for p in packets {
-        let mut timed_out = false;
-        if let Some(req) = p.request.as_mut() {
-            if let Some(deadline) = req.header_mut().deadline.take() {
-                if crate::timer::completed(deadline, req.id().as_u64()) && p.status.is_aborted() {
-                    let socket = req.handle().is_some_and(|h| h.kind().is_socket());
-                    p.status = Status::from_raw(sys::timed_out_code(socket));
-                    timed_out = true;
-                }
-            }
-        }
+        // Most packets are posts and requests without a deadline: their
+        // whole settling is the inlined check in `metrics::taken`.
+        let timed_out = match p.request.as_mut() {
+            Some(req) if req.header().deadline.is_some() => deadline_passed(req, &mut p.status),
+            _ => false,
+        };
         crate::metrics::taken(port.map(|i| &i.metrics), p, timed_out, || port.map_or(true, |i| i.sys.is_closed()));
     }
+}
+
+/// Ends the deadline of a request leaving its port; true when the deadline
+/// is what cancelled it (its status becomes the OS's timeout code).
+#[inline(never)]
+fn deadline_passed(req: &mut Request, status: &mut Status) -> bool {
+    let Some(deadline) = req.header_mut().deadline.take() else { return false };
+    if crate::timer::completed(deadline, req.id().as_u64()) && status.is_aborted() {
+        let socket = req.handle().is_some_and(|h| h.kind().is_socket());
+        *status = Status::from_raw(sys::timed_out_code(socket));
+        return true;
+    }
+    false
 }
 
 /// What the pool serving a port runs when work reaches the port while no
@@ -318,11 +328,8 @@ impl Port {
                 None => StartError::new(e, Buffer::None),
             });
         }
-        if let Some(r) = request.as_mut() {
-            r.header_mut().completed_ns = crate::metrics::post_stamp();
-        }
         // Counted first: its packet may be taken before `post` returns.
-        self.inner.metrics.posted(true);
+        self.inner.metrics.user_posts(request.as_mut());
         if let Err((e, p)) = self.inner.sys.post(Packet { status: Status::SUCCESS, bytes, key, request }) {
             self.inner.metrics.post_failed(true);
             self.taken(1);

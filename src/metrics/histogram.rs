@@ -35,14 +35,15 @@ struct Shard {
 
 /// A histogram the crate records into.
 pub(crate) struct Histogram {
-    shards: Box<[Shard]>,
+    shards: Box<[Shard; SHARDS]>,
 }
 
 impl Histogram {
     pub(crate) fn new() -> Histogram {
-        let shards = (0..SHARDS)
-            .map(|_| Shard { buckets: std::array::from_fn(|_| AtomicU64::new(0)), sum: AtomicU64::new(0) })
-            .collect();
+        let shards = Box::new(std::array::from_fn(|_| Shard {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum: AtomicU64::new(0),
+        }));
         Histogram { shards }
     }
 

@@ -113,10 +113,17 @@ pub const DEFAULT_SAMPLING: u32 = 64;
 /// callback; the default, [`DEFAULT_SAMPLING`] (64), keeps the clock
 /// reads (tens of nanoseconds each on a virtual machine) off all but one
 /// in 64. Counters are exact whatever this is; only the histograms are
-/// sampled, so their counts are those of the values timed.
+/// sampled, so their counts are those of the values timed. A user's posts
+/// are picked by the port's count of them rather than per thread, one in
+/// `every` rounded up to a power of two.
 pub fn set_latency_sampling(every: u32) {
     SAMPLE_EVERY.store(every.max(1), Ordering::Relaxed);
+    SAMPLE_MASK.store(u64::from(every.max(1).next_power_of_two()) - 1, Ordering::Relaxed);
 }
+
+/// [`set_latency_sampling`]'s rate rounded up to a power of two, less one:
+/// where a counter's value picks the operations timed (a user's posts).
+static SAMPLE_MASK: AtomicU64 = AtomicU64::new(DEFAULT_SAMPLING as u64 - 1);
 
 // The kinds of operation timed, each sampled on its own count: with one
 // count for all, a thread whose operations come in a fixed cycle (a
@@ -446,12 +453,13 @@ impl PortCounters {
     /// both.
     #[inline]
     pub(crate) fn user_posts(&self, request: Option<&mut crate::request::Request>) {
-        LOCAL.with(|l| {
-            if let Some(r) = request {
-                r.header_mut().completed_ns = if l.sampled(POST) { now_ns() } else { 0 };
-            }
-            self.shards[l.shard()].0[POSTS].fetch_add(1, Ordering::Relaxed);
-        });
+        // The shard's count of posts before this one picks the posts timed:
+        // one in every `SAMPLE_MASK + 1` of the shard's.
+        let n = self.shards[shard_index()].0[POSTS].fetch_add(1, Ordering::Relaxed);
+        if let Some(r) = request {
+            let mask = SAMPLE_MASK.load(Ordering::Relaxed);
+            r.header_mut().completed_ns = if n & mask == mask { now_ns() } else { 0 };
+        }
         if !crate::sys::QUEUE_LEN_KNOWN {
             self.add(POSTED_ALL);
         }

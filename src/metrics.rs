@@ -498,19 +498,27 @@ impl PortCounters {
     }
 
     /// A pool worker is about to run `p`'s callback; gives the time to hand
-    /// to [`PortCounters::callback_done`].
-    /// 0 when this callback is not timed. `tick` is the worker's own count
-    /// of callbacks since it last timed one (a local, not a thread-local:
+    /// to [`PortCounters::callback_done`], 0 when this callback is not
+    /// timed. A request's callback is timed when its request was (its
+    /// completion stamped), so a timed request is timed from its start to
+    /// its callback's end; a packet without a request is timed one in
+    /// [`set_latency_sampling`], counted in the worker's `tick` (a local:
     /// this runs once per packet).
     #[inline]
     pub(crate) fn callback_begins(&self, p: &Packet, tick: &mut u32) -> u64 {
-        let done = p.request.as_ref().map_or(0, |r| r.header().completed_ns);
-        if done == 0 {
-            *tick += 1;
-            if *tick < SAMPLE_EVERY.load(Ordering::Relaxed) {
-                return 0;
+        let done = match &p.request {
+            Some(r) => r.header().completed_ns,
+            None => {
+                *tick += 1;
+                if *tick < SAMPLE_EVERY.load(Ordering::Relaxed) {
+                    return 0;
+                }
+                *tick = 0;
+                0
             }
-            *tick = 0;
+        };
+        if done == 0 && p.request.is_some() {
+            return 0;
         }
         self.callback_timed(done)
     }

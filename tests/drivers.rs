@@ -147,22 +147,26 @@ fn s36_the_builder_asks_for_io_uring_over_the_setting() {
     rt.shutdown();
 }
 
-/// `IOCOMPLETION_IO_URING_RINGS` picks a ring per pool worker (`worker`)
-/// or the port's ring alone (`shared`); both serve, and the driver says
-/// which runs. Another value is a clear error.
+/// `IOCOMPLETION_IO_URING_RINGS` picks a ring per pool worker (`worker`,
+/// `worker-coop`) or the port's ring alone (`shared`, the default, with
+/// `COOP_TASKRUN`; `shared-signal` without); each serves, and the driver
+/// says which runs and with which setup flags. Another value is a clear
+/// error.
 #[cfg(target_os = "linux")]
 #[test]
 fn s36_the_rings_setting_picks_a_ring_per_worker_or_the_ports_ring() {
     const NAME: &str = "s36_the_rings_setting_picks_a_ring_per_worker_or_the_ports_ring";
     if std::env::var_os(CHILD).is_none() {
-        for v in ["worker", "shared", "bogus"] {
+        for v in ["worker", "worker-coop", "shared", "shared-signal", "", "bogus"] {
             in_child(NAME, &[(RINGS, v)]);
         }
         return;
     }
     let says = match std::env::var(RINGS).unwrap().as_str() {
-        "worker" => "a ring per pool worker",
-        "shared" => "one ring for the port",
+        "worker" => "a ring per pool worker and one for the port; setup flags: none",
+        "worker-coop" => "a ring per pool worker and one for the port; setup flags: COOP_TASKRUN",
+        "shared" | "" => "one ring for the port; setup flags: COOP_TASKRUN",
+        "shared-signal" => "one ring for the port; setup flags: none",
         _ => {
             let e = iocompletion::Port::new(1).unwrap_err();
             assert!(matches!(e, iocompletion::Error::InvalidArgument(_)), "{e:?}");
@@ -170,10 +174,17 @@ fn s36_the_rings_setting_picks_a_ring_per_worker_or_the_ports_ring() {
             return;
         }
     };
+    // A kernel without COOP_TASKRUN (before Linux 5.19) serves with no flags.
+    let coop_granted = io_uring::IoUring::<io_uring::squeue::Entry>::builder()
+        .setup_coop_taskrun()
+        .setup_taskrun_flag()
+        .build(2)
+        .is_ok();
+    let says = if coop_granted { says.to_string() } else { says.replace("COOP_TASKRUN", "none") };
     let rt = Runtime::builder().min_threads(2).build().unwrap();
     let d = rt.driver().unwrap();
     if d.kind == DriverKind::IoUring {
-        assert!(d.setup.as_deref().unwrap_or_default().starts_with(says), "{d}");
+        assert!(d.setup.as_deref().unwrap_or_default().starts_with(&says), "{d}");
     }
     round_trip(&rt);
     rt.shutdown();

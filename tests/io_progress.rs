@@ -8,7 +8,7 @@
 mod util;
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -58,6 +58,63 @@ fn s14_a_blocking_callback_strands_no_io() {
             got,
             Ok(4),
             "round {round}: the read's completion never ran while the callback blocked: {:?}",
+            rt.stats()
+        );
+        h.close();
+        rt.shutdown();
+    }
+}
+
+/// S14, with a callback that spins in user code instead of sleeping: it
+/// starts a read, then waits for the read's completion without a system
+/// call (a loop on an atomic; the clock it reads for its bound is the
+/// vDSO's). With `COOP_TASKRUN` (io_uring's default setup here) the kernel
+/// does not interrupt a running thread to post a completion whose task
+/// work is its own; the thread posts it at its next return to user mode
+/// (a system call, an interrupt, at the latest the scheduler's tick), and
+/// another thread runs it.
+#[test]
+fn s14_a_callback_spinning_in_user_code_strands_no_io() {
+    for round in 0..20 {
+        let rt = Runtime::builder().min_threads(2).max_threads(4).build().unwrap();
+        let (mut client, server) = tcp_pair();
+        let h = Handle::from(server);
+        let seen = Arc::new(AtomicUsize::new(usize::MAX));
+        let seen2 = seen.clone();
+        rt.bind_io_completion_callback(
+            &h,
+            Arc::new(move |_: Status, bytes: usize, _: Request| {
+                seen2.store(bytes, Ordering::SeqCst);
+            }),
+            0,
+        )
+        .unwrap();
+        let (started_tx, started_rx) = mpsc::channel();
+        let (result_tx, result_rx) = mpsc::channel();
+        let (started_tx, result_tx) = (Mutex::new(started_tx), Mutex::new(result_tx));
+        let h2 = h.clone();
+        rt.post_callback(0, move |_, _, _| {
+            let r = h2.read(vec![0; 16]);
+            let _ = started_tx.lock().unwrap().send(r.start().is_ok());
+            // Spins until another thread ran the read's completion.
+            let end = Instant::now() + DEADLINE;
+            let got = loop {
+                let n = seen.load(Ordering::SeqCst);
+                if n != usize::MAX || Instant::now() > end {
+                    break n;
+                }
+                std::hint::spin_loop();
+            };
+            let _ = result_tx.lock().unwrap().send(got);
+        })
+        .unwrap();
+        assert_eq!(started_rx.recv_timeout(DEADLINE), Ok(true), "round {round}: the read started");
+        client.write_all(b"ping").unwrap();
+        let got = result_rx.recv_timeout(DEADLINE + DEADLINE).expect("the callback returned");
+        assert_eq!(
+            got,
+            4,
+            "round {round}: the read's completion never ran while the callback spun: {:?}",
             rt.stats()
         );
         h.close();

@@ -77,12 +77,14 @@ pub(crate) const DRIVER_VAR: &str = "IOCOMPLETION_DRIVER";
 /// Test seam: set to an errno (`EPERM`, `ENOSYS`, `ENOMEM` or a number),
 /// the io_uring probe reports that refusal instead of asking the kernel.
 pub(crate) const REFUSE_VAR: &str = "IOCOMPLETION_IO_URING_REFUSE";
-/// The environment variable that picks where requests started on a pool
-/// worker go: `shared` (the port's ring, as every other thread's requests;
-/// the default) or `worker` (each worker's own ring); `worker-coop`
-/// sets up the workers' rings with `COOP_TASKRUN | TASKRUN_FLAG`, for
-/// measurement only (a worker blocked in a callback then holds up its
-/// ring's completions: S14 does not hold).
+/// The environment variable that picks the rings and their setup flags:
+/// `shared` (the default: every request in the port's ring, set up with
+/// `COOP_TASKRUN | TASKRUN_FLAG` where the kernel grants them),
+/// `shared-signal` (the port's ring with the kernel's default task work,
+/// which interrupts the submitting thread for each completion: the setup
+/// before, kept to measure against), `worker` (each pool worker's requests
+/// in a ring of its own, no flags) and `worker-coop` (the workers' rings
+/// with `COOP_TASKRUN | TASKRUN_FLAG`).
 pub(crate) const RINGS_VAR: &str = "IOCOMPLETION_IO_URING_RINGS";
 
 /// The opcodes the driver uses; a kernel missing one is not used.
@@ -102,11 +104,14 @@ const NEEDED: [(u8, &str); 13] = [
     (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
 ];
 
-/// Where a port's pool workers start their requests.
+/// Where a port's pool workers start their requests, and the rings' setup
+/// flags (see [`RINGS_VAR`]).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Rings {
-    /// In the port's ring.
+    /// In the port's ring, set up with `COOP_TASKRUN | TASKRUN_FLAG`.
     Shared,
+    /// In the port's ring, set up with no flags.
+    SharedSignal,
     /// In rings of their own, set up with no flags.
     Worker,
     /// In rings of their own, set up with `COOP_TASKRUN | TASKRUN_FLAG`.
@@ -116,12 +121,13 @@ pub(crate) enum Rings {
 /// The `IOCOMPLETION_IO_URING_RINGS` setting (see [`RINGS_VAR`]).
 pub(crate) fn rings_setting() -> io::Result<Rings> {
     match std::env::var(RINGS_VAR).unwrap_or_default().as_str() {
-        "worker" => Ok(Rings::Worker),
         "" | "shared" => Ok(Rings::Shared),
+        "shared-signal" => Ok(Rings::SharedSignal),
+        "worker" => Ok(Rings::Worker),
         "worker-coop" => Ok(Rings::WorkerCoop),
         other => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("{RINGS_VAR}={other:?}: expected worker, shared or worker-coop"),
+            format!("{RINGS_VAR}={other:?}: expected shared, shared-signal, worker or worker-coop"),
         )),
     }
 }
@@ -227,11 +233,13 @@ impl Ring {
     /// `rings`: where pool workers start their requests (see
     /// [`rings_setting`]).
     pub(crate) fn open(rings: Rings) -> Result<Ring, String> {
-        let mut ring = Ring::setup(ENTRIES, Arc::new(AtomicUsize::new(0)), None, false)?;
-        ring.per_worker = rings != Rings::Shared;
         // Asked for only if the kernel grants the flags.
-        ring.coop = rings == Rings::WorkerCoop
+        let coop = matches!(rings, Rings::WorkerCoop | Rings::Shared)
             && IoUring::<Entry>::builder().setup_coop_taskrun().setup_taskrun_flag().build(2).is_ok();
+        let mut ring =
+            Ring::setup(ENTRIES, Arc::new(AtomicUsize::new(0)), None, coop && rings == Rings::Shared)?;
+        ring.per_worker = matches!(rings, Rings::Worker | Rings::WorkerCoop);
+        ring.coop = coop;
         Ok(ring)
     }
 
@@ -317,7 +325,8 @@ impl Ring {
     /// How the port's rings are set up, for [`DriverInfo`](crate::port::DriverInfo).
     pub(crate) fn describe(&self) -> String {
         match (self.per_worker, self.coop) {
-            (false, _) => "one ring for the port; setup flags: none, the kernel's default task work".into(),
+            (false, false) => "one ring for the port; setup flags: none, the kernel's default task work".into(),
+            (false, true) => "one ring for the port; setup flags: COOP_TASKRUN | TASKRUN_FLAG".into(),
             (true, false) => {
                 "a ring per pool worker and one for the port; setup flags: none, the kernel's default task work"
                     .into()

@@ -64,8 +64,9 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 // Under `--cfg loom` only the synchronization protocols build (the port's
-// queue in `sys::queue`, the pool's accounting in `census`), with their
-// models; everything else needs real threads and the OS.
+// queue in `sys::queue`, the pool's accounting in `census`, the tasks'
+// state, io_uring's submit/wait handshake), with their models; everything
+// else needs real threads and the OS.
 macro_rules! not_loom {
     ($($item:item)*) => { $(#[cfg(not(loom))] $item)* };
 }
@@ -78,6 +79,11 @@ mod sys;
 #[allow(dead_code)]
 #[path = "task/state.rs"]
 mod task_state;
+// The io_uring driver's submit/wait handshake and its models.
+#[cfg(loom)]
+#[allow(dead_code)]
+#[path = "sys/unix/uring/handshake.rs"]
+mod uring_handshake;
 
 not_loom! {
     mod buf;

@@ -65,8 +65,8 @@
 
 // Under `--cfg loom` only the synchronization protocols build (the port's
 // queue in `sys::queue`, the pool's accounting in `census`, the tasks'
-// state, io_uring's submit/wait handshake), with their models; everything
-// else needs real threads and the OS.
+// state, io_uring's submit/wait handshake, the timers' table), with their
+// models; everything else needs real threads and the OS.
 macro_rules! not_loom {
     ($($item:item)*) => { $(#[cfg(not(loom))] $item)* };
 }
@@ -84,6 +84,11 @@ mod task_state;
 #[allow(dead_code)]
 #[path = "sys/unix/uring/handshake.rs"]
 mod uring_handshake;
+// The timers' table and its models.
+#[cfg(loom)]
+#[allow(dead_code)]
+#[path = "timer/table.rs"]
+mod timer_table;
 
 not_loom! {
     mod buf;

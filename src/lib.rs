@@ -62,6 +62,10 @@
 //! ```
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, missing_debug_implementations)]
+// The library takes its locks, atomics and channels from `crate::sync`
+// only (`clippy.toml` lists std's); tests, examples and benches may use
+// std's (`Cargo.toml` allows the two lints for every target).
+#![deny(clippy::disallowed_types, clippy::disallowed_methods)]
 
 // Under `--cfg loom` only the synchronization protocols build (the port's
 // queue in `sys::queue`, the pool's accounting in `census`, the tasks'

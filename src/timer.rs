@@ -18,13 +18,12 @@
 //!
 //! The map and its rules are in `table`, where loom models check them.
 
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use crate::handle::WeakHandle;
 use crate::request::RequestId;
 use crate::status::Status;
-use crate::sync::{Arc, AtomicU64, Condvar, Mutex, Ordering};
+use crate::sync::{Arc, AtomicU64, Condvar, Mutex, OnceLock, Ordering};
 
 mod table;
 use table::{Due, Entry, Table};

@@ -549,6 +549,8 @@ impl Inner {
 /// handle a test names, as a read the file system never answers would
 /// (no FUSE needed), until the test lets it go.
 #[cfg(all(test, target_os = "linux"))]
+// Tests keep std's primitives (`crate::sync` is for the library's own).
+#[allow(clippy::disallowed_types, clippy::disallowed_methods)]
 pub(crate) mod stuck {
     use std::sync::mpsc::{Receiver, Sender};
     use std::time::Duration;

@@ -29,7 +29,6 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use io_uring::{opcode, squeue::Entry, types, IoUring, Probe};
@@ -41,7 +40,7 @@ use crate::op::Op;
 use crate::port::Packet;
 use crate::request::{Header, Request, RequestId};
 use crate::status::Status;
-use crate::sync::{Arc, Mutex};
+use crate::sync::{fence, Arc, AtomicBool, AtomicUsize, Mutex, Ordering, Weak};
 
 mod handshake;
 use handshake::Handshake;
@@ -197,7 +196,7 @@ impl std::ops::Deref for Target<'_> {
 /// it goes back when the thread exits.
 struct Mine {
     ring: Arc<Ring>,
-    free: std::sync::Weak<Mutex<Vec<Arc<Ring>>>>,
+    free: Weak<Mutex<Vec<Arc<Ring>>>>,
 }
 
 impl Drop for Mine {
@@ -347,9 +346,7 @@ impl Ring {
         // The free list's allocation outlives every `Mine` pointing to it
         // (they hold it weakly), so its address names this port's ring.
         let home = Arc::as_ptr(&self.free);
-        MINE.with(|m| {
-            m.borrow().as_ref().filter(|m| std::sync::Weak::as_ptr(&m.free) == home).map(|m| m.ring.clone())
-        })
+        MINE.with(|m| m.borrow().as_ref().filter(|m| Weak::as_ptr(&m.free) == home).map(|m| m.ring.clone()))
     }
 
     /// Gives the calling worker a ring: a free one, or a new one whose
@@ -1606,6 +1603,8 @@ fn finish(io: &dyn Owner, req: &mut Request, res: i32) -> Finished {
 }
 
 #[cfg(test)]
+// Tests keep std's primitives (`crate::sync` is for the library's own).
+#[allow(clippy::disallowed_types, clippy::disallowed_methods)]
 mod tests {
     use std::net::{TcpListener, TcpStream};
     use std::os::unix::net::UnixStream;

@@ -43,6 +43,7 @@ impl Completions for PortQueue {
         self.push(Item::Packet(p));
     }
 
+    #[cfg(target_os = "linux")]
     fn returns_here(&self) -> bool {
         Queue::returns_here(self)
     }

@@ -11,7 +11,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use crate::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use crate::handle::{Handle, WeakHandle};
@@ -203,7 +203,7 @@ pub(crate) fn accepted(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use crate::sync::{AtomicUsize, Ordering};
     use std::task::Wake;
 
     struct Counter(AtomicUsize);

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::sync::OnceLock;
+use crate::sync::OnceLock;
 
 use crate::error::{Error, Result, StartError};
 use crate::manager::IoCompletionManager;

@@ -62,9 +62,14 @@
 //! ```
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, missing_debug_implementations)]
+// The library takes its locks, atomics and channels from `crate::sync`
+// only (`clippy.toml` lists std's); tests, examples and benches may use
+// std's (`Cargo.toml` allows the two lints for every target).
+#![deny(clippy::disallowed_types, clippy::disallowed_methods)]
 
 // Under `--cfg loom` only the synchronization protocols build (the port's
-// queue in `sys::queue`, the pool's accounting in `census`), with their
+// queue in `sys::queue`, the pool's accounting in `census`, the tasks'
+// state, io_uring's submit/wait handshake, the timers' table), with their
 // models; everything else needs real threads and the OS.
 macro_rules! not_loom {
     ($($item:item)*) => { $(#[cfg(not(loom))] $item)* };
@@ -78,6 +83,16 @@ mod sys;
 #[allow(dead_code)]
 #[path = "task/state.rs"]
 mod task_state;
+// The io_uring driver's submit/wait handshake and its models.
+#[cfg(loom)]
+#[allow(dead_code)]
+#[path = "sys/unix/uring/handshake.rs"]
+mod uring_handshake;
+// The timers' table and its models.
+#[cfg(loom)]
+#[allow(dead_code)]
+#[path = "timer/table.rs"]
+mod timer_table;
 
 not_loom! {
     mod buf;

@@ -27,11 +27,11 @@
 //!
 //! [`Runtime::metrics`]: crate::Runtime::metrics
 
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::handle::Handle;
 use crate::op::Op;
 use crate::port::{DriverKind, Packet, Port};
+use crate::sync::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use crate::sys::PortDriver;
 
 #[cfg(feature = "metrics")]
@@ -103,7 +103,7 @@ impl Local {
 }
 
 /// One in how many operations each thread times ([`set_latency_sampling`]).
-static SAMPLE_EVERY: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(DEFAULT_SAMPLING);
+static SAMPLE_EVERY: AtomicU32 = AtomicU32::new(DEFAULT_SAMPLING);
 
 /// The default of [`set_latency_sampling`].
 pub const DEFAULT_SAMPLING: u32 = 64;

@@ -749,6 +749,8 @@ fn run(shared: &Shared, me: &WorkerInfo, packet: Packet) {
 /// Fault injection for the tests of this module: makes the next worker of
 /// a pool with a given thread name panic outside any callback.
 #[cfg(test)]
+// Tests keep std's primitives (`crate::sync` is for the library's own).
+#[allow(clippy::disallowed_types, clippy::disallowed_methods)]
 mod faults {
     use std::sync::Mutex;
 
@@ -835,6 +837,8 @@ mod faults {
 }
 
 #[cfg(test)]
+// Tests keep std's primitives (`crate::sync` is for the library's own).
+#[allow(clippy::disallowed_types, clippy::disallowed_methods)]
 mod tests {
     use std::sync::mpsc;
     use std::time::Duration;

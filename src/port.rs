@@ -1,7 +1,7 @@
 //! Completion ports (S7-S11).
 
 use std::fmt;
-use std::sync::OnceLock;
+use crate::sync::OnceLock;
 use std::time::Duration;
 
 use crate::error::{Error, Result, StartError};

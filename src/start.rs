@@ -507,7 +507,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use crate::sync::{AtomicUsize, Ordering};
 
     #[test]
     fn s2_a_one_shot_closure_runs_once_with_the_first_completion() {

@@ -27,13 +27,11 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::status::Status;
-use crate::sync::Mutex;
+use crate::sync::{Arc, AtomicBool, Mutex, Ordering};
 
 /// The owner of the timers of sleeps: no runtime (runtime ids start at 1),
 /// so a runtime's shutdown leaves them alone.

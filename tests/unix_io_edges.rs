@@ -9,7 +9,9 @@ use std::io::{Read, Write};
 
 use iocompletion::Handle;
 use iocompletion::Vectored;
-use util::{bind, pattern, runtime, started, tcp_pair, TempFile, DEADLINE};
+#[cfg(target_os = "linux")]
+use util::TempFile;
+use util::{bind, pattern, runtime, started, tcp_pair, DEADLINE};
 
 /// A positional read of a file whose first half is in the page cache and
 /// whose second half is not completes with all of it: a file read is short

@@ -3,11 +3,11 @@
 //! it was given), summed when read.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::shard_index;
 use super::SHARDS;
+use crate::sync::{AtomicU64, Ordering};
 
 /// Buckets of a histogram: bucket 0 holds 0 ns, bucket `i` (1 to 64)
 /// holds the values from `2^(i-1)` to `2^i - 1` ns.

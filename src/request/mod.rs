@@ -4,13 +4,12 @@ use std::alloc::{self, Layout};
 use std::fmt;
 use std::net::SocketAddr;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::buf::Buffer;
 use crate::handle::Handle;
 pub(crate) use crate::op::Op;
 use crate::sink::CompletionSink;
-use crate::sync::Arc;
+use crate::sync::{Arc, AtomicU64, Ordering};
 use crate::sys;
 
 
@@ -359,7 +358,7 @@ impl fmt::Debug for Request {
 mod tests {
     use super::*;
     use crate::buf::IoBuf;
-    use std::sync::atomic::AtomicUsize;
+    use crate::sync::AtomicUsize;
 
     #[test]
     fn s18_a_request_is_one_block_with_its_extension_zeroed_and_recycled() {

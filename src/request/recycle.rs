@@ -8,7 +8,7 @@ use super::layout;
 use std::alloc::{self, Layout};
 use std::cell::RefCell;
 use std::ptr::NonNull;
-use std::sync::OnceLock;
+use crate::sync::OnceLock;
 
 /// Extension capacities of the cached classes; larger ones are not cached.
 const CLASSES: [usize; 5] = [0, 16, 64, 256, 1024];

@@ -1,7 +1,7 @@
 //! The runtime's settings, checked when it is built.
 
 use std::fmt;
-use std::sync::OnceLock;
+use crate::sync::OnceLock;
 use std::time::Duration;
 
 use super::sink::{dispatcher, Sink, SinkSlot, NEXT_SINK};

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::OnceLock;
+use crate::sync::OnceLock;
 use std::time::Duration;
 
 use crate::error::{Error, Result, StartError};

@@ -15,7 +15,7 @@ pub(crate) fn now_ns() -> u64 {
 /// Nanoseconds since the process's first reading, never 0.
 #[cfg(not(unix))]
 pub(crate) fn now_ns() -> u64 {
-    use std::sync::OnceLock;
+    use crate::sync::OnceLock;
     use std::time::Instant;
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     let epoch = *EPOCH.get_or_init(Instant::now);

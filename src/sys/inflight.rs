@@ -433,7 +433,7 @@ impl<W> Drop for Table<W> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use std::sync::Arc;
+    use crate::sync::Arc;
 
     #[test]
     fn entries_are_found_in_their_segments() {

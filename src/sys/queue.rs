@@ -303,8 +303,8 @@ impl<T: Send + 'static, P: Poller<T> + 'static> Queue<T, P> {
     }
 
     /// True when the calling thread is a pool worker that comes back to
-    /// this queue after the callback it runs.
-    #[cfg(not(loom))]
+    /// this queue after the callback it runs (asked by io_uring's rings).
+    #[cfg(all(target_os = "linux", not(loom)))]
     pub(crate) fn returns_here(&self) -> bool {
         let me = self as *const Self as usize;
         RETURNS_TO.with(|r| r.get().0 == me)

@@ -15,8 +15,6 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
@@ -25,7 +23,7 @@ use crate::port::Port;
 use crate::request::{Op, Request};
 use crate::sink::CompletionSink;
 use crate::status::Status;
-use crate::sync::Mutex;
+use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, OnceLock, Ordering, Weak};
 
 pub(crate) mod state;
 

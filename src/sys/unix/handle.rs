@@ -1,12 +1,12 @@
 //! Unix handles: an owned fd, its kind, and its queues of pending requests.
 
+use crate::sync::OnceLock;
 use std::fs::File;
 use std::io;
 use std::mem::ManuallyDrop;
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::OnceLock;
 
 use mio::unix::SourceFd;
 use socket2::{SockRef, Type};

@@ -41,7 +41,8 @@ pub(super) fn read_iov(iov: &mut Vec<libc::iovec>, buf: &mut Buffer) {
 }
 
 /// The iovecs of what is left to write after `progress` bytes, at most
-/// [`IOV_MAX`] of them.
+/// [`IOV_MAX`] of them (io_uring's writes).
+#[cfg(target_os = "linux")]
 pub(super) fn write_iov(iov: &mut Vec<libc::iovec>, buf: &mut Buffer, progress: usize) {
     iov.clear();
     let mut skip = progress;
@@ -83,6 +84,7 @@ pub(super) trait Completions {
 
     /// True on a thread that hands what it pushed to the kernel when it
     /// returns to the port (a pool worker of this port).
+    #[cfg(target_os = "linux")]
     fn returns_here(&self) -> bool;
 }
 

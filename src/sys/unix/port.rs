@@ -43,6 +43,7 @@ impl Completions for PortQueue {
         self.push(Item::Packet(p));
     }
 
+    #[cfg(target_os = "linux")]
     fn returns_here(&self) -> bool {
         Queue::returns_here(self)
     }
@@ -549,6 +550,8 @@ impl Inner {
 /// handle a test names, as a read the file system never answers would
 /// (no FUSE needed), until the test lets it go.
 #[cfg(all(test, target_os = "linux"))]
+// Tests keep std's primitives (`crate::sync` is for the library's own).
+#[allow(clippy::disallowed_types, clippy::disallowed_methods)]
 pub(crate) mod stuck {
     use std::sync::mpsc::{Receiver, Sender};
     use std::time::Duration;

@@ -29,7 +29,6 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use io_uring::{opcode, squeue::Entry, types, IoUring, Probe};
@@ -41,7 +40,10 @@ use crate::op::Op;
 use crate::port::Packet;
 use crate::request::{Header, Request, RequestId};
 use crate::status::Status;
-use crate::sync::{Arc, Mutex};
+use crate::sync::{fence, Arc, AtomicBool, AtomicUsize, Mutex, Ordering, Weak};
+
+mod handshake;
+use handshake::Handshake;
 
 /// `user_data` of the entry that wakes a blocked poller.
 const WAKE: u64 = 0;
@@ -140,12 +142,9 @@ pub(crate) struct Ring {
     /// Held to take completion entries; the ones the last poll took, for
     /// its dispatch.
     cq: Mutex<Vec<(u64, i32)>>,
-    /// A thread is (about to be) blocked in the ring waiting for entries.
-    in_wait: AtomicBool,
-    /// Entries pushed and not yet taken by the kernel: counted before an
-    /// entry is visible to the kernel, counted down by what each
-    /// `io_uring_enter` says it took, so it is never below the truth.
-    unsubmitted: AtomicUsize,
+    /// Entries pushed and not yet taken by the kernel, and whether a
+    /// thread waits in the ring (see `handshake`).
+    hs: Handshake,
     /// Requests in the kernel (their completion entry not yet taken), in
     /// every ring of the port: a worker's ring shares its port ring's count.
     in_flight: Arc<AtomicUsize>,
@@ -203,7 +202,7 @@ impl std::ops::Deref for Target<'_> {
 /// it goes back when the thread exits.
 struct Mine {
     ring: Arc<Ring>,
-    free: std::sync::Weak<Mutex<Vec<Arc<Ring>>>>,
+    free: Weak<Mutex<Vec<Arc<Ring>>>>,
 }
 
 impl Drop for Mine {
@@ -296,8 +295,7 @@ impl Ring {
             ring,
             sq: Mutex::new(()),
             cq: Mutex::new(Vec::new()),
-            in_wait: AtomicBool::new(false),
-            unsubmitted: AtomicUsize::new(0),
+            hs: Handshake::new(),
             in_flight,
             leaked: AtomicUsize::new(0),
             worker,
@@ -357,9 +355,7 @@ impl Ring {
         // The free list's allocation outlives every `Mine` pointing to it
         // (they hold it weakly), so its address names this port's ring.
         let home = Arc::as_ptr(&self.free);
-        MINE.with(|m| {
-            m.borrow().as_ref().filter(|m| std::sync::Weak::as_ptr(&m.free) == home).map(|m| m.ring.clone())
-        })
+        MINE.with(|m| m.borrow().as_ref().filter(|m| Weak::as_ptr(&m.free) == home).map(|m| m.ring.clone()))
     }
 
     /// Gives the calling worker a ring: a free one, or a new one whose
@@ -459,7 +455,7 @@ impl Ring {
         let Some(part) = &mine.worker else { return };
         part.returns.fetch_add(1, Ordering::Relaxed);
         mine.set_eventfd(false);
-        let pending = mine.unsubmitted.load(Ordering::SeqCst) > 0;
+        let pending = mine.hs.pending();
         let submit = pending && (!busy || part.held.fetch_add(1, Ordering::Relaxed) + 1 >= HOLD_RETURNS);
         if submit {
             part.held.store(0, Ordering::Relaxed);
@@ -477,7 +473,7 @@ impl Ring {
         self.dispatch_worker(&mine, queue, true);
         // What those completions started (the next request of a stream)
         // would otherwise wait for this thread's return.
-        if mine.unsubmitted.load(Ordering::SeqCst) > 0 {
+        if mine.hs.pending() {
             let _ = mine.submit_now();
         }
     }
@@ -512,9 +508,8 @@ impl Ring {
             // SAFETY: the `sq` lock makes this the only user of the
             // submission queue while the guard lives.
             let mut sq = unsafe { self.ring.submission_shared() };
-            // Counted before the kernel can see it (`sync`), so what a
-            // submit takes is never more than what was counted.
-            self.unsubmitted.fetch_add(1, Ordering::SeqCst);
+            // Counted before the kernel can see it (`sync`).
+            self.hs.pushing();
             // SAFETY: every pointer in the entry points into a request or
             // its buffer, which the kernel owns until the entry completes
             // (or into nothing, for WAKE and CANCEL).
@@ -522,7 +517,7 @@ impl Ring {
                 sq.sync();
                 return Ok(());
             }
-            self.unsubmitted.fetch_sub(1, Ordering::SeqCst);
+            self.hs.not_pushed();
             drop(sq);
             if let Err(busy) = self.try_submit()? {
                 if self.reap_any() {
@@ -540,12 +535,7 @@ impl Ring {
 
     /// The kernel took `n` entries; how many are left.
     fn taken(&self, n: usize) -> usize {
-        // Never below zero: every entry is counted before the kernel can
-        // take it, so this only guards the count against a kernel that
-        // says more than it was given.
-        let before =
-            self.unsubmitted.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| Some(u.saturating_sub(n)));
-        before.unwrap_or(0).saturating_sub(n)
+        self.hs.taken(n)
     }
 
     /// Hands every pushed entry to the kernel (one `io_uring_enter`, or
@@ -597,10 +587,9 @@ impl Ring {
     /// Hands pushed entries to the kernel if a thread is blocked in the
     /// ring (a thread that polls next submits them itself).
     pub(crate) fn flush(&self) {
-        // Pairs with the fence in `poll`: either this thread sees the
-        // poller's flag, or the poller's `io_uring_enter` sees the entry.
-        fence(Ordering::SeqCst);
-        if self.unsubmitted.load(Ordering::SeqCst) > 0 && self.in_wait.load(Ordering::SeqCst) {
+        // Either this thread sees the poller's flag, or the poller's
+        // `io_uring_enter` sees the entry (`handshake`).
+        if self.hs.must_submit() {
             let _ = self.submit_now();
         }
     }
@@ -614,7 +603,7 @@ impl Ring {
     /// over here too: its pushed entries to the kernel and its completions
     /// to the port's queue, where the pool sees them waiting (S14).
     pub(crate) fn maintain(&self, queue: &impl Completions) {
-        if self.unsubmitted.load(Ordering::SeqCst) > 0 {
+        if self.hs.pending() {
             let _ = self.submit_now();
         }
         for w in self.worker_rings() {
@@ -629,8 +618,7 @@ impl Ring {
     /// Submits, then waits for a completion entry until `deadline`; takes
     /// the entries there are for [`Ring::dispatch`].
     pub(crate) fn poll(&self, deadline: Option<Instant>) -> io::Result<()> {
-        self.in_wait.store(true, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
+        self.hs.waiting();
         #[cfg(test)]
         tests::before_wait(self);
         let submitter = self.ring.submitter();
@@ -642,7 +630,7 @@ impl Ring {
                 submitter.submit_with_args(1, &types::SubmitArgs::new().timespec(&ts))
             }
         };
-        self.in_wait.store(false, Ordering::SeqCst);
+        self.hs.woke();
         // A batch that stopped early returns without waiting; the entries
         // left stay counted for the next call.
         match r {
@@ -681,7 +669,7 @@ impl Ring {
             }
             None => true,
         };
-        if overflow || self.unsubmitted.load(Ordering::SeqCst) > 0 {
+        if overflow || self.hs.pending() {
             self.submit_now()?;
         }
         self.reap();
@@ -1624,6 +1612,8 @@ fn finish(io: &dyn Owner, req: &mut Request, res: i32) -> Finished {
 }
 
 #[cfg(test)]
+// Tests keep std's primitives (`crate::sync` is for the library's own).
+#[allow(clippy::disallowed_types, clippy::disallowed_methods)]
 mod tests {
     use std::net::{TcpListener, TcpStream};
     use std::os::unix::net::UnixStream;
@@ -1837,7 +1827,7 @@ mod tests {
         let left = unsafe { ring.ring.submission_shared() }.len();
         drop(_g);
         assert_eq!(left, 0, "the entry after the refused one is still in the submission queue");
-        assert_eq!(ring.unsubmitted.load(Ordering::SeqCst), 0, "every entry was taken");
+        assert_eq!(ring.hs.unsubmitted(), 0, "every entry was taken");
         // Nothing is left to submit: polls only wait, a bounded number of
         // times, for the two completion entries.
         let mut got = Vec::new();

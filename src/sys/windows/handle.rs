@@ -1,6 +1,7 @@
 //! Windows handles: an owned socket or file handle opened for overlapped
 //! I/O, the port it is associated with, and its started requests.
 
+use crate::sync::OnceLock;
 use std::fs::File;
 use std::io;
 use std::mem::ManuallyDrop;
@@ -8,7 +9,6 @@ use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::windows::io::{
     AsHandle, AsRawHandle, AsRawSocket, FromRawHandle, OwnedHandle, OwnedSocket, RawHandle,
 };
-use std::sync::OnceLock;
 
 use socket2::{SockRef, Type};
 use windows_sys::Wdk::Foundation::{NtQueryObject, ObjectBasicInformation};

@@ -48,7 +48,7 @@ pub use handle::{
 };
 pub(crate) use port::{Port, Slot};
 
-use std::sync::Arc;
+use crate::sync::Arc;
 
 use crate::request::Header;
 

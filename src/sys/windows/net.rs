@@ -1,9 +1,9 @@
 //! Winsock helpers: socket addresses in the OS layout, the `AcceptEx` and
 //! `ConnectEx` extension functions, and status conversion.
 
+use crate::sync::OnceLock;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::sync::OnceLock;
 
 use windows_sys::core::GUID;
 use windows_sys::Win32::Foundation::{

@@ -16,14 +16,12 @@
 //! and waits for its result (a thread hop per start, under Wine only). No
 //! thread of the pool or of the user then has to outlive its requests.
 
-use std::sync::mpsc;
-use std::sync::OnceLock;
-
 use super::handle::Raw;
 use super::op::{start, Started};
 use crate::error::{Error, Result};
 use crate::handle::HandleKind;
 use crate::request::Header;
+use crate::sync::{mpsc, OnceLock};
 
 /// True when the process runs under Wine (its ntdll exports
 /// `wine_get_version`); asked once.

@@ -704,8 +704,12 @@ impl HandleCounters {
     /// moved when it succeeded.
     pub(crate) fn ended(&self, op: Op, bytes: Option<usize>) {
         if let Some(k) = kind_of(op) {
-            // Never below zero, whatever the order the counts are seen in.
-            let _ = self.in_flight[k].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            // Never below zero: a request is counted in before it is
+            // submitted, so its end (after its completion, or its failed
+            // start) comes after that add in the atomic's own order. One
+            // read-modify-write, not a load and a compare-and-swap: the
+            // handle's line is often another thread's.
+            self.in_flight[k].fetch_sub(1, Ordering::Relaxed);
         }
         if let Some(n) = bytes.filter(|&n| n > 0) {
             let counter = match op {

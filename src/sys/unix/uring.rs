@@ -24,7 +24,7 @@
 //! ([`Ring::maintain`]). Each completion entry becomes a packet in the
 //! port's queue. docs/backends.md gives the design.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
@@ -32,6 +32,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
 use io_uring::{opcode, squeue::Entry, types, IoUring, Probe};
+use rustc_hash::FxHashMap;
 use socket2::SockAddr;
 
 use super::op::{accepted, failed, is_write_side, read_iov, sent, write_iov, Completions};
@@ -948,7 +949,7 @@ pub(super) struct Streams {
     /// A stream request of that direction is in the kernel.
     busy: [bool; 2],
     /// Requests in the kernel, by id (for cancel and close).
-    in_flight: HashMap<u64, InKernel>,
+    in_flight: FxHashMap<u64, InKernel>,
 }
 
 /// A request in the ring.

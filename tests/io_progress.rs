@@ -25,43 +25,17 @@ use util::{started, tcp_pair, DEADLINE};
 #[test]
 fn s14_a_blocking_callback_strands_no_io() {
     for round in 0..40 {
-        let rt = Runtime::builder().min_threads(2).max_threads(4).build().unwrap();
-        let (mut client, server) = tcp_pair();
-        let h = Handle::from(server);
         let (seen_tx, seen_rx) = mpsc::channel::<usize>();
         let seen_tx = Mutex::new(seen_tx);
-        rt.bind_io_completion_callback(
-            &h,
-            Arc::new(move |_: Status, bytes: usize, _: Request| {
-                let _ = seen_tx.lock().unwrap().send(bytes);
-            }),
-            0,
-        )
-        .unwrap();
-        let (started_tx, started_rx) = mpsc::channel();
-        let (result_tx, result_rx) = mpsc::channel();
-        let (started_tx, result_tx) = (Mutex::new(started_tx), Mutex::new(result_tx));
         let seen_rx = Mutex::new(seen_rx);
-        let h2 = h.clone();
-        rt.post_callback(0, move |_, _, _| {
-            let r = h2.read(vec![0; 16]);
-            let _ = started_tx.lock().unwrap().send(r.start().is_ok());
+        read_in_a_callback_that_waits(
+            round,
+            move |bytes| {
+                let _ = seen_tx.lock().unwrap().send(bytes);
+            },
             // Blocks until another thread ran the read's completion.
-            let seen = seen_rx.lock().unwrap().recv_timeout(DEADLINE);
-            let _ = result_tx.lock().unwrap().send(seen);
-        })
-        .unwrap();
-        assert_eq!(started_rx.recv_timeout(DEADLINE), Ok(true), "round {round}: the read started");
-        client.write_all(b"ping").unwrap();
-        let got = result_rx.recv_timeout(DEADLINE + DEADLINE).expect("the callback returned");
-        assert_eq!(
-            got,
-            Ok(4),
-            "round {round}: the read's completion never ran while the callback blocked: {:?}",
-            rt.stats()
+            move || seen_rx.lock().unwrap().recv_timeout(DEADLINE).unwrap_or(usize::MAX),
         );
-        h.close();
-        rt.shutdown();
     }
 }
 
@@ -76,50 +50,67 @@ fn s14_a_blocking_callback_strands_no_io() {
 #[test]
 fn s14_a_callback_spinning_in_user_code_strands_no_io() {
     for round in 0..20 {
-        let rt = Runtime::builder().min_threads(2).max_threads(4).build().unwrap();
-        let (mut client, server) = tcp_pair();
-        let h = Handle::from(server);
         let seen = Arc::new(AtomicUsize::new(usize::MAX));
         let seen2 = seen.clone();
-        rt.bind_io_completion_callback(
-            &h,
-            Arc::new(move |_: Status, bytes: usize, _: Request| {
-                seen2.store(bytes, Ordering::SeqCst);
-            }),
-            0,
-        )
-        .unwrap();
-        let (started_tx, started_rx) = mpsc::channel();
-        let (result_tx, result_rx) = mpsc::channel();
-        let (started_tx, result_tx) = (Mutex::new(started_tx), Mutex::new(result_tx));
-        let h2 = h.clone();
-        rt.post_callback(0, move |_, _, _| {
-            let r = h2.read(vec![0; 16]);
-            let _ = started_tx.lock().unwrap().send(r.start().is_ok());
+        read_in_a_callback_that_waits(
+            round,
+            move |bytes| seen2.store(bytes, Ordering::SeqCst),
             // Spins until another thread ran the read's completion.
-            let end = Instant::now() + DEADLINE;
-            let got = loop {
-                let n = seen.load(Ordering::SeqCst);
-                if n != usize::MAX || Instant::now() > end {
-                    break n;
+            move || {
+                let end = Instant::now() + DEADLINE;
+                loop {
+                    let n = seen.load(Ordering::SeqCst);
+                    if n != usize::MAX || Instant::now() > end {
+                        break n;
+                    }
+                    std::hint::spin_loop();
                 }
-                std::hint::spin_loop();
-            };
-            let _ = result_tx.lock().unwrap().send(got);
-        })
-        .unwrap();
-        assert_eq!(started_rx.recv_timeout(DEADLINE), Ok(true), "round {round}: the read started");
-        client.write_all(b"ping").unwrap();
-        let got = result_rx.recv_timeout(DEADLINE + DEADLINE).expect("the callback returned");
-        assert_eq!(
-            got,
-            4,
-            "round {round}: the read's completion never ran while the callback spun: {:?}",
-            rt.stats()
+            },
         );
-        h.close();
-        rt.shutdown();
     }
+}
+
+/// One round of the S14 tests above: a pool of 2 to 4 threads; a callback
+/// starts a 16-byte read on a socket, then runs `wait` (which gives what
+/// the read's completion handed to `deliver`, on another thread); 4 bytes
+/// arrive after the read started; the round passes when `wait` saw them.
+fn read_in_a_callback_that_waits(
+    round: usize,
+    deliver: impl Fn(usize) + Send + Sync + 'static,
+    wait: impl FnOnce() -> usize + Send + 'static,
+) {
+    let rt = Runtime::builder().min_threads(2).max_threads(4).build().unwrap();
+    let (mut client, server) = tcp_pair();
+    let h = Handle::from(server);
+    rt.bind_io_completion_callback(
+        &h,
+        Arc::new(move |_: Status, bytes: usize, _: Request| deliver(bytes)),
+        0,
+    )
+    .unwrap();
+    let (started_tx, started_rx) = mpsc::channel();
+    let (result_tx, result_rx) = mpsc::channel();
+    let (started_tx, result_tx) = (Mutex::new(started_tx), Mutex::new(result_tx));
+    let wait = Mutex::new(Some(wait));
+    let h2 = h.clone();
+    rt.post_callback(0, move |_, _, _| {
+        let r = h2.read(vec![0; 16]);
+        let _ = started_tx.lock().unwrap().send(r.start().is_ok());
+        let got = wait.lock().unwrap().take().map_or(usize::MAX, |w| w());
+        let _ = result_tx.lock().unwrap().send(got);
+    })
+    .unwrap();
+    assert_eq!(started_rx.recv_timeout(DEADLINE), Ok(true), "round {round}: the read started");
+    client.write_all(b"ping").unwrap();
+    let got = result_rx.recv_timeout(DEADLINE + DEADLINE).expect("the callback returned");
+    assert_eq!(
+        got,
+        4,
+        "round {round}: the read's completion never ran while the callback waited: {:?}",
+        rt.stats()
+    );
+    h.close();
+    rt.shutdown();
 }
 
 /// S14, with a ring per worker: one callback starts a read and returns (its

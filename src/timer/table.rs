@@ -274,21 +274,29 @@ mod models {
     #[test]
     fn s33_a_deadline_racing_its_completion_reports_a_timeout_only_if_it_fired() {
         loom::model(|| {
-            let now = Instant::now();
-            let key: Key = (now, 7);
-            let t = Arc::new(Timers::new());
-            t.state.lock().insert(key, Entry::Deadline(()));
-
-            let timer = {
-                let t = t.clone();
-                thread::spawn(move || timer_step(&t, now))
-            };
-            let timed_out = t.completed(key);
-            let took = timer.join().unwrap();
-
+            let (timed_out, took, t, _) = deadline_racing_the_timer_thread(|t, key| t.completed(key));
             assert_eq!(timed_out, took == Some(7));
             assert!(is_empty(&t));
         });
+    }
+
+    /// A deadline (key 7) in a table, and the timer thread's step at its
+    /// instant racing `user`: what `user` gave, what the step took, the
+    /// table and the deadline's key, once both are done.
+    fn deadline_racing_the_timer_thread<R>(
+        user: impl FnOnce(&Timers, Key) -> R,
+    ) -> (R, Option<u64>, Arc<Timers>, Key) {
+        let now = Instant::now();
+        let key: Key = (now, 7);
+        let t = Arc::new(Timers::new());
+        t.state.lock().insert(key, Entry::Deadline(()));
+        let timer = {
+            let t = t.clone();
+            thread::spawn(move || timer_step(&t, now))
+        };
+        let r = user(&t, key);
+        let took = timer.join().unwrap();
+        (r, took, t, key)
     }
 
     /// S33: a deadline that passed as its request started, racing the
@@ -297,18 +305,7 @@ mod models {
     #[test]
     fn s33_a_deadline_passed_at_start_reports_a_timeout_once() {
         loom::model(|| {
-            let now = Instant::now();
-            let key: Key = (now, 7);
-            let t = Arc::new(Timers::new());
-            t.state.lock().insert(key, Entry::Deadline(()));
-
-            let timer = {
-                let t = t.clone();
-                thread::spawn(move || timer_step(&t, now))
-            };
-            t.expire_now(key);
-            timer.join().unwrap();
-
+            let ((), _, t, key) = deadline_racing_the_timer_thread(|t, key| t.expire_now(key));
             assert!(t.completed(key), "the completion is reported timed out");
             assert!(is_empty(&t));
         });

@@ -16,26 +16,7 @@ use crate::sink::CompletionSink;
 use crate::sync::{Arc, Mutex, Weak};
 use crate::sys::{self, HandleDriver};
 
-/// What kind of OS object a [`Handle`] is; it decides which requests the
-/// handle takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum HandleKind {
-    /// A regular file: positional requests, served by the pool on Unix.
-    File,
-    /// A connected (or connectable) TCP socket.
-    TcpStream,
-    /// A listening TCP socket.
-    TcpListener,
-    /// A UDP socket.
-    Udp,
-    /// A local stream: a Unix domain socket, or a named pipe on Windows.
-    LocalStream,
-    /// A local listener: a Unix domain listener.
-    LocalListener,
-    /// Any other stream-like object (pipes, ttys, devices).
-    Stream,
-}
+pub use crate::shared::HandleKind;
 
 impl HandleKind {
     /// True for the socket kinds (TCP, UDP, Unix-domain).

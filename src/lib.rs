@@ -91,6 +91,7 @@ not_loom! {
     mod port;
     mod request;
     mod runtime;
+    mod shared;
     mod sink;
     mod status;
     mod timer;

@@ -11,6 +11,8 @@ use crate::status::Status;
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Ordering};
 use crate::sys::{self, PortDriver};
 
+pub use crate::shared::{DriverInfo, DriverKind};
+
 /// One completion packet (S8): status, bytes transferred, the completion
 /// key and the request, if the packet carries one.
 #[derive(Debug)]
@@ -24,55 +26,6 @@ pub struct Packet {
     pub key: usize,
     /// The request, handed back with its buffer.
     pub request: Option<Request>,
-}
-
-/// The OS mechanism a port runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum DriverKind {
-    /// Windows I/O completion ports.
-    Iocp,
-    /// Linux io_uring: true completions (S36).
-    IoUring,
-    /// Linux epoll readiness, turned into completions.
-    Epoll,
-    /// kqueue readiness (macOS, the BSDs), turned into completions.
-    Kqueue,
-}
-
-/// Which driver a port runs on, and why not io_uring when Linux fell back.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub struct DriverInfo {
-    /// The driver.
-    pub kind: DriverKind,
-    /// Why the preferred driver was not used: the kernel refused io_uring
-    /// (`ENOSYS`, `EPERM` under a seccomp profile, `ENOMEM`), lacks what
-    /// the driver needs, or the `IOCOMPLETION_DRIVER` setting asked for
-    /// epoll. `None` when the preferred driver runs, and when the program
-    /// chose the driver that runs (`Builder::driver`).
-    pub fallback: Option<String>,
-    /// How the driver was set up, where it has a choice: on io_uring,
-    /// whether each pool worker has a ring of its own beside the port's
-    /// (the `IOCOMPLETION_IO_URING_RINGS` setting) and the ring setup flags
-    /// the kernel granted. `None` on the other drivers.
-    pub setup: Option<String>,
-}
-
-impl fmt::Display for DriverInfo {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self.kind {
-            DriverKind::Iocp => "IOCP",
-            DriverKind::IoUring => "io_uring",
-            DriverKind::Epoll => "epoll",
-            DriverKind::Kqueue => "kqueue",
-        };
-        match (&self.fallback, &self.setup) {
-            (Some(why), _) => write!(f, "{name} (fallback: {why})"),
-            (None, Some(setup)) => write!(f, "{name} ({setup})"),
-            (None, None) => f.write_str(name),
-        }
-    }
 }
 
 static NEXT_PORT: AtomicU64 = AtomicU64::new(1);

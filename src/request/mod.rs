@@ -13,17 +13,8 @@ use crate::sink::CompletionSink;
 use crate::sync::Arc;
 use crate::sys;
 
+pub use crate::shared::RequestId;
 
-/// Identifies a started request, for [`Handle::cancel`](crate::Handle::cancel).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
-pub struct RequestId(pub(crate) u64);
-
-impl RequestId {
-    /// The numeric id, unique within the process.
-    pub fn as_u64(self) -> u64 {
-        self.0
-    }
-}
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 

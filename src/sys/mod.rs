@@ -75,7 +75,7 @@ pub(crate) trait PortDriver: Sized + Send + Sync + 'static {
 
     /// A port on the driver `want` asks for (`None`: the platform's
     /// choice, which on Linux the `IOCOMPLETION_DRIVER` setting can change).
-    fn new(concurrency: usize, want: Option<crate::port::DriverKind>) -> io::Result<Self>;
+    fn new(concurrency: usize, want: Option<crate::shared::DriverKind>) -> io::Result<Self>;
 
     fn concurrency(&self) -> usize;
 
@@ -127,8 +127,8 @@ pub(crate) trait PortDriver: Sized + Send + Sync + 'static {
     fn maintain(&self);
 
     /// What the port's OS queue did (`metrics::OsMetrics`).
-    fn os_metrics(&self) -> crate::metrics::OsMetrics {
-        crate::metrics::OsMetrics::default()
+    fn os_metrics(&self) -> crate::shared::OsMetrics {
+        crate::shared::OsMetrics::default()
     }
 
     /// Items on the port's queue, where the backend can count them.
@@ -160,7 +160,7 @@ pub(crate) trait PortDriver: Sized + Send + Sync + 'static {
     fn current_slot() -> Option<Self::Slot>;
 
     /// The driver the port runs on.
-    fn driver(&self) -> crate::port::DriverInfo;
+    fn driver(&self) -> crate::shared::DriverInfo;
 }
 
 /// A concurrency slot held by a thread.

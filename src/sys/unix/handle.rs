@@ -17,8 +17,9 @@ use super::io::{Driver, Io};
 use super::op::aborted;
 use super::port::{Inner as PortInner, Item, Port};
 use crate::error::{Error, Result};
-use crate::handle::HandleKind;
-use crate::request::{Request, RequestId};
+use crate::request::Request;
+use crate::shared::HandleKind;
+use crate::shared::RequestId;
 use crate::sync::{Arc, Ordering, Weak};
 use crate::sys::HandleDriver;
 

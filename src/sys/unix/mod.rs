@@ -62,8 +62,8 @@ pub(crate) const LOCAL_STREAM_ACCEPTS: bool = false;
 
 /// True for the drivers this target has (S36): io_uring and epoll on
 /// Linux, epoll on Android, kqueue on the BSDs and Apple's systems.
-pub(crate) fn has_driver(kind: crate::port::DriverKind) -> bool {
-    use crate::port::DriverKind as K;
+pub(crate) fn has_driver(kind: crate::shared::DriverKind) -> bool {
+    use crate::shared::DriverKind as K;
     match kind {
         K::IoUring => cfg!(target_os = "linux"),
         K::Epoll => cfg!(any(target_os = "linux", target_os = "android")),

@@ -5,7 +5,7 @@
 //! io_uring), and the packets a request completes with. The queues,
 //! readiness and completions around them live in each driver (`epoll.rs`,
 //! `uring.rs`, `filepool.rs`); adding a request kind touches this file,
-//! `uring.rs` (and the portable `crate::op`).
+//! `uring.rs` (and the portable `crate::op` and `crate::shared`).
 
 use std::fs::File;
 use std::io::{self, IoSlice, Write};
@@ -18,10 +18,10 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use socket2::SockRef;
 
 use crate::buf::Buffer;
-use crate::handle::HandleKind;
-use crate::op::Op;
 use crate::port::Packet;
 use crate::request::Request;
+use crate::shared::HandleKind;
+use crate::shared::Op;
 use crate::status::Status;
 
 /// The most parts one system call (or io_uring entry) takes: Linux's

@@ -18,7 +18,8 @@ use slab::Slab;
 use super::io::{Driver, Io};
 use super::op::Completions;
 use crate::error::{Error, Result};
-use crate::port::{DriverInfo, DriverKind, Packet};
+use crate::port::Packet;
+use crate::shared::{DriverInfo, DriverKind};
 use crate::sync::{Arc, Mutex, Ordering};
 use crate::sys::queue::{Ended, Poller, Queue, Slot};
 use crate::sys::{PortDriver, SlotOps};
@@ -57,7 +58,7 @@ pub(crate) struct MioPoller {
     /// progress may still carry their address.
     retired: Mutex<Vec<Arc<Io>>>,
     /// Its `epoll_wait` (`kevent`) calls and the events they returned.
-    os: crate::metrics::OsCounters,
+    os: crate::shared::OsCounters,
 }
 
 impl MioPoller {
@@ -320,7 +321,7 @@ impl PortDriver for Port {
         Some(self.inner.queue.len())
     }
 
-    fn os_metrics(&self) -> crate::metrics::OsMetrics {
+    fn os_metrics(&self) -> crate::shared::OsMetrics {
         match self.inner.queue.poller() {
             Some(UnixPoller::Mio(m)) => m.os.snapshot(),
             #[cfg(target_os = "linux")]

@@ -36,10 +36,11 @@ use io_uring::{opcode, squeue::Entry, types, IoUring, Probe};
 use socket2::SockAddr;
 
 use super::op::{accepted, failed, is_write_side, read_iov, sent, write_iov, Completions};
-use crate::handle::HandleKind;
-use crate::op::Op;
 use crate::port::Packet;
-use crate::request::{Header, Request, RequestId};
+use crate::request::{Header, Request};
+use crate::shared::HandleKind;
+use crate::shared::Op;
+use crate::shared::RequestId;
 use crate::status::Status;
 use crate::sync::{Arc, Mutex};
 
@@ -158,7 +159,7 @@ pub(crate) struct Ring {
     /// `COOP_TASKRUN | TASKRUN_FLAG` (the kernel granted them).
     coop: bool,
     /// Its `io_uring_enter` calls and what they returned (`metrics`).
-    pub(crate) os: crate::metrics::OsCounters,
+    pub(crate) os: crate::shared::OsCounters,
 }
 
 /// What a worker's ring has beside the port's.
@@ -303,7 +304,7 @@ impl Ring {
 
     /// The `io_uring_enter` calls of the port's ring and of every worker's
     /// ring it made, what they returned and the overflows (`metrics`).
-    pub(crate) fn os_snapshot(&self) -> crate::metrics::OsMetrics {
+    pub(crate) fn os_snapshot(&self) -> crate::shared::OsMetrics {
         let mut all = self.os.snapshot();
         for w in self.workers.lock().iter() {
             let m = w.os.snapshot();
@@ -314,7 +315,7 @@ impl Ring {
         all
     }
 
-    /// How the port's rings are set up, for [`DriverInfo`](crate::port::DriverInfo).
+    /// How the port's rings are set up, for [`DriverInfo`](crate::shared::DriverInfo).
     pub(crate) fn describe(&self) -> String {
         match (self.per_worker, self.coop) {
             (false, _) => "one ring for the port; setup flags: none, the kernel's default task work".into(),
@@ -1623,7 +1624,7 @@ mod tests {
 
     use super::*;
     use crate::buf::Buffer;
-    use crate::port::DriverKind;
+    use crate::shared::DriverKind;
     use crate::sys::unix::{Handle, Port};
     use crate::sys::{HandleDriver, PortDriver};
 

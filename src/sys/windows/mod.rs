@@ -227,6 +227,6 @@ pub(crate) const LOCAL_STREAM_IS_SOCKET: bool = false;
 pub(crate) const LOCAL_STREAM_ACCEPTS: bool = true;
 
 /// True for the drivers this target has (S36): IOCP only.
-pub(crate) fn has_driver(kind: crate::port::DriverKind) -> bool {
-    kind == crate::port::DriverKind::Iocp
+pub(crate) fn has_driver(kind: crate::shared::DriverKind) -> bool {
+    kind == crate::shared::DriverKind::Iocp
 }

@@ -2,7 +2,7 @@
 //! it, and what its packet settles (the accept and connect contexts, a
 //! datagram's source, the bytes read). The handle's state, cancel and close
 //! live in `handle.rs`; adding a request kind touches this file (and the
-//! portable `crate::op`).
+//! portable `crate::op` and `crate::shared`).
 
 use super::handle::{Io, Raw};
 use std::io;
@@ -25,9 +25,10 @@ use windows_sys::Win32::System::IO::OVERLAPPED;
 use super::net;
 use crate::buf::{Buffer, Part};
 use crate::error::{Error, Result};
-use crate::handle::HandleKind;
 use crate::port::Packet;
-use crate::request::{Header, Op, Request};
+use crate::request::{Header, Request};
+use crate::shared::HandleKind;
+use crate::shared::Op;
 use crate::status::Status;
 
 /// What the OS did with a request it took.

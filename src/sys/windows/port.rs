@@ -121,7 +121,7 @@ pub(crate) struct Inner {
     own_run: AtomicUsize,
     /// Its `GetQueuedCompletionStatusEx` calls and the entries they
     /// returned (`metrics`).
-    os: crate::metrics::OsCounters,
+    os: crate::shared::OsCounters,
 }
 
 /// The port. Cheap to share; the core holds it in an `Arc`.
@@ -145,12 +145,12 @@ impl SlotOps for Slot {
 impl PortDriver for Port {
     type Slot = Slot;
 
-    fn driver(&self) -> crate::port::DriverInfo {
-        crate::port::DriverInfo { kind: crate::port::DriverKind::Iocp, fallback: None, setup: None }
+    fn driver(&self) -> crate::shared::DriverInfo {
+        crate::shared::DriverInfo { kind: crate::shared::DriverKind::Iocp, fallback: None, setup: None }
     }
 
-    fn new(concurrency: usize, want: Option<crate::port::DriverKind>) -> io::Result<Port> {
-        if want.is_some_and(|k| k != crate::port::DriverKind::Iocp) {
+    fn new(concurrency: usize, want: Option<crate::shared::DriverKind>) -> io::Result<Port> {
+        if want.is_some_and(|k| k != crate::shared::DriverKind::Iocp) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("driver {want:?}: only IOCP runs on Windows"),
@@ -327,7 +327,7 @@ impl PortDriver for Port {
         self.inner.direct.load(Ordering::Relaxed)
     }
 
-    fn os_metrics(&self) -> crate::metrics::OsMetrics {
+    fn os_metrics(&self) -> crate::shared::OsMetrics {
         self.inner.os.snapshot()
     }
 }

@@ -22,8 +22,8 @@ use std::sync::OnceLock;
 use super::handle::Raw;
 use super::op::{start, Started};
 use crate::error::{Error, Result};
-use crate::handle::HandleKind;
 use crate::request::Header;
+use crate::shared::HandleKind;
 
 /// True when the process runs under Wine (its ntdll exports
 /// `wine_get_version`); asked once.

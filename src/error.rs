@@ -120,7 +120,7 @@ impl Error {
         match self {
             Error::Io(e) => {
                 e.kind() == io::ErrorKind::NotFound
-                    || e.raw_os_error() == crate::sys::not_found().raw_os_error()
+                    || e.raw_os_error() == <crate::sys::Port as crate::sys::PortDriver>::not_found().raw_os_error()
             }
             _ => false,
         }

@@ -21,10 +21,7 @@ pub use crate::shared::HandleKind;
 impl HandleKind {
     /// True for the socket kinds (TCP, UDP, Unix-domain).
     pub fn is_socket(self) -> bool {
-        matches!(
-            self,
-            HandleKind::TcpStream | HandleKind::TcpListener | HandleKind::Udp | HandleKind::LocalListener
-        ) || (sys::LOCAL_STREAM_IS_SOCKET && self == HandleKind::LocalStream)
+        <sys::Handle as HandleDriver>::is_socket(self)
     }
 }
 

@@ -125,17 +125,6 @@ pub(crate) fn post_stamp() -> u64 {
     }
 }
 
-/// Stamps the OS completion of a request whose start was timed (where the
-/// backend pushes completions itself; on Windows the take stamps them).
-#[cfg(unix)]
-#[inline]
-pub(crate) fn stamp_completion(req: &mut crate::request::Request) {
-    let h = req.header_mut();
-    if h.started_ns > 1 {
-        h.completed_ns = now_ns();
-    }
-}
-
 
 static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
 

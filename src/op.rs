@@ -4,7 +4,7 @@
 //! a kind touches this file and one file per backend.
 
 use crate::handle::HandleKind;
-use crate::sys;
+use crate::sys::{self, HandleDriver};
 
 pub use crate::shared::Op;
 
@@ -15,12 +15,8 @@ impl Op {
         let ok = match self {
             Op::Read | Op::Write => matches!(kind, K::TcpStream | K::LocalStream | K::Stream),
             Op::ReadAt(_) | Op::WriteAt(_) => kind == K::File,
-            // Where local streams are named pipes, a pipe's server end
-            // accepts too: it waits for a client (ConnectNamedPipe).
-            Op::Accept => {
-                matches!(kind, K::TcpListener | K::LocalListener)
-                    || (sys::LOCAL_STREAM_ACCEPTS && kind == K::LocalStream)
-            }
+            // Which kinds accept differs between the OSes: the backend says.
+            Op::Accept => <sys::Handle as HandleDriver>::accepts(kind),
             Op::Connect(_) => kind == K::TcpStream,
             Op::SendTo(_) | Op::RecvFrom => kind == K::Udp,
             Op::Post => return Err("user posts go to a port, not a handle"),

@@ -107,11 +107,11 @@ struct WorkerInfo {
     /// `seq` as the gate thread saw it at its previous tick.
     seen: AtomicU64,
     /// The port concurrency slot the worker holds, if the backend has one.
-    slot: Mutex<Option<sys::Slot>>,
+    slot: Mutex<Option<<sys::Port as PortDriver>::Slot>>,
     /// The worker's thread (a shutdown leaves a worker stuck in the OS).
     thread: thread::ThreadId,
     /// Since when the worker is blocked in the OS on a file request
-    /// ([`blocking_file_call`]); `None` anywhere else.
+    /// ([`blocking_call`]); `None` anywhere else.
     in_file_call: Mutex<Option<Instant>>,
     /// The worker holds its place in the census and in its port's count;
     /// whoever takes this from true to false gives both back: the worker
@@ -124,8 +124,8 @@ struct WorkerInfo {
 /// shutdown or a port's close that waits for the calling worker knows it
 /// is blocked there, and leaves it behind once that lasted longer than
 /// the bound (S11, S17). Outside a pool worker it only runs `f`.
-#[cfg(unix)]
-pub(crate) fn blocking_file_call<R>(f: impl FnOnce() -> R) -> R {
+/// The backends get it as their `sys::BlockingCall`.
+pub(crate) fn blocking_call(f: &mut dyn FnMut()) {
     struct Mark(Option<Arc<WorkerInfo>>);
     impl Drop for Mark {
         fn drop(&mut self) {
@@ -185,7 +185,7 @@ impl PortSlot {
     /// and returns the threads it left behind.
     ///
     /// Every worker is waited for, however slow, except one blocked in the
-    /// OS on a file request ([`blocking_file_call`]) for longer than
+    /// OS on a file request ([`blocking_call`]) for longer than
     /// [`GIVE_UP`]: a read the file system never answers would hold the
     /// caller for ever (S11, S17). Once `give_up` has passed and every
     /// worker left is blocked so, they are left: counted as abandoned and

@@ -9,7 +9,7 @@ use crate::buf::Buffer;
 use crate::request::Request;
 use crate::status::Status;
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Ordering};
-use crate::sys::{self, PortDriver};
+use crate::sys::{self, HandleDriver, PortDriver};
 
 pub use crate::shared::{DriverInfo, DriverKind};
 
@@ -41,8 +41,8 @@ fn settle(port: Option<&PortInner>, packets: &mut [Packet]) {
         if let Some(req) = p.request.as_mut() {
             if let Some(deadline) = req.header_mut().deadline.take() {
                 if crate::timer::completed(deadline, req.id().as_u64()) && p.status.is_aborted() {
-                    let socket = req.handle().is_some_and(|h| h.kind().is_socket());
-                    p.status = Status::from_raw(sys::timed_out_code(socket));
+                    let kind = req.handle().map(|h| h.kind());
+                    p.status = Status::from_raw(<sys::Handle as HandleDriver>::timed_out_code(kind));
                     timed_out = true;
                 }
             }
@@ -145,7 +145,7 @@ impl Port {
         driver: Option<DriverKind>,
     ) -> Result<Port> {
         let concurrency = if concurrency == 0 { num_cpus::get().max(1) } else { concurrency };
-        let sys = sys::Port::new(concurrency, driver).map_err(|e| match e.kind() {
+        let sys = sys::Port::new(concurrency, driver, crate::pool::blocking_call).map_err(|e| match e.kind() {
             std::io::ErrorKind::OutOfMemory => Error::OutOfMemory,
             std::io::ErrorKind::InvalidInput => Error::InvalidArgument(e.to_string()),
             _ => Error::Io(e),
@@ -215,7 +215,7 @@ impl Port {
     /// before anything is read from it, and never reaches a consumer; the
     /// memory it points to is its issuer's to free. Always 0 elsewhere.
     pub fn foreign_packets(&self) -> usize {
-        self.inner.sys.foreign_packets()
+        self.inner.sys.stats().foreign_packets
     }
 
     /// How many completions of requests on this port's handles the crate
@@ -228,7 +228,7 @@ impl Port {
     /// to the port. Always 0 elsewhere, where the port has no kernel queue
     /// (every completion goes through the crate's own).
     pub fn direct_completions(&self) -> usize {
-        self.inner.sys.direct_completions()
+        self.inner.sys.stats().direct_completions
     }
 
     /// How many requests the port's close gave up waiting for (S11): a
@@ -241,7 +241,7 @@ impl Port {
     /// always 0 on Windows and on readiness drivers, whose close does not
     /// wait for the OS.
     pub fn leaked_requests(&self) -> usize {
-        self.inner.sys.leaked_requests()
+        self.inner.sys.stats().leaked_requests
     }
 
     /// How many times a host delivered a completion a second time to the

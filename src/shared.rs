@@ -130,6 +130,23 @@ impl fmt::Display for DriverInfo {
     }
 }
 
+/// What a port counts that only some drivers have; 0 where a driver has
+/// no such figure.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct DriverStats {
+    /// Packets dropped because the crate did not make them (S39); only
+    /// IOCP can receive such packets.
+    pub(crate) foreign_packets: usize,
+    /// Completions of requests the OS queued no packet for, which the
+    /// backend delivered through the port's own queue; only IOCP has a
+    /// kernel queue to skip.
+    pub(crate) direct_completions: usize,
+    /// Requests the port's close gave up waiting for: still held by the
+    /// OS after the close's bound, leaked with their buffers (never freed
+    /// while the OS may still write to them); only io_uring leaks so.
+    pub(crate) leaked_requests: usize,
+}
+
 /// What the OS side of a port did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]

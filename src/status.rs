@@ -2,7 +2,10 @@
 
 use std::fmt;
 
-use crate::sys;
+use crate::sys::{self, PortDriver};
+
+/// The target's port, whose driver knows the OS's codes.
+type Os = sys::Port;
 
 /// The status a completion carries: success or an OS error code (S8).
 ///
@@ -16,7 +19,7 @@ impl Status {
     pub const SUCCESS: Status = Status(0);
 
     /// The status of a cancelled or aborted request (S24).
-    pub const ABORTED: Status = Status(sys::ABORTED_CODE);
+    pub const ABORTED: Status = Status(Os::ABORTED_CODE);
 
     /// A status from a raw OS error code.
     pub const fn from_raw(code: u32) -> Status {
@@ -26,7 +29,7 @@ impl Status {
     /// The status of an I/O error: its OS code, or a generic code when the
     /// error carries none.
     pub fn from_io_error(e: &std::io::Error) -> Status {
-        Status(sys::status_code_of(e))
+        Status(Os::status_code_of(e))
     }
 
     /// The raw code: 0 for success, else the OS error code.
@@ -41,7 +44,7 @@ impl Status {
 
     /// True when the request was cancelled or aborted by a close.
     pub const fn is_aborted(self) -> bool {
-        self.0 == sys::ABORTED_CODE
+        self.0 == Os::ABORTED_CODE
     }
 
     /// True when the request failed for lack of a resource (S37): no
@@ -50,7 +53,7 @@ impl Status {
     /// starting again once something was freed (a connection closed), not
     /// at once.
     pub fn is_out_of_resources(self) -> bool {
-        sys::OUT_OF_RESOURCES.contains(&self.0)
+        Os::OUT_OF_RESOURCES.contains(&self.0)
     }
 
     /// `Ok(bytes)` on success, else the OS error.

@@ -182,6 +182,18 @@ impl Request {
         header.size().next_multiple_of(EXT_ALIGN.max(header.align()))
     }
 
+    /// Stamps the OS completion of a request whose start was timed, for
+    /// the port's metrics (where the backend pushes completions itself; on
+    /// Windows the take stamps them).
+    #[cfg(unix)]
+    #[inline]
+    pub(crate) fn stamp_completion(&mut self) {
+        let h = self.header_mut();
+        if h.started_ns > 1 {
+            h.completed_ns = crate::metrics::now_ns();
+        }
+    }
+
     pub(crate) fn header(&self) -> &Header {
         // SAFETY: ptr is a live, initialized Header owned by self.
         unsafe { self.ptr.as_ref() }

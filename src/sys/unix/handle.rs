@@ -53,6 +53,24 @@ impl Handle {
 impl HandleDriver for Handle {
     type Port = Port;
 
+    /// Every kind but files and other streams; a local stream is a
+    /// Unix-domain socket.
+    fn is_socket(kind: HandleKind) -> bool {
+        use HandleKind as K;
+        matches!(kind, K::TcpStream | K::TcpListener | K::Udp | K::LocalStream | K::LocalListener)
+    }
+
+    /// The listeners (a Unix-domain stream does not accept, its listener
+    /// does).
+    fn accepts(kind: HandleKind) -> bool {
+        matches!(kind, HandleKind::TcpListener | HandleKind::LocalListener)
+    }
+
+    /// `ETIMEDOUT`.
+    fn timed_out_code(_kind: Option<HandleKind>) -> u32 {
+        libc::ETIMEDOUT as u32
+    }
+
     fn kind(&self) -> HandleKind {
         self.io.kind()
     }

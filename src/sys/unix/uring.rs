@@ -1703,7 +1703,7 @@ mod tests {
     /// keep-alive), and the pool's shutdown with it.
     #[test]
     fn s17_a_wake_up_taken_by_the_close_is_given_again() {
-        let Ok(port) = Port::new(1, Some(DriverKind::IoUring)) else {
+        let Ok(port) = Port::new(1, Some(DriverKind::IoUring), |f| f()) else {
             return; // no io_uring here: nothing to test
         };
         let ring = port.inner.ring().expect("an io_uring port");
@@ -1743,7 +1743,7 @@ mod tests {
     /// ever.
     #[test]
     fn s11_a_close_gives_up_on_a_request_the_kernel_keeps() {
-        let Ok(port) = Port::new(1, Some(DriverKind::IoUring)) else {
+        let Ok(port) = Port::new(1, Some(DriverKind::IoUring), |f| f()) else {
             return; // no io_uring here: nothing to test
         };
         let ring = port.inner.ring().expect("an io_uring port");
@@ -1763,7 +1763,7 @@ mod tests {
         DEAF.lock().unwrap().retain(|&r| r != key);
         assert_eq!(closed, Ok(true), "the close did not return");
         closer.join().unwrap();
-        assert_eq!(port.leaked_requests(), 1, "the read still in the kernel is counted as leaked");
+        assert_eq!(port.stats().leaked_requests, 1, "the read still in the kernel is counted as leaked");
         // The port's queue is closed and drained: a waiter hears so at once.
         let mut out = Vec::new();
         assert!(matches!(
@@ -1863,7 +1863,7 @@ mod tests {
     /// and the buffer's length was never set.
     #[test]
     fn s8_a_file_read_failing_after_part_completes_with_the_bytes_read() {
-        let Ok(port) = Port::new(1, Some(DriverKind::IoUring)) else {
+        let Ok(port) = Port::new(1, Some(DriverKind::IoUring), |f| f()) else {
             return; // no io_uring here: nothing to test
         };
         // A directory served as a file: its cached read is refused
@@ -1887,7 +1887,7 @@ mod tests {
     #[test]
     fn s24_a_file_read_cut_off_after_part_reports_the_bytes_read() {
         for cut in ["cancel", "close"] {
-            let Ok(port) = Port::new(1, Some(DriverKind::IoUring)) else {
+            let Ok(port) = Port::new(1, Some(DriverKind::IoUring), |f| f()) else {
                 return; // no io_uring here: nothing to test
             };
             // A pipe served as a file, its reads sent to the ring: a read

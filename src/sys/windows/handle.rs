@@ -164,6 +164,28 @@ impl Handle {
 impl HandleDriver for Handle {
     type Port = Port;
 
+    /// The socket kinds; a local stream is a named pipe, not a socket.
+    fn is_socket(kind: HandleKind) -> bool {
+        use HandleKind as K;
+        matches!(kind, K::TcpStream | K::TcpListener | K::Udp | K::LocalListener)
+    }
+
+    /// The listeners, and the server end of a named pipe
+    /// (`ConnectNamedPipe`).
+    fn accepts(kind: HandleKind) -> bool {
+        matches!(kind, HandleKind::TcpListener | HandleKind::LocalListener | HandleKind::LocalStream)
+    }
+
+    /// `WSAETIMEDOUT` for a socket, as Winsock reports a timeout, else
+    /// `ERROR_TIMEOUT`.
+    fn timed_out_code(kind: Option<HandleKind>) -> u32 {
+        if kind.is_some_and(Self::is_socket) {
+            windows_sys::Win32::Networking::WinSock::WSAETIMEDOUT as u32
+        } else {
+            windows_sys::Win32::Foundation::ERROR_TIMEOUT
+        }
+    }
+
     fn kind(&self) -> HandleKind {
         self.io.kind
     }

@@ -22,9 +22,9 @@ use std::time::Duration;
 
 #[cfg(not(loom))]
 use crate::{
-    error::{Error, Result},
     port::Packet,
     request::Request,
+    shared::error::{Error, Result},
     shared::{DriverInfo, DriverKind, DriverStats, HandleKind, OsMetrics, RequestId},
 };
 

@@ -5,7 +5,7 @@
 //! io_uring), and the packets a request completes with. The queues,
 //! readiness and completions around them live in each driver (`epoll.rs`,
 //! `uring.rs`, `filepool.rs`); adding a request kind touches this file,
-//! `uring.rs` (and the portable `crate::op` and `crate::shared`).
+//! `uring.rs` (and the portable `crate::shared::Op`).
 
 use std::fs::File;
 use std::io::{self, IoSlice, Write};

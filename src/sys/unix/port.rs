@@ -17,8 +17,8 @@ use slab::Slab;
 
 use super::io::{Driver, Io};
 use super::op::Completions;
-use crate::error::{Error, Result};
 use crate::port::Packet;
+use crate::shared::error::{Error, Result};
 use crate::shared::DriverStats;
 use crate::shared::{DriverInfo, DriverKind};
 use crate::sync::{Arc, Mutex, Ordering};

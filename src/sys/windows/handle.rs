@@ -43,9 +43,9 @@ use windows_sys::Win32::System::IO::{CancelIoEx, CreateIoCompletionPort, OVERLAP
 use super::op::{start, Started};
 use super::port::Inner as PortInner;
 use super::port::Port;
-use crate::error::{Error, Result};
 use crate::port::Packet;
 use crate::request::Request;
+use crate::shared::error::{Error, Result};
 use crate::shared::HandleKind;
 use crate::shared::RequestId;
 use crate::sync::{Arc, AtomicBool, AtomicUsize, Ordering, Weak};

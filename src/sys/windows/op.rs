@@ -2,7 +2,7 @@
 //! it, and what its packet settles (the accept and connect contexts, a
 //! datagram's source, the bytes read). The handle's state, cancel and close
 //! live in `handle.rs`; adding a request kind touches this file (and the
-//! portable `crate::op` and `crate::shared`).
+//! portable `crate::shared::Op`).
 
 use super::handle::{Io, Raw};
 use std::io;
@@ -24,9 +24,9 @@ use windows_sys::Win32::System::IO::OVERLAPPED;
 
 use super::net;
 use crate::buf::{Buffer, Part};
-use crate::error::{Error, Result};
 use crate::port::Packet;
 use crate::request::{Header, Request};
+use crate::shared::error::{Error, Result};
 use crate::shared::HandleKind;
 use crate::shared::Op;
 use crate::status::Status;

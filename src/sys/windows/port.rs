@@ -12,9 +12,9 @@ use windows_sys::Win32::System::IO::{
 };
 
 use super::handle::Io;
-use crate::error::{Error, Result};
 use crate::port::Packet;
 use crate::request::{Header, Request};
+use crate::shared::error::{Error, Result};
 use crate::shared::{DriverInfo, DriverKind, DriverStats, OsMetrics};
 use crate::status::Status;
 use crate::sync::{Arc, AtomicBool, AtomicUsize, Ordering, Weak};

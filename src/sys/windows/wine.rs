@@ -21,8 +21,8 @@ use std::sync::OnceLock;
 
 use super::handle::Raw;
 use super::op::{start, Started};
-use crate::error::{Error, Result};
 use crate::request::Header;
+use crate::shared::error::{Error, Result};
 use crate::shared::HandleKind;
 
 /// True when the process runs under Wine (its ntdll exports

@@ -3,10 +3,13 @@
 //! backend fills. A leaf: it imports nothing of the crate, so neither side
 //! reaches the other through it. Each type is re-exported from its public
 //! path (`iocompletion::Op`, `iocompletion::metrics::OsMetrics`, …).
+//! The crate's error type is here too ([`error`]): both sides return it.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+pub(crate) mod error;
 
 /// What a request does. Platform-neutral: each backend performs it its way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

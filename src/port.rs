@@ -11,22 +11,8 @@ use crate::status::Status;
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Ordering};
 use crate::sys::{self, HandleDriver, PortDriver};
 
+pub use crate::request::Packet;
 pub use crate::shared::{DriverInfo, DriverKind};
-
-/// One completion packet (S8): status, bytes transferred, the completion
-/// key and the request, if the packet carries one.
-#[derive(Debug)]
-#[non_exhaustive]
-pub struct Packet {
-    /// Success or the OS error of the request.
-    pub status: Status,
-    /// Bytes transferred (for a user post: the value posted).
-    pub bytes: usize,
-    /// The completion key (for a user post: the value posted).
-    pub key: usize,
-    /// The request, handed back with its buffer.
-    pub request: Option<Request>,
-}
 
 static NEXT_PORT: AtomicU64 = AtomicU64::new(1);
 

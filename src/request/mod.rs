@@ -71,7 +71,10 @@ fn layout(ext_cap: usize) -> Option<(Layout, usize)> {
     Some((l.pad_to_align(), off))
 }
 
+mod packet;
 mod recycle;
+
+pub use packet::Packet;
 
 /// One I/O request: a header followed by the host extension of
 /// `host_overlapped_size()` bytes, in a single allocation (S18).

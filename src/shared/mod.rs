@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub(crate) mod error;
+pub(crate) mod status;
 
 /// What a request does. Platform-neutral: each backend performs it its way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

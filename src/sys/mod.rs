@@ -22,8 +22,7 @@ use std::time::Duration;
 
 #[cfg(not(loom))]
 use crate::{
-    port::Packet,
-    request::Request,
+    request::{Packet, Request},
     shared::error::{Error, Result},
     shared::{DriverInfo, DriverKind, DriverStats, HandleKind, OsMetrics, RequestId},
 };

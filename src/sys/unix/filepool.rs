@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 
 use super::op::{aborted, done, failed, perform_file};
-use crate::port::Packet;
+use crate::request::Packet;
 use crate::request::Request;
 use crate::shared::RequestId;
 

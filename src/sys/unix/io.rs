@@ -9,7 +9,7 @@ use std::os::fd::OwnedFd;
 use super::epoll::Streams;
 use super::filepool::{self, Work};
 use super::op::{aborted, Completions};
-use crate::port::Packet;
+use crate::request::Packet;
 use crate::shared::HandleKind;
 use crate::sync::{Arc, AtomicBool, Mutex, Ordering, RwLock};
 

@@ -18,11 +18,11 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use socket2::SockRef;
 
 use crate::buf::Buffer;
-use crate::port::Packet;
+use crate::request::Packet;
 use crate::request::Request;
+use crate::shared::status::Status;
 use crate::shared::HandleKind;
 use crate::shared::Op;
-use crate::status::Status;
 
 /// The most parts one system call (or io_uring entry) takes: Linux's
 /// `UIO_MAXIOV`, and `IOV_MAX` on macOS and the BSDs. A request of more

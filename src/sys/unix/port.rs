@@ -17,7 +17,7 @@ use slab::Slab;
 
 use super::io::{Driver, Io};
 use super::op::Completions;
-use crate::port::Packet;
+use crate::request::Packet;
 use crate::shared::error::{Error, Result};
 use crate::shared::DriverStats;
 use crate::shared::{DriverInfo, DriverKind};

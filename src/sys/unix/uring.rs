@@ -36,12 +36,12 @@ use io_uring::{opcode, squeue::Entry, types, IoUring, Probe};
 use socket2::SockAddr;
 
 use super::op::{accepted, failed, is_write_side, read_iov, sent, write_iov, Completions};
-use crate::port::Packet;
+use crate::request::Packet;
 use crate::request::{Header, Request};
+use crate::shared::status::Status;
 use crate::shared::HandleKind;
 use crate::shared::Op;
 use crate::shared::RequestId;
-use crate::status::Status;
 use crate::sync::{Arc, Mutex};
 
 /// `user_data` of the entry that wakes a blocked poller.

@@ -43,7 +43,7 @@ use windows_sys::Win32::System::IO::{CancelIoEx, CreateIoCompletionPort, OVERLAP
 use super::op::{start, Started};
 use super::port::Inner as PortInner;
 use super::port::Port;
-use crate::port::Packet;
+use crate::request::Packet;
 use crate::request::Request;
 use crate::shared::error::{Error, Result};
 use crate::shared::HandleKind;

@@ -24,12 +24,12 @@ use windows_sys::Win32::System::IO::OVERLAPPED;
 
 use super::net;
 use crate::buf::{Buffer, Part};
-use crate::port::Packet;
+use crate::request::Packet;
 use crate::request::{Header, Request};
 use crate::shared::error::{Error, Result};
+use crate::shared::status::Status;
 use crate::shared::HandleKind;
 use crate::shared::Op;
-use crate::status::Status;
 
 /// What the OS did with a request it took.
 pub(super) enum Started {

@@ -12,11 +12,11 @@ use windows_sys::Win32::System::IO::{
 };
 
 use super::handle::Io;
-use crate::port::Packet;
+use crate::request::Packet;
 use crate::request::{Header, Request};
 use crate::shared::error::{Error, Result};
+use crate::shared::status::Status;
 use crate::shared::{DriverInfo, DriverKind, DriverStats, OsMetrics};
-use crate::status::Status;
 use crate::sync::{Arc, AtomicBool, AtomicUsize, Ordering, Weak};
 use crate::sys::inflight::Table;
 use crate::sys::ready::Ready;

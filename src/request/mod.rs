@@ -41,7 +41,7 @@ pub(crate) struct Header {
     /// The source address of `RecvFrom`, the peer of `Accept`.
     pub(crate) addr: Option<SocketAddr>,
     /// The connection an `Accept` produced.
-    pub(crate) accepted: Option<Handle>,
+    pub(crate) accepted: Option<sys::Handle>,
     /// User data travelling with the request.
     pub(crate) user_data: usize,
     /// The handle the request was started on, held weakly so an in-flight
@@ -107,7 +107,7 @@ const _: () = {
     send_sync::<Op>();
     send_sync::<Option<Arc<dyn CompletionSink>>>();
     send_sync::<Option<SocketAddr>>();
-    send_sync::<Option<Handle>>();
+    send_sync::<Option<sys::Handle>>();
     send_sync::<Option<crate::sync::Weak<crate::handle::HandleInner>>>();
     send_sync::<Option<std::time::Instant>>();
 };
@@ -281,7 +281,7 @@ impl Request {
 
     /// Takes the connection an `Accept` produced; it is not yet bound.
     pub fn take_accepted(&mut self) -> Option<Handle> {
-        self.header_mut().accepted.take()
+        self.header_mut().accepted.take().map(Handle::from_sys)
     }
 
     /// The handle the request was started on, while it is still open

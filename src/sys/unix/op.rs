@@ -88,10 +88,10 @@ pub(super) trait Completions {
 
 /// The connection an accept on a listener of `kind` produced (its fd), on
 /// either socket driver.
-pub(super) fn accepted(kind: HandleKind, fd: OwnedFd) -> crate::Handle {
+pub(super) fn accepted(kind: HandleKind, fd: OwnedFd) -> super::Handle {
     match kind {
-        HandleKind::TcpListener => crate::Handle::from(TcpStream::from(fd)),
-        _ => crate::Handle::from(UnixStream::from(fd)),
+        HandleKind::TcpListener => super::Handle::from(TcpStream::from(fd)),
+        _ => super::Handle::new(fd, HandleKind::LocalStream),
     }
 }
 

@@ -403,7 +403,7 @@ pub(super) fn complete(io: &Io, is_socket: bool, mut req: Request, nt: i32, byte
                     }
                 });
                 h.addr = SockRef::from(&sock).peer_addr().ok().and_then(|a| a.as_socket());
-                h.accepted = Some(crate::Handle::from(TcpStream::from(sock)));
+                h.accepted = Some(super::Handle::from(TcpStream::from(sock)));
             }
         }
         Op::Connect(_) if code == 0 => {

@@ -59,11 +59,6 @@ pub(crate) use unix::*;
 mod windows;
 #[cfg(all(windows, not(loom)))]
 pub(crate) use windows::*;
-// The Windows-only public functions (`iocompletion::windows`).
-#[cfg(all(windows, not(loom)))]
-pub use windows::{
-    disconnect_named_pipe, from_overlapped_handle, named_pipe_client, named_pipe_server, post_as_kernel,
-};
 
 /// A completion port as a backend provides it.
 ///

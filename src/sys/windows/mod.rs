@@ -43,9 +43,7 @@ mod port;
 mod wine;
 
 pub(crate) use handle::Handle;
-pub use handle::{
-    disconnect_named_pipe, from_overlapped_handle, named_pipe_client, named_pipe_server, post_as_kernel,
-};
+pub(crate) use handle::{from_overlapped_handle, named_pipe_client, named_pipe_server};
 pub(crate) use port::Port;
 
 use std::sync::Arc;

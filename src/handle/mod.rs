@@ -18,6 +18,11 @@ use crate::sys::{self, HandleDriver};
 
 pub use crate::shared::HandleKind;
 
+#[cfg(unix)]
+mod unix;
+#[cfg(windows)]
+pub(crate) mod windows;
+
 impl HandleKind {
     /// True for the socket kinds (TCP, UDP, Unix-domain).
     pub fn is_socket(self) -> bool {

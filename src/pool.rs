@@ -1024,4 +1024,39 @@ mod tests {
         // Its exit does not give its census place back a second time.
         assert_eq!(rt.stats().threads, 0, "{:?}", rt.stats());
     }
+
+    /// S17: a runtime's shutdown returns, with its workers joined, while a
+    /// request of one of its handles stays in the kernel (its cancel
+    /// dropped); the port counts it as leaked.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn s17_a_shutdown_gives_up_on_a_request_the_kernel_keeps() {
+        use std::net::{TcpListener, TcpStream};
+
+        use crate::sync::Arc;
+        use crate::{DriverKind, Handle, Request, Status};
+
+        let Ok(rt) = Runtime::builder().min_threads(1).max_threads(2).driver(DriverKind::IoUring).build() else {
+            return; // no io_uring here: nothing to test
+        };
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let server = l.accept().unwrap().0;
+        let h = Handle::from(server);
+        rt.bind_io_completion_callback(&h, Arc::new(|_: Status, _: usize, _: Request| {}), 0).unwrap();
+        h.read(vec![0u8; 16]).start().unwrap();
+        let port = rt.default_port().unwrap();
+        let deaf = crate::sys::DeafRing::new(&port.inner.sys);
+        let (rt2, (done_tx, done_rx)) = (rt.clone(), mpsc::channel());
+        let stopper = std::thread::spawn(move || {
+            rt2.shutdown();
+            let _ = done_tx.send(());
+        });
+        let stopped = done_rx.recv_timeout(Duration::from_secs(20));
+        drop(deaf);
+        assert_eq!(stopped, Ok(()), "the shutdown did not return");
+        stopper.join().unwrap();
+        assert_eq!(port.leaked_requests(), 1);
+        assert_eq!(rt.stats().threads, 0, "every worker was joined");
+    }
 }

@@ -19,6 +19,8 @@ pub(crate) use handle::Handle;
 #[cfg(all(test, target_os = "linux"))]
 pub(crate) use port::stuck;
 pub(crate) use port::Port;
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) use uring::tests::DeafRing;
 
 /// Per-request OS state: how far a write got, whether a connect was issued,
 /// and on Linux the io_uring driver's part.

@@ -48,7 +48,7 @@ pub(crate) use port::Port;
 
 use std::sync::Arc;
 
-use crate::request::Header;
+use crate::request::{Header, Request};
 
 use windows_sys::Win32::Foundation::ERROR_NOT_FOUND;
 use windows_sys::Win32::System::IO::OVERLAPPED;
@@ -165,7 +165,7 @@ impl std::fmt::Debug for RequestOs {
     }
 }
 
-impl crate::Request {
+impl Request {
     /// Not part of the API: a seam for the crate's tests. The address of
     /// the `OVERLAPPED` the request was last started with (S39).
     #[doc(hidden)]

@@ -17,7 +17,9 @@
 //! A further driver (io_uring on Linux) implements the same two traits; the
 //! user-space queue in [`queue`] is there for any driver that needs one.
 
+#[cfg(not(loom))]
 use std::io;
+#[cfg(not(loom))]
 use std::time::Duration;
 
 #[cfg(not(loom))]

@@ -1,6 +1,7 @@
-//! What only Unix has of a [`Handle`]: conversions from Unix-domain sockets
-//! and owned fds, and the fd lent or shown.
+//! What only Unix has of a [`Handle`]: conversions from files, Unix-domain
+//! sockets, owned fds and `socket2` sockets, and the fd lent or shown.
 
+use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 
@@ -53,5 +54,23 @@ impl From<OwnedFd> for Handle {
 impl AsRawFd for Handle {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.sys().raw_fd()
+    }
+}
+
+/// A file, pipe or device opened by the standard library (S38): a regular
+/// file is served by the pool with positional requests, anything else is
+/// driven by readiness. (On Windows the conversion can fail: `TryFrom`.)
+impl From<File> for Handle {
+    fn from(f: File) -> Handle {
+        Handle::from_sys(sys::Handle::from(f))
+    }
+}
+
+/// An unconnected (or any) socket made with `socket2`: its kind is told
+/// from the socket, as for an owned fd or socket. An unconnected TCP
+/// socket takes [`Handle::connect`] once bound.
+impl From<socket2::Socket> for Handle {
+    fn from(s: socket2::Socket) -> Handle {
+        Handle::from(OwnedFd::from(s))
     }
 }

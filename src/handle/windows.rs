@@ -1,11 +1,12 @@
-//! What only Windows has of a [`Handle`]: conversions from owned sockets
-//! and overlapped OS handles, the socket or handle lent or shown, and named
-//! pipes (`iocompletion::windows`).
+//! What only Windows has of a [`Handle`]: conversions from files, owned
+//! sockets, `socket2` sockets and overlapped OS handles, the socket or
+//! handle lent or shown, and named pipes (`iocompletion::windows`).
 
+use std::fs::File;
 use std::os::windows::io::{AsRawHandle, AsRawSocket, BorrowedHandle, OwnedHandle, OwnedSocket, RawHandle, RawSocket};
 
 use super::Handle;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::sys;
 
 /// An owned socket (S38): a TCP stream or listener (told by
@@ -13,6 +14,33 @@ use crate::sys;
 impl From<OwnedSocket> for Handle {
     fn from(s: OwnedSocket) -> Handle {
         Handle::from_sys(sys::Handle::from(s))
+    }
+}
+
+/// A file, pipe or device opened by the standard library (S38).
+///
+/// On Unix this always succeeds: a regular file is served by the pool with
+/// positional requests, anything else is driven by readiness. On Windows a
+/// std `File` is opened for synchronous I/O, which a completion port cannot
+/// drive, so it is reopened with `ReOpenFile(FILE_FLAG_OVERLAPPED)` with the
+/// same access rights and the original handle is closed; when that fails
+/// (a pipe or device that cannot be reopened) the conversion fails with
+/// `NotImplemented` and no handle is made. Open such objects overlapped
+/// yourself and use `windows::from_overlapped_handle`.
+impl TryFrom<File> for Handle {
+    type Error = Error;
+
+    fn try_from(f: File) -> Result<Handle> {
+        Ok(Handle::from_sys(sys::Handle::try_from(f)?))
+    }
+}
+
+/// An unconnected (or any) socket made with `socket2`: its kind is told
+/// from the socket, as for an owned fd or socket. An unconnected TCP
+/// socket takes [`Handle::connect`] once bound.
+impl From<socket2::Socket> for Handle {
+    fn from(s: socket2::Socket) -> Handle {
+        Handle::from(OwnedSocket::from(s))
     }
 }
 

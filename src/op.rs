@@ -1,7 +1,9 @@
-//! The request kinds (S27, S31), and what each asks of its handle and its
-//! buffer, the same on every backend. What a kind does on an OS lives in
-//! that backend's `op.rs` (`sys/unix/op.rs`, `sys/windows/op.rs`): adding
-//! a kind touches this file and one file per backend.
+//! The request kinds (S27, S31) and what each asks of its handle, the
+//! same on every backend. The kind itself, and what it asks of its buffer,
+//! is in the shared leaf (`shared::Op`), which the backends name too; what a
+//! kind does on an OS lives in that backend's `op.rs` (`sys/unix/op.rs`,
+//! `sys/windows/op.rs`): adding a kind touches the leaf, this file and one
+//! file per backend.
 
 use crate::handle::HandleKind;
 use crate::sys::{self, HandleDriver};

@@ -3,7 +3,9 @@
 //! handle lent or shown, and named pipes (`iocompletion::windows`).
 
 use std::fs::File;
-use std::os::windows::io::{AsRawHandle, AsRawSocket, BorrowedHandle, OwnedHandle, OwnedSocket, RawHandle, RawSocket};
+use std::os::windows::io::{
+    AsRawHandle, AsRawSocket, BorrowedHandle, OwnedHandle, OwnedSocket, RawHandle, RawSocket,
+};
 
 use super::Handle;
 use crate::error::{Error, Result};

@@ -106,6 +106,7 @@ not_loom! {
     mod port;
     mod request;
     mod runtime;
+    mod shared;
     mod sink;
     mod status;
     mod timer;
@@ -125,9 +126,11 @@ not_loom! {
     /// overlapped I/O by other code.
     #[cfg(windows)]
     pub mod windows {
-        pub use crate::sys::{disconnect_named_pipe, from_overlapped_handle, named_pipe_client, named_pipe_server};
+        pub use crate::handle::windows::{
+            disconnect_named_pipe, from_overlapped_handle, named_pipe_client, named_pipe_server,
+        };
         #[doc(hidden)]
-        pub use crate::sys::post_as_kernel;
+        pub use crate::handle::windows::post_as_kernel;
     }
 
     pub use buf::{Buffer, IoBuf, IoBufMut, OtherBuf};

@@ -34,6 +34,8 @@ use crate::port::{DriverKind, Packet, Port};
 use crate::sync::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use crate::sys::PortDriver;
 
+pub use crate::shared::OsMetrics;
+
 #[cfg(feature = "metrics")]
 mod export;
 mod histogram;
@@ -158,17 +160,6 @@ pub(crate) fn post_stamp() -> u64 {
     }
 }
 
-/// Stamps the OS completion of a request whose start was timed (where the
-/// backend pushes completions itself; on Windows the take stamps them).
-#[cfg(unix)]
-#[inline]
-pub(crate) fn stamp_completion(req: &mut crate::request::Request) {
-    let h = req.header_mut();
-    if h.started_ns > 1 {
-        h.completed_ns = now_ns();
-    }
-}
-
 
 static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
 
@@ -269,64 +260,6 @@ impl Outcomes {
     /// All outcomes together.
     pub fn total(&self) -> u64 {
         self.success + self.error + self.cancelled + self.aborted + self.timed_out
-    }
-}
-
-/// What the OS side of a port did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub struct OsMetrics {
-    /// Calls into the OS's queue: `io_uring_enter`, `epoll_wait` or
-    /// `kevent`, `GetQueuedCompletionStatusEx`.
-    pub entries: u64,
-    /// What those calls returned: completion entries (io_uring, IOCP) or
-    /// readiness events (epoll, kqueue; the crate turns each into zero or
-    /// more completions).
-    pub completions: u64,
-    /// Completion-queue overflows the kernel reports (io_uring's
-    /// `cq.overflow`: entries it could not post at once). Always 0 where
-    /// the OS has no such figure (epoll, kqueue, IOCP).
-    pub overflows: u64,
-}
-
-/// A port's counters, the crate's side.
-pub(crate) struct OsCounters {
-    entries: AtomicU64,
-    completions: AtomicU64,
-    overflows: AtomicU64,
-}
-
-impl Default for OsCounters {
-    fn default() -> Self {
-        OsCounters { entries: AtomicU64::new(0), completions: AtomicU64::new(0), overflows: AtomicU64::new(0) }
-    }
-}
-
-impl OsCounters {
-    /// One call into the OS's queue.
-    pub(crate) fn entered(&self) {
-        self.entries.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A call into the OS returned `n` completions or events.
-    pub(crate) fn returned(&self, n: usize) {
-        if n > 0 {
-            self.completions.fetch_add(n as u64, Ordering::Relaxed);
-        }
-    }
-
-    /// The kernel's count of completion-queue overflows.
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-    pub(crate) fn overflowed_total(&self, n: u64) {
-        self.overflows.fetch_max(n, Ordering::Relaxed);
-    }
-
-    pub(crate) fn snapshot(&self) -> OsMetrics {
-        OsMetrics {
-            entries: self.entries.load(Ordering::Relaxed),
-            completions: self.completions.load(Ordering::Relaxed),
-            overflows: self.overflows.load(Ordering::Relaxed),
-        }
     }
 }
 

@@ -1,66 +1,24 @@
-//! The request kinds (S27, S31), and what each asks of its handle and its
-//! buffer, the same on every backend. What a kind does on an OS lives in
-//! that backend's `op.rs` (`sys/unix/op.rs`, `sys/windows/op.rs`): adding
-//! a kind touches this file and one file per backend.
-
-use std::net::SocketAddr;
+//! The request kinds (S27, S31) and what each asks of its handle, the
+//! same on every backend. The kind itself, and what it asks of its buffer,
+//! is in the shared leaf (`shared::Op`), which the backends name too; what a
+//! kind does on an OS lives in that backend's `op.rs` (`sys/unix/op.rs`,
+//! `sys/windows/op.rs`): adding a kind touches the leaf, this file and one
+//! file per backend.
 
 use crate::handle::HandleKind;
-use crate::sys;
+use crate::sys::{self, HandleDriver};
 
-/// What a request does. Platform-neutral: each backend performs it its way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Op {
-    /// A completion posted by the user; no I/O.
-    Post,
-    /// Stream read into the buffer (vectored when the buffer is).
-    Read,
-    /// Stream write of the buffer (vectored when the buffer is).
-    Write,
-    /// Positional read of a regular file.
-    ReadAt(u64),
-    /// Positional write of a regular file.
-    WriteAt(u64),
-    /// Accept one connection on a listener.
-    Accept,
-    /// Connect a stream socket.
-    Connect(SocketAddr),
-    /// Send a datagram.
-    SendTo(SocketAddr),
-    /// Receive a datagram and its source address.
-    RecvFrom,
-}
+pub use crate::shared::Op;
 
 impl Op {
-
-    /// True for the kinds that move bytes, so take a buffer.
-    pub(crate) fn needs_buffer(self) -> bool {
-        matches!(self, Op::Read | Op::Write | Op::ReadAt(_) | Op::WriteAt(_) | Op::SendTo(_) | Op::RecvFrom)
-    }
-
-    /// True for the kinds that take one buffer, not a vectored one.
-    pub(crate) fn takes_one_buffer(self) -> bool {
-        matches!(self, Op::ReadAt(_) | Op::WriteAt(_) | Op::SendTo(_) | Op::RecvFrom)
-    }
-
-    /// True for the kinds the OS fills the buffer of (S32).
-    pub(crate) fn fills_buffer(self) -> bool {
-        matches!(self, Op::Read | Op::ReadAt(_) | Op::RecvFrom)
-    }
-
     /// `Ok` when a handle of `kind` runs this kind, else why not.
     pub(crate) fn suits(self, kind: HandleKind) -> Result<(), &'static str> {
         use HandleKind as K;
         let ok = match self {
             Op::Read | Op::Write => matches!(kind, K::TcpStream | K::LocalStream | K::Stream),
             Op::ReadAt(_) | Op::WriteAt(_) => kind == K::File,
-            // Where local streams are named pipes, a pipe's server end
-            // accepts too: it waits for a client (ConnectNamedPipe).
-            Op::Accept => {
-                matches!(kind, K::TcpListener | K::LocalListener)
-                    || (sys::LOCAL_STREAM_ACCEPTS && kind == K::LocalStream)
-            }
+            // Which kinds accept differs between the OSes: the backend says.
+            Op::Accept => <sys::Handle as HandleDriver>::accepts(kind),
             Op::Connect(_) => kind == K::TcpStream,
             Op::SendTo(_) | Op::RecvFrom => kind == K::Udp,
             Op::Post => return Err("user posts go to a port, not a handle"),

@@ -107,11 +107,11 @@ struct WorkerInfo {
     /// `seq` as the gate thread saw it at its previous tick.
     seen: AtomicU64,
     /// The port concurrency slot the worker holds, if the backend has one.
-    slot: Mutex<Option<sys::Slot>>,
+    slot: Mutex<Option<<sys::Port as PortDriver>::Slot>>,
     /// The worker's thread (a shutdown leaves a worker stuck in the OS).
     thread: thread::ThreadId,
     /// Since when the worker is blocked in the OS on a file request
-    /// ([`blocking_file_call`]); `None` anywhere else.
+    /// ([`blocking_call`]); `None` anywhere else.
     in_file_call: Mutex<Option<Instant>>,
     /// The worker holds its place in the census and in its port's count;
     /// whoever takes this from true to false gives both back: the worker
@@ -124,8 +124,8 @@ struct WorkerInfo {
 /// shutdown or a port's close that waits for the calling worker knows it
 /// is blocked there, and leaves it behind once that lasted longer than
 /// the bound (S11, S17). Outside a pool worker it only runs `f`.
-#[cfg(unix)]
-pub(crate) fn blocking_file_call<R>(f: impl FnOnce() -> R) -> R {
+/// The backends get it as their `sys::BlockingCall`.
+pub(crate) fn blocking_call(f: &mut dyn FnMut()) {
     struct Mark(Option<Arc<WorkerInfo>>);
     impl Drop for Mark {
         fn drop(&mut self) {
@@ -185,7 +185,7 @@ impl PortSlot {
     /// and returns the threads it left behind.
     ///
     /// Every worker is waited for, however slow, except one blocked in the
-    /// OS on a file request ([`blocking_file_call`]) for longer than
+    /// OS on a file request ([`blocking_call`]) for longer than
     /// [`GIVE_UP`]: a read the file system never answers would hold the
     /// caller for ever (S11, S17). Once `give_up` has passed and every
     /// worker left is blocked so, they are left: counted as abandoned and
@@ -1029,5 +1029,40 @@ mod tests {
         assert!(seen_rx.recv_timeout(Duration::from_secs(20)).is_ok(), "the read completed once");
         // Its exit does not give its census place back a second time.
         assert_eq!(rt.stats().threads, 0, "{:?}", rt.stats());
+    }
+
+    /// S17: a runtime's shutdown returns, with its workers joined, while a
+    /// request of one of its handles stays in the kernel (its cancel
+    /// dropped); the port counts it as leaked.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn s17_a_shutdown_gives_up_on_a_request_the_kernel_keeps() {
+        use std::net::{TcpListener, TcpStream};
+
+        use crate::sync::Arc;
+        use crate::{DriverKind, Handle, Request, Status};
+
+        let Ok(rt) = Runtime::builder().min_threads(1).max_threads(2).driver(DriverKind::IoUring).build() else {
+            return; // no io_uring here: nothing to test
+        };
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let server = l.accept().unwrap().0;
+        let h = Handle::from(server);
+        rt.bind_io_completion_callback(&h, Arc::new(|_: Status, _: usize, _: Request| {}), 0).unwrap();
+        h.read(vec![0u8; 16]).start().unwrap();
+        let port = rt.default_port().unwrap();
+        let deaf = crate::sys::DeafRing::new(&port.inner.sys);
+        let (rt2, (done_tx, done_rx)) = (rt.clone(), mpsc::channel());
+        let stopper = std::thread::spawn(move || {
+            rt2.shutdown();
+            let _ = done_tx.send(());
+        });
+        let stopped = done_rx.recv_timeout(Duration::from_secs(20));
+        drop(deaf);
+        assert_eq!(stopped, Ok(()), "the shutdown did not return");
+        stopper.join().unwrap();
+        assert_eq!(port.leaked_requests(), 1);
+        assert_eq!(rt.stats().threads, 0, "every worker was joined");
     }
 }

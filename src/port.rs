@@ -9,71 +9,10 @@ use crate::buf::Buffer;
 use crate::request::Request;
 use crate::status::Status;
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Ordering};
-use crate::sys::{self, PortDriver};
+use crate::sys::{self, HandleDriver, PortDriver};
 
-/// One completion packet (S8): status, bytes transferred, the completion
-/// key and the request, if the packet carries one.
-#[derive(Debug)]
-#[non_exhaustive]
-pub struct Packet {
-    /// Success or the OS error of the request.
-    pub status: Status,
-    /// Bytes transferred (for a user post: the value posted).
-    pub bytes: usize,
-    /// The completion key (for a user post: the value posted).
-    pub key: usize,
-    /// The request, handed back with its buffer.
-    pub request: Option<Request>,
-}
-
-/// The OS mechanism a port runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum DriverKind {
-    /// Windows I/O completion ports.
-    Iocp,
-    /// Linux io_uring: true completions (S36).
-    IoUring,
-    /// Linux epoll readiness, turned into completions.
-    Epoll,
-    /// kqueue readiness (macOS, the BSDs), turned into completions.
-    Kqueue,
-}
-
-/// Which driver a port runs on, and why not io_uring when Linux fell back.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub struct DriverInfo {
-    /// The driver.
-    pub kind: DriverKind,
-    /// Why the preferred driver was not used: the kernel refused io_uring
-    /// (`ENOSYS`, `EPERM` under a seccomp profile, `ENOMEM`), lacks what
-    /// the driver needs, or the `IOCOMPLETION_DRIVER` setting asked for
-    /// epoll. `None` when the preferred driver runs, and when the program
-    /// chose the driver that runs (`Builder::driver`).
-    pub fallback: Option<String>,
-    /// How the driver was set up, where it has a choice: on io_uring,
-    /// whether each pool worker has a ring of its own beside the port's
-    /// (the `IOCOMPLETION_IO_URING_RINGS` setting) and the ring setup flags
-    /// the kernel granted. `None` on the other drivers.
-    pub setup: Option<String>,
-}
-
-impl fmt::Display for DriverInfo {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self.kind {
-            DriverKind::Iocp => "IOCP",
-            DriverKind::IoUring => "io_uring",
-            DriverKind::Epoll => "epoll",
-            DriverKind::Kqueue => "kqueue",
-        };
-        match (&self.fallback, &self.setup) {
-            (Some(why), _) => write!(f, "{name} (fallback: {why})"),
-            (None, Some(setup)) => write!(f, "{name} ({setup})"),
-            (None, None) => f.write_str(name),
-        }
-    }
-}
+pub use crate::request::Packet;
+pub use crate::shared::{DriverInfo, DriverKind};
 
 static NEXT_PORT: AtomicU64 = AtomicU64::new(1);
 
@@ -101,8 +40,8 @@ fn settle(port: Option<&PortInner>, packets: &mut [Packet]) {
 fn deadline_passed(req: &mut Request, status: &mut Status) -> bool {
     let Some(deadline) = req.header_mut().deadline.take() else { return false };
     if crate::timer::completed(deadline, req.id().as_u64()) && status.is_aborted() {
-        let socket = req.handle().is_some_and(|h| h.kind().is_socket());
-        *status = Status::from_raw(sys::timed_out_code(socket));
+        let kind = req.handle().map(|h| h.kind());
+        *status = Status::from_raw(<sys::Handle as HandleDriver>::timed_out_code(kind));
         return true;
     }
     false
@@ -202,7 +141,7 @@ impl Port {
         driver: Option<DriverKind>,
     ) -> Result<Port> {
         let concurrency = if concurrency == 0 { num_cpus::get().max(1) } else { concurrency };
-        let sys = sys::Port::new(concurrency, driver).map_err(|e| match e.kind() {
+        let sys = sys::Port::new(concurrency, driver, crate::pool::blocking_call).map_err(|e| match e.kind() {
             std::io::ErrorKind::OutOfMemory => Error::OutOfMemory,
             std::io::ErrorKind::InvalidInput => Error::InvalidArgument(e.to_string()),
             _ => Error::Io(e),
@@ -272,7 +211,7 @@ impl Port {
     /// before anything is read from it, and never reaches a consumer; the
     /// memory it points to is its issuer's to free. Always 0 elsewhere.
     pub fn foreign_packets(&self) -> usize {
-        self.inner.sys.foreign_packets()
+        self.inner.sys.stats().foreign_packets
     }
 
     /// How many completions of requests on this port's handles the crate
@@ -285,7 +224,7 @@ impl Port {
     /// to the port. Always 0 elsewhere, where the port has no kernel queue
     /// (every completion goes through the crate's own).
     pub fn direct_completions(&self) -> usize {
-        self.inner.sys.direct_completions()
+        self.inner.sys.stats().direct_completions
     }
 
     /// How many requests the port's close gave up waiting for (S11): a
@@ -298,7 +237,7 @@ impl Port {
     /// always 0 on Windows and on readiness drivers, whose close does not
     /// wait for the OS.
     pub fn leaked_requests(&self) -> usize {
-        self.inner.sys.leaked_requests()
+        self.inner.sys.stats().leaked_requests
     }
 
     /// How many times a host delivered a completion a second time to the

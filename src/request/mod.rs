@@ -12,17 +12,8 @@ use crate::sink::CompletionSink;
 use crate::sync::{Arc, AtomicU64, Ordering};
 use crate::sys;
 
+pub use crate::shared::RequestId;
 
-/// Identifies a started request, for [`Handle::cancel`](crate::Handle::cancel).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
-pub struct RequestId(pub(crate) u64);
-
-impl RequestId {
-    /// The numeric id, unique within the process.
-    pub fn as_u64(self) -> u64 {
-        self.0
-    }
-}
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -49,7 +40,7 @@ pub(crate) struct Header {
     /// The source address of `RecvFrom`, the peer of `Accept`.
     pub(crate) addr: Option<SocketAddr>,
     /// The connection an `Accept` produced.
-    pub(crate) accepted: Option<Handle>,
+    pub(crate) accepted: Option<sys::Handle>,
     /// User data travelling with the request.
     pub(crate) user_data: usize,
     /// The handle the request was started on, held weakly so an in-flight
@@ -79,7 +70,10 @@ fn layout(ext_cap: usize) -> Option<(Layout, usize)> {
     Some((l.pad_to_align(), off))
 }
 
+mod packet;
 mod recycle;
+
+pub use packet::Packet;
 
 /// One I/O request: a header followed by the host extension of
 /// `host_overlapped_size()` bytes, in a single allocation (S18).
@@ -112,7 +106,7 @@ const _: () = {
     send_sync::<Op>();
     send_sync::<Option<Arc<dyn CompletionSink>>>();
     send_sync::<Option<SocketAddr>>();
-    send_sync::<Option<Handle>>();
+    send_sync::<Option<sys::Handle>>();
     send_sync::<Option<crate::sync::Weak<crate::handle::HandleInner>>>();
     send_sync::<Option<std::time::Instant>>();
 };
@@ -188,6 +182,18 @@ impl Request {
     fn ext_offset() -> usize {
         let header = Layout::new::<Header>();
         header.size().next_multiple_of(EXT_ALIGN.max(header.align()))
+    }
+
+    /// Stamps the OS completion of a request whose start was timed, for
+    /// the port's metrics (where the backend pushes completions itself; on
+    /// Windows the take stamps them).
+    #[cfg(unix)]
+    #[inline]
+    pub(crate) fn stamp_completion(&mut self) {
+        let h = self.header_mut();
+        if h.started_ns > 1 {
+            h.completed_ns = crate::metrics::now_ns();
+        }
     }
 
     pub(crate) fn header(&self) -> &Header {
@@ -274,7 +280,7 @@ impl Request {
 
     /// Takes the connection an `Accept` produced; it is not yet bound.
     pub fn take_accepted(&mut self) -> Option<Handle> {
-        self.header_mut().accepted.take()
+        self.header_mut().accepted.take().map(Handle::from_sys)
     }
 
     /// The handle the request was started on, while it is still open

@@ -191,7 +191,7 @@ impl Builder {
                 "must not contain a NUL byte",
             ));
         }
-        if let Some(k) = self.driver.filter(|&k| !crate::sys::has_driver(k)) {
+        if let Some(k) = self.driver.filter(|&k| !<crate::sys::Port as crate::sys::PortDriver>::has_driver(k)) {
             return Err(Error::invalid("driver", format!("{k:?}"), "does not exist on this target"));
         }
         if self.host_overlapped_size > MAX_HOST_OVERLAPPED_SIZE {

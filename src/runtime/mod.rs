@@ -554,7 +554,7 @@ impl Runtime {
         if crate::timer::cancel(id.0) {
             Ok(())
         } else {
-            Err(Error::Io(crate::sys::not_found()))
+            Err(Error::Io(<crate::sys::Port as crate::sys::PortDriver>::not_found()))
         }
     }
 

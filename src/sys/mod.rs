@@ -1,9 +1,12 @@
 //! Platform backends, behind one contract: [`PortDriver`] and
 //! [`HandleDriver`]. The portable core (ports, handles, the pool, the
-//! runtime) only ever calls these traits and names `sys::Port`,
-//! `sys::Handle`, `sys::Slot`, `sys::RequestOs`, `sys::ABORTED_CODE`,
-//! `sys::OUT_OF_RESOURCES`,
-//! `sys::status_code_of` and `sys::not_found`; it never sees an OS type.
+//! runtime) only ever calls these traits, through `sys::Port`,
+//! `sys::Handle` and `sys::RequestOs`; it never sees an OS type, and what
+//! differs between the OSes (codes, which kinds are sockets) it asks of
+//! the traits' associated items.
+//!
+//! The backends name only `crate::shared` (the kinds and ids both sides
+//! use), the request, the buffer and `crate::sync`.
 //!
 //! | OS | port | readiness / completion |
 //! | --- | --- | --- |
@@ -14,24 +17,30 @@
 //! A further driver (io_uring on Linux) implements the same two traits; the
 //! user-space queue in [`queue`] is there for any driver that needs one.
 
+#[cfg(not(loom))]
 use std::io;
+#[cfg(not(loom))]
 use std::time::Duration;
 
 #[cfg(not(loom))]
 use crate::{
-    error::{Error, Result},
-    handle::HandleKind,
-    port::Packet,
-    request::{Request, RequestId},
+    request::{Packet, Request},
+    shared::error::{Error, Result},
+    shared::{DriverInfo, DriverKind, DriverStats, HandleKind, OsMetrics, RequestId},
 };
 
 #[cfg(not(loom))]
 pub(crate) mod clock;
 
-/// True where the port's queue can be counted (`PortDriver::queued`), so
-/// the metrics need not count posts in and out to know the queue depth.
+/// [`PortDriver::QUEUE_LEN_KNOWN`] of this target's port.
 #[cfg(not(loom))]
-pub(crate) const QUEUE_LEN_KNOWN: bool = cfg!(unix);
+pub(crate) const QUEUE_LEN_KNOWN: bool = <Port as PortDriver>::QUEUE_LEN_KNOWN;
+
+/// How the core runs a call that may block in the OS for as long as a file
+/// system takes: a pool worker is marked blocked meanwhile, so a shutdown
+/// or a close that waits for it knows where it is (S11, S17).
+#[cfg(not(loom))]
+pub(crate) type BlockingCall = fn(&mut dyn FnMut());
 #[cfg(any(unix, loom))]
 pub(crate) mod queue;
 
@@ -52,11 +61,6 @@ pub(crate) use unix::*;
 mod windows;
 #[cfg(all(windows, not(loom)))]
 pub(crate) use windows::*;
-// The Windows-only public functions (`iocompletion::windows`).
-#[cfg(all(windows, not(loom)))]
-pub use windows::{
-    disconnect_named_pipe, from_overlapped_handle, named_pipe_client, named_pipe_server, post_as_kernel,
-};
 
 /// A completion port as a backend provides it.
 ///
@@ -73,9 +77,30 @@ pub(crate) trait PortDriver: Sized + Send + Sync + 'static {
     /// A thread's claim on a concurrency slot (S7).
     type Slot: SlotOps;
 
+    /// The status code of an aborted request (S24).
+    const ABORTED_CODE: u32;
+
+    /// Codes of running out of a resource (S37): descriptors, buffers,
+    /// memory.
+    const OUT_OF_RESOURCES: &'static [u32];
+
+    /// True where the port's queue can be counted ([`PortDriver::queued`]),
+    /// so the metrics need not count posts in and out to know its depth.
+    const QUEUE_LEN_KNOWN: bool;
+
+    /// The OS code of `e`, or a generic failure code when it carries none.
+    fn status_code_of(e: &io::Error) -> u32;
+
+    /// The "not found" error of a cancel that found nothing (S25).
+    fn not_found() -> io::Error;
+
+    /// True for the drivers this target has (S36).
+    fn has_driver(kind: DriverKind) -> bool;
+
     /// A port on the driver `want` asks for (`None`: the platform's
     /// choice, which on Linux the `IOCOMPLETION_DRIVER` setting can change).
-    fn new(concurrency: usize, want: Option<crate::port::DriverKind>) -> io::Result<Self>;
+    /// The port runs each call that may block in the OS through `blocking`.
+    fn new(concurrency: usize, want: Option<DriverKind>, blocking: BlockingCall) -> io::Result<Self>;
 
     fn concurrency(&self) -> usize;
 
@@ -127,8 +152,8 @@ pub(crate) trait PortDriver: Sized + Send + Sync + 'static {
     fn maintain(&self);
 
     /// What the port's OS queue did (`metrics::OsMetrics`).
-    fn os_metrics(&self) -> crate::metrics::OsMetrics {
-        crate::metrics::OsMetrics::default()
+    fn os_metrics(&self) -> OsMetrics {
+        OsMetrics::default()
     }
 
     /// Items on the port's queue, where the backend can count them.
@@ -136,31 +161,16 @@ pub(crate) trait PortDriver: Sized + Send + Sync + 'static {
         None
     }
 
-    /// Packets dropped because the crate did not make them (S39); only
-    /// IOCP can receive such packets.
-    fn foreign_packets(&self) -> usize {
-        0
-    }
-
-    /// Completions of requests the OS queued no packet for, which the
-    /// backend delivered through the port's own queue; only IOCP has a
-    /// kernel queue to skip.
-    fn direct_completions(&self) -> usize {
-        0
-    }
-
-    /// Requests the port's close gave up waiting for: still held by the
-    /// OS after the close's bound, leaked with their buffers (never freed
-    /// while the OS may still write to them).
-    fn leaked_requests(&self) -> usize {
-        0
+    /// What only some drivers count (`shared::DriverStats`).
+    fn stats(&self) -> DriverStats {
+        DriverStats::default()
     }
 
     /// The slot the calling thread holds, if any.
     fn current_slot() -> Option<Self::Slot>;
 
     /// The driver the port runs on.
-    fn driver(&self) -> crate::port::DriverInfo;
+    fn driver(&self) -> DriverInfo;
 }
 
 /// A concurrency slot held by a thread.
@@ -175,6 +185,16 @@ pub(crate) trait SlotOps: Clone + Send + Sync + 'static {
 #[cfg(not(loom))]
 pub(crate) trait HandleDriver: Sized + Send + Sync + 'static {
     type Port: PortDriver;
+
+    /// True when a handle of `kind` is a socket.
+    fn is_socket(kind: HandleKind) -> bool;
+
+    /// True when a handle of `kind` takes an accept.
+    fn accepts(kind: HandleKind) -> bool;
+
+    /// The status of a request whose deadline passed (S33), started on a
+    /// handle of `kind` (`None`: on no handle).
+    fn timed_out_code(kind: Option<HandleKind>) -> u32;
 
     fn kind(&self) -> HandleKind;
 

@@ -8,8 +8,9 @@ use std::io;
 use std::os::fd::OwnedFd;
 
 use super::op::{done, failed, is_write_side, perform, sent, Completions, Event};
-use crate::handle::HandleKind;
-use crate::request::{Request, RequestId};
+use crate::request::Request;
+use crate::shared::HandleKind;
+use crate::shared::RequestId;
 
 /// The readiness driver's part of a handle: its requests waiting for the
 /// handle to become ready, in start order.

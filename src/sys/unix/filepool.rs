@@ -9,8 +9,9 @@ use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 
 use super::op::{aborted, done, failed, perform_file};
-use crate::port::Packet;
-use crate::request::{Request, RequestId};
+use crate::request::Packet;
+use crate::request::Request;
+use crate::shared::RequestId;
 
 /// The file pool's part of a handle: its requests not yet performed.
 #[derive(Default)]

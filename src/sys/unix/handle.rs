@@ -16,9 +16,10 @@ use super::filepool::Work;
 use super::io::{Driver, Io};
 use super::op::aborted;
 use super::port::{Inner as PortInner, Item, Port};
-use crate::error::{Error, Result};
-use crate::handle::HandleKind;
-use crate::request::{Request, RequestId};
+use crate::request::Request;
+use crate::shared::error::{Error, Result};
+use crate::shared::HandleKind;
+use crate::shared::RequestId;
 use crate::sync::{Arc, Ordering, Weak};
 use crate::sys::HandleDriver;
 
@@ -51,6 +52,24 @@ impl Handle {
 
 impl HandleDriver for Handle {
     type Port = Port;
+
+    /// Every kind but files and other streams; a local stream is a
+    /// Unix-domain socket.
+    fn is_socket(kind: HandleKind) -> bool {
+        use HandleKind as K;
+        matches!(kind, K::TcpStream | K::TcpListener | K::Udp | K::LocalStream | K::LocalListener)
+    }
+
+    /// The listeners (a Unix-domain stream does not accept, its listener
+    /// does).
+    fn accepts(kind: HandleKind) -> bool {
+        matches!(kind, HandleKind::TcpListener | HandleKind::LocalListener)
+    }
+
+    /// `ETIMEDOUT`.
+    fn timed_out_code(_kind: Option<HandleKind>) -> u32 {
+        libc::ETIMEDOUT as u32
+    }
 
     fn kind(&self) -> HandleKind {
         self.io.kind()
@@ -449,51 +468,22 @@ impl Handle {
     }
 }
 
-impl From<UnixStream> for crate::Handle {
-    fn from(s: UnixStream) -> crate::Handle {
-        crate::Handle::from_sys(Handle::new(s.into(), HandleKind::LocalStream))
+impl From<UnixStream> for Handle {
+    fn from(s: UnixStream) -> Handle {
+        Handle::new(s.into(), HandleKind::LocalStream)
     }
 }
 
-impl From<UnixListener> for crate::Handle {
-    fn from(s: UnixListener) -> crate::Handle {
-        crate::Handle::from_sys(Handle::new(s.into(), HandleKind::LocalListener))
+impl From<UnixListener> for Handle {
+    fn from(s: UnixListener) -> Handle {
+        Handle::new(s.into(), HandleKind::LocalListener)
     }
 }
 
-impl crate::Handle {
-    /// Lends the fd to `f` for what the crate does not wrap (S38), without
-    /// undoing the binding. The handle cannot be closed while `f` runs (a
-    /// close waits for it). Fails with `InvalidArgument` once closed.
-    ///
-    /// A handle can be closed through any of its clones, so it lends its
-    /// fd for a call rather than implementing `AsFd`, whose borrow would
-    /// outlive a close; [`AsRawFd`] gives the raw number.
-    pub fn with_fd<T>(&self, f: impl FnOnce(std::os::fd::BorrowedFd<'_>) -> T) -> Result<T> {
-        self.sys().with_fd(f)
-    }
-}
-
-/// An owned fd of any kind (S38): a socket keeps its kind (TCP stream or
-/// listener, UDP, Unix-domain stream or listener, told by its type, address
-/// and `SO_ACCEPTCONN`); a regular file is served by the pool with positional
-/// requests; anything else (pipe, tty, character device) is a stream driven
-/// by readiness. One that cannot be read or written as a stream (a
-/// directory, an `O_PATH` fd) is refused when bound, on every driver; a
-/// device that epoll cannot watch (`/dev/zero`, `/dev/null`) is served by
-/// the pool on epoll.
-impl From<OwnedFd> for crate::Handle {
-    fn from(fd: OwnedFd) -> crate::Handle {
+/// An owned fd of any kind, told by [`kind_of`].
+impl From<OwnedFd> for Handle {
+    fn from(fd: OwnedFd) -> Handle {
         let kind = kind_of(&fd);
-        crate::Handle::from_sys(Handle::new(fd, kind))
-    }
-}
-
-/// The fd number, or -1 once the handle is closed. The number is only
-/// valid while the handle is open; use [`Handle::with_fd`](crate::Handle::with_fd)
-/// to hold it open meanwhile.
-impl AsRawFd for crate::Handle {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.sys().raw_fd()
+        Handle::new(fd, kind)
     }
 }

@@ -9,8 +9,8 @@ use std::os::fd::OwnedFd;
 use super::epoll::Streams;
 use super::filepool::{self, Work};
 use super::op::{aborted, Completions};
-use crate::handle::HandleKind;
-use crate::port::Packet;
+use crate::request::Packet;
+use crate::shared::HandleKind;
 use crate::sync::{Arc, AtomicBool, Mutex, Ordering, RwLock};
 
 /// What a handle's lock guards: whether it (or its port) closed, and the

@@ -5,7 +5,7 @@
 //! io_uring), and the packets a request completes with. The queues,
 //! readiness and completions around them live in each driver (`epoll.rs`,
 //! `uring.rs`, `filepool.rs`); adding a request kind touches this file,
-//! `uring.rs` (and the portable `crate::op`).
+//! `uring.rs` (and the portable `crate::shared::Op`).
 
 use std::fs::File;
 use std::io::{self, IoSlice, Write};
@@ -18,11 +18,11 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use socket2::SockRef;
 
 use crate::buf::Buffer;
-use crate::handle::HandleKind;
-use crate::op::Op;
-use crate::port::Packet;
+use crate::request::Packet;
 use crate::request::Request;
-use crate::status::Status;
+use crate::shared::status::Status;
+use crate::shared::HandleKind;
+use crate::shared::Op;
 
 /// The most parts one system call (or io_uring entry) takes: Linux's
 /// `UIO_MAXIOV`, and `IOV_MAX` on macOS and the BSDs. A request of more
@@ -90,10 +90,10 @@ pub(super) trait Completions {
 
 /// The connection an accept on a listener of `kind` produced (its fd), on
 /// either socket driver.
-pub(super) fn accepted(kind: HandleKind, fd: OwnedFd) -> crate::Handle {
+pub(super) fn accepted(kind: HandleKind, fd: OwnedFd) -> super::Handle {
     match kind {
-        HandleKind::TcpListener => crate::Handle::from(TcpStream::from(fd)),
-        _ => crate::Handle::from(UnixStream::from(fd)),
+        HandleKind::TcpListener => super::Handle::from(TcpStream::from(fd)),
+        _ => super::Handle::new(fd, HandleKind::LocalStream),
     }
 }
 

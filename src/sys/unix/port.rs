@@ -17,11 +17,13 @@ use slab::Slab;
 
 use super::io::{Driver, Io};
 use super::op::Completions;
-use crate::error::{Error, Result};
-use crate::port::{DriverInfo, DriverKind, Packet};
+use crate::request::Packet;
+use crate::shared::error::{Error, Result};
+use crate::shared::DriverStats;
+use crate::shared::{DriverInfo, DriverKind};
 use crate::sync::{Arc, Mutex, Ordering};
 use crate::sys::queue::{Ended, Poller, Queue, Slot};
-use crate::sys::{PortDriver, SlotOps};
+use crate::sys::{BlockingCall, PortDriver, SlotOps};
 
 const WAKER: Token = Token(0);
 const EVENTS: usize = 256;
@@ -38,7 +40,7 @@ pub(super) type PortQueue = Queue<Item, UnixPoller>;
 impl Completions for PortQueue {
     fn complete(&self, mut p: Packet) {
         if let Some(r) = p.request.as_mut() {
-            crate::metrics::stamp_completion(r);
+            r.stamp_completion();
         }
         self.push(Item::Packet(p));
     }
@@ -58,7 +60,7 @@ pub(crate) struct MioPoller {
     /// progress may still carry their address.
     retired: Mutex<Vec<Arc<Io>>>,
     /// Its `epoll_wait` (`kevent`) calls and the events they returned.
-    os: crate::metrics::OsCounters,
+    os: crate::shared::OsCounters,
 }
 
 impl MioPoller {
@@ -247,6 +249,8 @@ pub(crate) struct Inner {
     /// The handles bound to this port, for its close (S11).
     sources: Mutex<Slab<Arc<Io>>>,
     driver: DriverInfo,
+    /// How a file request, which may block, is performed (S11, S17).
+    blocking: BlockingCall,
 }
 
 /// What a waiting thread keeps between its waits: the concurrency slot it
@@ -278,13 +282,43 @@ pub(crate) struct Port {
 impl PortDriver for Port {
     type Slot = Slot;
 
-    fn new(concurrency: usize, want: Option<DriverKind>) -> io::Result<Port> {
+    /// `ECANCELED`.
+    const ABORTED_CODE: u32 = libc::ECANCELED as u32;
+
+    const OUT_OF_RESOURCES: &'static [u32] =
+        &[libc::EMFILE as u32, libc::ENFILE as u32, libc::ENOBUFS as u32, libc::ENOMEM as u32];
+
+    const QUEUE_LEN_KNOWN: bool = true;
+
+    /// The errno of `e`, or `EIO`.
+    fn status_code_of(e: &io::Error) -> u32 {
+        e.raw_os_error().unwrap_or(libc::EIO) as u32
+    }
+
+    fn not_found() -> io::Error {
+        super::not_found()
+    }
+
+    /// io_uring and epoll on Linux, epoll on Android, kqueue on the BSDs
+    /// and Apple's systems.
+    fn has_driver(kind: DriverKind) -> bool {
+        use DriverKind as K;
+        match kind {
+            K::IoUring => cfg!(target_os = "linux"),
+            K::Epoll => cfg!(any(target_os = "linux", target_os = "android")),
+            K::Kqueue => !cfg!(any(target_os = "linux", target_os = "android")),
+            K::Iocp => false,
+        }
+    }
+
+    fn new(concurrency: usize, want: Option<DriverKind>, blocking: BlockingCall) -> io::Result<Port> {
         let (poller, driver) = choose_driver(want)?;
         Ok(Port {
             inner: Arc::new(Inner {
                 queue: Queue::new(concurrency, Some(poller)),
                 sources: Mutex::new(Slab::new()),
                 driver,
+                blocking,
             }),
         })
     }
@@ -305,12 +339,12 @@ impl PortDriver for Port {
         self.inner.queue.sleepers()
     }
 
-    fn leaked_requests(&self) -> usize {
+    fn stats(&self) -> DriverStats {
         #[cfg(target_os = "linux")]
         if let Some(ring) = self.inner.ring() {
-            return ring.leaked();
+            return DriverStats { leaked_requests: ring.leaked(), ..DriverStats::default() };
         }
-        0
+        DriverStats::default()
     }
 
     fn has_backlog(&self) -> bool {
@@ -321,7 +355,7 @@ impl PortDriver for Port {
         Some(self.inner.queue.len())
     }
 
-    fn os_metrics(&self) -> crate::metrics::OsMetrics {
+    fn os_metrics(&self) -> crate::shared::OsMetrics {
         match self.inner.queue.poller() {
             Some(UnixPoller::Mio(m)) => m.os.snapshot(),
             #[cfg(target_os = "linux")]
@@ -398,10 +432,11 @@ impl PortDriver for Port {
                         Item::Work(io) => {
                             // May block as long as the file system takes:
                             // the pool knows (S11, S17).
-                            let p = crate::pool::blocking_file_call(|| {
+                            let mut p = None;
+                            (self.inner.blocking)(&mut || {
                                 #[cfg(all(test, target_os = "linux"))]
                                 stuck::before_work(&io);
-                                io.perform_work(self.inner.queue.is_closing())
+                                p = io.perform_work(self.inner.queue.is_closing());
                             });
                             if let Some(p) = p {
                                 out.push(p);

@@ -36,11 +36,12 @@ use rustc_hash::FxHashMap;
 use socket2::SockAddr;
 
 use super::op::{accepted, failed, is_write_side, read_iov, sent, write_iov, Completions};
-use crate::handle::HandleKind;
-use crate::op::Op;
-use crate::port::Packet;
-use crate::request::{Header, Request, RequestId};
-use crate::status::Status;
+use crate::request::Packet;
+use crate::request::{Header, Request};
+use crate::shared::status::Status;
+use crate::shared::HandleKind;
+use crate::shared::Op;
+use crate::shared::RequestId;
 use crate::sync::{fence, Arc, AtomicBool, AtomicUsize, Mutex, Ordering, Weak};
 
 mod handshake;
@@ -164,7 +165,7 @@ pub(crate) struct Ring {
     /// `COOP_TASKRUN | TASKRUN_FLAG` (the kernel granted them).
     coop: bool,
     /// Its `io_uring_enter` calls and what they returned (`metrics`).
-    pub(crate) os: crate::metrics::OsCounters,
+    pub(crate) os: crate::shared::OsCounters,
 }
 
 /// What a worker's ring has beside the port's.
@@ -310,7 +311,7 @@ impl Ring {
 
     /// The `io_uring_enter` calls of the port's ring and of every worker's
     /// ring it made, what they returned and the overflows (`metrics`).
-    pub(crate) fn os_snapshot(&self) -> crate::metrics::OsMetrics {
+    pub(crate) fn os_snapshot(&self) -> crate::shared::OsMetrics {
         let mut all = self.os.snapshot();
         for w in self.workers.lock().iter() {
             let m = w.os.snapshot();
@@ -321,7 +322,7 @@ impl Ring {
         all
     }
 
-    /// How the port's rings are set up, for [`DriverInfo`](crate::port::DriverInfo).
+    /// How the port's rings are set up, for [`DriverInfo`](crate::shared::DriverInfo).
     pub(crate) fn describe(&self) -> String {
         match (self.per_worker, self.coop) {
             (false, false) => "one ring for the port; setup flags: none, the kernel's default task work".into(),
@@ -1615,7 +1616,7 @@ fn finish(io: &dyn Owner, req: &mut Request, res: i32) -> Finished {
 #[cfg(test)]
 // Tests keep std's primitives (`crate::sync` is for the library's own).
 #[allow(clippy::disallowed_types, clippy::disallowed_methods)]
-mod tests {
+pub(crate) mod tests {
     use std::net::{TcpListener, TcpStream};
     use std::os::unix::net::UnixStream;
     use std::sync::mpsc::{channel, Receiver, Sender};
@@ -1623,7 +1624,7 @@ mod tests {
 
     use super::*;
     use crate::buf::Buffer;
-    use crate::port::DriverKind;
+    use crate::shared::DriverKind;
     use crate::sys::unix::{Handle, Port};
     use crate::sys::{HandleDriver, PortDriver};
 
@@ -1636,6 +1637,24 @@ mod tests {
     /// gives back would (no FUSE needed).
     pub(super) fn ignores_cancel(ring: &Ring) -> bool {
         DEAF.lock().unwrap().contains(&(ring as *const Ring as usize))
+    }
+
+    /// Test seam for the core's tests: while it lives, the ring of an
+    /// io_uring port drops its cancels (see [`ignores_cancel`]).
+    pub(crate) struct DeafRing(usize);
+
+    impl DeafRing {
+        pub(crate) fn new(port: &Port) -> DeafRing {
+            let key = port.inner.ring().expect("an io_uring port") as *const Ring as usize;
+            DEAF.lock().unwrap().push(key);
+            DeafRing(key)
+        }
+    }
+
+    impl Drop for DeafRing {
+        fn drop(&mut self) {
+            DEAF.lock().unwrap().retain(|&r| r != self.0);
+        }
     }
 
     /// Descriptors whose file reads skip the cached read and go to the
@@ -1702,7 +1721,7 @@ mod tests {
     /// keep-alive), and the pool's shutdown with it.
     #[test]
     fn s17_a_wake_up_taken_by_the_close_is_given_again() {
-        let Ok(port) = Port::new(1, Some(DriverKind::IoUring)) else {
+        let Ok(port) = Port::new(1, Some(DriverKind::IoUring), |f| f()) else {
             return; // no io_uring here: nothing to test
         };
         let ring = port.inner.ring().expect("an io_uring port");
@@ -1742,7 +1761,7 @@ mod tests {
     /// ever.
     #[test]
     fn s11_a_close_gives_up_on_a_request_the_kernel_keeps() {
-        let Ok(port) = Port::new(1, Some(DriverKind::IoUring)) else {
+        let Ok(port) = Port::new(1, Some(DriverKind::IoUring), |f| f()) else {
             return; // no io_uring here: nothing to test
         };
         let ring = port.inner.ring().expect("an io_uring port");
@@ -1762,43 +1781,13 @@ mod tests {
         DEAF.lock().unwrap().retain(|&r| r != key);
         assert_eq!(closed, Ok(true), "the close did not return");
         closer.join().unwrap();
-        assert_eq!(port.leaked_requests(), 1, "the read still in the kernel is counted as leaked");
+        assert_eq!(port.stats().leaked_requests, 1, "the read still in the kernel is counted as leaked");
         // The port's queue is closed and drained: a waiter hears so at once.
         let mut out = Vec::new();
         assert!(matches!(
             port.get_many(&mut out, 1, Some(Duration::from_secs(20)), None),
-            Err(crate::Error::Abandoned)
+            Err(crate::shared::error::Error::Abandoned)
         ));
-    }
-
-    /// S17: a runtime's shutdown returns, with its workers joined, while a
-    /// request of one of its handles stays in the kernel (its cancel
-    /// dropped); the port counts it as leaked.
-    #[test]
-    fn s17_a_shutdown_gives_up_on_a_request_the_kernel_keeps() {
-        let Ok(rt) =
-            crate::Runtime::builder().min_threads(1).max_threads(2).driver(DriverKind::IoUring).build()
-        else {
-            return; // no io_uring here: nothing to test
-        };
-        let (_client, server) = pair();
-        let h = crate::Handle::from(server);
-        rt.bind_io_completion_callback(&h, Arc::new(|_: Status, _: usize, _: Request| {}), 0).unwrap();
-        h.read(vec![0u8; 16]).start().unwrap();
-        let port = rt.default_port().unwrap();
-        let key = port.inner.sys.inner.ring().expect("an io_uring port") as *const Ring as usize;
-        DEAF.lock().unwrap().push(key);
-        let (rt2, (done_tx, done_rx)) = (rt.clone(), channel());
-        let stopper = std::thread::spawn(move || {
-            rt2.shutdown();
-            let _ = done_tx.send(());
-        });
-        let stopped = done_rx.recv_timeout(Duration::from_secs(20));
-        DEAF.lock().unwrap().retain(|&r| r != key);
-        assert_eq!(stopped, Ok(()), "the shutdown did not return");
-        stopper.join().unwrap();
-        assert_eq!(port.leaked_requests(), 1);
-        assert_eq!(rt.stats().threads, 0, "every worker was joined");
     }
 
     /// S2: a batch the kernel stops early (an entry whose preparation
@@ -1862,7 +1851,7 @@ mod tests {
     /// and the buffer's length was never set.
     #[test]
     fn s8_a_file_read_failing_after_part_completes_with_the_bytes_read() {
-        let Ok(port) = Port::new(1, Some(DriverKind::IoUring)) else {
+        let Ok(port) = Port::new(1, Some(DriverKind::IoUring), |f| f()) else {
             return; // no io_uring here: nothing to test
         };
         // A directory served as a file: its cached read is refused
@@ -1886,7 +1875,7 @@ mod tests {
     #[test]
     fn s24_a_file_read_cut_off_after_part_reports_the_bytes_read() {
         for cut in ["cancel", "close"] {
-            let Ok(port) = Port::new(1, Some(DriverKind::IoUring)) else {
+            let Ok(port) = Port::new(1, Some(DriverKind::IoUring), |f| f()) else {
                 return; // no io_uring here: nothing to test
             };
             // A pipe served as a file, its reads sent to the ring: a read

@@ -43,10 +43,11 @@ use windows_sys::Win32::System::IO::{CancelIoEx, CreateIoCompletionPort, OVERLAP
 use super::op::{start, Started};
 use super::port::Inner as PortInner;
 use super::port::Port;
-use crate::error::{Error, Result};
-use crate::handle::HandleKind;
-use crate::port::Packet;
-use crate::request::{Request, RequestId};
+use crate::request::Packet;
+use crate::request::Request;
+use crate::shared::error::{Error, Result};
+use crate::shared::HandleKind;
+use crate::shared::RequestId;
 use crate::sync::{Arc, AtomicBool, AtomicUsize, Ordering, Weak};
 use crate::sys::inflight::{Gate, Pending};
 use crate::sys::HandleDriver;
@@ -162,6 +163,28 @@ impl Handle {
 
 impl HandleDriver for Handle {
     type Port = Port;
+
+    /// The socket kinds; a local stream is a named pipe, not a socket.
+    fn is_socket(kind: HandleKind) -> bool {
+        use HandleKind as K;
+        matches!(kind, K::TcpStream | K::TcpListener | K::Udp | K::LocalListener)
+    }
+
+    /// The listeners, and the server end of a named pipe
+    /// (`ConnectNamedPipe`).
+    fn accepts(kind: HandleKind) -> bool {
+        matches!(kind, HandleKind::TcpListener | HandleKind::LocalListener | HandleKind::LocalStream)
+    }
+
+    /// `WSAETIMEDOUT` for a socket, as Winsock reports a timeout, else
+    /// `ERROR_TIMEOUT`.
+    fn timed_out_code(kind: Option<HandleKind>) -> u32 {
+        if kind.is_some_and(Self::is_socket) {
+            windows_sys::Win32::Networking::WinSock::WSAETIMEDOUT as u32
+        } else {
+            windows_sys::Win32::Foundation::ERROR_TIMEOUT
+        }
+    }
 
     fn kind(&self) -> HandleKind {
         self.io.kind
@@ -621,30 +644,11 @@ fn socket_kind(s: &OwnedSocket) -> HandleKind {
     }
 }
 
-/// An owned socket (S38): a TCP stream or listener (told by
-/// `SO_ACCEPTCONN`) or a UDP socket, by its type.
-impl From<OwnedSocket> for crate::Handle {
-    fn from(s: OwnedSocket) -> crate::Handle {
+/// An owned socket, of the kind its type and `SO_ACCEPTCONN` tell.
+impl From<OwnedSocket> for Handle {
+    fn from(s: OwnedSocket) -> Handle {
         let kind = socket_kind(&s);
-        crate::Handle::from_sys(Handle::new(Raw::Socket(s), kind))
-    }
-}
-
-/// The socket, or `INVALID_SOCKET` for a file or pipe handle or once the
-/// handle is closed. Valid only while the handle is open; use
-/// [`Handle::with_socket`](crate::Handle::with_socket) to hold it open.
-impl AsRawSocket for crate::Handle {
-    fn as_raw_socket(&self) -> std::os::windows::io::RawSocket {
-        self.sys().raw_socket()
-    }
-}
-
-/// The OS handle (for a socket, the socket's value), or null once the
-/// handle is closed. Valid only while the handle is open; use
-/// [`Handle::with_handle`](crate::Handle::with_handle) to hold it open.
-impl AsRawHandle for crate::Handle {
-    fn as_raw_handle(&self) -> RawHandle {
-        self.sys().raw_handle()
+        Handle::new(Raw::Socket(s), kind)
     }
 }
 
@@ -754,110 +758,65 @@ fn pipe_name(name: &str) -> Result<Vec<u16>> {
     Ok(wide(&full))
 }
 
-/// Not part of the API: a seam for the crate's tests. Queues on the
-/// handle's port the packet the kernel would queue for overlapped I/O
-/// on this handle whose `OVERLAPPED` is at `overlapped`: the handle's
-/// completion key, that address, `bytes` and success. The port must
-/// tell it from its requests as it tells any packet (S39).
-///
-/// # Safety
-/// `overlapped` is not the `OVERLAPPED` of a request of this handle
-/// that is in flight now: that request would complete while the OS
-/// still holds its buffer. (An address of an earlier request, one whose
-/// completion was taken, is what the tests pass.)
-#[doc(hidden)]
-pub unsafe fn post_as_kernel(handle: &crate::Handle, overlapped: usize, bytes: u32) -> Result<()> {
-    let io = &handle.sys().io;
-    let key = io.key.load(Ordering::Acquire);
-    let port = io.port.get().and_then(Weak::upgrade);
-    let Some(port) = port.filter(|_| key > 0) else {
-        return Err(Error::invalid("handle", handle.sys().describe_kind(), "is not bound to a port"));
-    };
-    // SAFETY: the port handle is open while `port` is held; the kernel
-    // only queues the pointer, and the port compares it before it reads
-    // anything (the caller's promise covers the one request it may name).
-    let ok = unsafe {
-        windows_sys::Win32::System::IO::PostQueuedCompletionStatus(
-            port.handle(),
-            bytes,
-            key,
-            overlapped as *const OVERLAPPED,
-        )
-    };
-    if ok == 0 {
-        return Err(Error::Io(io::Error::last_os_error()));
-    }
-    Ok(())
-}
-
-/// Disconnects the server end of a named pipe from its client
-/// (`DisconnectNamedPipe`), so that the instance can
-/// [`accept`](crate::Handle::accept) the next client. The client's
-/// pending requests fail; the server's end their own way (a pending
-/// read completes with an error). `InvalidArgument` on a socket or a
-/// closed handle.
-pub fn disconnect_named_pipe(handle: &crate::Handle) -> Result<()> {
-    handle.sys().with_handle(|h| {
-        // SAFETY: the pipe handle is open while it is lent
-        // (with_handle); the call takes only the handle.
-        if unsafe { DisconnectNamedPipe(h.as_raw_handle() as HANDLE) } == 0 {
-            Err(Error::Io(io::Error::last_os_error()))
-        } else {
-            Ok(())
-        }
-    })?
-}
-
-/// A handle over an OS file, pipe or device handle that was opened for
-/// overlapped I/O (`FILE_FLAG_OVERLAPPED`); it is used as it is. A
-/// handle opened without that flag cannot be driven by a completion
-/// port: binding it fails with `ERROR_INVALID_PARAMETER` (87) from
-/// `CreateIoCompletionPort`, and nothing is started on it. Use
-/// `Handle::try_from(File)` for a std `File`, which reopens it.
-///
-/// Overlapped I/O that other code issues on a duplicate of the handle
-/// completes to the same port; the crate tells those packets apart and
-/// drops them (S39, [`Port::foreign_packets`](crate::Port::foreign_packets)).
-pub fn from_overlapped_handle(h: OwnedHandle) -> crate::Handle {
-    let kind = kind_of(h.as_raw_handle());
-    crate::Handle::from_sys(Handle::new(Raw::File(h), kind))
-}
-
-impl crate::Handle {
-    /// Lends the file or pipe handle to `f` for what the crate does not
-    /// wrap (S38), without undoing the binding. The handle cannot be closed
-    /// while `f` runs (a close waits for it). Fails with `InvalidArgument`
-    /// for a socket (see [`Handle::with_socket`](crate::Handle::with_socket))
-    /// or once closed.
+impl Handle {
+    /// Queues on the handle's port the packet the kernel would queue for
+    /// overlapped I/O on this handle whose `OVERLAPPED` is at `overlapped`
+    /// (the public `windows::post_as_kernel`, a seam for the tests).
     ///
-    /// A handle can be closed through any of its clones, so it lends its
-    /// OS handle for a call rather than implementing `AsHandle`, whose
-    /// borrow would outlive a close; [`AsRawHandle`] gives the raw value.
-    pub fn with_handle<T>(&self, f: impl FnOnce(std::os::windows::io::BorrowedHandle<'_>) -> T) -> Result<T> {
-        self.sys().with_handle(f)
+    /// # Safety
+    /// `overlapped` is not the `OVERLAPPED` of a request of this handle
+    /// that is in flight now: that request would complete while the OS
+    /// still holds its buffer.
+    pub(crate) unsafe fn post_as_kernel(&self, overlapped: usize, bytes: u32) -> Result<()> {
+        let io = &self.io;
+        let key = io.key.load(Ordering::Acquire);
+        let port = io.port.get().and_then(Weak::upgrade);
+        let Some(port) = port.filter(|_| key > 0) else {
+            return Err(Error::invalid("handle", self.describe_kind(), "is not bound to a port"));
+        };
+        // SAFETY: the port handle is open while `port` is held; the kernel
+        // only queues the pointer, and the port compares it before it reads
+        // anything (the caller's promise covers the one request it may name).
+        let ok = unsafe {
+            windows_sys::Win32::System::IO::PostQueuedCompletionStatus(
+                port.handle(),
+                bytes,
+                key,
+                overlapped as *const OVERLAPPED,
+            )
+        };
+        if ok == 0 {
+            return Err(Error::Io(io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    /// Disconnects the server end of a named pipe from its client
+    /// (`DisconnectNamedPipe`). `InvalidArgument` on a socket or a closed
+    /// handle.
+    pub(crate) fn disconnect_named_pipe(&self) -> Result<()> {
+        self.with_handle(|h| {
+            // SAFETY: the pipe handle is open while it is lent
+            // (with_handle); the call takes only the handle.
+            if unsafe { DisconnectNamedPipe(h.as_raw_handle() as HANDLE) } == 0 {
+                Err(Error::Io(io::Error::last_os_error()))
+            } else {
+                Ok(())
+            }
+        })?
     }
 }
 
-/// Creates the server end of a named pipe (S27): a byte-mode, duplex,
-/// overlapped instance of `name` (`\\.\pipe\name` unless `name`
-/// already starts with `\\`), local clients only. A client that
-/// opens the name with [`named_pipe_client`] connects to it;
-/// the two are then [`HandleKind::LocalStream`]s that take reads and
-/// writes.
-///
-/// Only LocalSystem, the Administrators group and the user the process
-/// runs as may open the pipe: its security descriptor is a protected
-/// DACL that grants those three full access and no one else (Windows'
-/// default descriptor for a pipe lets Everyone and Anonymous read it).
-/// Remote clients are rejected (`PIPE_REJECT_REMOTE_CLIENTS`).
-///
-/// With `first` set, the call fails (`ERROR_ACCESS_DENIED`) when a pipe
-/// of that name exists already (`FILE_FLAG_FIRST_PIPE_INSTANCE`). Set it
-/// for a server's first instance: a pipe of the same name that another
-/// process made first keeps that process's security descriptor, and
-/// joining it would serve clients the crate did not choose. Later
-/// instances of the server's own pipe pass `false`.
-pub fn named_pipe_server(name: &str, first: bool) -> Result<crate::Handle> {
+/// A handle over an OS file, pipe or device handle opened for overlapped
+/// I/O, used as it is.
+pub(crate) fn from_overlapped_handle(h: OwnedHandle) -> Handle {
+    let kind = kind_of(h.as_raw_handle());
+    Handle::new(Raw::File(h), kind)
+}
+
+/// The server end of the named pipe `name` (the public
+/// `windows::named_pipe_server`): a protected DACL, local clients only.
+pub(crate) fn named_pipe_server(name: &str, first: bool) -> Result<Handle> {
     let w = pipe_name(name)?;
     let mut mode = PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED;
     if first {
@@ -889,18 +848,12 @@ pub fn named_pipe_server(name: &str, first: bool) -> Result<crate::Handle> {
     }
     // SAFETY: `h` is a fresh handle that nothing else owns.
     let h = unsafe { OwnedHandle::from_raw_handle(h as RawHandle) };
-    Ok(crate::Handle::from_sys(Handle::new(Raw::File(h), HandleKind::LocalStream)))
+    Ok(Handle::new(Raw::File(h), HandleKind::LocalStream))
 }
 
-/// Opens the client end of the named pipe `name` (see
-/// [`named_pipe_server`]) for overlapped reads and writes.
-///
-/// The client allows the server to identify it but not to act as it
-/// (`SECURITY_SQOS_PRESENT | SECURITY_IDENTIFICATION`: no impersonation).
-/// When every instance of the pipe is busy (`ERROR_PIPE_BUSY`) it waits
-/// for one (`WaitNamedPipeW`, up to 5 s at a time, 3 times) before it
-/// gives up with that error.
-pub fn named_pipe_client(name: &str) -> Result<crate::Handle> {
+/// The client end of the named pipe `name` (the public
+/// `windows::named_pipe_client`), waiting for a busy pipe a few times.
+pub(crate) fn named_pipe_client(name: &str) -> Result<Handle> {
     let w = pipe_name(name)?;
     let mut tries = 0;
     let h = loop {
@@ -930,5 +883,5 @@ pub fn named_pipe_client(name: &str) -> Result<crate::Handle> {
     };
     // SAFETY: `h` is a fresh handle that nothing else owns.
     let h = unsafe { OwnedHandle::from_raw_handle(h as RawHandle) };
-    Ok(crate::Handle::from_sys(Handle::new(Raw::File(h), HandleKind::LocalStream)))
+    Ok(Handle::new(Raw::File(h), HandleKind::LocalStream))
 }

@@ -43,48 +43,21 @@ mod port;
 mod wine;
 
 pub(crate) use handle::Handle;
-pub use handle::{
-    disconnect_named_pipe, from_overlapped_handle, named_pipe_client, named_pipe_server, post_as_kernel,
-};
-pub(crate) use port::{Port, Slot};
+pub(crate) use handle::{from_overlapped_handle, named_pipe_client, named_pipe_server};
+pub(crate) use port::Port;
 
 use crate::sync::Arc;
 
-use crate::request::Header;
+use crate::request::{Header, Request};
 
-use windows_sys::Win32::Foundation::{ERROR_NOT_FOUND, ERROR_OPERATION_ABORTED};
+use windows_sys::Win32::Foundation::ERROR_NOT_FOUND;
 use windows_sys::Win32::System::IO::OVERLAPPED;
 
-/// `ERROR_OPERATION_ABORTED`: the status of an aborted request (S24).
-pub(crate) const ABORTED_CODE: u32 = ERROR_OPERATION_ABORTED;
-
-/// Codes of running out of a resource (S37): descriptors, buffers, memory.
-pub(crate) const OUT_OF_RESOURCES: [u32; 6] = {
-    use windows_sys::Win32::Foundation::{
-        ERROR_NOT_ENOUGH_MEMORY, ERROR_NO_SYSTEM_RESOURCES, ERROR_OUTOFMEMORY, ERROR_TOO_MANY_OPEN_FILES,
-    };
-    use windows_sys::Win32::Networking::WinSock::{WSAEMFILE, WSAENOBUFS};
-    [
-        WSAEMFILE as u32,
-        WSAENOBUFS as u32,
-        ERROR_TOO_MANY_OPEN_FILES,
-        ERROR_NOT_ENOUGH_MEMORY,
-        ERROR_OUTOFMEMORY,
-        ERROR_NO_SYSTEM_RESOURCES,
-    ]
-};
-
 /// `ERROR_GEN_FAILURE`, for errors that carry no OS code.
-const ERROR_GEN_FAILURE: u32 = 31;
-
-/// The Win32 (or Winsock) error code of `e`, or `ERROR_GEN_FAILURE` when it
-/// carries none.
-pub(crate) fn status_code_of(e: &std::io::Error) -> u32 {
-    e.raw_os_error().map_or(ERROR_GEN_FAILURE, |c| c as u32)
-}
+pub(super) const ERROR_GEN_FAILURE: u32 = 31;
 
 /// The "not found" error of a cancel that found nothing (S25).
-pub(crate) fn not_found() -> std::io::Error {
+fn not_found() -> std::io::Error {
     std::io::Error::from_raw_os_error(ERROR_NOT_FOUND as i32)
 }
 
@@ -192,7 +165,7 @@ impl std::fmt::Debug for RequestOs {
     }
 }
 
-impl crate::Request {
+impl Request {
     /// Not part of the API: a seam for the crate's tests. The address of
     /// the `OVERLAPPED` the request was last started with (S39).
     #[doc(hidden)]
@@ -208,25 +181,4 @@ impl crate::Request {
     pub fn block_address(&self) -> usize {
         self.header() as *const Header as usize
     }
-}
-
-/// The status of a request whose deadline passed (S33): `WSAETIMEDOUT`
-/// for a socket, as Winsock reports a timeout, else `ERROR_TIMEOUT`.
-pub(crate) fn timed_out_code(socket: bool) -> u32 {
-    if socket {
-        windows_sys::Win32::Networking::WinSock::WSAETIMEDOUT as u32
-    } else {
-        windows_sys::Win32::Foundation::ERROR_TIMEOUT
-    }
-}
-
-/// A local stream is a named pipe, not a socket.
-pub(crate) const LOCAL_STREAM_IS_SOCKET: bool = false;
-
-/// The server end of a named pipe accepts (`ConnectNamedPipe`).
-pub(crate) const LOCAL_STREAM_ACCEPTS: bool = true;
-
-/// True for the drivers this target has (S36): IOCP only.
-pub(crate) fn has_driver(kind: crate::port::DriverKind) -> bool {
-    kind == crate::port::DriverKind::Iocp
 }

@@ -2,7 +2,7 @@
 //! it, and what its packet settles (the accept and connect contexts, a
 //! datagram's source, the bytes read). The handle's state, cancel and close
 //! live in `handle.rs`; adding a request kind touches this file (and the
-//! portable `crate::op`).
+//! portable `crate::shared::Op`).
 
 use super::handle::{Io, Raw};
 use std::io;
@@ -24,11 +24,12 @@ use windows_sys::Win32::System::IO::OVERLAPPED;
 
 use super::net;
 use crate::buf::{Buffer, Part};
-use crate::error::{Error, Result};
-use crate::handle::HandleKind;
-use crate::port::Packet;
-use crate::request::{Header, Op, Request};
-use crate::status::Status;
+use crate::request::Packet;
+use crate::request::{Header, Request};
+use crate::shared::error::{Error, Result};
+use crate::shared::status::Status;
+use crate::shared::HandleKind;
+use crate::shared::Op;
 
 /// What the OS did with a request it took.
 pub(super) enum Started {
@@ -402,7 +403,7 @@ pub(super) fn complete(io: &Io, is_socket: bool, mut req: Request, nt: i32, byte
                     }
                 });
                 h.addr = SockRef::from(&sock).peer_addr().ok().and_then(|a| a.as_socket());
-                h.accepted = Some(crate::Handle::from(TcpStream::from(sock)));
+                h.accepted = Some(super::Handle::from(TcpStream::from(sock)));
             }
         }
         Op::Connect(_) if code == 0 => {

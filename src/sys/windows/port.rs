@@ -12,14 +12,15 @@ use windows_sys::Win32::System::IO::{
 };
 
 use super::handle::Io;
-use crate::error::{Error, Result};
-use crate::port::Packet;
+use crate::request::Packet;
 use crate::request::{Header, Request};
-use crate::status::Status;
+use crate::shared::error::{Error, Result};
+use crate::shared::status::Status;
+use crate::shared::{DriverInfo, DriverKind, DriverStats, OsMetrics};
 use crate::sync::{Arc, AtomicBool, AtomicUsize, Ordering, Weak};
 use crate::sys::inflight::Table;
 use crate::sys::ready::Ready;
-use crate::sys::{PortDriver, SlotOps};
+use crate::sys::{BlockingCall, PortDriver, SlotOps};
 
 /// Entries taken from the kernel in one `GetQueuedCompletionStatusEx`.
 const BATCH: usize = 64;
@@ -121,7 +122,7 @@ pub(crate) struct Inner {
     own_run: AtomicUsize,
     /// Its `GetQueuedCompletionStatusEx` calls and the entries they
     /// returned (`metrics`).
-    os: crate::metrics::OsCounters,
+    os: crate::shared::OsCounters,
 }
 
 /// The port. Cheap to share; the core holds it in an `Arc`.
@@ -145,12 +146,48 @@ impl SlotOps for Slot {
 impl PortDriver for Port {
     type Slot = Slot;
 
-    fn driver(&self) -> crate::port::DriverInfo {
-        crate::port::DriverInfo { kind: crate::port::DriverKind::Iocp, fallback: None, setup: None }
+    /// `ERROR_OPERATION_ABORTED`.
+    const ABORTED_CODE: u32 = windows_sys::Win32::Foundation::ERROR_OPERATION_ABORTED;
+
+    const OUT_OF_RESOURCES: &'static [u32] = {
+        use windows_sys::Win32::Foundation::{
+            ERROR_NOT_ENOUGH_MEMORY, ERROR_NO_SYSTEM_RESOURCES, ERROR_OUTOFMEMORY, ERROR_TOO_MANY_OPEN_FILES,
+        };
+        use windows_sys::Win32::Networking::WinSock::{WSAEMFILE, WSAENOBUFS};
+        &[
+            WSAEMFILE as u32,
+            WSAENOBUFS as u32,
+            ERROR_TOO_MANY_OPEN_FILES,
+            ERROR_NOT_ENOUGH_MEMORY,
+            ERROR_OUTOFMEMORY,
+            ERROR_NO_SYSTEM_RESOURCES,
+        ]
+    };
+
+    /// The kernel's queue cannot be counted.
+    const QUEUE_LEN_KNOWN: bool = false;
+
+    /// The Win32 (or Winsock) error code of `e`, or `ERROR_GEN_FAILURE`.
+    fn status_code_of(e: &io::Error) -> u32 {
+        e.raw_os_error().map_or(super::ERROR_GEN_FAILURE, |c| c as u32)
     }
 
-    fn new(concurrency: usize, want: Option<crate::port::DriverKind>) -> io::Result<Port> {
-        if want.is_some_and(|k| k != crate::port::DriverKind::Iocp) {
+    fn not_found() -> io::Error {
+        super::not_found()
+    }
+
+    /// IOCP only.
+    fn has_driver(kind: DriverKind) -> bool {
+        kind == DriverKind::Iocp
+    }
+
+    fn driver(&self) -> DriverInfo {
+        DriverInfo { kind: DriverKind::Iocp, fallback: None, setup: None }
+    }
+
+    /// IOCP has no call of the port's own that blocks on a file system.
+    fn new(concurrency: usize, want: Option<DriverKind>, _blocking: BlockingCall) -> io::Result<Port> {
+        if want.is_some_and(|k| k != DriverKind::Iocp) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("driver {want:?}: only IOCP runs on Windows"),
@@ -319,15 +356,15 @@ impl PortDriver for Port {
         }
     }
 
-    fn foreign_packets(&self) -> usize {
-        self.inner.foreign.load(Ordering::Relaxed)
+    fn stats(&self) -> DriverStats {
+        DriverStats {
+            foreign_packets: self.inner.foreign.load(Ordering::Relaxed),
+            direct_completions: self.inner.direct.load(Ordering::Relaxed),
+            leaked_requests: 0,
+        }
     }
 
-    fn direct_completions(&self) -> usize {
-        self.inner.direct.load(Ordering::Relaxed)
-    }
-
-    fn os_metrics(&self) -> crate::metrics::OsMetrics {
+    fn os_metrics(&self) -> OsMetrics {
         self.inner.os.snapshot()
     }
 }

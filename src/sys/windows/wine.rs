@@ -18,9 +18,9 @@
 
 use super::handle::Raw;
 use super::op::{start, Started};
-use crate::error::{Error, Result};
-use crate::handle::HandleKind;
 use crate::request::Header;
+use crate::shared::error::{Error, Result};
+use crate::shared::HandleKind;
 use crate::sync::{mpsc, OnceLock};
 
 /// True when the process runs under Wine (its ntdll exports

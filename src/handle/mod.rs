@@ -16,34 +16,17 @@ use crate::sink::CompletionSink;
 use crate::sync::{Arc, Mutex, Weak};
 use crate::sys::{self, HandleDriver};
 
-/// What kind of OS object a [`Handle`] is; it decides which requests the
-/// handle takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum HandleKind {
-    /// A regular file: positional requests, served by the pool on Unix.
-    File,
-    /// A connected (or connectable) TCP socket.
-    TcpStream,
-    /// A listening TCP socket.
-    TcpListener,
-    /// A UDP socket.
-    Udp,
-    /// A local stream: a Unix domain socket, or a named pipe on Windows.
-    LocalStream,
-    /// A local listener: a Unix domain listener.
-    LocalListener,
-    /// Any other stream-like object (pipes, ttys, devices).
-    Stream,
-}
+pub use crate::shared::HandleKind;
+
+#[cfg(unix)]
+mod unix;
+#[cfg(windows)]
+pub(crate) mod windows;
 
 impl HandleKind {
     /// True for the socket kinds (TCP, UDP, Unix-domain).
     pub fn is_socket(self) -> bool {
-        matches!(
-            self,
-            HandleKind::TcpStream | HandleKind::TcpListener | HandleKind::Udp | HandleKind::LocalListener
-        ) || (sys::LOCAL_STREAM_IS_SOCKET && self == HandleKind::LocalStream)
+        <sys::Handle as HandleDriver>::is_socket(self)
     }
 }
 
@@ -572,35 +555,6 @@ impl From<UdpSocket> for Handle {
     }
 }
 
-/// A file, pipe or device opened by the standard library (S38).
-///
-/// On Unix this always succeeds: a regular file is served by the pool with
-/// positional requests, anything else is driven by readiness. On Windows a
-/// std `File` is opened for synchronous I/O, which a completion port cannot
-/// drive, so it is reopened with `ReOpenFile(FILE_FLAG_OVERLAPPED)` with the
-/// same access rights and the original handle is closed; when that fails
-/// (a pipe or device that cannot be reopened) the conversion fails with
-/// `NotImplemented` and no handle is made. Open such objects overlapped
-/// yourself and use `windows::from_overlapped_handle`.
-#[cfg(windows)]
-impl TryFrom<std::fs::File> for Handle {
-    type Error = Error;
-
-    fn try_from(f: std::fs::File) -> Result<Handle> {
-        Ok(Handle::from_sys(sys::Handle::try_from(f)?))
-    }
-}
-
-/// A file, pipe or device opened by the standard library (S38): a regular
-/// file is served by the pool with positional requests, anything else is
-/// driven by readiness. (On Windows the conversion can fail: `TryFrom`.)
-#[cfg(unix)]
-impl From<std::fs::File> for Handle {
-    fn from(f: std::fs::File) -> Handle {
-        Handle::from_sys(sys::Handle::from(f))
-    }
-}
-
 /// Two handles are equal when they are the same handle (clones of one).
 impl PartialEq for Handle {
     fn eq(&self, other: &Handle) -> bool {
@@ -609,16 +563,3 @@ impl PartialEq for Handle {
 }
 
 impl Eq for Handle {}
-
-/// An unconnected (or any) socket made with `socket2`: its kind is told
-/// from the socket, as for an owned fd or socket. An unconnected TCP
-/// socket takes [`Handle::connect`] once bound.
-impl From<socket2::Socket> for Handle {
-    fn from(s: socket2::Socket) -> Handle {
-        #[cfg(unix)]
-        let h = Handle::from(std::os::fd::OwnedFd::from(s));
-        #[cfg(windows)]
-        let h = Handle::from(std::os::windows::io::OwnedSocket::from(s));
-        h
-    }
-}

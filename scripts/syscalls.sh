@@ -8,7 +8,9 @@
 # Needs strace (apt-get install strace). The crate's server runs with
 # --hold-buffers (its reads keep a buffer while they wait, as tokio's do);
 # io_uring-worker has a ring per worker (IOCOMPLETION_IO_URING_RINGS=worker),
-# io_uring-zero waits with zero-byte reads (no --hold-buffers, S31).
+# io_uring-zero waits with zero-byte reads (no --hold-buffers, S31),
+# io_uring-signal has the port's ring without COOP_TASKRUN
+# (IOCOMPLETION_IO_URING_RINGS=shared-signal, the setup before).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 conns=${1:-64} size=${2:-64} secs=${3:-5} threads=${4:-2}
@@ -41,6 +43,7 @@ measure() { # name addr server-command...
 
 measure io_uring 127.0.0.1:7878 env IOCOMPLETION_DRIVER=io_uring "$bin/echo_server" 127.0.0.1:7878 "$threads" "$threads" --hold-buffers
 measure io_uring-worker 127.0.0.1:7881 env IOCOMPLETION_DRIVER=io_uring IOCOMPLETION_IO_URING_RINGS=worker "$bin/echo_server" 127.0.0.1:7881 "$threads" "$threads" --hold-buffers
+measure io_uring-signal 127.0.0.1:7883 env IOCOMPLETION_DRIVER=io_uring IOCOMPLETION_IO_URING_RINGS=shared-signal "$bin/echo_server" 127.0.0.1:7883 "$threads" "$threads" --hold-buffers
 measure io_uring-zero 127.0.0.1:7882 env IOCOMPLETION_DRIVER=io_uring "$bin/echo_server" 127.0.0.1:7882 "$threads" "$threads"
 measure epoll 127.0.0.1:7880 env IOCOMPLETION_DRIVER=epoll "$bin/echo_server" 127.0.0.1:7880 "$threads" "$threads" --hold-buffers
 measure tokio 127.0.0.1:7879 "$bin/tokio_echo_server" 127.0.0.1:7879 "$threads"

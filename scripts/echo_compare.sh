@@ -20,10 +20,8 @@
 #                  connection's pending read, as the tokio server keeps one)
 #   uring0, epoll0 the same without --hold-buffers (zero-byte waits, S31)
 #   uringw         uring with a ring per worker (IOCOMPLETION_IO_URING_RINGS=worker)
-#   uringc         uring, the port's ring set up with COOP_TASKRUN
-#                  (IOCOMPLETION_IO_URING_RINGS=shared-coop)
-#   uringk         uring, the port's ring set up with no flags
-#                  (IOCOMPLETION_IO_URING_RINGS=shared)
+#   uringk         uring, the port's ring set up without COOP_TASKRUN
+#                  (IOCOMPLETION_IO_URING_RINGS=shared-signal, the setup before)
 #   base           uring, but the echo_server binary in $BASE_BIN (another
 #                  build of the crate, e.g. an earlier commit, to compare)
 #   tokio          examples/tokio_echo_server, 2 workers
@@ -60,8 +58,7 @@ start_server() { # name -> leaves it running in $pid, its address in $addr
     uring) IOCOMPLETION_DRIVER=io_uring "$bin/echo_server" $addr 2 64 --hold-buffers >/dev/null & pid=$! ;;
     epoll) IOCOMPLETION_DRIVER=epoll "$bin/echo_server" $addr 2 64 --hold-buffers >/dev/null & pid=$! ;;
     uringw) IOCOMPLETION_DRIVER=io_uring IOCOMPLETION_IO_URING_RINGS=worker "$bin/echo_server" $addr 2 64 --hold-buffers >/dev/null & pid=$! ;;
-    uringc) IOCOMPLETION_DRIVER=io_uring IOCOMPLETION_IO_URING_RINGS=shared-coop "$bin/echo_server" $addr 2 64 --hold-buffers >/dev/null & pid=$! ;;
-    uringk) IOCOMPLETION_DRIVER=io_uring IOCOMPLETION_IO_URING_RINGS=shared "$bin/echo_server" $addr 2 64 --hold-buffers >/dev/null & pid=$! ;;
+    uringk) IOCOMPLETION_DRIVER=io_uring IOCOMPLETION_IO_URING_RINGS=shared-signal "$bin/echo_server" $addr 2 64 --hold-buffers >/dev/null & pid=$! ;;
     base) IOCOMPLETION_DRIVER=io_uring "${BASE_BIN:?set BASE_BIN to a directory holding another echo_server}/echo_server" $addr 2 64 --hold-buffers >/dev/null & pid=$! ;;
     uring0) IOCOMPLETION_DRIVER=io_uring "$bin/echo_server" $addr 2 64 >/dev/null & pid=$! ;;
     epoll0) IOCOMPLETION_DRIVER=epoll "$bin/echo_server" $addr 2 64 >/dev/null & pid=$! ;;
@@ -96,10 +93,10 @@ ratios_of_round() { # suffix
       [ "$a" = "$b" ] && continue
       case "$b" in
         tokio) ;;
-        epoll) [ "$a" = uring ] || [ "$a" = uringw ] || [ "$a" = uringc ] || [ "$a" = uringk ] || continue ;;
+        epoll) [ "$a" = uring ] || [ "$a" = uringw ] || [ "$a" = uringk ] || continue ;;
         epoll0) [ "$a" = uring0 ] || continue ;;
         uring) [ "$a" = uring0 ] || [ "$a" = uringw ] || [ "$a" = base ] || continue ;;
-        uringk) [ "$a" = uringc ] || continue ;;
+        uringk) [ "$a" = uring ] || continue ;;
         *) continue ;;
       esac
       paste "$out/$a.$1.last" "$out/$b.$1.last" | awk '{printf "%.3f\n", ($2 > 0) ? $1/$2 : 0}' >>"$out/ratio.$a.$b.$1"

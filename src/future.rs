@@ -55,10 +55,10 @@ enum State {
     Gone,
 }
 
-/// The shared slot between a future and its request's completion.
-struct Slot(Mutex<State>);
+/// The handoff between a future and its request's completion.
+struct Handoff(Mutex<State>);
 
-impl CompletionSink for Slot {
+impl CompletionSink for Handoff {
     fn on_complete(&self, status: Status, bytes: usize, request: Request) {
         let mut st = self.0.lock();
         match std::mem::replace(&mut *st, State::Gone) {
@@ -96,7 +96,7 @@ impl CompletionSink for Slot {
 /// request ([`Handle::cancel`]); the request still completes once, and its
 /// buffer is freed when it does.
 pub(crate) struct Waiter {
-    slot: Arc<Slot>,
+    handoff: Arc<Handoff>,
     id: RequestId,
     handle: WeakHandle,
     /// False once detached: the request then runs on when this is dropped.
@@ -121,9 +121,9 @@ impl Waiter {
     /// A waiter and the completion target that resolves it; the request's
     /// id is set once it started ([`Waiter::started`]).
     pub(crate) fn new(id: RequestId) -> (Waiter, Arc<dyn CompletionSink>) {
-        let slot = Arc::new(Slot(Mutex::new(State::Waiting(None))));
-        let target: Arc<dyn CompletionSink> = slot.clone();
-        (Waiter { slot, id, handle: WeakHandle::none(), cancel_on_drop: true }, target)
+        let handoff = Arc::new(Handoff(Mutex::new(State::Waiting(None))));
+        let target: Arc<dyn CompletionSink> = handoff.clone();
+        (Waiter { handoff, id, handle: WeakHandle::none(), cancel_on_drop: true }, target)
     }
 
     /// Records the request that started, and the handle to cancel it on.
@@ -144,7 +144,7 @@ impl Future for Waiter {
     type Output = Completed;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Completed> {
-        let mut st = self.slot.0.lock();
+        let mut st = self.handoff.0.lock();
         match std::mem::replace(&mut *st, State::Gone) {
             State::Done(c) => Poll::Ready(c),
             State::Waiting(w) => {
@@ -163,10 +163,10 @@ impl Future for Waiter {
 impl Drop for Waiter {
     fn drop(&mut self) {
         let pending = {
-            let mut st = self.slot.0.lock();
+            let mut st = self.handoff.0.lock();
             let pending = matches!(*st, State::Waiting(_));
             // A completion that already came (not taken) is dropped with
-            // the slot's state; one still to come finds `Gone`.
+            // the handoff's state; one still to come finds `Gone`.
             let old = std::mem::replace(&mut *st, State::Gone);
             drop(st);
             drop(old);
@@ -198,7 +198,7 @@ pub(crate) fn accepted(
     }
 }
 
-// Run under Miri too (`.ci/run`): the slot between a future and its
+// Run under Miri too (`.ci/run`): the handoff between a future and its
 // request's completion, driven by hand with a waker that counts.
 #[cfg(test)]
 mod tests {
@@ -260,7 +260,7 @@ mod tests {
 
     #[test]
     fn s2_a_second_delivery_leaves_the_first_result() {
-        // Straight into the slot, before and after the future took it.
+        // Straight into the handoff, before and after the future took it.
         let (mut fut, target) = future();
         target.on_complete(Status::SUCCESS, 1, request(b"1"));
         target.on_complete(Status::ABORTED, 0, request(b"2"));
@@ -270,7 +270,7 @@ mod tests {
         target.on_complete(Status::ABORTED, 0, request(b"3"));
 
         // Through the guard a host gets from `take_callback`: the second
-        // call never reaches the slot.
+        // call never reaches the handoff.
         let (mut fut, target) = future();
         let mut r = request(b"first");
         r.set_callback(target);

@@ -503,7 +503,7 @@ impl PortCounters {
 
 /// A request is about to be submitted on `handle`, bound to `port`:
 /// counted in flight on both, and its start time stamped.
-pub(crate) fn starting(port: &Port, handle: &crate::handle::HandleInner, req: &mut crate::request::Request) {
+pub(crate) fn starting(port: &Port, handle: &crate::handle::HandleState, req: &mut crate::request::Request) {
     let h = req.header_mut();
     h.started_ns = start_stamp();
     port.inner.metrics.started(h.op);
@@ -512,7 +512,7 @@ pub(crate) fn starting(port: &Port, handle: &crate::handle::HandleInner, req: &m
 
 /// The submit of a request counted by [`starting`] failed: no packet will
 /// come for it.
-pub(crate) fn start_failed(port: &Port, handle: &crate::handle::HandleInner, op: Op, e: &crate::Error) {
+pub(crate) fn start_failed(port: &Port, handle: &crate::handle::HandleState, op: Op, e: &crate::Error) {
     if let crate::Error::Io(e) = e {
         let s = crate::Status::from_io_error(e);
         if s.is_out_of_resources() {

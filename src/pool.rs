@@ -88,8 +88,8 @@ pub struct PoolStats {
 #[allow(clippy::missing_const_for_thread_local)]
 mod worker_tls {
     thread_local! {
-        /// The port slot the calling worker serves (null outside the pool).
-        pub(super) static SERVING: std::cell::Cell<*const super::PortSlot> =
+        /// The port the calling worker serves (null outside the pool).
+        pub(super) static SERVING: std::cell::Cell<*const super::ServedPort> =
             const { std::cell::Cell::new(std::ptr::null()) };
         /// The calling worker (none outside the pool).
         pub(super) static WORKER: std::cell::RefCell<Option<crate::sync::Arc<super::WorkerInfo>>> =
@@ -107,7 +107,7 @@ struct WorkerInfo {
     /// `seq` as the gate thread saw it at its previous tick.
     seen: AtomicU64,
     /// The port concurrency slot the worker holds, if the backend has one.
-    slot: Mutex<Option<<sys::Port as PortDriver>::Slot>>,
+    concurrency_slot: Mutex<Option<<sys::Port as PortDriver>::Slot>>,
     /// The worker's thread (a shutdown leaves a worker stuck in the OS).
     thread: thread::ThreadId,
     /// Since when the worker is blocked in the OS on a file request
@@ -142,7 +142,7 @@ pub(crate) fn blocking_call(f: &mut dyn FnMut()) {
 }
 
 /// The workers of one port.
-struct PortSlot {
+struct ServedPort {
     port: Port,
     threads: AtomicUsize,
     workers: Mutex<Vec<Arc<WorkerInfo>>>,
@@ -150,7 +150,7 @@ struct PortSlot {
     exited_lock: Mutex<()>,
 }
 
-impl PortSlot {
+impl ServedPort {
     /// Work waits on the port and no thread waits for it.
     fn starving(&self) -> bool {
         self.port.has_backlog() && self.port.waiting_threads() == 0
@@ -165,7 +165,7 @@ impl PortSlot {
             let seq = w.seq.load(Ordering::Acquire);
             let seen = w.seen.swap(seq, Ordering::AcqRel);
             if w.busy.load(Ordering::Acquire) && seq == seen {
-                if let Some(s) = w.slot.lock().as_ref() {
+                if let Some(s) = w.concurrency_slot.lock().as_ref() {
                     s.release();
                 }
             }
@@ -235,7 +235,7 @@ const GIVE_UP: Duration = Duration::from_secs(2);
 const EXIT_POLL: Duration = Duration::from_millis(10);
 
 struct State {
-    slots: Vec<Arc<PortSlot>>,
+    served_ports: Vec<Arc<ServedPort>>,
     joins: Vec<thread::JoinHandle<()>>,
     last_spawn: Option<Instant>,
     next_worker: usize,
@@ -293,7 +293,7 @@ impl Pool {
             abandoned: AtomicU64::new(0),
             metrics: Default::default(),
             state: Mutex::new(State {
-                slots: Vec::new(),
+                served_ports: Vec::new(),
                 joins: Vec::new(),
                 last_spawn: None,
                 next_worker: 1,
@@ -311,7 +311,7 @@ impl Pool {
 
     /// Starts serving `port` with one worker (a port is never left without one).
     pub(crate) fn serve(&self, port: Port) -> Result<()> {
-        let slot = Arc::new(PortSlot {
+        let served = Arc::new(ServedPort {
             port,
             threads: AtomicUsize::new(0),
             workers: Mutex::new(Vec::new()),
@@ -329,23 +329,23 @@ impl Pool {
                 "every thread the pool may have is in use; a new port needs one of its own",
             ));
         }
-        st.slots.push(slot.clone());
+        st.served_ports.push(served.clone());
         // Work queued while every worker of the port is busy: below the
         // minimum a thread starts at once (S14). The census is checked
         // first, so above the minimum this costs two loads.
-        let (census, shared, weak_slot) =
-            (self.shared.census.clone(), Arc::downgrade(&self.shared), Arc::downgrade(&slot));
-        slot.port.set_starving(Box::new(move || {
+        let (census, shared, weak_served) =
+            (self.shared.census.clone(), Arc::downgrade(&self.shared), Arc::downgrade(&served));
+        served.port.set_starving(Box::new(move || {
             if census.threads() < census.min() {
-                if let (Some(shared), Some(slot)) = (shared.upgrade(), weak_slot.upgrade()) {
-                    on_starving(&shared, &slot);
+                if let (Some(shared), Some(served)) = (shared.upgrade(), weak_served.upgrade()) {
+                    on_starving(&shared, &served);
                 }
             }
         }));
         self.shared.metrics.grew(Growth::NewPort);
-        let r = spawn_counted(&self.shared, &mut st, &slot);
+        let r = spawn_counted(&self.shared, &mut st, &served);
         if r.is_err() {
-            st.slots.retain(|s| !Arc::ptr_eq(s, &slot));
+            st.served_ports.retain(|s| !Arc::ptr_eq(s, &served));
         }
         r
     }
@@ -353,17 +353,17 @@ impl Pool {
     /// Stops serving `port` after it was closed: waits for its workers to
     /// run what is left on it and exit (S11), unless called from one of them.
     pub(crate) fn forget(&self, port: &Port) {
-        let slot = {
+        let served = {
             let mut st = self.shared.state.lock();
-            let Some(i) = st.slots.iter().position(|s| s.port.same(port)) else { return };
-            st.slots.remove(i)
+            let Some(i) = st.served_ports.iter().position(|s| s.port.same(port)) else { return };
+            st.served_ports.remove(i)
         };
-        if SERVING.with(|s| std::ptr::eq(s.get(), Arc::as_ptr(&slot))) {
+        if SERVING.with(|s| std::ptr::eq(s.get(), Arc::as_ptr(&served))) {
             // A worker of this very port cannot wait for itself; its
             // siblings, and it after its callback returns, drain the port.
             return;
         }
-        let left = slot.wait_for_exit(&self.shared, Instant::now() + GIVE_UP);
+        let left = served.wait_for_exit(&self.shared, Instant::now() + GIVE_UP);
         if !left.is_empty() {
             // Left running: a shutdown does not join them either.
             self.shared.state.lock().joins.retain(|j| !left.contains(&j.thread().id()));
@@ -386,11 +386,11 @@ impl Pool {
         if st.shutdown {
             return Ok(());
         }
-        let slots = st.slots.clone();
-        for slot in &slots {
-            while slot.port.has_backlog() && self.shared.census.try_grow(true) {
+        let served_ports = st.served_ports.clone();
+        for served in &served_ports {
+            while served.port.has_backlog() && self.shared.census.try_grow(true) {
                 self.shared.metrics.grew(Growth::MinimumRaised);
-                if spawn_counted(&self.shared, &mut st, slot).is_err() {
+                if spawn_counted(&self.shared, &mut st, served).is_err() {
                     break;
                 }
             }
@@ -404,7 +404,7 @@ impl Pool {
         let lowered = n < self.shared.census.max();
         self.shared.census.set_max(n).map_err(|r| refused(r, n))?;
         if lowered {
-            for s in &self.shared.state.lock().slots {
+            for s in &self.shared.state.lock().served_ports {
                 s.port.interrupt();
             }
         }
@@ -417,14 +417,14 @@ impl Pool {
     }
 
     fn busy(&self) -> usize {
-        self.shared.state.lock().slots.iter().map(|s| s.busy()).sum()
+        self.shared.state.lock().served_ports.iter().map(|s| s.busy()).sum()
     }
 
     pub(crate) fn stats(&self) -> PoolStats {
         let s = &self.shared;
         let (busy, live) = {
             let st = s.state.lock();
-            (st.slots.iter().map(|p| p.busy()).sum(), st.slots.iter().map(|p| p.completions()).sum::<u64>())
+            (st.served_ports.iter().map(|p| p.busy()).sum(), st.served_ports.iter().map(|p| p.completions()).sum::<u64>())
         };
         PoolStats {
             threads: s.census.threads(),
@@ -446,20 +446,20 @@ impl Pool {
         if self.stopped.swap(true, Ordering::AcqRel) {
             return;
         }
-        let (joins, slots) = {
+        let (joins, served_ports) = {
             let mut st = self.shared.state.lock();
             st.shutdown = true;
-            for s in &st.slots {
+            for s in &st.served_ports {
                 let _ = s.port.close();
             }
             self.shared.gate.notify_all();
-            (std::mem::take(&mut st.joins), st.slots.clone())
+            (std::mem::take(&mut st.joins), st.served_ports.clone())
         };
         // Workers blocked in the OS on a file request past the bound are
         // left, not joined.
         let give_up = Instant::now() + GIVE_UP;
         let left: Vec<thread::ThreadId> =
-            slots.iter().flat_map(|s| s.wait_for_exit(&self.shared, give_up)).collect();
+            served_ports.iter().flat_map(|s| s.wait_for_exit(&self.shared, give_up)).collect();
         let me = thread::current().id();
         for j in joins {
             if j.thread().id() != me && !left.contains(&j.thread().id()) {
@@ -475,8 +475,8 @@ impl Drop for Pool {
     }
 }
 
-/// Starts a worker for `slot`; the census already counts it.
-fn spawn_counted(shared: &Arc<Shared>, st: &mut State, slot: &Arc<PortSlot>) -> Result<()> {
+/// Starts a worker for `served`; the census already counts it.
+fn spawn_counted(shared: &Arc<Shared>, st: &mut State, served: &Arc<ServedPort>) -> Result<()> {
     let n = st.next_worker;
     st.next_worker += 1;
     let name = format!("{}-{n}", shared.config.name);
@@ -485,9 +485,9 @@ fn spawn_counted(shared: &Arc<Shared>, st: &mut State, slot: &Arc<PortSlot>) -> 
         b = b.stack_size(size);
     }
     let weak = Arc::downgrade(shared);
-    let slot2 = slot.clone();
-    slot.threads.fetch_add(1, Ordering::AcqRel);
-    match b.spawn(move || worker(weak, slot2)) {
+    let served2 = served.clone();
+    served.threads.fetch_add(1, Ordering::AcqRel);
+    match b.spawn(move || worker(weak, served2)) {
         Ok(j) => {
             st.joins.retain(|j| !j.is_finished());
             st.joins.push(j);
@@ -498,7 +498,7 @@ fn spawn_counted(shared: &Arc<Shared>, st: &mut State, slot: &Arc<PortSlot>) -> 
         }
         Err(e) => {
             shared.census.exit();
-            slot.threads.fetch_sub(1, Ordering::AcqRel);
+            served.threads.fetch_sub(1, Ordering::AcqRel);
             Err(Error::Io(e))
         }
     }
@@ -508,18 +508,18 @@ fn spawn_counted(shared: &Arc<Shared>, st: &mut State, slot: &Arc<PortSlot>) -> 
 /// packet and left more, or work was queued while every worker was busy.
 /// Below the minimum a thread starts at once (S14); above it the gate
 /// thread decides at its next interval, so this costs one atomic load then.
-fn on_starving(shared: &Arc<Shared>, slot: &Arc<PortSlot>) {
+fn on_starving(shared: &Arc<Shared>, served: &Arc<ServedPort>) {
     if shared.census.threads() >= shared.census.min() {
         return;
     }
     let mut st = shared.state.lock();
-    if st.shutdown || !slot.starving() {
+    if st.shutdown || !served.starving() {
         return;
     }
     if shared.census.try_grow(true) {
         // A failed spawn is survived while other workers live.
         shared.metrics.grew(Growth::BelowMinimum);
-        let _ = spawn_counted(shared, &mut st, slot);
+        let _ = spawn_counted(shared, &mut st, served);
     }
 }
 
@@ -546,14 +546,14 @@ fn gate(weak: Weak<Shared>) {
         // The upkeep polls the OS and performs the I/O it finds ready: done
         // with the pool's lock let go, so that growth, the limits and a
         // port's close never wait behind it.
-        let slots = st.slots.clone();
+        let served_ports = st.served_ports.clone();
         drop(st);
         #[cfg(test)]
         faults::before_maintain(&shared.config.name);
-        for s in &slots {
+        for s in &served_ports {
             s.port.maintain();
         }
-        drop(slots);
+        drop(served_ports);
         let mut st = shared.state.lock();
         if st.shutdown {
             return;
@@ -562,7 +562,7 @@ fn gate(weak: Weak<Shared>) {
         // Windows) while every worker was busy: below the minimum they get
         // a thread within a tick.
         if shared.census.threads() < shared.census.min() {
-            for s in st.slots.clone() {
+            for s in st.served_ports.clone() {
                 if s.starving() && shared.census.try_grow(true) {
                     shared.metrics.grew(Growth::BelowMinimum);
                     let _ = spawn_counted(&shared, &mut st, &s);
@@ -573,15 +573,15 @@ fn gate(weak: Weak<Shared>) {
             continue;
         }
         last_round = Instant::now();
-        let starving: Vec<Arc<PortSlot>> = st.slots.iter().filter(|s| s.starving()).cloned().collect();
+        let starving: Vec<Arc<ServedPort>> = st.served_ports.iter().filter(|s| s.starving()).cloned().collect();
         for s in &starving {
             s.release_stuck();
         }
         let due = st.last_spawn.map_or(true, |t| t.elapsed() >= interval);
-        if let Some(slot) = starving.first() {
+        if let Some(served) = starving.first() {
             if due && shared.census.try_grow(false) {
                 shared.metrics.grew(Growth::Starving);
-                let _ = spawn_counted(&shared, &mut st, slot);
+                let _ = spawn_counted(&shared, &mut st, served);
             }
         }
     }
@@ -592,57 +592,57 @@ fn gate(weak: Weak<Shared>) {
 /// atomically (`census::leave_port`), and given back if the census refuses.
 ///
 /// A worker a close left behind (no longer counted) leaves at once.
-fn try_leave(shared: &Shared, slot: &PortSlot, me: &WorkerInfo, why: Leave) -> bool {
+fn try_leave(shared: &Shared, served: &ServedPort, me: &WorkerInfo, why: Leave) -> bool {
     if !me.counted.swap(false, Ordering::AcqRel) {
         return true;
     }
-    if crate::census::leave_port(&slot.threads) {
+    if crate::census::leave_port(&served.threads) {
         if shared.census.try_leave(why, false) {
             shared.metrics.shrank(if why == Leave::Idle { Shrink::Idle } else { Shrink::MaximumLowered });
             shared.retired.fetch_add(1, Ordering::Relaxed);
             return true;
         }
-        crate::census::rejoin_port(&slot.threads);
+        crate::census::rejoin_port(&served.threads);
     }
     me.counted.store(true, Ordering::Release);
     false
 }
 
-fn worker(weak: Weak<Shared>, slot: Arc<PortSlot>) {
+fn worker(weak: Weak<Shared>, served: Arc<ServedPort>) {
     let Some(shared) = weak.upgrade() else { return };
     let _span = crate::metrics::trace::worker();
-    SERVING.with(|s| s.set(Arc::as_ptr(&slot)));
+    SERVING.with(|s| s.set(Arc::as_ptr(&served)));
     let me = Arc::new(WorkerInfo {
         busy: AtomicBool::new(false),
         seq: AtomicU64::new(0),
         seen: AtomicU64::new(0),
-        slot: Mutex::new(None),
+        concurrency_slot: Mutex::new(None),
         thread: thread::current().id(),
         in_file_call: Mutex::new(None),
         counted: AtomicBool::new(true),
     });
     WORKER.with(|w| *w.borrow_mut() = Some(me.clone()));
-    slot.workers.lock().push(me.clone());
+    served.workers.lock().push(me.clone());
     // Callbacks run under their own `catch_unwind`; this one guards the
     // worker's own code, so that a panic there (a bug, or a fault test)
     // still leaves the counts true and the port served.
-    let outcome = catch_unwind(AssertUnwindSafe(|| serve(&shared, &slot, &me)));
+    let outcome = catch_unwind(AssertUnwindSafe(|| serve(&shared, &served, &me)));
     // True when the census let the worker go already (it retired, or a
     // close left it behind).
     let retired = matches!(outcome, Ok(true));
     {
-        let mut workers = slot.workers.lock();
+        let mut workers = served.workers.lock();
         shared.completions.fetch_add(me.seq.load(Ordering::Acquire), Ordering::AcqRel);
         workers.retain(|w| !Arc::ptr_eq(w, &me));
     }
     if !retired && me.counted.swap(false, Ordering::AcqRel) {
         shared.metrics.shrank(Shrink::Closed);
         shared.census.exit();
-        slot.threads.fetch_sub(1, Ordering::AcqRel);
+        served.threads.fetch_sub(1, Ordering::AcqRel);
     }
     // Work this worker's last callback queued without a wake-up (it meant
     // to take it itself) gets a thread now.
-    slot.port.maintain();
+    served.port.maintain();
     // Give the concurrency slot back now, not at thread-local teardown.
     if let Some(s) = sys::Port::current_slot() {
         s.release();
@@ -651,22 +651,22 @@ fn worker(weak: Weak<Shared>, slot: Arc<PortSlot>) {
     WORKER.with(|w| *w.borrow_mut() = None);
     if outcome.is_err() {
         shared.replaced.fetch_add(1, Ordering::Relaxed);
-        replace(&shared, &slot);
+        replace(&shared, &served);
     }
-    let _g = slot.exited_lock.lock();
-    slot.exited.notify_all();
+    let _g = served.exited_lock.lock();
+    served.exited.notify_all();
 }
 
 /// Starts a thread in place of one that failed outside a callback, unless
 /// the pool is stopping or no longer serves the port.
-fn replace(shared: &Arc<Shared>, slot: &Arc<PortSlot>) {
+fn replace(shared: &Arc<Shared>, served: &Arc<ServedPort>) {
     let mut st = shared.state.lock();
-    if st.shutdown || slot.port.is_closed() || !st.slots.iter().any(|s| Arc::ptr_eq(s, slot)) {
+    if st.shutdown || served.port.is_closed() || !st.served_ports.iter().any(|s| Arc::ptr_eq(s, served)) {
         return;
     }
     if shared.census.try_grow(false) {
         shared.metrics.grew(Growth::Replacement);
-        let _ = spawn_counted(shared, &mut st, slot);
+        let _ = spawn_counted(shared, &mut st, served);
     }
 }
 
@@ -675,12 +675,12 @@ fn replace(shared: &Arc<Shared>, slot: &Arc<PortSlot>) {
 const RETRY_AFTER_ERROR: Duration = Duration::from_millis(10);
 
 /// The worker's loop; true when it retired (the census already let it go).
-fn serve(shared: &Arc<Shared>, slot: &Arc<PortSlot>, me: &WorkerInfo) -> bool {
+fn serve(shared: &Arc<Shared>, served: &Arc<ServedPort>, me: &WorkerInfo) -> bool {
     let mut batch = Vec::with_capacity(1);
     let keep_alive = shared.config.keep_alive;
-    // The backend's slot object is the same for all of this worker's waits
+    // The backend's concurrency slot object is the same for all of this worker's waits
     // on its port: looked up once, after the first packet.
-    let mut slot_known = false;
+    let mut concurrency_slot_known = false;
     // Callbacks run since this worker last timed one (`metrics`).
     let mut callback_tick = 0u32;
     loop {
@@ -688,31 +688,31 @@ fn serve(shared: &Arc<Shared>, slot: &Arc<PortSlot>, me: &WorkerInfo) -> bool {
         faults::hit(&shared.config.name);
         // The port's interrupt count is read before the limits, so a
         // lowered maximum either is seen here or ends the wait below.
-        let interrupts = slot.port.interrupts();
-        if shared.census.above_max() && try_leave(shared, slot, me, Leave::AboveMax) {
+        let interrupts = served.port.interrupts();
+        if shared.census.above_max() && try_leave(shared, served, me, Leave::AboveMax) {
             return true;
         }
-        match slot.port.get_for_pool(&mut batch, Some(keep_alive), interrupts) {
+        match served.port.get_for_pool(&mut batch, Some(keep_alive), interrupts) {
             Ok(_) => {
                 // Empty when the wait was interrupted: look at the limits again.
                 if let Some(packet) = batch.pop() {
-                    if !slot_known {
-                        *me.slot.lock() = sys::Port::current_slot();
-                        slot_known = true;
+                    if !concurrency_slot_known {
+                        *me.concurrency_slot.lock() = sys::Port::current_slot();
+                        concurrency_slot_known = true;
                     }
-                    if slot.starving() {
-                        on_starving(shared, slot);
+                    if served.starving() {
+                        on_starving(shared, served);
                     }
                     #[cfg(test)]
                     faults::before_run(&shared.config.name);
-                    let began = slot.port.inner.metrics.callback_begins(&packet, &mut callback_tick);
+                    let began = served.port.inner.metrics.callback_begins(&packet, &mut callback_tick);
                     run(shared, me, packet);
-                    slot.port.inner.metrics.callback_done(began);
+                    served.port.inner.metrics.callback_done(began);
                 }
             }
             // The whole keep-alive passed without a packet.
             Err(Error::Timeout) => {
-                if try_leave(shared, slot, me, Leave::Idle) {
+                if try_leave(shared, served, me, Leave::Idle) {
                     return true;
                 }
             }
@@ -721,7 +721,7 @@ fn serve(shared: &Arc<Shared>, slot: &Arc<PortSlot>, me: &WorkerInfo) -> bool {
             // The backend's wait failed (the poller): the port still needs
             // this thread, so it waits again, unless the port is closing.
             Err(_) => {
-                if slot.port.is_closed() {
+                if served.port.is_closed() {
                     return false;
                 }
                 thread::sleep(RETRY_AFTER_ERROR);

@@ -22,7 +22,7 @@ static NEXT_PORT: AtomicU64 = AtomicU64::new(1);
 ///
 /// The port's metrics count each packet here, as it leaves the port.
 #[inline]
-fn settle(port: Option<&PortInner>, packets: &mut [Packet]) {
+fn settle(port: Option<&PortState>, packets: &mut [Packet]) {
     for p in packets {
         // Most packets are posts and requests without a deadline: their
         // whole settling is the inlined check in `metrics::taken`.
@@ -51,7 +51,7 @@ fn deadline_passed(req: &mut Request, status: &mut Status) -> bool {
 /// thread waits on it (S14: below the minimum a thread starts at once).
 pub(crate) type Starving = Box<dyn Fn() + Send + Sync>;
 
-pub(crate) struct PortInner {
+pub(crate) struct PortState {
     pub(crate) sys: sys::Port,
     id: u64,
     owner: u64,
@@ -90,7 +90,7 @@ pub(crate) struct PortInner {
 /// ```
 #[derive(Clone)]
 pub struct Port {
-    pub(crate) inner: Arc<PortInner>,
+    pub(crate) inner: Arc<PortState>,
 }
 
 impl Port {
@@ -146,7 +146,7 @@ impl Port {
             std::io::ErrorKind::InvalidInput => Error::InvalidArgument(e.to_string()),
             _ => Error::Io(e),
         })?;
-        let port = Port { inner: Arc::new(PortInner {
+        let port = Port { inner: Arc::new(PortState {
             sys,
             id: NEXT_PORT.fetch_add(1, Ordering::Relaxed),
             owner,
@@ -425,7 +425,7 @@ impl Port {
     }
 }
 
-impl Drop for PortInner {
+impl Drop for PortState {
     /// The last reference is gone (the user's clones, the handles bound to
     /// the port, the pool serving it): nobody can take its packets any
     /// more, so the port closes as [`Port::close`] does (S11) and every

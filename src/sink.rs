@@ -58,13 +58,13 @@ pub(crate) struct DeliverOnce {
     target: Arc<dyn CompletionSink>,
     delivered: AtomicBool,
     /// The handle the request was started on: its port keeps the count.
-    handle: Option<Weak<crate::handle::HandleInner>>,
+    handle: Option<Weak<crate::handle::HandleState>>,
 }
 
 impl DeliverOnce {
     pub(crate) fn new(
         target: Arc<dyn CompletionSink>,
-        handle: Option<Weak<crate::handle::HandleInner>>,
+        handle: Option<Weak<crate::handle::HandleState>>,
     ) -> DeliverOnce {
         DeliverOnce { target, delivered: AtomicBool::new(false), handle }
     }

@@ -60,21 +60,21 @@ pub(crate) struct Binding {
     futures_only: bool,
 }
 
-pub(crate) struct HandleInner {
+pub(crate) struct HandleState {
     pub(crate) sys: sys::Handle,
     binding: OnceLock<Binding>,
     bind_lock: Mutex<()>,
     pub(crate) metrics: crate::metrics::HandleCounters,
 }
 
-impl HandleInner {
+impl HandleState {
     /// The port the handle is bound to, if it is.
     pub(crate) fn bound_port(&self) -> Option<&Port> {
         self.binding.get().map(|b| &b.port)
     }
 }
 
-impl Drop for HandleInner {
+impl Drop for HandleState {
     fn drop(&mut self) {
         // Pending requests complete aborted, with their buffers (S24).
         self.sys.close();
@@ -111,7 +111,7 @@ impl Drop for HandleInner {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Handle {
-    pub(crate) inner: Arc<HandleInner>,
+    pub(crate) inner: Arc<HandleState>,
 }
 
 /// A handle held weakly (`WeakHandle::from(&handle)`): it does not keep the
@@ -122,7 +122,7 @@ pub struct Handle {
 /// [`Request::handle`](crate::Request::handle).)
 #[derive(Clone)]
 pub struct WeakHandle {
-    inner: Weak<HandleInner>,
+    inner: Weak<HandleState>,
 }
 
 impl WeakHandle {
@@ -161,7 +161,7 @@ impl Handle {
     }
 
     pub(crate) fn from_sys(sys: sys::Handle) -> Handle {
-        Handle { inner: Arc::new(HandleInner {
+        Handle { inner: Arc::new(HandleState {
             sys,
             binding: OnceLock::new(),
             bind_lock: Mutex::new(()),

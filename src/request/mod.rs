@@ -45,7 +45,7 @@ pub(crate) struct Header {
     pub(crate) user_data: usize,
     /// The handle the request was started on, held weakly so an in-flight
     /// request never keeps its handle open.
-    pub(crate) handle: Option<crate::sync::Weak<crate::handle::HandleInner>>,
+    pub(crate) handle: Option<crate::sync::Weak<crate::handle::HandleState>>,
     /// The deadline the request was started with (S33), until its
     /// completion is taken.
     pub(crate) deadline: Option<std::time::Instant>,
@@ -107,7 +107,7 @@ const _: () = {
     send_sync::<Option<Arc<dyn CompletionSink>>>();
     send_sync::<Option<SocketAddr>>();
     send_sync::<Option<sys::Handle>>();
-    send_sync::<Option<crate::sync::Weak<crate::handle::HandleInner>>>();
+    send_sync::<Option<crate::sync::Weak<crate::handle::HandleState>>>();
     send_sync::<Option<std::time::Instant>>();
 };
 

@@ -4,8 +4,8 @@ use std::fmt;
 use crate::sync::OnceLock;
 use std::time::Duration;
 
-use super::sink::{dispatcher, Sink, SinkSlot, NEXT_SINK};
-use super::{Initializer, Inner, Runtime};
+use super::sink::{dispatcher, Sink, SinkCell, NEXT_SINK};
+use super::{Initializer, RuntimeState, Runtime};
 use crate::error::{Error, Result};
 use crate::pool::{Pool, PoolConfig};
 use crate::port::DriverKind;
@@ -201,7 +201,7 @@ impl Builder {
                 &format!("exceeds the maximum of {MAX_HOST_OVERLAPPED_SIZE}"),
             ));
         }
-        let sink: SinkSlot = Arc::new(Sink {
+        let sink: SinkCell = Arc::new(Sink {
             id: NEXT_SINK.fetch_add(1, Ordering::Relaxed),
             version: AtomicU64::new(0),
             is_set: AtomicBool::new(false),
@@ -221,7 +221,7 @@ impl Builder {
             dispatch,
         )?;
         let rt = Runtime {
-            inner: Arc::new(Inner {
+            inner: Arc::new(RuntimeState {
                 id: NEXT_RUNTIME.fetch_add(1, Ordering::Relaxed),
                 sched: sched.clone(),
                 pool,

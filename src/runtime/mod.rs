@@ -26,14 +26,14 @@ mod metrics;
 mod sink;
 
 pub use builder::{Builder, MAX_HOST_OVERLAPPED_SIZE};
-use sink::SinkSlot;
+use sink::SinkCell;
 
-pub(crate) struct Inner {
+pub(crate) struct RuntimeState {
     id: u64,
     /// The tasks spawned on it.
     sched: Arc<crate::task::Scheduler>,
     pool: Pool,
-    sink: SinkSlot,
+    sink: SinkCell,
     ext_size: usize,
     initializer: Option<Arc<Initializer>>,
     port_concurrency: usize,
@@ -49,7 +49,7 @@ pub(crate) struct Inner {
     shut: AtomicBool,
 }
 
-impl Inner {
+impl RuntimeState {
     fn all_ports(&self) -> Vec<Port> {
         let mut v: Vec<Port> = self.ports.lock().clone();
         v.extend(self.default_port.get().cloned());
@@ -68,7 +68,7 @@ impl Inner {
     }
 }
 
-impl Drop for Inner {
+impl Drop for RuntimeState {
     fn drop(&mut self) {
         self.shut.store(true, Ordering::Release);
         // Timers of a runtime that is gone complete aborted (here).
@@ -108,7 +108,7 @@ pub struct TimerId(crate::timer::Key);
 /// ```
 #[derive(Clone)]
 pub struct Runtime {
-    inner: Arc<Inner>,
+    inner: Arc<RuntimeState>,
 }
 
 impl fmt::Debug for Runtime {

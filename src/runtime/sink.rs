@@ -16,7 +16,7 @@ pub(super) struct Sink {
     pub(super) slot: RwLock<Option<Arc<dyn CompletionSink>>>,
 }
 
-pub(super) type SinkSlot = Arc<Sink>;
+pub(super) type SinkCell = Arc<Sink>;
 
 pub(super) static NEXT_SINK: AtomicU64 = AtomicU64::new(1);
 
@@ -78,7 +78,7 @@ impl Sink {
 /// Runs one packet: the request's own target, else the sink. While a
 /// target runs, a task of `sched` that it wakes may run at once on this
 /// thread (see `task::Delivering`).
-pub(super) fn dispatcher(sink: SinkSlot, sched: Arc<crate::task::Scheduler>) -> Box<Dispatch> {
+pub(super) fn dispatcher(sink: SinkCell, sched: Arc<crate::task::Scheduler>) -> Box<Dispatch> {
     Box::new(move |p: Packet| {
         let Some(mut req) = p.request else { return false };
         // Moved out, not cloned: no shared reference count is touched.

@@ -175,7 +175,7 @@ const FREE: usize = 0;
 const PIN: usize = 1;
 const FILLING: usize = 2;
 
-struct Slot {
+struct InlineEntry {
     addr: AtomicUsize,
     id: AtomicU64,
     epoch: AtomicU64,
@@ -186,7 +186,7 @@ type Spilled = (usize, u64, u64);
 
 /// The requests of one handle in flight (see the module documentation).
 pub(crate) struct Pending {
-    slots: [Slot; INLINE],
+    slots: [InlineEntry; INLINE],
     /// Entries in `more`, so that a taker looks at it only when needed.
     spilled: AtomicUsize,
     more: Mutex<Vec<Spilled>>,
@@ -195,7 +195,7 @@ pub(crate) struct Pending {
 impl Default for Pending {
     fn default() -> Pending {
         Pending {
-            slots: std::array::from_fn(|_| Slot {
+            slots: std::array::from_fn(|_| InlineEntry {
                 addr: AtomicUsize::new(FREE),
                 id: AtomicU64::new(0),
                 epoch: AtomicU64::new(0),
@@ -256,7 +256,7 @@ impl Pending {
 
     /// Pins the slot `s` unless it is free or being filled; waits while
     /// another cancel holds it. Returns the address pinned.
-    fn pin(s: &Slot) -> Option<usize> {
+    fn pin(s: &InlineEntry) -> Option<usize> {
         loop {
             let v = s.addr.load(Ordering::Acquire);
             if v == FREE || v == FILLING {
@@ -271,7 +271,7 @@ impl Pending {
         }
     }
 
-    fn unpin(s: &Slot, addr: usize) {
+    fn unpin(s: &InlineEntry, addr: usize) {
         s.addr.store(addr, Ordering::Release);
     }
 

@@ -150,9 +150,9 @@ struct Idle {
 /// its waits so that a thread coming back to the same port does not give
 /// the slot up and claim it again.
 #[derive(Clone)]
-pub(crate) struct Slot(Arc<SlotInner>);
+pub(crate) struct Slot(Arc<SlotState>);
 
-struct SlotInner {
+struct SlotState {
     owner: Weak<dyn SlotOwner>,
     counted: AtomicBool,
 }
@@ -675,7 +675,7 @@ impl<T: Send + 'static, P: Poller<T> + 'static> Queue<T, P> {
             Some(s) if s.is_of(self) => s.0.counted.store(true, Ordering::Release),
             _ => {
                 let owner: Weak<dyn SlotOwner> = self.me.clone();
-                *held = Some(Slot(Arc::new(SlotInner { owner, counted: AtomicBool::new(true) })));
+                *held = Some(Slot(Arc::new(SlotState { owner, counted: AtomicBool::new(true) })));
             }
         }
     }

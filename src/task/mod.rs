@@ -110,7 +110,7 @@ pub(crate) struct Scheduler {
     next_shard: AtomicUsize,
     pub(crate) panics: AtomicU64,
     closed: AtomicBool,
-    pub(crate) runtime: OnceLock<Weak<crate::runtime::Inner>>,
+    pub(crate) runtime: OnceLock<Weak<crate::runtime::RuntimeState>>,
 }
 
 /// Shards of the live-task registry.
@@ -249,7 +249,7 @@ impl Drop for Enter<'_> {
 }
 
 /// The runtime whose task or `block_on` this thread runs now.
-pub(crate) fn current() -> Option<Arc<crate::runtime::Inner>> {
+pub(crate) fn current() -> Option<Arc<crate::runtime::RuntimeState>> {
     let p = CURRENT.with(|c| c.get());
     if p.is_null() {
         return None;

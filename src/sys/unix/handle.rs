@@ -15,7 +15,7 @@ use super::epoll::Streams;
 use super::filepool::Work;
 use super::io::{Driver, Io};
 use super::op::aborted;
-use super::port::{Inner as PortInner, Item, Port};
+use super::port::{Item, Port, UnixPortState};
 use crate::request::Request;
 use crate::shared::error::{Error, Result};
 use crate::shared::HandleKind;
@@ -27,7 +27,7 @@ use crate::sys::HandleDriver;
 pub(crate) struct Handle {
     io: Arc<Io>,
     /// The port it is bound to.
-    port: OnceLock<Weak<PortInner>>,
+    port: OnceLock<Weak<UnixPortState>>,
     /// The handle's entry in its port's list.
     key: OnceLock<usize>,
 }
@@ -307,7 +307,7 @@ impl HandleDriver for Handle {
 /// queued; holding the fd keeps the handle's close from closing it under
 /// the read. `Err` gives the request back for the ring.
 #[cfg(target_os = "linux")]
-fn read_cached_at_once(io: &Io, port: &PortInner, mut req: Request) -> std::result::Result<(), Request> {
+fn read_cached_at_once(io: &Io, port: &UnixPortState, mut req: Request) -> std::result::Result<(), Request> {
     if io.kind() != HandleKind::File || port.ring().is_none() || io.is_closed() {
         return Err(req);
     }

@@ -244,7 +244,7 @@ impl MioPoller {
     }
 }
 
-pub(crate) struct Inner {
+pub(crate) struct UnixPortState {
     pub(super) queue: Arc<PortQueue>,
     /// The handles bound to this port, for its close (S11).
     sources: Mutex<Slab<Arc<Io>>>,
@@ -276,7 +276,7 @@ thread_local! {
 /// The port. Cheap to share; the core holds it in an `Arc`.
 #[derive(Clone)]
 pub(crate) struct Port {
-    pub(super) inner: Arc<Inner>,
+    pub(super) inner: Arc<UnixPortState>,
 }
 
 impl PortDriver for Port {
@@ -314,7 +314,7 @@ impl PortDriver for Port {
     fn new(concurrency: usize, want: Option<DriverKind>, blocking: BlockingCall) -> io::Result<Port> {
         let (poller, driver) = choose_driver(want)?;
         Ok(Port {
-            inner: Arc::new(Inner {
+            inner: Arc::new(UnixPortState {
                 queue: Queue::new(concurrency, Some(poller)),
                 sources: Mutex::new(Slab::new()),
                 driver,
@@ -480,7 +480,7 @@ impl PortDriver for Port {
     }
 }
 
-impl Inner {
+impl UnixPortState {
     /// Adds `io` to the port; `register` watches its fd (sockets, pipes).
     pub(super) fn add(
         &self,
@@ -517,7 +517,7 @@ impl Inner {
 
     /// Marks the requests of a handle (`driver`, under its lock) in the
     /// kernel cancelled and pushes their cancels (S24, S25): how many, and
-    /// the rings a cancel was pushed into, for [`Inner::submit_cancels`]
+    /// the rings a cancel was pushed into, for [`UnixPortState::submit_cancels`]
     /// once the handle's lock is let go. Only the ring has requests in the
     /// kernel.
     pub(super) fn cancel_in_kernel(&self, driver: &mut Driver) -> (usize, Vec<usize>) {

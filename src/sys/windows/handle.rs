@@ -41,7 +41,7 @@ use windows_sys::Win32::System::WindowsProgramming::PUBLIC_OBJECT_BASIC_INFORMAT
 use windows_sys::Win32::System::IO::{CancelIoEx, CreateIoCompletionPort, OVERLAPPED};
 
 use super::op::{start, Started};
-use super::port::Inner as PortInner;
+use super::port::IocpPortState;
 use super::port::Port;
 use crate::request::Packet;
 use crate::request::Request;
@@ -108,7 +108,7 @@ pub(crate) struct Io {
     /// The OS object. Used only by a user of `gate`; closed by the first
     /// `close` once no user is left, else dropped with the `Io`.
     raw: ManuallyDrop<Raw>,
-    port: OnceLock<Weak<PortInner>>,
+    port: OnceLock<Weak<IocpPortState>>,
     /// The completion key the handle was associated with: `1 +` its index
     /// in the port's table (0 until associated).
     key: AtomicUsize,
@@ -120,7 +120,7 @@ pub(crate) struct Io {
 impl Io {
     /// The handle's pending requests in `port`'s table (`None` before it is
     /// associated).
-    fn pending_in<'a>(&self, port: &'a PortInner) -> Option<&'a Pending> {
+    fn pending_in<'a>(&self, port: &'a IocpPortState) -> Option<&'a Pending> {
         self.key.load(Ordering::Acquire).checked_sub(1).and_then(|i| port.table.get(i))
     }
 

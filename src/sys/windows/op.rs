@@ -37,7 +37,7 @@ pub(super) enum Started {
     /// completed at once on a handle whose immediate results are queued.
     Queued,
     /// It completed at once, with success and this many bytes, and no
-    /// packet will come: the crate delivers it (`port::Inner::deliver`).
+    /// packet will come: the crate delivers it (`port::IocpPortState::deliver`).
     Done(u32),
 }
 

@@ -88,7 +88,7 @@ unsafe impl Send for Raw {}
 // SAFETY: as above; shared use only passes the handle value to the kernel.
 unsafe impl Sync for Raw {}
 
-pub(crate) struct Inner {
+pub(crate) struct IocpPortState {
     raw: Raw,
     concurrency: usize,
     /// Set by `close`: posts and new requests are refused from then on.
@@ -107,13 +107,13 @@ pub(crate) struct Inner {
     interrupts: AtomicUsize,
     /// The handles associated with the port: for each, its requests in
     /// flight (read with no lock, to tell the crate's packets from foreign
-    /// ones, see [`Inner::claim`]) and the handle itself (for `close` to
+    /// ones, see [`IocpPortState::claim`]) and the handle itself (for `close` to
     /// cancel). A handle's completion key is `1 +` its index here.
     pub(super) table: Table<Weak<Io>>,
     /// Packets dropped because no request of the crate's made them (S39).
     foreign: AtomicUsize,
     /// The port's own queue: completions the kernel queues no packet for
-    /// (`Inner::deliver`), taken before the kernel's.
+    /// (`IocpPortState::deliver`), taken before the kernel's.
     ready: Ready<Direct>,
     /// How many went through it (`Port::direct_completions`).
     direct: AtomicUsize,
@@ -128,7 +128,7 @@ pub(crate) struct Inner {
 /// The port. Cheap to share; the core holds it in an `Arc`.
 #[derive(Clone)]
 pub(crate) struct Port {
-    pub(super) inner: Arc<Inner>,
+    pub(super) inner: Arc<IocpPortState>,
 }
 
 /// The kernel tracks concurrency on Windows, so a thread never holds a
@@ -200,7 +200,7 @@ impl PortDriver for Port {
             return Err(io::Error::last_os_error());
         }
         Ok(Port {
-            inner: Arc::new(Inner {
+            inner: Arc::new(IocpPortState {
                 raw: Raw(h),
                 concurrency,
                 closing: AtomicBool::new(false),
@@ -369,7 +369,7 @@ impl PortDriver for Port {
     }
 }
 
-impl Inner {
+impl IocpPortState {
     pub(super) fn handle(&self) -> HANDLE {
         self.raw.0
     }
@@ -423,7 +423,7 @@ impl Inner {
         // A pool worker of this port will take it itself when its callback
         // returns (once per packet it took): no wake-up, so a callback's
         // next completion costs no kernel call at all.
-        let me = self as *const Inner as usize;
+        let me = self as *const IocpPortState as usize;
         let defer = RETURNS_TO.with(|r| {
             let (port, used) = r.get();
             let defer = port == me && !used;
@@ -545,7 +545,7 @@ impl Inner {
         let want = max.clamp(1, BATCH);
         // Only the pool's workers (the interruptible waits) always come
         // back to the port after a callback.
-        let me = if interrupts.is_some() { self as *const Inner as usize } else { 0 };
+        let me = if interrupts.is_some() { self as *const IocpPortState as usize } else { 0 };
         RETURNS_TO.with(|r| r.set((me, false)));
         loop {
             if self.finished.load(Ordering::SeqCst) {
@@ -677,7 +677,7 @@ fn user_post(mut req: Request) -> Packet {
     Packet { status: Status::SUCCESS, bytes, key, request: Some(req) }
 }
 
-impl Inner {
+impl IocpPortState {
     /// Cancels what is still pending on the port's handles and takes the
     /// packets still expected into `out`, waiting a bounded time (2 s):
     /// nothing can take them from the port any more (that takes a
@@ -726,7 +726,7 @@ impl Inner {
     }
 }
 
-impl Drop for Inner {
+impl Drop for IocpPortState {
     /// Takes what is left (nothing after `PortDriver::close_dropped`) and
     /// frees those requests and buffers, then closes the kernel port.
     fn drop(&mut self) {

@@ -58,6 +58,8 @@ impl Census {
         self.max.load(Ordering::SeqCst)
     }
 
+    // Unused in the loom build, which leaves the pool and the port out.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn set_min(&self, n: usize) -> Result<(), Refused> {
         let _g = self.lock.lock();
         let max = self.max();
@@ -117,6 +119,8 @@ impl Census {
 
     /// Counts out a thread that exits for another reason (its port closed,
     /// or its spawn failed).
+    // Unused in the loom build, which leaves the pool and the port out.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn exit(&self) {
         let _g = self.lock.lock();
         self.threads.store(self.threads() - 1, Ordering::SeqCst);
@@ -142,6 +146,8 @@ pub(crate) fn leave_port(threads: &AtomicUsize) -> bool {
 }
 
 /// Undoes a [`leave_port`] the census refused.
+// Unused in the loom build, which leaves the pool and the port out.
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) fn rejoin_port(threads: &AtomicUsize) {
     threads.fetch_add(1, Ordering::AcqRel);
 }

@@ -106,6 +106,8 @@ thread_local! {
 /// when no other thread polls: callbacks that keep the queue full never
 /// keep I/O that is done from being delivered (S8). Cheap: one lock of the
 /// idle list, and a poll that does not wait.
+// Unused in the loom build, which leaves the pool and the port out.
+#[cfg_attr(loom, allow(dead_code))]
 const COLLECT_EVERY: usize = 32;
 
 const CLOSING: usize = 1;
@@ -122,6 +124,8 @@ pub(crate) enum Ended {
     /// The queue is closed and drained: nothing will ever come.
     Abandoned,
     /// The poller failed.
+    // Unused in the loom build, which leaves the pool and the port out.
+    #[cfg_attr(loom, allow(dead_code))]
     Io(io::Error),
 }
 
@@ -241,6 +245,8 @@ impl<T: Send + 'static, P: Poller<T> + 'static> Queue<T, P> {
         })
     }
 
+    // Unused in the loom build, which leaves the pool and the port out.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn concurrency(&self) -> usize {
         self.concurrency
     }
@@ -250,6 +256,8 @@ impl<T: Send + 'static, P: Poller<T> + 'static> Queue<T, P> {
     }
 
     /// Threads registered to be woken (parked or polling).
+    // Unused in the loom build, which leaves the pool and the port out.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn sleepers(&self) -> usize {
         self.sleepers.load(Ordering::SeqCst)
     }
@@ -264,6 +272,8 @@ impl<T: Send + 'static, P: Poller<T> + 'static> Queue<T, P> {
         self.items.len()
     }
 
+    // Unused in the loom build, which leaves the pool and the port out.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn is_closing(&self) -> bool {
         self.state.load(Ordering::SeqCst) & CLOSING != 0
     }

@@ -393,18 +393,13 @@ impl PortCounters {
             let mask = SAMPLE_MASK.load(Ordering::Relaxed);
             r.header_mut().completed_ns = if n & mask == mask { now_ns() } else { 0 };
         }
-        if !crate::sys::QUEUE_LEN_KNOWN {
-            self.add(POSTED_ALL);
-        }
+        self.queued_post();
     }
 
-    /// A packet was posted: by the user when `user`, else by the crate (a
-    /// timer's, a task's run).
+    /// A packet was posted, by the user or by the crate (a timer's, a
+    /// task's run): counted only where the backend cannot count its queue.
     #[inline]
-    pub(crate) fn posted(&self, user: bool) {
-        if user {
-            self.add(POSTS);
-        }
+    pub(crate) fn queued_post(&self) {
         if !crate::sys::QUEUE_LEN_KNOWN {
             self.add(POSTED_ALL);
         }

@@ -291,7 +291,7 @@ impl Port {
             self.inner.held.fetch_add(1, Ordering::AcqRel);
         }
         request.header_mut().completed_ns = crate::metrics::post_stamp();
-        self.inner.metrics.posted(false);
+        self.inner.metrics.queued_post();
         let packet = Packet { status: Status::SUCCESS, bytes: 0, key: 0, request: Some(request) };
         match self.inner.sys.post(packet) {
             Ok(()) => {

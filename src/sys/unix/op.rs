@@ -97,6 +97,16 @@ pub(super) fn accepted(kind: HandleKind, fd: OwnedFd) -> super::Handle {
     }
 }
 
+/// The status of an aborted request (S24): `ECANCELED`. The backend builds
+/// its statuses from its own codes (`Status::from_raw`), never through the
+/// core's `Status::ABORTED`, which asks this backend for the same code.
+pub(super) const ABORTED: Status = Status::from_raw(libc::ECANCELED as u32);
+
+/// The status of a request that failed with `e`: its errno, or `EIO`.
+pub(super) fn status_of(e: &io::Error) -> Status {
+    Status::from_raw(e.raw_os_error().unwrap_or(libc::EIO) as u32)
+}
+
 /// The completion of `req`, done with `n` bytes.
 pub(super) fn done(req: Request, n: usize) -> Packet {
     Packet { status: Status::SUCCESS, bytes: n, key: 0, request: Some(req) }
@@ -106,14 +116,14 @@ pub(super) fn done(req: Request, n: usize) -> Packet {
 /// sent before the error with it, as IOCP does.
 pub(super) fn failed(req: Request, e: &io::Error) -> Packet {
     let bytes = sent(&req);
-    Packet { status: Status::from_io_error(e), bytes, key: 0, request: Some(req) }
+    Packet { status: status_of(e), bytes, key: 0, request: Some(req) }
 }
 
 /// The aborted completion of `req` (S24), with the bytes a write cut off
 /// had already sent (as IOCP reports them), so a retry sends only the rest.
 pub(super) fn aborted(req: Request) -> Packet {
     let bytes = sent(&req);
-    Packet { status: Status::ABORTED, bytes, key: 0, request: Some(req) }
+    Packet { status: ABORTED, bytes, key: 0, request: Some(req) }
 }
 
 /// A positional file request, performed (blocking) on a pool thread (S29);

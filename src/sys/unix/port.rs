@@ -283,7 +283,7 @@ impl PortDriver for Port {
     type Slot = Slot;
 
     /// `ECANCELED`.
-    const ABORTED_CODE: u32 = libc::ECANCELED as u32;
+    const ABORTED_CODE: u32 = super::op::ABORTED.code();
 
     const OUT_OF_RESOURCES: &'static [u32] =
         &[libc::EMFILE as u32, libc::ENFILE as u32, libc::ENOBUFS as u32, libc::ENOMEM as u32];
@@ -292,7 +292,7 @@ impl PortDriver for Port {
 
     /// The errno of `e`, or `EIO`.
     fn status_code_of(e: &io::Error) -> u32 {
-        e.raw_os_error().unwrap_or(libc::EIO) as u32
+        super::op::status_of(e).code()
     }
 
     fn not_found() -> io::Error {

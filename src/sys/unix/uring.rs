@@ -35,7 +35,9 @@ use io_uring::{opcode, squeue::Entry, types, IoUring, Probe};
 use rustc_hash::FxHashMap;
 use socket2::SockAddr;
 
-use super::op::{accepted, failed, is_write_side, read_iov, sent, write_iov, Completions};
+use super::op::{
+    accepted, failed, is_write_side, read_iov, sent, status_of, write_iov, Completions, ABORTED,
+};
 use crate::request::Packet;
 use crate::request::{Header, Request};
 use crate::shared::status::Status;
@@ -926,8 +928,8 @@ impl Ring {
             // how much of it was sent, and a file read what it read (S24,
             // as IOCP does).
             let status = match e.raw_os_error() {
-                Some(libc::ECANCELED) => Status::ABORTED,
-                _ => Status::from_io_error(&e),
+                Some(libc::ECANCELED) => ABORTED,
+                _ => status_of(&e),
             };
             let (status, bytes) = cut_short(&mut req, status);
             done(home, &io, id, write, queue, Packet { status, bytes, key: 0, request: Some(req) });
@@ -1526,7 +1528,7 @@ fn cut_short(req: &mut Request, status: Status) -> (Status, usize) {
             // SAFETY: the earlier reads wrote the first `done` bytes of the
             // room, in order (`progress` counts them).
             unsafe { h.buffer.set_filled(done) };
-            (if status.is_aborted() { status } else { Status::SUCCESS }, done)
+            (if status == ABORTED { status } else { Status::SUCCESS }, done)
         }
         _ => (status, 0),
     }
@@ -1551,7 +1553,7 @@ fn finish(io: &dyn Owner, req: &mut Request, res: i32) -> Finished {
             let error = res & i32::from(libc::POLLERR) != 0;
             if error && matches!(kind, HandleKind::TcpStream | HandleKind::LocalStream) {
                 if let Some(Ok(Some(e))) = io.take_error() {
-                    return Finished::Done(Status::from_io_error(&e), 0);
+                    return Finished::Done(status_of(&e), 0);
                 }
             }
             Finished::Done(Status::SUCCESS, 0)
@@ -1604,7 +1606,7 @@ fn finish(io: &dyn Owner, req: &mut Request, res: i32) -> Finished {
             Finished::Done(Status::SUCCESS, 0)
         }
         Op::Connect(_) if h.os.uring.reconnect => match io.take_error() {
-            Some(Ok(Some(e))) | Some(Err(e)) => Finished::Done(Status::from_io_error(&e), 0),
+            Some(Ok(Some(e))) | Some(Err(e)) => Finished::Done(status_of(&e), 0),
             _ => Finished::Done(Status::SUCCESS, 0),
         },
         Op::Connect(_) => Finished::Done(Status::SUCCESS, 0),
@@ -1899,7 +1901,7 @@ pub(crate) mod tests {
                 _ => assert!(h.close()),
             }
             let p = one_packet(&port);
-            assert_eq!((p.status, p.bytes), (Status::ABORTED, 5), "{cut}: aborted, with the bytes read");
+            assert_eq!((p.status, p.bytes), (ABORTED, 5), "{cut}: aborted, with the bytes read");
             let buf = p.request.unwrap().into_buffer().into_vec();
             assert_eq!(buf, vec![7u8; 5], "{cut}: the buffer holds them");
         }

@@ -1,6 +1,7 @@
 //! Handles: OS files and sockets that requests run on (S21-S27).
 
 use std::fmt;
+#[cfg(any(unix, windows))]
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use crate::sync::OnceLock;
@@ -263,6 +264,7 @@ impl Handle {
     }
 
     /// The socket's local address.
+    #[cfg(any(unix, windows))]
     pub fn local_addr(&self) -> Result<SocketAddr> {
         self.inner
             .sys
@@ -286,6 +288,7 @@ impl Handle {
     /// assert!(h.with_socket(|s| s.keepalive())?);
     /// # Ok(()) }
     /// ```
+    #[cfg(any(unix, windows))]
     pub fn with_socket<T>(&self, f: impl FnOnce(socket2::SockRef<'_>) -> io::Result<T>) -> Result<T> {
         self.inner.sys.with_sock(f)
     }

@@ -390,6 +390,7 @@ impl WriteHalf {
         }
         if !self.shut {
             self.shut = true;
+            #[cfg(any(unix, windows))]
             if self.handle.kind().is_socket() {
                 self.handle.with_socket(|s| s.shutdown(std::net::Shutdown::Write)).map_err(io::Error::from)?;
             }

@@ -13,6 +13,7 @@
 //! | Linux, Android | [`queue::Queue`] | mio over epoll |
 //! | macOS, iOS, FreeBSD, NetBSD, OpenBSD, DragonFly | [`queue::Queue`] | mio over kqueue |
 //! | Windows | IOCP handle | the kernel (IOCP) |
+//! | any other target | none: `shell.rs` stops the build with one message | |
 //!
 //! A further driver (io_uring on Linux) implements the same two traits; the
 //! user-space queue in [`queue`] is there for any driver that needs one.
@@ -61,6 +62,12 @@ pub(crate) use unix::*;
 mod windows;
 #[cfg(all(windows, not(loom)))]
 pub(crate) use windows::*;
+
+// A target with no backend stops the build with one message.
+#[cfg(not(any(unix, windows, loom)))]
+mod shell;
+#[cfg(not(any(unix, windows, loom)))]
+pub(crate) use shell::*;
 
 /// A completion port as a backend provides it.
 ///
@@ -204,6 +211,7 @@ pub(crate) trait HandleDriver: Sized + Send + Sync + 'static {
     fn describe(&self) -> String;
 
     /// Runs `f` on the socket behind the handle.
+    #[cfg(any(unix, windows))]
     fn with_sock<T>(&self, f: impl FnOnce(socket2::SockRef<'_>) -> io::Result<T>) -> Result<T>;
 
     /// Asks the OS to queue no packet for a request that completes at

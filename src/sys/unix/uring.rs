@@ -549,7 +549,32 @@ impl Ring {
     /// preparation fails (that one is taken, and its completion entry
     /// carries the error); the entries after it stay in the submission
     /// queue, counted, and the next call hands them over.
+    ///
+    /// One thread at a time submits this way: while one does, another
+    /// leaves its entries to it (it looks again when done, see
+    /// [`Handshake::begin_submit`]) and goes on, instead of spinning on the
+    /// ring's lock in the kernel. A thread that waits in the ring
+    /// ([`Ring::poll`]) and a push into a full queue enter on their own.
     fn submit_now(&self) -> io::Result<()> {
+        for _ in 0..handshake::SUBMIT_ROUNDS {
+            if !self.hs.begin_submit() {
+                return Ok(());
+            }
+            let r = self.try_submit();
+            let again = self.hs.end_submit();
+            match r {
+                // Entries still counted: a thread that found this one
+                // submitting left them (submitted again below), or a pusher
+                // counted its entry and has not published it yet; it does
+                // both holding `sq`, so once `sq` is free it is visible.
+                Ok(Ok(())) if again => drop(self.sq.lock()),
+                r => return r.map(drop),
+            }
+        }
+        // Kept submitting for others by a stream of pushes: this thread
+        // enters once more without the turn, so what was left to it is
+        // handed over now (another thread holding the turn only shares the
+        // kernel's lock with it, as every submit did before the turn).
         self.try_submit().map(drop)
     }
 
@@ -673,7 +698,12 @@ impl Ring {
             }
             None => true,
         };
-        if overflow || self.hs.pending() {
+        if overflow {
+            // This thread's own enter: completions held back, or task work
+            // that only the thread that started those requests runs when
+            // it enters the kernel (another's submit would not run it).
+            self.try_submit().map(drop)?;
+        } else if self.hs.pending() {
             self.submit_now()?;
         }
         self.reap();

@@ -19,6 +19,17 @@
 
 use crate::sync::{fence, AtomicBool, AtomicUsize, Ordering};
 
+/// At most how many times a thread that submitted looks again for entries
+/// left to it by threads that found it submitting (`Ring::submit_now`):
+/// each time it submits what they pushed meanwhile, so this only bounds a
+/// thread kept submitting for others by a stream of pushes (it then
+/// submits once more without taking the turn, and goes back to its own
+/// work).
+///
+/// The loom models use 1, so that they check the submit after the last
+/// round too.
+pub(crate) const SUBMIT_ROUNDS: usize = if cfg!(loom) { 1 } else { 64 };
+
 /// What a ring's pushers and its waiter tell each other.
 #[derive(Debug, Default)]
 pub(crate) struct Handshake {
@@ -28,11 +39,19 @@ pub(crate) struct Handshake {
     /// entry is visible to the kernel, counted down by what each
     /// `io_uring_enter` says it took, so it is never below the truth.
     unsubmitted: AtomicUsize,
+    /// A thread is handing pushed entries to the kernel
+    /// ([`Handshake::begin_submit`]): another that wants to leaves its
+    /// entries to it instead of waiting for the ring's lock in the kernel.
+    submitting: AtomicBool,
 }
 
 impl Handshake {
     pub(crate) fn new() -> Handshake {
-        Handshake { in_wait: AtomicBool::new(false), unsubmitted: AtomicUsize::new(0) }
+        Handshake {
+            in_wait: AtomicBool::new(false),
+            unsubmitted: AtomicUsize::new(0),
+            submitting: AtomicBool::new(false),
+        }
     }
 
     /// An entry is about to be pushed: counted before the kernel can see
@@ -83,6 +102,31 @@ impl Handshake {
     pub(crate) fn waiting(&self) {
         self.in_wait.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
+    }
+
+    /// This thread is to hand the pushed entries to the kernel; false when
+    /// another one is doing it now, which looks at the queue again when it
+    /// is done ([`Handshake::end_submit`]), so what this thread pushed
+    /// before is handed over all the same. Two threads entering one ring to
+    /// submit at once only wait for each other on the ring's lock in the
+    /// kernel, spinning while the other issues its entries.
+    pub(crate) fn begin_submit(&self) -> bool {
+        // Pairs with the fence in `end_submit` (this thread's entries were
+        // counted before it).
+        fence(Ordering::SeqCst);
+        self.submitting.compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+    }
+
+    /// The submit [`Handshake::begin_submit`] allowed is done: true when
+    /// entries are still not taken, which a thread whose `begin_submit`
+    /// failed meanwhile may have left to this one, so it must submit again.
+    pub(crate) fn end_submit(&self) -> bool {
+        // Pairs with the fence of a `begin_submit` that failed:
+        // either that thread's exchange comes after this store (and it submits
+        // itself), or its entry, counted before its exchange, is seen here.
+        self.submitting.store(false, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        self.pending()
     }
 
     /// The waiting thread is back from the ring.
@@ -141,6 +185,35 @@ mod models {
             }
         }
 
+        /// `Ring::push` then `Ring::flush` with `Ring::submit_now`'s rule:
+        /// one thread submits at a time, another leaves its entries to it.
+        fn push_and_flush_combined(&self) {
+            {
+                let _g = self.sq.lock();
+                self.hs.pushing();
+                let t = self.kernel.tail.load(Ordering::Relaxed);
+                self.kernel.tail.store(t + 1, Ordering::Release);
+            }
+            if self.hs.must_submit() {
+                self.submit_now();
+            }
+        }
+
+        /// `Ring::submit_now`.
+        fn submit_now(&self) {
+            for _ in 0..super::SUBMIT_ROUNDS {
+                if !self.hs.begin_submit() {
+                    return;
+                }
+                self.enter();
+                if !self.hs.end_submit() {
+                    return;
+                }
+                drop(self.sq.lock());
+            }
+            self.enter();
+        }
+
         /// `io_uring_enter`'s submission: takes what the tail shows.
         fn enter(&self) -> usize {
             let n = {
@@ -172,12 +245,16 @@ mod models {
     }
 
     fn pushers_and_a_waiter(pushers: usize) {
+        pushers_and_a_waiter_with(pushers, Ring::push_and_flush);
+    }
+
+    fn pushers_and_a_waiter_with(pushers: usize, push: fn(&Ring)) {
         loom::model(move || {
             let ring = Ring::new();
             let threads: Vec<_> = (0..pushers)
                 .map(|_| {
                     let ring = ring.clone();
-                    thread::spawn(move || ring.push_and_flush())
+                    thread::spawn(move || push(&ring))
                 })
                 .collect();
             let blocked = ring.poll();
@@ -206,5 +283,14 @@ mod models {
     #[test]
     fn s36_entries_pushed_by_two_threads_as_one_waits_are_all_submitted() {
         pushers_and_a_waiter(2);
+    }
+
+    /// The same when pushers submit one at a time (`Ring::submit_now`): a
+    /// pusher that finds another submitting leaves its entry to it, and
+    /// that one looks again when it is done, so nothing waits in the queue
+    /// while a thread waits in the ring.
+    #[test]
+    fn s36_entries_left_to_the_thread_submitting_are_submitted() {
+        pushers_and_a_waiter_with(2, Ring::push_and_flush_combined);
     }
 }

@@ -31,12 +31,15 @@
 
 use std::error::Error;
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use iocompletion::{Completed, Handle, Op, Runtime, Status};
+
+#[path = "common/listen.rs"]
+mod listen;
 
 const BUF_SIZE: usize = 16 * 1024; // bytes read per request
 const IDLE: Duration = Duration::from_secs(300); // a connection idle this long is closed
@@ -165,7 +168,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
 
     let rt = Runtime::builder().min_threads(min).max_threads(max).build()?;
-    let listener = Handle::from(TcpListener::bind(addr)?);
+    let listener = Handle::from(listen::listen(addr)?);
     rt.bind_async(&listener)?;
     let server =
         Arc::new(Server { rt: rt.clone(), listener, hold_buffers, skip, counters: Counters::default() });

@@ -13,7 +13,6 @@
 
 use std::convert::Infallible;
 use std::error::Error;
-use std::net::TcpListener;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -23,6 +22,9 @@ use hyper::{Request, Response};
 use iocompletion::hyper_rt::HyperTimer;
 use iocompletion::io::Stream;
 use iocompletion::{Handle, Runtime};
+
+#[path = "common/listen.rs"]
+mod listen;
 
 const BODY: &[u8] = b"Hello, World!";
 
@@ -35,7 +37,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:8080".into());
     let threads: usize = args.next().map(|t| t.parse()).transpose()?.unwrap_or(2);
     let rt = Runtime::builder().min_threads(threads).max_threads(threads).build()?;
-    let listener = Handle::from(listen(&addr)?);
+    let listener = Handle::from(listen::listen(addr.parse()?)?);
     rt.bind_async(&listener)?;
     println!("http server on {addr}, {threads} threads, driver {}; Ctrl-C to stop", rt.driver()?);
 
@@ -80,17 +82,4 @@ fn main() -> Result<(), Box<dyn Error>> {
     });
     rt.block_on(accept_loop)?;
     Ok(())
-}
-
-/// A listener with a backlog of 1024 (tokio's; std's `TcpListener::bind`
-/// asks for 128, too few for 512 connections made at once).
-fn listen(addr: &str) -> std::io::Result<TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let addr: std::net::SocketAddr =
-        addr.parse().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    Ok(socket.into())
 }

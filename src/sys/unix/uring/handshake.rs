@@ -171,15 +171,18 @@ mod models {
             })
         }
 
+        /// `Ring::push_entry`: counted, then made visible, under `sq`.
+        fn push(&self) {
+            let _g = self.sq.lock();
+            self.hs.pushing();
+            let t = self.kernel.tail.load(Ordering::Relaxed);
+            self.kernel.tail.store(t + 1, Ordering::Release);
+        }
+
         /// `Ring::push` then `Ring::pushed` from a thread that is not the
-        /// ring's waiter.
+        /// ring's waiter, entering the ring on its own.
         fn push_and_flush(&self) {
-            {
-                let _g = self.sq.lock();
-                self.hs.pushing();
-                let t = self.kernel.tail.load(Ordering::Relaxed);
-                self.kernel.tail.store(t + 1, Ordering::Release);
-            }
+            self.push();
             if self.hs.must_submit() {
                 self.enter();
             }
@@ -188,12 +191,7 @@ mod models {
         /// `Ring::push` then `Ring::flush` with `Ring::submit_now`'s rule:
         /// one thread submits at a time, another leaves its entries to it.
         fn push_and_flush_combined(&self) {
-            {
-                let _g = self.sq.lock();
-                self.hs.pushing();
-                let t = self.kernel.tail.load(Ordering::Relaxed);
-                self.kernel.tail.store(t + 1, Ordering::Release);
-            }
+            self.push();
             if self.hs.must_submit() {
                 self.submit_now();
             }
